@@ -1,0 +1,1 @@
+"""Pure algorithms and rules: no I/O, no web framework."""

@@ -1,0 +1,134 @@
+"""The session marker: what one session knows of its second factor, without PII or secrets.
+
+Starlette's cookie session is signed, not encrypted, so the marker holds only a keyed hash of the
+user id (``subject``), timestamps, the method name, a random nonce and the user's epoch.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+METHODS = frozenset({"totp", "recovery"})
+
+
+def subject_of(user_id: str, key: bytes) -> str:
+    """A keyed hash of the user id: binds the marker to one user without revealing who."""
+    digest = hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentSummary:
+    """What the middleware's one store call returns when a marker is stale."""
+
+    enrolled: bool
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    subject: str
+    nonce: str
+    checked_at: float
+    epoch: int
+    enrolled: bool
+    verified_at: float | None = None
+    method: str | None = None
+
+    @classmethod
+    def fresh(cls, subject: str, summary: EnrolmentSummary, now: float) -> Marker:
+        return cls(
+            subject=subject,
+            nonce=new_nonce(),
+            checked_at=now,
+            epoch=summary.epoch,
+            enrolled=summary.enrolled,
+        )
+
+    def is_stale(self, now: float, recheck_seconds: int) -> bool:
+        # A clock that went backwards also forces a re-check.
+        return not (0 <= now - self.checked_at < recheck_seconds)
+
+    def refreshed(self, summary: EnrolmentSummary, now: float) -> Marker:
+        """Re-stamped from the store; another epoch (a revocation) ends the verified state."""
+        if summary.epoch != self.epoch or not summary.enrolled:
+            return dataclasses.replace(
+                self,
+                checked_at=now,
+                epoch=summary.epoch,
+                enrolled=summary.enrolled,
+                verified_at=None,
+                method=None,
+            )
+        return dataclasses.replace(self, checked_at=now, enrolled=True)
+
+    def verified(self, method: str, epoch: int, now: float) -> Marker:
+        """After a successful second factor: a new nonce (ASVS 3.2.1) and a fresh check."""
+        return dataclasses.replace(
+            self,
+            nonce=new_nonce(),
+            checked_at=now,
+            epoch=epoch,
+            enrolled=True,
+            verified_at=now,
+            method=method,
+        )
+
+    def is_verified(self, now: float, lifetime_seconds: int) -> bool:
+        return self.verified_at is not None and now - self.verified_at < lifetime_seconds
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "sub": self.subject,
+            "n": self.nonce,
+            "chk": self.checked_at,
+            "ep": self.epoch,
+            "enr": self.enrolled,
+            "vat": self.verified_at,
+            "m": self.method,
+        }
+
+    @classmethod
+    def load(cls, raw: object, subject: str) -> Marker | None:
+        """The marker stored in a session, or ``None`` if absent, malformed or another user's."""
+        if not isinstance(raw, dict) or raw.get("v") != VERSION:
+            return None
+        sub, nonce, checked, epoch = raw.get("sub"), raw.get("n"), raw.get("chk"), raw.get("ep")
+        enrolled, verified_at, method = raw.get("enr"), raw.get("vat"), raw.get("m")
+        if not (isinstance(sub, str) and hmac.compare_digest(sub, subject)):
+            return None
+        if not isinstance(nonce, str) or not isinstance(enrolled, bool):
+            return None
+        if not isinstance(checked, int | float) or isinstance(checked, bool):
+            return None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            return None
+        if verified_at is not None and not _is_number(verified_at):
+            return None
+        if method is not None and method not in METHODS:
+            return None
+        return cls(
+            subject=sub,
+            nonce=nonce,
+            checked_at=float(checked),
+            epoch=epoch,
+            enrolled=enrolled,
+            verified_at=None if verified_at is None else float(verified_at),
+            method=method,
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,69 @@
+"""Audit events: typed, and free of codes and secrets by construction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+logger = logging.getLogger("mfa_guard.audit")
+
+
+class EventKind(StrEnum):
+    ENROLMENT_STARTED = "enrolment_started"
+    ENROLLED = "enrolled"
+    VERIFIED = "verified"
+    VERIFICATION_FAILED = "verification_failed"
+    CODE_REUSED = "code_reused"
+    LOCKED_OUT = "locked_out"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    DISABLED = "disabled"
+
+
+_WARNINGS = frozenset({EventKind.VERIFICATION_FAILED, EventKind.CODE_REUSED, EventKind.LOCKED_OUT})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    kind: EventKind
+    user_id: str
+    at: float
+    method: str | None = None
+    client_ip: str | None = None
+
+
+class EventSink(Protocol):
+    """Receives every audit event. Called after the change it reports has been stored; must not
+    raise (an exception is logged and swallowed so a broken sink never blocks a sign-in)."""
+
+    async def emit(self, event: AuditEvent) -> None: ...
+
+
+class LoggingEventSink:
+    """The default sink: one line per event on the ``mfa_guard.audit`` logger."""
+
+    async def emit(self, event: AuditEvent) -> None:
+        level = logging.WARNING if event.kind in _WARNINGS else logging.INFO
+        logger.log(
+            level,
+            "mfa_guard event=%s user=%s method=%s ip=%s",
+            event.kind.value,
+            event.user_id,
+            event.method or "-",
+            event.client_ip or "-",
+        )
+
+
+class MemoryEventSink:
+    """Keeps the events, for tests and demos."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def emit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[EventKind]:
+        return [event.kind for event in self.events]

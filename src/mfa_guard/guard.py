@@ -1,0 +1,139 @@
+"""The facade an app wires in: ``guard.middleware()`` and ``guard.mount()``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+from starlette.types import Scope
+
+from mfa_guard.clock import Clock, system_clock
+from mfa_guard.core.marker import Marker, subject_of
+from mfa_guard.core.totp import TOTPParameters
+from mfa_guard.crypto import SecretBox
+from mfa_guard.errors import ConfigurationError
+from mfa_guard.events import EventSink, LoggingEventSink
+from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.services import MFAService
+from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stores.base import MFAStore
+
+SESSION_KEY = "mfa_guard"
+IdentityGetter = Callable[[Scope], str | None]
+AccountNameGetter = Callable[[Scope], str]
+
+
+def user_identity(scope: Scope) -> str | None:
+    """The default identity: ``scope["user"].identity`` (or ``display_name``) when authenticated."""
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        identity = user.identity
+    except NotImplementedError:
+        identity = user.display_name
+    return str(identity) if identity else None
+
+
+def user_display_name(scope: Scope) -> str:
+    """The default account label in authenticator apps: ``scope["user"].display_name``."""
+    user = scope.get("user")
+    return str(getattr(user, "display_name", "") or "account")
+
+
+class MFAGuard:
+    def __init__(
+        self,
+        *,
+        settings: MFAGuardSettings,
+        store: MFAStore,
+        events: EventSink | None = None,
+        clock: Clock = system_clock,
+        identity: IdentityGetter = user_identity,
+        account_name: AccountNameGetter = user_display_name,
+        template_directory: str | Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.identity = identity
+        self.account_name = account_name
+        self.events = events or LoggingEventSink()
+        if settings.encryption_keys:
+            box = SecretBox(settings.encryption_keys)
+        elif settings.debug:
+            box = SecretBox.ephemeral()
+        else:
+            raise ConfigurationError("MFAGuard needs MFA_GUARD_ENCRYPTION_KEYS outside debug mode")
+        self.limiter = FailureLimiter(
+            storage_from_uri(settings.storage_uri), settings.rate_limits.failures
+        )
+        self.service = MFAService(
+            store=store,
+            box=box,
+            limiter=self.limiter,
+            events=self.events,
+            clock=clock,
+            issuer=settings.issuer,
+            params=TOTPParameters(
+                digits=settings.totp.digits,
+                period=settings.totp.period,
+                drift_steps=settings.totp.drift_steps,
+            ),
+        )
+        # Bounded cache: one HMAC per user, not one per request.
+        self.subject = functools.lru_cache(maxsize=16_384)(
+            functools.partial(_subject, key=box.marker_key)
+        )
+        self.template_directory = template_directory
+
+    def middleware(self) -> Middleware:
+        from mfa_guard.web.middleware import MFAGuardMiddleware
+
+        return Middleware(MFAGuardMiddleware, guard=self)
+
+    @functools.cached_property
+    def routes(self) -> list[BaseRoute]:
+        from mfa_guard.web.routes import build_routes
+
+        return build_routes(self)
+
+    def mount(self) -> Mount:
+        return Mount(self.settings.mount_path, routes=self.routes, name="mfa_guard")
+
+    async def current_marker(self, session: MutableMapping[str, Any], user_id: str) -> Marker:
+        """This session's marker for ``user_id``: from the session while it is fresh, else
+        re-checked with one store call and written back."""
+        now = self.clock()
+        subject = self.subject(user_id)
+        marker = Marker.load(session.get(SESSION_KEY), subject)
+        if marker is not None and not marker.is_stale(now, self.settings.recheck_seconds):
+            return marker
+        summary = await self.store.summary(user_id)
+        marker = (
+            Marker.fresh(subject, summary, now)
+            if marker is None
+            else marker.refreshed(summary, now)
+        )
+        self.save_marker(session, marker)
+        return marker
+
+    def save_marker(self, session: MutableMapping[str, Any], marker: Marker) -> None:
+        session[SESSION_KEY] = marker.dump()
+
+    def session_of(self, scope: Scope) -> MutableMapping[str, Any]:
+        session = scope.get("session")
+        if not isinstance(session, MutableMapping):
+            raise ConfigurationError(
+                "mfa_guard needs a session: add starlette's SessionMiddleware before "
+                "AuthenticationMiddleware and the guard's middleware"
+            )
+        return session
+
+
+def _subject(user_id: str, *, key: bytes) -> str:
+    return subject_of(user_id, key)

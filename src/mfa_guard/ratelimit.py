@@ -1,0 +1,65 @@
+"""Failed-attempt throttling per user, across sessions, IPs and workers, through ``limits``."""
+
+from __future__ import annotations
+
+import hashlib
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+
+from mfa_guard.errors import ConfigurationError, StoreUnavailable
+
+_NAMESPACE = "mfa_guard"
+
+
+def storage_from_uri(uri: str) -> Storage:
+    """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied)."""
+    full = uri if uri.startswith("async+") else f"async+{uri}"
+    try:
+        storage = storage_from_string(full, wrap_exceptions=True)
+    except (LimitsConfigurationError, ValueError) as exc:
+        raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not usable: {exc}") from exc
+    if not isinstance(storage, Storage):
+        raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not an async storage")
+    return storage
+
+
+class FailureLimiter:
+    """Counts second-factor attempts since the last success; refuses past any limit.
+
+    Every attempt takes a slot *before* the code is checked, atomically in the storage, so
+    concurrent guesses cannot slip past the limit; a success clears the count.
+    """
+
+    def __init__(self, storage: Storage, spec: str) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._items: list[RateLimitItem] = parse_many(spec)
+
+    async def acquire(self, user_id: str, now: float) -> float | None:
+        """``None`` if the attempt may go ahead, else the time at which it may be retried."""
+        key = _key(user_id)
+        try:
+            for item in self._items:
+                if not await self._limiter.hit(item, _NAMESPACE, "failures", key):
+                    stats = await self._limiter.get_window_stats(item, _NAMESPACE, "failures", key)
+                    return max(stats.reset_time, now + 1)
+        except (StorageError, OSError) as exc:
+            raise StoreUnavailable() from exc
+        return None
+
+    async def reset(self, user_id: str) -> None:
+        key = _key(user_id)
+        try:
+            for item in self._items:
+                await self._limiter.clear(item, _NAMESPACE, "failures", key)
+        except (StorageError, OSError) as exc:
+            raise StoreUnavailable() from exc
+
+
+def _key(user_id: str) -> str:
+    # Shared storages (Redis) see a hash, not the user's id or e-mail address.
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]

@@ -1,0 +1,240 @@
+"""All configuration, from ``MFA_GUARD_*`` environment variables (nested with ``__``) or ``.env``.
+
+Build the settings once in the app factory and hand them to :class:`mfa_guard.MFAGuard`; tests build
+them with ``_env_file=None`` and explicit values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+import limits
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
+MAX_CONSECUTIVE_FAILURES = 100
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class TOTPSettings(BaseModel):
+    # SHA1 / 6 digits / 30 s is what every authenticator app honours (Key Uri Format).
+    digits: int = Field(default=6, description="Digits of a TOTP code: 6 or 8.")
+    period: int = Field(default=30, description="Seconds a TOTP code lives: 30 or 60.")
+    drift_steps: int = Field(
+        default=1, description="Time steps accepted either side of now for clock skew (0 to 2)."
+    )
+
+    @field_validator("digits")
+    @classmethod
+    def _digits(cls, value: int) -> int:
+        if value not in (6, 8):
+            raise ValueError("TOTP digits must be 6 or 8 (authenticator apps support no other)")
+        return value
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: int) -> int:
+        if value not in (30, 60):
+            raise ValueError("TOTP period must be 30 or 60 seconds")
+        return value
+
+    @field_validator("drift_steps")
+    @classmethod
+    def _drift(cls, value: int) -> int:
+        if not 0 <= value <= 2:
+            raise ValueError(
+                "TOTP drift_steps must be between 0 and 2: a wider window multiplies the codes an "
+                "attacker may guess (RFC 6238 5.2 recommends at most one step)"
+            )
+        return value
+
+
+class RateLimitSettings(BaseModel):
+    failures: str = Field(
+        default="5/minute;20/hour;100/day",
+        description=(
+            "Failed second-factor attempts allowed per user, across sessions and IPs "
+            "(limits notation, several separated by ';')."
+        ),
+    )
+
+    @field_validator("failures")
+    @classmethod
+    def _failures(cls, value: str) -> str:
+        try:
+            items = limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"rate_limits.failures is not in limits notation: {exc}") from exc
+        if not items:
+            raise ValueError("rate_limits.failures needs at least one limit, e.g. '5/minute'")
+        for item in items:
+            if item.amount > MAX_CONSECUTIVE_FAILURES:
+                raise ValueError(
+                    f"rate_limits.failures allows {item.amount} failures in one window; NIST "
+                    f"SP 800-63B allows at most {MAX_CONSECUTIVE_FAILURES}"
+                )
+        return value
+
+
+class MFAGuardSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MFA_GUARD_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    issuer: str = Field(
+        default="mfa_guard",
+        description="Name shown in authenticator apps (label prefix and issuer parameter).",
+    )
+    totp: TOTPSettings = Field(default_factory=TOTPSettings)
+    mount_path: str = Field(
+        default="/mfa", description="Where the kit's pages and API are mounted."
+    )
+    home_path: str = Field(
+        default="/",
+        description="Where a user lands after the challenge when no safe next= is given.",
+    )
+    exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default=["/login", "/logout", "/static", "/health"],
+        description="Path prefixes the middleware never guards (comma-separated in env).",
+    )
+    api_prefixes: Annotated[list[str], NoDecode] = Field(
+        default=["/api"],
+        description="Path prefixes answered with JSON errors instead of redirects.",
+    )
+    verified_lifetime_seconds: int = Field(
+        default=12 * 3600,
+        description="Absolute lifetime of a verified second factor in one session, in seconds.",
+    )
+    recheck_seconds: int = Field(
+        default=60,
+        description=(
+            "How long a session trusts its cached enrolment state before one store call "
+            "re-checks it (0 = every request)."
+        ),
+    )
+    recent_mfa_seconds: int = Field(
+        default=300,
+        description="How recent a verification must be to regenerate recovery codes, in seconds.",
+    )
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    storage_uri: str = Field(
+        default="memory://",
+        description="Rate-limit storage in limits notation: memory:// or redis://host:port/db.",
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///mfa_guard.db",
+        description="SQLAlchemy async URL of the SQL store (SQLite or PostgreSQL).",
+    )
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description=(
+            "Fernet keys encrypting TOTP secrets at rest, newest first, comma-separated; "
+            "older keys still decrypt (generate one with `mfa-guard keygen`)."
+        ),
+    )
+    trusted_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Extra origins (scheme://host[:port]) allowed to post to the kit's routes.",
+    )
+    debug: bool = Field(
+        default=False,
+        description="Development mode: allows running without encryption keys (ephemeral key).",
+    )
+
+    _split = field_validator(
+        "exempt_paths", "api_prefixes", "encryption_keys", "trusted_origins", mode="before"
+    )(_split_commas)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        value = value.strip()
+        if not value or ":" in value:
+            raise ValueError("issuer must be a non-empty name without ':' (Key Uri Format)")
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or value.endswith("/"):
+            raise ValueError("mount_path must start with '/', not end with '/', and not be '/'")
+        return value
+
+    @field_validator("home_path")
+    @classmethod
+    def _home_path(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//"):
+            raise ValueError("home_path must be a local path starting with a single '/'")
+        return value
+
+    @field_validator("exempt_paths", "api_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not prefix.startswith("/") or prefix == "/":
+                raise ValueError(
+                    f"path prefix {prefix!r} must start with '/' and not be '/' (that would "
+                    "exempt or match every path)"
+                )
+        return [prefix.rstrip("/") for prefix in value]
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            try:
+                Fernet(key.get_secret_value())
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"encryption key #{index + 1} is not a Fernet key (32 url-safe base64 bytes); "
+                    "generate one with `mfa-guard keygen`"
+                ) from exc
+        return value
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("https://", "http://")) or origin.count("/") != 2:
+                raise ValueError(f"trusted origin {origin!r} must look like https://host[:port]")
+        return [origin.lower() for origin in value]
+
+    @model_validator(mode="after")
+    def _safe_combination(self) -> Self:
+        if not self.encryption_keys and not self.debug:
+            raise ValueError(
+                "no encryption key: set MFA_GUARD_ENCRYPTION_KEYS (generate one with "
+                "`mfa-guard keygen`), or MFA_GUARD_DEBUG=true for development only"
+            )
+        if self.verified_lifetime_seconds < 60:
+            raise ValueError("verified_lifetime_seconds must be at least 60")
+        if not 0 <= self.recheck_seconds <= self.verified_lifetime_seconds:
+            raise ValueError(
+                "recheck_seconds must be between 0 and verified_lifetime_seconds: a revocation "
+                "or policy change reaches open sessions only after this interval"
+            )
+        if not 30 <= self.recent_mfa_seconds <= self.verified_lifetime_seconds:
+            raise ValueError("recent_mfa_seconds must be between 30 and verified_lifetime_seconds")
+        if any(_under(self.mount_path, prefix) for prefix in self.exempt_paths):
+            raise ValueError("mount_path is always exempt; do not list it in exempt_paths")
+        return self
+
+    def is_exempt(self, path: str) -> bool:
+        return _under(path, self.mount_path) or any(_under(path, p) for p in self.exempt_paths)
+
+    def is_api_path(self, path: str) -> bool:
+        return any(_under(path, prefix) for prefix in self.api_prefixes)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")

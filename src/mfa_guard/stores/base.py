@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.recovery import RecoveryCodeSet
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """One user's second-factor state. Secrets are Fernet tokens, recovery codes hashes."""
+
+    user_id: str
+    epoch: int = 0
+    secret: str | None = None
+    confirmed_at: float | None = None
+    last_step: int | None = None
+    pending_secret: str | None = None
+    recovery: RecoveryCodeSet | None = None
+
+    @property
+    def enrolled(self) -> bool:
+        return self.secret is not None and self.confirmed_at is not None
+
+    @property
+    def recovery_codes_left(self) -> int:
+        return 0 if self.recovery is None else len(self.recovery.hashes)
+
+    def summary(self) -> EnrolmentSummary:
+        return EnrolmentSummary(enrolled=self.enrolled, epoch=self.epoch)
+
+
+class MFAStore(Protocol):
+    """Where enrolments live. Every method is one round trip and atomic on its own.
+
+    Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
+    reached, so the kit fails closed with a 503. ``mfa_guard.testing.MFAStoreContract`` is the
+    suite an implementation must pass.
+    """
+
+    async def get(self, user_id: str) -> Enrolment | None:
+        """The user's enrolment, or ``None`` if the store has never seen the user."""
+        ...
+
+    async def summary(self, user_id: str) -> EnrolmentSummary:
+        """What the middleware needs when a session's marker is stale: a single cheap read.
+        A user the store has never seen is not enrolled, at epoch 0."""
+        ...
+
+    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+        """Store (or replace) the encrypted secret waiting for its first code. Does not touch a
+        confirmed enrolment."""
+        ...
+
+    async def confirm_enrolment(
+        self,
+        user_id: str,
+        pending_secret: str,
+        *,
+        step: int,
+        recovery: RecoveryCodeSet,
+        now: float,
+    ) -> int | None:
+        """Make ``pending_secret`` the active secret, if it is still the pending one and the user
+        is not enrolled: set ``last_step``, store the recovery codes, bump the epoch. Returns the
+        new epoch, or ``None`` when another request changed the enrolment first."""
+        ...
+
+    async def accept_step(self, user_id: str, step: int) -> bool:
+        """Compare-and-set: record ``step`` as the last accepted time step if the user is enrolled
+        and it is newer than the last one. ``False`` means a replay (or an older step)."""
+        ...
+
+    async def use_recovery_code(self, user_id: str, code_hash: str) -> bool:
+        """Remove one unused recovery code by its hash; ``False`` if it was not there (any more)."""
+        ...
+
+    async def replace_recovery_codes(self, user_id: str, recovery: RecoveryCodeSet) -> bool:
+        """Replace the whole set of an enrolled user; ``False`` if the user is not enrolled."""
+        ...
+
+    async def disable(self, user_id: str) -> int:
+        """Remove the secret, pending secret and recovery codes, bump the epoch, return it."""
+        ...

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import dataclasses
+
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.base import Enrolment
+
+
+class MemoryStore:
+    """In-process store for tests and single-process demos. Each method runs without an
+    ``await`` inside, so it is atomic on the event loop."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, Enrolment] = {}
+
+    async def get(self, user_id: str) -> Enrolment | None:
+        return self._users.get(user_id)
+
+    async def summary(self, user_id: str) -> EnrolmentSummary:
+        enrolment = self._users.get(user_id)
+        return EnrolmentSummary(False, 0) if enrolment is None else enrolment.summary()
+
+    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+        current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        self._users[user_id] = dataclasses.replace(current, pending_secret=pending_secret)
+
+    async def confirm_enrolment(
+        self,
+        user_id: str,
+        pending_secret: str,
+        *,
+        step: int,
+        recovery: RecoveryCodeSet,
+        now: float,
+    ) -> int | None:
+        current = self._users.get(user_id)
+        if current is None or current.enrolled or current.pending_secret != pending_secret:
+            return None
+        self._users[user_id] = dataclasses.replace(
+            current,
+            secret=pending_secret,
+            pending_secret=None,
+            confirmed_at=now,
+            last_step=step,
+            recovery=recovery,
+            epoch=current.epoch + 1,
+        )
+        return current.epoch + 1
+
+    async def accept_step(self, user_id: str, step: int) -> bool:
+        current = self._users.get(user_id)
+        if current is None or not current.enrolled:
+            return False
+        if current.last_step is not None and step <= current.last_step:
+            return False
+        self._users[user_id] = dataclasses.replace(current, last_step=step)
+        return True
+
+    async def use_recovery_code(self, user_id: str, code_hash: str) -> bool:
+        current = self._users.get(user_id)
+        if current is None or current.recovery is None or code_hash not in current.recovery.hashes:
+            return False
+        left = tuple(h for h in current.recovery.hashes if h != code_hash)
+        recovery = dataclasses.replace(current.recovery, hashes=left)
+        self._users[user_id] = dataclasses.replace(current, recovery=recovery)
+        return True
+
+    async def replace_recovery_codes(self, user_id: str, recovery: RecoveryCodeSet) -> bool:
+        current = self._users.get(user_id)
+        if current is None or not current.enrolled:
+            return False
+        self._users[user_id] = dataclasses.replace(current, recovery=recovery)
+        return True
+
+    async def disable(self, user_id: str) -> int:
+        current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        epoch = current.epoch + 1
+        self._users[user_id] = Enrolment(user_id=user_id, epoch=epoch)
+        return epoch

@@ -1,0 +1,189 @@
+"""The JSON API: ``{mount}/api/...``. Errors are ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mfa_guard.errors import MFAGuardError, SecretDecryptionError
+from mfa_guard.services import Denied, Method, Reason
+from mfa_guard.web.http import json_error, same_origin
+from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+DENIED_STATUS = {
+    Reason.INVALID_CODE: 422,
+    Reason.CODE_ALREADY_USED: 422,
+    Reason.TOO_MANY_ATTEMPTS: 429,
+    Reason.NOT_ENROLLED: 409,
+    Reason.ALREADY_ENROLLED: 409,
+    Reason.NO_PENDING_ENROLMENT: 409,
+    Reason.CONFLICT: 409,
+}
+
+Handler = Callable[[Request, Caller], Awaitable[Response]]
+
+
+def denied_response(denied: Denied, now: float) -> JSONResponse:
+    retry_after = None
+    if denied.retry_at is not None:
+        retry_after = max(1, math.ceil(denied.retry_at - now))
+    return json_error(
+        DENIED_STATUS[denied.reason], denied.reason.value, denied.message, retry_after=retry_after
+    )
+
+
+def method_field(value: str) -> Method:
+    try:
+        return Method(value)
+    except ValueError:
+        raise BadRequest(
+            400, "invalid_method", "The method must be one of: totp, recovery."
+        ) from None
+
+
+class API:
+    def __init__(self, guard: MFAGuard) -> None:
+        self.guard = guard
+        self.service = guard.service
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/status", self._endpoint(self.status), methods=["GET"]),
+            Route(
+                "/api/totp/setup", self._endpoint(self.totp_setup, mutates=True), methods=["POST"]
+            ),
+            Route(
+                "/api/totp/confirm",
+                self._endpoint(self.totp_confirm, mutates=True),
+                methods=["POST"],
+            ),
+            Route("/api/verify", self._endpoint(self.verify, mutates=True), methods=["POST"]),
+            Route(
+                "/api/recovery-codes",
+                self._endpoint(self.recovery_codes, mutates=True),
+                methods=["POST"],
+            ),
+            Route("/api/disable", self._endpoint(self.disable, mutates=True), methods=["POST"]),
+        ]
+
+    def _endpoint(
+        self, handler: Handler, *, mutates: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                if mutates and not same_origin(request.scope, self.guard.settings):
+                    return json_error(
+                        403, "cross_site_request", "Cross-site requests are not allowed."
+                    )
+                caller = await caller_of(request, self.guard)
+                if caller is None:
+                    return json_error(401, "not_authenticated", "Sign in first.")
+                return await handler(request, caller)
+            except BadRequest as exc:
+                return json_error(exc.status_code, exc.code, exc.message)
+            except SecretDecryptionError:
+                return json_error(
+                    503, "service_unavailable", "The authentication service is unavailable."
+                )
+            except MFAGuardError as exc:
+                return json_error(
+                    exc.status_code if exc.status_code < 500 else 503, exc.code, exc.message
+                )
+
+        return endpoint
+
+    async def status(self, request: Request, caller: Caller) -> Response:
+        enrolment = await self.service.enrolment(caller.user_id)
+        verified = caller.is_verified(self.guard) and enrolment.enrolled
+        return JSONResponse(
+            {
+                "authenticated": True,
+                "enrolled": enrolment.enrolled,
+                "verified": verified,
+                "verified_method": caller.marker.method if verified else None,
+                "methods": ["totp", "recovery"] if enrolment.enrolled else [],
+                "recovery_codes_left": enrolment.recovery_codes_left,
+                "enrolment_pending": enrolment.pending_secret is not None,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def totp_setup(self, request: Request, caller: Caller) -> Response:
+        await json_body(request)
+        result = await self.service.begin_setup(
+            caller.user_id, self.guard.account_name(request.scope), caller.ip
+        )
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        return JSONResponse(
+            {
+                "secret": result.secret,
+                "secret_grouped": result.grouped_secret,
+                "otpauth_uri": result.otpauth_uri,
+                "qr_svg": result.qr_svg,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def totp_confirm(self, request: Request, caller: Caller) -> Response:
+        code = string_field(await json_body(request), "code")
+        result = await self.service.confirm_setup(caller.user_id, code, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        return JSONResponse(
+            {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def verify(self, request: Request, caller: Caller) -> Response:
+        data = await json_body(request)
+        method = method_field(string_field(data, "method", default="totp"))
+        code = string_field(data, "code")
+        result = await self.service.verify(caller.user_id, method, code, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        return JSONResponse(
+            {"verified": True, "method": result.method.value},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def recovery_codes(self, request: Request, caller: Caller) -> Response:
+        await json_body(request)
+        await caller.recheck(self.guard)
+        if not caller.marker.enrolled:
+            return denied_response(Denied(Reason.NOT_ENROLLED), self.guard.clock())
+        if not caller.is_recently_verified(self.guard):
+            return json_error(
+                401,
+                "mfa_reauthentication_required",
+                "Confirm a current code (POST api/verify) before regenerating recovery codes.",
+            )
+        result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        return JSONResponse({"recovery_codes": result}, headers={"Cache-Control": "no-store"})
+
+    async def disable(self, request: Request, caller: Caller) -> Response:
+        data = await json_body(request)
+        method = method_field(string_field(data, "method", default="totp"))
+        code = string_field(data, "code")
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+        result = await self.service.disable(caller.user_id, method, code, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        await caller.recheck(self.guard)
+        return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,80 @@
+"""Small HTTP helpers shared by the middleware and the routes."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Scope
+
+from mfa_guard.settings import MFAGuardSettings
+
+NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
+
+
+def json_error(
+    status_code: int, code: str, message: str, *, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status_code, headers=headers
+    )
+
+
+def app_path(scope: Scope) -> str:
+    """The request path inside the app (without a ``root_path`` the app is served under)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+def wants_json(scope: Scope, settings: MFAGuardSettings) -> bool:
+    """API requests get JSON errors; browser navigations get redirects."""
+    if settings.is_api_path(app_path(scope)):
+        return True
+    if scope.get("method", "GET") not in NAVIGATION_METHODS:
+        return True
+    accept = Headers(scope=scope).get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def page_url(scope: Scope, settings: MFAGuardSettings, page: str, next_path: str | None) -> str:
+    url = f"{scope.get('root_path', '')}{settings.mount_path}/{page}"
+    if next_path:
+        url += "?next=" + quote(next_path, safe="/")
+    return url
+
+
+def requested_path(scope: Scope) -> str:
+    """Path and query of this request, to come back to after the challenge."""
+    path = scope.get("root_path", "") + app_path(scope)
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
+def client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def same_origin(scope: Scope, settings: MFAGuardSettings) -> bool:
+    """CSRF defence for state-changing requests (ASVS 4.2.2): the browser's ``Sec-Fetch-Site``
+    and ``Origin`` must not point at another site. Clients that send neither (curl, servers)
+    are not browsers and cannot be forged into sending credentials."""
+    headers = Headers(scope=scope)
+    fetch_site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    if origin is not None:
+        origin = origin.lower()
+        if origin in settings.trusted_origins:
+            return True
+        if origin == "null":
+            return False
+        host = headers.get("host", "").lower()
+        return bool(host) and urlsplit(origin).netloc == host
+    return fetch_site in (None, "same-origin", "none")

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mfa_guard.core.policy import Decision, decide
+from mfa_guard.errors import StoreUnavailable
+from mfa_guard.web.http import (
+    NAVIGATION_METHODS,
+    app_path,
+    json_error,
+    page_url,
+    requested_path,
+    wants_json,
+)
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+# RFC 6455 7.4.1: policy violation.
+WS_POLICY_VIOLATION = 1008
+
+
+class MFAGuardMiddleware:
+    """Sends authenticated sessions without a verified second factor to the challenge.
+
+    Place it after ``SessionMiddleware`` and ``AuthenticationMiddleware``: it reads
+    ``scope["session"]`` and the identity (``scope["user"]`` by default). A session whose marker
+    was re-checked within ``recheck_seconds`` is decided without any store call.
+    """
+
+    def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard
+        if guard.settings.is_exempt(app_path(scope)):
+            await self.app(scope, receive, send)
+            return
+        user_id = guard.identity(scope)
+        if user_id is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            marker = await guard.current_marker(guard.session_of(scope), user_id)
+        except StoreUnavailable as exc:
+            await self._unavailable(scope, receive, send, exc)
+            return
+        now = guard.clock()
+        if (
+            decide(marker, now, verified_lifetime_seconds=guard.settings.verified_lifetime_seconds)
+            is Decision.ALLOW
+        ):
+            scope["mfa_guard"] = marker
+            await self.app(scope, receive, send)
+            return
+        await self._challenge(scope, receive, send)
+
+    async def _challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
+            return
+        settings = self.guard.settings
+        response: Response
+        if wants_json(scope, settings):
+            response = json_error(
+                401, "mfa_required", "Complete two-factor authentication to continue."
+            )
+        else:
+            next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
+            response = RedirectResponse(
+                page_url(scope, settings, "challenge", next_path), status_code=303
+            )
+            response.headers["Cache-Control"] = "no-store"
+        await response(scope, receive, send)
+
+    async def _unavailable(
+        self, scope: Scope, receive: Receive, send: Send, exc: StoreUnavailable
+    ) -> None:
+        if scope["type"] == "websocket":
+            # 1013: try again later.
+            await send({"type": "websocket.close", "code": 1013, "reason": ""})
+            return
+        response: Response
+        if wants_json(scope, self.guard.settings):
+            response = json_error(503, exc.code, exc.message, retry_after=5)
+        else:
+            response = PlainTextResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
+        await response(scope, receive, send)

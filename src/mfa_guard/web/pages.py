@@ -1,0 +1,301 @@
+"""The HTML pages: challenge, enrolment, settings. Usable without JavaScript; every form carries a
+CSRF token; bad input re-renders the form with a message."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from mfa_guard.core.redirects import safe_next
+from mfa_guard.errors import MFAGuardError
+from mfa_guard.services import Denied, Method, Reason
+from mfa_guard.web.api import DENIED_STATUS
+from mfa_guard.web.http import same_origin
+from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+CSRF_SESSION_KEY = "mfa_guard_csrf"
+Handler = Callable[[Request, Caller], Awaitable[Response]]
+
+
+class FormRejected(Exception):
+    def __init__(self, status_code: int, heading: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.heading = heading
+        self.message = message
+
+
+def csrf_token(session: Any) -> str:
+    token = session.get(CSRF_SESSION_KEY)
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_SESSION_KEY] = token
+    return token
+
+
+def _templates(directory: str | Path | None) -> Jinja2Templates:
+    loaders: list[jinja2.BaseLoader] = []
+    if directory is not None:
+        loaders.append(jinja2.FileSystemLoader(directory))
+    loaders.append(jinja2.PackageLoader("mfa_guard", "web/templates"))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return Jinja2Templates(env=env)
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class Pages:
+    def __init__(self, guard: MFAGuard) -> None:
+        self.guard = guard
+        self.service = guard.service
+        self.templates = _templates(guard.template_directory)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/challenge", self._page(self.challenge), methods=["GET", "POST"], name="challenge"
+            ),
+            Route("/enrol", self._page(self.enrol), methods=["GET", "POST"], name="enrol"),
+            Route("/enrol/confirm", self._page(self.enrol_confirm), methods=["POST"]),
+            Route("/settings", self._page(self.settings), methods=["GET"], name="settings"),
+            Route(
+                "/settings/recovery-codes", self._page(self.new_recovery_codes), methods=["POST"]
+            ),
+            Route("/settings/disable", self._page(self.disable), methods=["POST"]),
+        ]
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                caller = await caller_of(request, self.guard)
+                if caller is None:
+                    return RedirectResponse(self.guard.settings.home_path, status_code=303)
+                return await handler(request, caller)
+            except FormRejected as exc:
+                return self._error(request, exc.status_code, exc.heading, exc.message)
+            except MFAGuardError:
+                return self._error(
+                    request,
+                    503,
+                    "Service unavailable",
+                    "Two-factor authentication is unavailable right now. Please try again soon.",
+                )
+
+        return endpoint
+
+    def _base(self, request: Request) -> str:
+        return str(request.scope.get("app_root_path", "")) + self.guard.settings.mount_path
+
+    def _render(
+        self,
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        settings = self.guard.settings
+        full = {
+            "base": self._base(request),
+            "issuer": settings.issuer,
+            "digits": settings.totp.digits,
+            "period": settings.totp.period,
+            "home": settings.home_path,
+            "csrf_token": csrf_token(request.session),
+            "error": None,
+            "notice": None,
+            "next": settings.home_path,
+            **context,
+        }
+        response = self.templates.TemplateResponse(
+            request, f"mfa_guard/{name}", full, status_code=status_code, headers=headers
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _error(self, request: Request, status_code: int, heading: str, message: str) -> Response:
+        return self._render(
+            request, "error.html", {"heading": heading, "message": message}, status_code
+        )
+
+    def _denied(
+        self, request: Request, name: str, denied: Denied, context: dict[str, Any]
+    ) -> Response:
+        headers = None
+        if denied.retry_at is not None:
+            retry_after = max(1, math.ceil(denied.retry_at - self.guard.clock()))
+            headers = {"Retry-After": str(retry_after)}
+        return self._render(
+            request,
+            name,
+            {**context, "error": denied.message},
+            DENIED_STATUS[denied.reason],
+            headers,
+        )
+
+    async def _form(self, request: Request) -> FormData:
+        """The posted form, after the CSRF checks (Origin and the session's token)."""
+        if not same_origin(request.scope, self.guard.settings):
+            raise FormRejected(403, "Request refused", "Cross-site form posts are not allowed.")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            raise FormRejected(413, "Request refused", "The form is too large.")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise FormRejected(415, "Request refused", "Send the form from the page.")
+        try:
+            form = await request.form(max_files=0, max_fields=16, max_part_size=MAX_BODY_BYTES)
+        except Exception as exc:  # python-multipart raises several types on malformed bodies
+            raise FormRejected(400, "Request refused", "The form could not be read.") from exc
+        expected = request.session.get(CSRF_SESSION_KEY)
+        sent = _field(form, "csrf_token")
+        if not (
+            isinstance(expected, str)
+            and sent
+            and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8"))
+        ):
+            raise FormRejected(
+                403,
+                "Request refused",
+                "This form has expired or did not come from this site. Go back, reload the "
+                "page and try again.",
+            )
+        return form
+
+    def _next(self, value: str | None) -> str:
+        return safe_next(value, self.guard.settings.home_path)
+
+    # -- pages -----------------------------------------------------------------------------
+
+    async def challenge(self, request: Request, caller: Caller) -> Response:
+        if request.method == "GET":
+            next_path = self._next(request.query_params.get("next"))
+            if not caller.marker.enrolled:
+                return RedirectResponse(next_path, status_code=303)
+            return self._render(request, "challenge.html", {"next": next_path, "method": "totp"})
+        form = await self._form(request)
+        next_path = self._next(_field(form, "next"))
+        method = Method.RECOVERY if _field(form, "method") == "recovery" else Method.TOTP
+        context = {"next": next_path, "method": method.value}
+        result = await self.service.verify(caller.user_id, method, _field(form, "code"), caller.ip)
+        if isinstance(result, Denied):
+            if result.reason is Reason.NOT_ENROLLED:
+                return RedirectResponse(next_path, status_code=303)
+            return self._denied(request, "challenge.html", result, context)
+        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        return RedirectResponse(next_path, status_code=303)
+
+    async def enrol(self, request: Request, caller: Caller) -> Response:
+        account = self.guard.account_name(request.scope)
+        if request.method == "GET":
+            next_path = self._next(request.query_params.get("next"))
+            enrolment = await self.service.enrolment(caller.user_id)
+            if enrolment.enrolled:
+                return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
+            setup = await self.service.pending_setup(caller.user_id, account)
+            return self._render(request, "enrol.html", {"next": next_path, "setup": setup})
+        form = await self._form(request)
+        next_path = self._next(_field(form, "next"))
+        result = await self.service.begin_setup(caller.user_id, account, caller.ip)
+        if isinstance(result, Denied):
+            return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
+        return self._render(request, "enrol.html", {"next": next_path, "setup": result})
+
+    async def enrol_confirm(self, request: Request, caller: Caller) -> Response:
+        form = await self._form(request)
+        next_path = self._next(_field(form, "next"))
+        result = await self.service.confirm_setup(caller.user_id, _field(form, "code"), caller.ip)
+        if isinstance(result, Denied):
+            if result.reason is Reason.ALREADY_ENROLLED:
+                return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
+            setup = await self.service.pending_setup(
+                caller.user_id, self.guard.account_name(request.scope)
+            )
+            return self._denied(request, "enrol.html", result, {"next": next_path, "setup": setup})
+        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        return self._render(
+            request,
+            "recovery_codes.html",
+            {
+                "next": next_path,
+                "codes": result.recovery_codes,
+                "notice": "Two-factor authentication is on.",
+            },
+        )
+
+    async def settings(self, request: Request, caller: Caller) -> Response:
+        return await self._settings_page(request, caller)
+
+    async def _settings_page(
+        self,
+        request: Request,
+        caller: Caller,
+        status_code: int = 200,
+        **context: Any,
+    ) -> Response:
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
+        enrolment = await self.service.enrolment(caller.user_id)
+        return self._render(
+            request, "settings.html", {"enrolment": enrolment, **context}, status_code
+        )
+
+    def _to_challenge(self, request: Request) -> Response:
+        base = self._base(request)
+        return RedirectResponse(f"{base}/challenge?next={base}/settings", status_code=303)
+
+    async def new_recovery_codes(self, request: Request, caller: Caller) -> Response:
+        await self._form(request)
+        await caller.recheck(self.guard)
+        if not caller.is_recently_verified(self.guard):
+            # Step-up: a fresh code first, then back to the settings page.
+            return self._to_challenge(request)
+        result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
+        if isinstance(result, Denied):
+            return await self._settings_page(request, caller, 409, error=result.message)
+        return self._render(
+            request,
+            "recovery_codes.html",
+            {
+                "next": f"{self._base(request)}/settings",
+                "codes": result,
+                "notice": "Your old recovery codes no longer work.",
+            },
+        )
+
+    async def disable(self, request: Request, caller: Caller) -> Response:
+        form = await self._form(request)
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
+        method = Method.RECOVERY if _field(form, "method") == "recovery" else Method.TOTP
+        result = await self.service.disable(caller.user_id, method, _field(form, "code"), caller.ip)
+        if isinstance(result, Denied):
+            return await self._settings_page(
+                request, caller, DENIED_STATUS[result.reason], error=result.message
+            )
+        return await self._settings_page(
+            request, caller, notice="Two-factor authentication is off."
+        )

@@ -1,0 +1,101 @@
+"""Reading what a route needs from a request: the user, the session marker, a JSON body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from mfa_guard.core.marker import Marker
+from mfa_guard.web.http import client_ip
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+MAX_BODY_BYTES = 4096
+
+
+class BadRequest(Exception):
+    """A request the kit refuses before doing anything: carries the JSON error to answer."""
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Caller:
+    """The signed-in user behind a request to the kit's own routes."""
+
+    user_id: str
+    session: MutableMapping[str, Any]
+    marker: Marker
+    ip: str | None
+
+    def is_verified(self, guard: MFAGuard) -> bool:
+        return self.marker.is_verified(guard.clock(), guard.settings.verified_lifetime_seconds)
+
+    def is_recently_verified(self, guard: MFAGuard) -> bool:
+        verified_at = self.marker.verified_at
+        return (
+            self.is_verified(guard)
+            and verified_at is not None
+            and guard.clock() - verified_at <= guard.settings.recent_mfa_seconds
+        )
+
+    def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
+        self.marker = self.marker.verified(method, epoch, guard.clock())
+        guard.save_marker(self.session, self.marker)
+
+    async def recheck(self, guard: MFAGuard) -> None:
+        """Re-read the enrolment now (after a change this request made)."""
+        summary = await guard.store.summary(self.user_id)
+        self.marker = self.marker.refreshed(summary, guard.clock())
+        guard.save_marker(self.session, self.marker)
+
+
+async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
+    user_id = guard.identity(request.scope)
+    if user_id is None:
+        return None
+    session = guard.session_of(request.scope)
+    marker = await guard.current_marker(session, user_id)
+    return Caller(user_id=user_id, session=session, marker=marker, ip=client_ip(request.scope))
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The JSON object of the body; anything else is a :class:`BadRequest`."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, "unsupported_media_type", "Send the body as application/json.")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(413, "payload_too_large", "The request body is too large.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(413, "payload_too_large", "The request body is too large.")
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(400, "invalid_json", "The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(400, "invalid_json", "The body must be a JSON object.")
+    return data
+
+
+def string_field(data: dict[str, Any], name: str, *, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if value is None:
+        raise BadRequest(400, "invalid_input", f"The field {name!r} is required.")
+    if not isinstance(value, str):
+        raise BadRequest(400, "invalid_input", f"The field {name!r} must be a string.")
+    return value
