@@ -60,7 +60,7 @@ def matching_step(secret: str, params: TOTPParameters, code: str, timestamp: flo
 
 
 def normalise_code(raw: str, digits: int) -> str | None:
-    """The code as ``digits`` ASCII digits, ignoring spaces and dashes; ``None`` if it is not one."""
+    """The code as ``digits`` ASCII digits (spaces and dashes ignored), or ``None``."""
     if len(raw) > MAX_CODE_LENGTH:
         return None
     code = raw.replace(" ", "").replace("-", "")

@@ -1,0 +1,138 @@
+"""A minimal Starlette app guarded by mfa_guard, the way an app author wires it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    SimpleUser,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from mfa_guard import MemoryEventSink, MemoryStore, MFAGuard, MFAGuardSettings, MFAStore
+from mfa_guard.testing import FrozenClock, current_code
+
+ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
+SESSION_SECRET = "test-session-secret"  # noqa: S105
+
+
+def settings_for(**overrides: Any) -> MFAGuardSettings:
+    values: dict[str, Any] = {"encryption_keys": [ENCRYPTION_KEY], "issuer": "Acme Inbox"}
+    values.update(overrides)
+    return MFAGuardSettings(_env_file=None, **values)
+
+
+class SessionAuth(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        user = conn.session.get("user")
+        if not isinstance(user, str):
+            return None
+        return AuthCredentials(["authenticated"]), SimpleUser(user)
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    request.session.clear()  # a new sign-in starts a new session
+    request.session["user"] = str(form["user"])
+    return RedirectResponse("/", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return RedirectResponse("/", status_code=303)
+
+
+async def home(request: Request) -> Response:
+    return PlainTextResponse(f"home of {request.user.display_name or 'anonymous'}")
+
+
+async def protected(request: Request) -> Response:
+    return PlainTextResponse("protected content")
+
+
+async def api_data(request: Request) -> Response:
+    return JSONResponse({"data": 42})
+
+
+async def websocket_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
+@dataclass
+class GuardedApp:
+    app: Starlette
+    guard: MFAGuard
+    store: MFAStore
+    clock: FrozenClock
+    events: MemoryEventSink
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, client=("203.0.113.7", 4000)),
+            base_url="http://testserver",
+            **kwargs,
+        )
+
+    def code(self, secret: str, steps: int = 0) -> str:
+        settings = self.guard.settings
+        return current_code(
+            secret,
+            self.clock(),
+            digits=settings.totp.digits,
+            period=settings.totp.period,
+            steps=steps,
+        )
+
+
+def build_app(store: MFAStore | None = None, **overrides: Any) -> GuardedApp:
+    settings = settings_for(**overrides)
+    clock = FrozenClock()
+    events = MemoryEventSink()
+    store = store if store is not None else MemoryStore()
+    guard = MFAGuard(settings=settings, store=store, events=events, clock=clock)
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/protected", protected),
+            Route("/api/data", api_data, methods=["GET", "POST"]),
+            WebSocketRoute("/ws", websocket_echo),
+            guard.mount(),
+        ],
+        middleware=[
+            Middleware(SessionMiddleware, secret_key=SESSION_SECRET),
+            Middleware(AuthenticationMiddleware, backend=SessionAuth()),
+            guard.middleware(),
+        ],
+    )
+    return GuardedApp(app=app, guard=guard, store=store, clock=clock, events=events)
+
+
+async def sign_in(client: httpx.AsyncClient, user: str = "solo@example.test") -> None:
+    response = await client.post("/login", data={"user": user})
+    assert response.status_code == 303
+
+
+async def enrol(ga: GuardedApp, client: httpx.AsyncClient) -> tuple[str, list[str]]:
+    """Enrols the signed-in user over the JSON API; returns the secret and recovery codes."""
+    setup = await client.post("/mfa/api/totp/setup", json={})
+    assert setup.status_code == 200, setup.text
+    secret = setup.json()["secret"]
+    confirm = await client.post("/mfa/api/totp/confirm", json={"code": ga.code(secret)})
+    assert confirm.status_code == 200, confirm.text
+    return secret, confirm.json()["recovery_codes"]
