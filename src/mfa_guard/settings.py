@@ -68,12 +68,12 @@ class RateLimitSettings(BaseModel):
     @field_validator("failures")
     @classmethod
     def _failures(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("rate_limits.failures needs at least one limit, e.g. '5/minute'")
         try:
             items = limits.parse_many(value)
         except ValueError as exc:
             raise ValueError(f"rate_limits.failures is not in limits notation: {exc}") from exc
-        if not items:
-            raise ValueError("rate_limits.failures needs at least one limit, e.g. '5/minute'")
         for item in items:
             if item.amount > MAX_CONSECUTIVE_FAILURES:
                 raise ValueError(
@@ -225,8 +225,6 @@ class MFAGuardSettings(BaseSettings):
             )
         if not 30 <= self.recent_mfa_seconds <= self.verified_lifetime_seconds:
             raise ValueError("recent_mfa_seconds must be between 30 and verified_lifetime_seconds")
-        if any(_under(self.mount_path, prefix) for prefix in self.exempt_paths):
-            raise ValueError("mount_path is always exempt; do not list it in exempt_paths")
         return self
 
     def is_exempt(self, path: str) -> bool:

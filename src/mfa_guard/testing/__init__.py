@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from mfa_guard.core import totp
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.base import Enrolment, MFAStore
 
 
 class FrozenClock:
@@ -26,4 +31,52 @@ def current_code(
     return totp.code_at(secret.replace(" ", ""), params, totp.step_at(now, params) + steps)
 
 
-__all__ = ["FrozenClock", "current_code"]
+class CountingStore:
+    """Wraps a store and counts its calls: proves what a request costs (``calls["summary"]``)."""
+
+    def __init__(self, inner: MFAStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    async def get(self, user_id: str) -> Enrolment | None:
+        self.calls["get"] += 1
+        return await self.inner.get(user_id)
+
+    async def summary(self, user_id: str) -> EnrolmentSummary:
+        self.calls["summary"] += 1
+        return await self.inner.summary(user_id)
+
+    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+        self.calls["begin_enrolment"] += 1
+        await self.inner.begin_enrolment(user_id, pending_secret)
+
+    async def confirm_enrolment(
+        self, user_id: str, pending_secret: str, *, step: int, recovery: RecoveryCodeSet, now: float
+    ) -> int | None:
+        self.calls["confirm_enrolment"] += 1
+        return await self.inner.confirm_enrolment(
+            user_id, pending_secret, step=step, recovery=recovery, now=now
+        )
+
+    async def accept_step(self, user_id: str, step: int) -> bool:
+        self.calls["accept_step"] += 1
+        return await self.inner.accept_step(user_id, step)
+
+    async def use_recovery_code(self, user_id: str, code_hash: str) -> bool:
+        self.calls["use_recovery_code"] += 1
+        return await self.inner.use_recovery_code(user_id, code_hash)
+
+    async def replace_recovery_codes(self, user_id: str, recovery: RecoveryCodeSet) -> bool:
+        self.calls["replace_recovery_codes"] += 1
+        return await self.inner.replace_recovery_codes(user_id, recovery)
+
+    async def disable(self, user_id: str) -> int:
+        self.calls["disable"] += 1
+        return await self.inner.disable(user_id)
+
+
+__all__ = ["CountingStore", "FrozenClock", "current_code"]

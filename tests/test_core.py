@@ -1,0 +1,119 @@
+"""Recovery codes, the session marker and the access decision: pure rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mfa_guard.core import recovery
+from mfa_guard.core.marker import EnrolmentSummary, Marker, subject_of
+from mfa_guard.core.policy import Decision, decide
+
+KEY = b"k" * 32
+
+
+def test_recovery_codes_have_at_least_64_bits_and_are_unique() -> None:
+    codes = recovery.generate()
+    assert len(codes) == 10
+    assert len(set(codes)) == 10
+    for code in codes:
+        canonical = recovery.normalise(code)
+        assert canonical is not None
+        assert len(canonical) * math.log2(32) >= 64
+
+
+def test_recovery_codes_are_stored_as_salted_hashes_only() -> None:
+    codes = recovery.generate(3)
+    stored = recovery.hash_set(codes)
+    other = recovery.hash_set(codes)
+    assert stored.salt != other.salt
+    assert set(stored.hashes).isdisjoint(other.hashes)
+    for code in codes:
+        assert all(recovery.normalise(code) not in h for h in stored.hashes)
+    assert stored.params.startswith("scrypt:")
+
+
+def test_a_recovery_code_is_found_whatever_its_case_and_dashes() -> None:
+    codes = recovery.generate(2)
+    stored = recovery.hash_set(codes)
+    typed = codes[1].upper().replace("-", " ")
+    canonical = recovery.normalise(typed)
+    assert canonical is not None
+    found = recovery.find(recovery.hash_code(canonical, stored.salt, stored.params), stored.hashes)
+    assert found == stored.hashes[1]
+
+
+@pytest.mark.parametrize("raw", ["", "abcd", "abcd-efgh-ijkl-mno1", "x" * 100, "abcd-efgh-ijkl-mnop-q"])
+def test_malformed_recovery_codes_are_refused(raw: str) -> None:
+    assert recovery.normalise(raw) is None
+
+
+def _marker(**changes: object) -> Marker:
+    base = Marker.fresh(subject_of("solo", KEY), EnrolmentSummary(True, 3), 1000.0)
+    raw = base.dump() | changes
+    loaded = Marker.load(raw, subject_of("solo", KEY))
+    assert loaded is not None
+    return loaded
+
+
+def test_the_marker_holds_no_user_id() -> None:
+    marker = Marker.fresh(subject_of("solo@example.test", KEY), EnrolmentSummary(True, 1), 0.0)
+    assert "solo" not in repr(marker.dump())
+
+
+def test_a_marker_bound_to_another_user_is_ignored() -> None:
+    raw = Marker.fresh(subject_of("alice", KEY), EnrolmentSummary(True, 1), 0.0).dump()
+    assert Marker.load(raw, subject_of("alice", KEY)) is not None
+    assert Marker.load(raw, subject_of("mallory", KEY)) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "string",
+        {},
+        {"v": 2},
+        {"v": 1, "sub": 5},
+        {"v": 1, "sub": "x", "n": "n", "chk": "soon", "ep": 1, "enr": True},
+        {"v": 1, "sub": "x", "n": "n", "chk": 1.0, "ep": True, "enr": True},
+        {"v": 1, "sub": "x", "n": "n", "chk": 1.0, "ep": 1, "enr": True, "m": "magic"},
+        {"v": 1, "sub": "x", "n": "n", "chk": 1.0, "ep": 1, "enr": True, "vat": "yes"},
+    ],
+)
+def test_malformed_markers_are_treated_as_none(raw: object) -> None:
+    assert Marker.load(raw, "x") is None
+
+
+def test_verifying_rotates_the_nonce_and_stamps_the_time() -> None:
+    marker = _marker()
+    verified = marker.verified("totp", 3, 2000.0)
+    assert verified.nonce != marker.nonce
+    assert verified.verified_at == 2000.0
+    assert verified.method == "totp"
+
+
+def test_another_epoch_ends_the_verified_state() -> None:
+    verified = _marker().verified("totp", 3, 1000.0)
+    assert verified.refreshed(EnrolmentSummary(True, 3), 1010.0).verified_at == 1000.0
+    assert verified.refreshed(EnrolmentSummary(True, 4), 1010.0).verified_at is None
+    assert verified.refreshed(EnrolmentSummary(False, 3), 1010.0).verified_at is None
+
+
+def test_staleness_follows_the_recheck_interval_and_a_clock_going_back() -> None:
+    marker = _marker()
+    assert not marker.is_stale(1059.0, 60)
+    assert marker.is_stale(1060.0, 60)
+    assert marker.is_stale(999.0, 60)
+    assert marker.is_stale(1000.0, 0)
+
+
+def test_the_decision() -> None:
+    not_enrolled = Marker.fresh("s", EnrolmentSummary(False, 0), 0.0)
+    enrolled = Marker.fresh("s", EnrolmentSummary(True, 1), 0.0)
+    verified = enrolled.verified("totp", 1, 100.0)
+    assert decide(not_enrolled, 100.0, verified_lifetime_seconds=60) is Decision.ALLOW
+    assert decide(enrolled, 100.0, verified_lifetime_seconds=60) is Decision.CHALLENGE
+    assert decide(verified, 159.0, verified_lifetime_seconds=60) is Decision.ALLOW
+    assert decide(verified, 160.0, verified_lifetime_seconds=60) is Decision.CHALLENGE

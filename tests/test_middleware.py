@@ -1,0 +1,289 @@
+"""The request path: who is let through, who is challenged, and what it costs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+from itsdangerous import TimestampSigner
+from starlette.types import Message, Receive, Scope, Send
+
+from mfa_guard import MemoryStore, StoreUnavailable
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.testing import CountingStore
+from mfa_guard.web.middleware import MFAGuardMiddleware
+from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, sign_in
+
+
+def read_session(client: httpx.AsyncClient) -> dict[str, Any]:
+    signed = client.cookies["session"]
+    payload = TimestampSigner(SESSION_SECRET).unsign(signed.encode())
+    data: dict[str, Any] = json.loads(base64.b64decode(payload))
+    return data
+
+
+def write_session(client: httpx.AsyncClient, data: dict[str, Any]) -> None:
+    payload = base64.b64encode(json.dumps(data).encode())
+    client.cookies.set("session", TimestampSigner(SESSION_SECRET).sign(payload).decode())
+
+
+async def challenged(
+    ga: GuardedApp, client: httpx.AsyncClient, user: str = "solo@example.test"
+) -> str:
+    """Enrols ``user``, signs out and in again: the session now waits for its second factor."""
+    await sign_in(client, user)
+    secret, _ = await enrol(ga, client)
+    await client.post("/logout")
+    await sign_in(client, user)
+    return secret
+
+
+async def test_anonymous_requests_pass_through(client: httpx.AsyncClient) -> None:
+    response = await client.get("/protected")
+    assert response.status_code == 200
+    assert response.text == "protected content"
+
+
+async def test_a_user_without_2fa_passes_through(client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    assert (await client.get("/protected")).status_code == 200
+
+
+async def test_an_enrolled_user_is_challenged_at_every_new_sign_in(guarded: GuardedApp) -> None:
+    async with guarded.client() as client:
+        secret = await challenged(guarded, client)
+        response = await client.get("/protected?tab=2")
+        assert response.status_code == 303
+        assert response.headers["location"] == "/mfa/challenge?next=/protected%3Ftab%3D2"
+        guarded.clock.advance(30)
+        verified = await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
+        assert verified.status_code == 200
+        assert (await client.get("/protected")).text == "protected content"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/api/data", {}),
+        ("GET", "/protected", {"accept": "application/json"}),
+        ("POST", "/protected", {}),
+        ("POST", "/api/data", {"accept": "text/html"}),
+    ],
+)
+async def test_api_requests_get_401_mfa_required(
+    guarded: GuardedApp, method: str, path: str, headers: dict[str, str]
+) -> None:
+    async with guarded.client() as client:
+        await challenged(guarded, client)
+        response = await client.request(method, path, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "mfa_required"
+
+
+async def test_exempt_paths_and_the_mount_are_never_guarded(guarded: GuardedApp) -> None:
+    async with guarded.client() as client:
+        await challenged(guarded, client)
+        assert (await client.get("/mfa/challenge")).status_code == 200
+        assert (await client.post("/logout")).status_code == 303
+
+
+async def test_a_verified_session_makes_no_store_call_until_the_recheck_interval() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store, recheck_seconds=60)
+    async with ga.client() as client:
+        secret = await challenged(ga, client)
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        store.calls.clear()
+        for _ in range(5):
+            assert (await client.get("/protected")).status_code == 200
+        assert store.total == 0
+        ga.clock.advance(60)
+        assert (await client.get("/protected")).status_code == 200
+        assert dict(store.calls) == {"summary": 1}
+        assert (await client.get("/protected")).status_code == 200
+        assert dict(store.calls) == {"summary": 1}
+
+
+async def test_an_anonymous_request_makes_no_store_call() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store)
+    async with ga.client() as client:
+        await client.get("/protected")
+    assert store.total == 0
+
+
+async def test_verifying_rotates_the_session_nonce(guarded: GuardedApp) -> None:
+    async with guarded.client() as client:
+        secret = await challenged(guarded, client)
+        await client.get("/protected")
+        before = read_session(client)["mfa_guard"]
+        guarded.clock.advance(30)
+        await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
+        after = read_session(client)["mfa_guard"]
+    assert after["n"] != before["n"]
+    assert after["vat"] == guarded.clock()
+
+
+async def test_the_session_cookie_holds_no_user_id_or_secret_in_the_marker(
+    guarded: GuardedApp,
+) -> None:
+    async with guarded.client() as client:
+        secret = await challenged(guarded, client)
+        await client.get("/protected")
+        marker = json.dumps(read_session(client)["mfa_guard"])
+    assert "solo" not in marker
+    assert secret not in marker
+
+
+async def test_a_marker_copied_onto_another_users_session_is_ignored(guarded: GuardedApp) -> None:
+    async with guarded.client() as alice, guarded.client() as mallory:
+        alice_secret = await challenged(guarded, alice, "alice@acme.test")
+        await challenged(guarded, mallory, "mallory@acme.test")
+        guarded.clock.advance(30)
+        await alice.post("/mfa/api/verify", json={"code": guarded.code(alice_secret)})
+        assert (await alice.get("/protected")).status_code == 200
+        stolen = read_session(alice)["mfa_guard"]
+        forged = read_session(mallory) | {"mfa_guard": stolen}
+        write_session(mallory, forged)
+        assert (await mallory.get("/protected")).status_code == 303
+
+
+async def test_a_tampered_cookie_is_treated_as_no_session(guarded: GuardedApp) -> None:
+    async with guarded.client() as client:
+        await challenged(guarded, client)
+        cookie = client.cookies["session"]
+        client.cookies.set("session", cookie[:-3] + ("AAA" if cookie[-3:] != "AAA" else "BBB"))
+        response = await client.get("/mfa/api/status")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+async def test_the_verified_state_has_an_absolute_lifetime() -> None:
+    ga = build_app(verified_lifetime_seconds=3600, recheck_seconds=60)
+    async with ga.client() as client:
+        secret = await challenged(ga, client)
+        ga.clock.advance(30)
+        await client.post("/mfa/api/verify", json={"code": ga.code(secret)})
+        for _ in range(59):
+            ga.clock.advance(59)
+            assert (await client.get("/protected")).status_code == 200
+        ga.clock.advance(3600 - 59 * 59)
+        assert (await client.get("/protected")).status_code == 303
+
+
+async def test_disabling_2fa_elsewhere_reaches_this_session_within_the_recheck_interval() -> None:
+    ga = build_app(recheck_seconds=60)
+    async with ga.client() as first, ga.client() as second:
+        secret = await challenged(ga, first)
+        await sign_in(second)
+        ga.clock.advance(30)
+        await second.post("/mfa/api/verify", json={"code": ga.code(secret)})
+        ga.clock.advance(30)
+        await first.post("/mfa/api/verify", json={"code": ga.code(secret)})
+        ga.clock.advance(30)
+        disabled = await second.post("/mfa/api/disable", json={"code": ga.code(secret)})
+        assert disabled.status_code == 200
+        # Re-enrol with a new key in the second session: the first session's old proof is void.
+        await enrol(ga, second)
+        assert (await first.get("/protected")).status_code == 200  # within the interval
+        ga.clock.advance(29)
+        assert (await first.get("/protected")).status_code == 200
+        ga.clock.advance(1)
+        assert (await first.get("/protected")).status_code == 303
+
+
+class DownStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def summary(self, user_id: str) -> EnrolmentSummary:
+        if self.down:
+            raise StoreUnavailable()
+        return await super().summary(user_id)
+
+
+async def test_a_store_outage_fails_closed_and_verified_sessions_keep_working() -> None:
+    store = DownStore()
+    ga = build_app(store=store, recheck_seconds=60)
+    async with ga.client() as verified, ga.client() as fresh:
+        secret = await challenged(ga, verified)
+        ga.clock.advance(30)
+        await verified.post("/mfa/api/verify", json={"code": ga.code(secret)})
+        await sign_in(fresh, "other@acme.test")
+        store.down = True
+        assert (await verified.get("/protected")).status_code == 200
+        html = await fresh.get("/protected")
+        assert html.status_code == 503
+        assert "Traceback" not in html.text
+        api = await fresh.get("/api/data")
+        assert api.status_code == 503
+        assert api.json()["error"]["code"] == "service_unavailable"
+        store.down = False
+        assert (await fresh.get("/protected")).status_code == 200
+
+
+async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[Message]:
+    """Opens ``/ws`` with the client's cookies, as a browser would, at the ASGI level."""
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    scope: Scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("203.0.113.7", 4000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await ga.app(scope, receive, send)
+    return sent
+
+
+async def test_websockets_of_unverified_sessions_are_closed_before_accept(
+    guarded: GuardedApp,
+) -> None:
+    async with guarded.client() as client:
+        secret = await challenged(guarded, client)
+        refused = await websocket_messages(guarded, client)
+        assert refused == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+        guarded.clock.advance(30)
+        await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
+        accepted = await websocket_messages(guarded, client)
+    assert accepted[0]["type"] == "websocket.accept"
+    assert {"type": "websocket.send", "text": "hello"} in accepted
+
+
+async def test_lifespan_and_other_scopes_pass_through() -> None:
+    ga = build_app()
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    middleware = MFAGuardMiddleware(inner, guard=ga.guard)
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware must not answer a lifespan scope")
+
+    await middleware({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert seen == ["lifespan"]
