@@ -21,11 +21,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from mfa_guard import MemoryEventSink, MemoryStore, MFAGuard, MFAGuardSettings, MFAStore
+from mfa_guard import (
+    AuditEvent,
+    LoggingEventSink,
+    MemoryEventSink,
+    MemoryStore,
+    MFAGuard,
+    MFAGuardSettings,
+    MFAStore,
+)
 from mfa_guard.testing import FrozenClock, current_code
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
-SESSION_SECRET = "test-session-secret"  # noqa: S105
+SESSION_SECRET = "test-session-secret"
 
 
 def settings_for(**overrides: Any) -> MFAGuardSettings:
@@ -72,6 +80,14 @@ async def websocket_echo(websocket: WebSocket) -> None:
     await websocket.close()
 
 
+class RecordingSink(MemoryEventSink):
+    """Keeps the events for assertions and logs them as the default sink does."""
+
+    async def emit(self, event: AuditEvent) -> None:
+        await super().emit(event)
+        await LoggingEventSink().emit(event)
+
+
 @dataclass
 class GuardedApp:
     app: Starlette
@@ -101,7 +117,7 @@ class GuardedApp:
 def build_app(store: MFAStore | None = None, **overrides: Any) -> GuardedApp:
     settings = settings_for(**overrides)
     clock = FrozenClock()
-    events = MemoryEventSink()
+    events = RecordingSink()
     store = store if store is not None else MemoryStore()
     guard = MFAGuard(settings=settings, store=store, events=events, clock=clock)
     app = Starlette(
