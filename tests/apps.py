@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -114,12 +115,20 @@ class GuardedApp:
         )
 
 
-def build_app(store: MFAStore | None = None, **overrides: Any) -> GuardedApp:
+def build_app(
+    store: MFAStore | None = None, *, template_directory: Path | None = None, **overrides: Any
+) -> GuardedApp:
     settings = settings_for(**overrides)
     clock = FrozenClock()
     events = RecordingSink()
     store = store if store is not None else MemoryStore()
-    guard = MFAGuard(settings=settings, store=store, events=events, clock=clock)
+    guard = MFAGuard(
+        settings=settings,
+        store=store,
+        events=events,
+        clock=clock,
+        template_directory=template_directory,
+    )
     app = Starlette(
         routes=[
             Route("/", home),
