@@ -91,6 +91,11 @@ class MFAGuard:
         )
         self.template_directory = template_directory
 
+    async def aclose(self) -> None:
+        """Closes the rate-limit storage's connections; call it from the app's lifespan. The
+        store is the app's own to close."""
+        await self.limiter.aclose()
+
     def middleware(self) -> Middleware:
         from mfa_guard.web.middleware import MFAGuardMiddleware
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
@@ -36,8 +37,19 @@ class FailureLimiter:
     """
 
     def __init__(self, storage: Storage, spec: str) -> None:
+        self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: list[RateLimitItem] = parse_many(spec)
+
+    async def aclose(self) -> None:
+        """Closes the storage's connections (``limits`` has no close of its own)."""
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        disconnect = getattr(pool, "disconnect", None)
+        if callable(disconnect):
+            result = disconnect()
+            if inspect.isawaitable(result):
+                await result
 
     async def acquire(self, user_id: str, now: float) -> float | None:
         """``None`` if the attempt may go ahead, else the time at which it may be retried."""

@@ -1,0 +1,70 @@
+"""Failure throttling on the embedded storage and on a real Redis shared by several guards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+
+REDIS_URL = os.environ.get("MFA_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def redis_or_skip() -> str:
+    """The test Redis; a skip only outside CI, where it must run."""
+    if os.environ.get("CI") == "true":
+        return REDIS_URL
+    try:
+        with socket.create_connection(("127.0.0.1", int(REDIS_URL.split(":")[2].split("/")[0])), 1):
+            pass
+    except OSError as exc:  # pragma: no cover - only without a local Redis
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+    return REDIS_URL
+
+
+async def test_each_attempt_takes_a_slot_and_a_success_clears_them() -> None:
+    limiter = FailureLimiter(storage_from_uri("memory://"), "3/minute")
+    user = f"user-{uuid.uuid4()}"
+    assert [await limiter.acquire(user, 0.0) for _ in range(3)] == [None, None, None]
+    assert await limiter.acquire(user, 0.0) is not None
+    await limiter.reset(user)
+    assert await limiter.acquire(user, 0.0) is None
+
+
+async def test_users_are_counted_apart() -> None:
+    limiter = FailureLimiter(storage_from_uri("memory://"), "1/minute")
+    assert await limiter.acquire("alice", 0.0) is None
+    assert await limiter.acquire("bob", 0.0) is None
+    assert await limiter.acquire("alice", 0.0) is not None
+
+
+@pytest.mark.redis
+async def test_two_guards_sharing_redis_hold_one_limit_in_total() -> None:
+    url = redis_or_skip()
+    first = FailureLimiter(storage_from_uri(url), "4/minute")
+    second = FailureLimiter(storage_from_uri(url), "4/minute")
+    user = f"user-{uuid.uuid4()}"
+    results = [await (first if i % 2 else second).acquire(user, 0.0) for i in range(6)]
+    assert results[:4] == [None] * 4
+    assert all(r is not None for r in results[4:])
+    await first.reset(user)
+    assert await second.acquire(user, 0.0) is None
+    await second.reset(user)
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_an_unreachable_redis_fails_closed() -> None:
+    limiter = FailureLimiter(storage_from_uri("redis://127.0.0.1:1/0"), "3/minute")
+    with pytest.raises(StoreUnavailable):
+        await limiter.acquire("alice", 0.0)
+    await limiter.aclose()
+
+
+def test_an_unknown_storage_scheme_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="MFA_GUARD_STORAGE_URI"):
+        storage_from_uri("carrier-pigeon://loft")
