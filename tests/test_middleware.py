@@ -243,7 +243,10 @@ async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[
         "server": ("testserver", 80),
         "subprotocols": [],
     }
-    incoming: list[Message] = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    incoming: list[Message] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
     sent: list[Message] = []
 
     async def receive() -> Message:
