@@ -5,7 +5,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.apps import GuardedApp, build_app
+# The contract suite lives in the package; let pytest explain its failed asserts in detail.
+pytest.register_assert_rewrite("mfa_guard.testing.contract")
+
+from tests.apps import GuardedApp, build_app  # noqa: E402
 
 
 @pytest.fixture

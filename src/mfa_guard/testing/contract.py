@@ -1,0 +1,349 @@
+"""The contract every :class:`~mfa_guard.stores.base.MFAStore` keeps, as a pytest class.
+
+Subclass it in a test module (the name must start with ``Test``) and provide an async fixture
+``store`` that yields a fresh, empty store::
+
+    from mfa_guard.testing.contract import MFAStoreContract
+
+    class TestMyStore(MFAStoreContract):
+        @pytest.fixture
+        async def store(self) -> AsyncIterator[MyStore]:
+            store = MyStore(...)
+            yield store
+            await store.close()
+
+The tests need pytest-asyncio (``asyncio_mode = "auto"``) or an equivalent runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.base import Enrolment, MFAStore
+
+# Stand-ins for Fernet tokens and scrypt hashes: a store keeps them, it never reads them.
+PENDING = "gAAAAA-pending-key-one"
+OTHER_PENDING = "gAAAAA-pending-key-two"
+NOW = 1_800_000_000.5
+STEP = 60_000_000
+RECOVERY = RecoveryCodeSet(salt="c2FsdA==", hashes=("h1", "h2", "h3", "h4"))
+NEW_RECOVERY = RecoveryCodeSet(salt="cGVwcGVy", hashes=("n1", "n2", "n3"), params="scrypt:16:8:1")
+CONCURRENT_REQUESTS = 50
+
+
+async def enrol(
+    store: MFAStore,
+    user_id: str,
+    *,
+    pending: str = PENDING,
+    step: int = STEP,
+    recovery: RecoveryCodeSet = RECOVERY,
+) -> int:
+    """Begin and confirm an enrolment, as the set-up page does; the new epoch."""
+    await store.begin_enrolment(user_id, pending)
+    epoch = await store.confirm_enrolment(user_id, pending, step=step, recovery=recovery, now=NOW)
+    assert epoch is not None
+    return epoch
+
+
+async def current(store: MFAStore, user_id: str) -> Enrolment:
+    enrolment = await store.get(user_id)
+    assert enrolment is not None
+    return enrolment
+
+
+def hashes_of(enrolment: Enrolment) -> set[str]:
+    return set() if enrolment.recovery is None else set(enrolment.recovery.hashes)
+
+
+class MFAStoreContract:
+    """Scenarios an MFA store must pass; subclasses provide the ``store`` fixture."""
+
+    async def test_an_unknown_user_is_not_enrolled_at_epoch_0(self, store: MFAStore) -> None:
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=0)
+        assert await store.get("alice") is None
+
+    async def test_beginning_an_enrolment_keeps_the_secret_pending(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING)
+
+        enrolment = await current(store, "alice")
+        assert enrolment.user_id == "alice"
+        assert enrolment.pending_secret == PENDING
+        assert enrolment.secret is None
+        assert not enrolment.enrolled
+        assert enrolment.recovery_codes_left == 0
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=0)
+
+    async def test_beginning_again_replaces_the_pending_secret(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING)
+        await store.begin_enrolment("alice", OTHER_PENDING)
+
+        assert (await current(store, "alice")).pending_secret == OTHER_PENDING
+        confirmed = await store.confirm_enrolment(
+            "alice", PENDING, step=STEP, recovery=RECOVERY, now=NOW
+        )
+        assert confirmed is None
+
+    async def test_confirming_without_beginning_fails(self, store: MFAStore) -> None:
+        confirmed = await store.confirm_enrolment(
+            "alice", PENDING, step=STEP, recovery=RECOVERY, now=NOW
+        )
+
+        assert confirmed is None
+        assert (await store.summary("alice")).enrolled is False
+
+    async def test_confirming_another_pending_secret_fails(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING)
+
+        confirmed = await store.confirm_enrolment(
+            "alice", OTHER_PENDING, step=STEP, recovery=RECOVERY, now=NOW
+        )
+
+        assert confirmed is None
+        enrolment = await current(store, "alice")
+        assert not enrolment.enrolled
+        assert enrolment.pending_secret == PENDING
+        assert enrolment.epoch == 0
+
+    async def test_confirming_enrols_the_user_and_bumps_the_epoch(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING)
+
+        epoch = await store.confirm_enrolment(
+            "alice", PENDING, step=STEP, recovery=RECOVERY, now=NOW
+        )
+
+        assert epoch == 1
+        enrolment = await current(store, "alice")
+        assert enrolment.enrolled
+        assert enrolment.epoch == 1
+        assert enrolment.secret == PENDING
+        assert enrolment.pending_secret is None
+        assert enrolment.confirmed_at == NOW
+        assert enrolment.last_step == STEP
+        assert enrolment.recovery is not None
+        assert enrolment.recovery.salt == RECOVERY.salt
+        assert enrolment.recovery.params == RECOVERY.params
+        assert sorted(enrolment.recovery.hashes) == sorted(RECOVERY.hashes)
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=1)
+
+    async def test_a_pending_secret_is_confirmed_only_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        again = await store.confirm_enrolment(
+            "alice", PENDING, step=STEP + 1, recovery=NEW_RECOVERY, now=NOW + 30
+        )
+
+        assert again is None
+        enrolment = await current(store, "alice")
+        assert enrolment.epoch == 1
+        assert enrolment.last_step == STEP
+        assert hashes_of(enrolment) == set(RECOVERY.hashes)
+
+    async def test_beginning_again_does_not_unenrol(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        await store.begin_enrolment("alice", OTHER_PENDING)
+
+        enrolment = await current(store, "alice")
+        assert enrolment.enrolled
+        assert enrolment.secret == PENDING
+        assert enrolment.epoch == 1
+        assert enrolment.last_step == STEP
+        assert hashes_of(enrolment) == set(RECOVERY.hashes)
+        # Nor can the new pending secret take over while the user is enrolled.
+        takeover = await store.confirm_enrolment(
+            "alice", OTHER_PENDING, step=STEP + 1, recovery=NEW_RECOVERY, now=NOW
+        )
+        assert takeover is None
+        assert (await current(store, "alice")).secret == PENDING
+
+    async def test_concurrent_confirmations_enrol_once(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING)
+
+        results = await asyncio.gather(
+            *(
+                store.confirm_enrolment("alice", PENDING, step=STEP, recovery=RECOVERY, now=NOW)
+                for _ in range(CONCURRENT_REQUESTS)
+            )
+        )
+
+        assert [r for r in results if r is not None] == [1]
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=1)
+
+    async def test_a_newer_step_is_accepted_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        assert await store.accept_step("alice", STEP + 1) is True
+        assert await store.accept_step("alice", STEP + 1) is False
+        assert await store.accept_step("alice", STEP) is False
+        assert await store.accept_step("alice", STEP - 10) is False
+        assert (await current(store, "alice")).last_step == STEP + 1
+        assert await store.accept_step("alice", STEP + 3) is True
+        assert (await current(store, "alice")).last_step == STEP + 3
+
+    async def test_the_confirming_code_cannot_be_replayed(self, store: MFAStore) -> None:
+        await enrol(store, "alice", step=STEP)
+
+        assert await store.accept_step("alice", STEP) is False
+
+    async def test_no_step_is_accepted_without_an_enrolment(self, store: MFAStore) -> None:
+        await store.begin_enrolment("bob", PENDING)
+
+        assert await store.accept_step("alice", STEP) is False
+        assert await store.accept_step("bob", STEP) is False
+        assert await store.get("alice") is None
+        assert (await current(store, "bob")).last_step is None
+
+    async def test_concurrent_replays_of_one_step_succeed_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        results = await asyncio.gather(
+            *(store.accept_step("alice", STEP + 1) for _ in range(CONCURRENT_REQUESTS))
+        )
+
+        assert results.count(True) == 1
+        assert (await current(store, "alice")).last_step == STEP + 1
+
+    async def test_a_recovery_code_is_used_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        assert await store.use_recovery_code("alice", "h2") is True
+        assert await store.use_recovery_code("alice", "h2") is False
+
+        enrolment = await current(store, "alice")
+        assert hashes_of(enrolment) == {"h1", "h3", "h4"}
+        assert enrolment.recovery_codes_left == 3
+        assert enrolment.enrolled
+
+    async def test_the_last_recovery_code_can_be_used(self, store: MFAStore) -> None:
+        await enrol(store, "alice", recovery=RecoveryCodeSet(salt="c2FsdA==", hashes=("h1",)))
+
+        assert await store.use_recovery_code("alice", "h1") is True
+
+        enrolment = await current(store, "alice")
+        assert enrolment.recovery_codes_left == 0
+        assert enrolment.enrolled
+
+    async def test_concurrent_uses_of_one_recovery_code_succeed_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        results = await asyncio.gather(
+            *(store.use_recovery_code("alice", "h1") for _ in range(CONCURRENT_REQUESTS))
+        )
+
+        assert results.count(True) == 1
+        assert hashes_of(await current(store, "alice")) == {"h2", "h3", "h4"}
+
+    async def test_an_unknown_recovery_code_is_refused(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        assert await store.use_recovery_code("alice", "nope") is False
+        assert await store.use_recovery_code("nobody", "h1") is False
+        assert (await current(store, "alice")).recovery_codes_left == len(RECOVERY.hashes)
+
+    async def test_replacing_recovery_codes_drops_the_old_ones(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.use_recovery_code("alice", "h1")
+
+        assert await store.replace_recovery_codes("alice", NEW_RECOVERY) is True
+
+        enrolment = await current(store, "alice")
+        assert enrolment.recovery is not None
+        assert enrolment.recovery.salt == NEW_RECOVERY.salt
+        assert enrolment.recovery.params == NEW_RECOVERY.params
+        assert hashes_of(enrolment) == set(NEW_RECOVERY.hashes)
+        assert await store.use_recovery_code("alice", "h2") is False
+        assert await store.use_recovery_code("alice", "n2") is True
+        # A new set of codes is not a new enrolment: sessions stay verified.
+        assert enrolment.epoch == 1
+
+    async def test_recovery_codes_need_an_enrolment(self, store: MFAStore) -> None:
+        await store.begin_enrolment("bob", PENDING)
+
+        assert await store.replace_recovery_codes("alice", NEW_RECOVERY) is False
+        assert await store.replace_recovery_codes("bob", NEW_RECOVERY) is False
+
+        assert await store.get("alice") is None
+        assert (await current(store, "bob")).recovery_codes_left == 0
+        assert await store.use_recovery_code("bob", "n1") is False
+
+    async def test_disabling_removes_everything_and_bumps_the_epoch(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.begin_enrolment("alice", OTHER_PENDING)
+
+        epoch = await store.disable("alice")
+
+        assert epoch == 2
+        enrolment = await current(store, "alice")
+        assert enrolment.epoch == 2
+        assert not enrolment.enrolled
+        assert enrolment.secret is None
+        assert enrolment.pending_secret is None
+        assert enrolment.confirmed_at is None
+        assert enrolment.recovery_codes_left == 0
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=2)
+        assert await store.accept_step("alice", STEP + 1) is False
+        assert await store.use_recovery_code("alice", "h1") is False
+        stale = await store.confirm_enrolment(
+            "alice", OTHER_PENDING, step=STEP, recovery=RECOVERY, now=NOW
+        )
+        assert stale is None
+
+    async def test_disabling_an_unknown_user_starts_at_epoch_1(self, store: MFAStore) -> None:
+        assert await store.disable("alice") == 1
+
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=1)
+
+    async def test_a_disabled_user_can_enrol_again(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.disable("alice")
+
+        epoch = await enrol(store, "alice", pending=OTHER_PENDING, recovery=NEW_RECOVERY)
+
+        assert epoch == 3
+        enrolment = await current(store, "alice")
+        assert enrolment.enrolled
+        assert enrolment.secret == OTHER_PENDING
+        assert hashes_of(enrolment) == set(NEW_RECOVERY.hashes)
+        assert await store.accept_step("alice", STEP + 1) is True
+
+    async def test_epochs_strictly_increase(self, store: MFAStore) -> None:
+        epochs = [(await store.summary("alice")).epoch]
+        for cycle in range(3):
+            epochs.append(await enrol(store, "alice", step=STEP + cycle))
+            assert (await store.summary("alice")).epoch == epochs[-1]
+            epochs.append(await store.disable("alice"))
+            assert (await store.summary("alice")).epoch == epochs[-1]
+        epochs.append(await store.disable("alice"))
+
+        assert epochs == sorted(set(epochs))
+
+    async def test_concurrent_disables_each_get_their_own_epoch(self, store: MFAStore) -> None:
+        epochs = await asyncio.gather(*(store.disable("alice") for _ in range(20)))
+
+        assert sorted(epochs) == list(range(1, 21))
+        assert (await store.summary("alice")).epoch == 20
+
+    async def test_users_do_not_interfere(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await enrol(store, "bob", pending=OTHER_PENDING)
+        await store.begin_enrolment("carol", PENDING)
+
+        assert await store.accept_step("alice", STEP + 1) is True
+        assert await store.accept_step("bob", STEP + 1) is True
+        assert await store.use_recovery_code("alice", "h1") is True
+        assert await store.use_recovery_code("bob", "h1") is True
+        await store.disable("alice")
+
+        bob = await current(store, "bob")
+        assert bob.enrolled
+        assert bob.epoch == 1
+        assert bob.secret == OTHER_PENDING
+        assert bob.last_step == STEP + 1
+        assert hashes_of(bob) == {"h2", "h3", "h4"}
+        carol = await current(store, "carol")
+        assert carol.pending_secret == PENDING
+        assert carol.epoch == 0
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=2)
