@@ -1,0 +1,29 @@
+"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+
+from examples.inbox.app import DEMO_ACCOUNTS, DEMO_PASSWORD, create_app
+
+HOST = "127.0.0.1"
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    # Show mfa_guard's audit events (enrolled, verified, verification_failed, ...) in the console.
+    logging.basicConfig(format="%(levelname)s:     %(name)s %(message)s")
+    logging.getLogger("mfa_guard").setLevel(logging.INFO)
+    app = create_app()
+    print(f"Acme Inbox demo on http://{HOST}:{port}/")
+    print("Sign in with one of these accounts:")
+    for email in DEMO_ACCOUNTS:
+        print(f"  {email:<20} password: {DEMO_PASSWORD}")
+    uvicorn.run(app, host=HOST, port=port)
+
+
+if __name__ == "__main__":
+    main()

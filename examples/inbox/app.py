@@ -1,0 +1,281 @@
+"""The demo app: password sign-in (the first factor) guarded by mfa_guard (the second).
+
+Operators live in memory; only the MFA data needs a database, a SQLite file under ``data_dir``
+next to the generated encryption key and session secret, so a restart keeps enrolments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from cryptography.fernet import Fernet
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    SimpleUser,
+)
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from mfa_guard import MFAGuard, MFAGuardSettings
+from mfa_guard.clock import Clock, system_clock
+from mfa_guard.core.marker import Marker
+from mfa_guard.core.redirects import safe_next
+from mfa_guard.stores.sql import SQLStore
+from mfa_guard.web.http import same_origin
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = HERE / ".data"
+TEMPLATES = HERE / "templates"
+
+ISSUER = "Acme Inbox"
+DEMO_PASSWORD = "demo"
+DEMO_ACCOUNTS = ("owner@acme.test", "agent@acme.test", "solo@example.test")
+INBOX_PATH = "/inbox"
+LOGIN_PATH = "/login"
+# Inputs longer than this are refused before any hashing.
+MAX_EMAIL_LENGTH = 254
+MAX_PASSWORD_LENGTH = 1024
+
+# scrypt cost for the demo's passwords: 16 MiB and a few tens of milliseconds per check.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    visitor: str
+    subject: str
+    preview: str
+    waiting: str
+
+
+CONVERSATIONS = (
+    Conversation(
+        "Maya Lindqvist", "Invoice for March", "Could you resend the invoice with our VAT…", "2 min"
+    ),
+    Conversation(
+        "Tomás Ferreira", "Cannot reset my password", "The link in the e-mail has expired…", "9 min"
+    ),
+    Conversation(
+        "Aiko Tanaka", "Feature request: dark mode", "Our night shift would love a dark…", "1 h"
+    ),
+    Conversation("Samuel Okoro", "Shipping to Lagos", "Do you deliver to Nigeria, and how…", "3 h"),
+)
+
+
+def _hash_password(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+
+
+class Accounts:
+    """The operators, in memory: e-mail address → (salt, scrypt hash of the password)."""
+
+    def __init__(self, credentials: Iterable[tuple[str, str]]) -> None:
+        self._hashes: dict[str, tuple[bytes, bytes]] = {}
+        for email, password in credentials:
+            salt = secrets.token_bytes(16)
+            self._hashes[_normalise_email(email)] = (salt, _hash_password(password, salt))
+        # Unknown addresses are checked against this, so they take as long as known ones.
+        self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))
+
+    def __contains__(self, email: str) -> bool:
+        return email in self._hashes
+
+    async def authenticate(self, email: str, password: str) -> str | None:
+        """The account's canonical e-mail address if the password matches, else ``None``."""
+        email = _normalise_email(email)
+        if len(email) > MAX_EMAIL_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+            return None
+        known = self._hashes.get(email)
+        salt, expected = known or self._decoy
+        candidate = await anyio.to_thread.run_sync(_hash_password, password, salt)
+        if hmac.compare_digest(candidate, expected) and known is not None:
+            return email
+        return None
+
+
+def _normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class SessionAuth(AuthenticationBackend):
+    """The first factor's result: ``session["user"]``, set by a successful sign-in."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        user = conn.session.get("user")
+        if not isinstance(user, str) or user not in self.accounts:
+            return None
+        return AuthCredentials(["authenticated"]), SimpleUser(user)
+
+
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret stored in ``path``, created (owner-only, mode 0600) on the first run."""
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_text("ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(value + "\n")
+    return value
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _new_fernet_key() -> str:
+    return Fernet.generate_key().decode("ascii")
+
+
+def _new_session_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def demo_settings(encryption_key: str) -> MFAGuardSettings:
+    """Settings from the environment (``MFA_GUARD_*``, ``.env``), with the demo's defaults for
+    the encryption key and issuer when the environment does not set them."""
+    defaults: dict[str, Any] = {}
+    if not os.environ.get("MFA_GUARD_ENCRYPTION_KEYS"):
+        defaults["encryption_keys"] = [encryption_key]
+    if not os.environ.get("MFA_GUARD_ISSUER"):
+        defaults["issuer"] = ISSUER
+    return MFAGuardSettings(**defaults)
+
+
+def create_app(
+    data_dir: Path | None = None,
+    *,
+    settings: MFAGuardSettings | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    data_dir = (data_dir or DEFAULT_DATA_DIR).resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    session_secret = _secret_file(data_dir / "session.secret", _new_session_secret)
+    if settings is None:
+        settings = demo_settings(_secret_file(data_dir / "encryption.key", _new_fernet_key))
+    database_url = os.environ.get("MFA_GUARD_DATABASE_URL") or (
+        f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}"
+    )
+    store = SQLStore(database_url)
+    guard = MFAGuard(settings=settings, store=store, clock=clock or system_clock)
+    accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
+    templates = Jinja2Templates(directory=TEMPLATES)
+
+    def render(
+        request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    ) -> Response:
+        response = templates.TemplateResponse(
+            request, name, {"issuer": settings.issuer, **context}, status_code=status_code
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def home(request: Request) -> Response:
+        target = INBOX_PATH if request.user.is_authenticated else LOGIN_PATH
+        return RedirectResponse(target, status_code=303)
+
+    async def login_form(request: Request) -> Response:
+        next_path = safe_next(request.query_params.get("next"), INBOX_PATH)
+        return render(request, "login.html", {"next": next_path, "email": "", "error": None})
+
+    async def login(request: Request) -> Response:
+        if not same_origin(request.scope, settings):
+            return PlainTextResponse("Cross-site sign-in refused.", status_code=403)
+        form = await request.form(max_files=0, max_fields=8)
+        email, password = _field(form, "email"), _field(form, "password")
+        next_path = safe_next(_field(form, "next"), INBOX_PATH)
+        user = await accounts.authenticate(email, password)
+        if user is None:
+            context = {
+                "next": next_path,
+                "email": email[:MAX_EMAIL_LENGTH],
+                "error": "Wrong e-mail address or password.",
+            }
+            return render(request, "login.html", context, status_code=400)
+        request.session.clear()  # a new sign-in starts a new session
+        request.session["user"] = user
+        return RedirectResponse(next_path, status_code=303)
+
+    async def logout(request: Request) -> Response:
+        if not same_origin(request.scope, settings):
+            return PlainTextResponse("Cross-site sign-out refused.", status_code=403)
+        request.session.clear()
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+
+    async def inbox(request: Request) -> Response:
+        if not request.user.is_authenticated:
+            return RedirectResponse(f"{LOGIN_PATH}?next={INBOX_PATH}", status_code=303)
+        # The guard's middleware leaves the session's marker here when it lets a request in.
+        marker = request.scope.get("mfa_guard")
+        context = {
+            "user": request.user.display_name,
+            "conversations": CONVERSATIONS,
+            "two_factor_on": isinstance(marker, Marker) and marker.enrolled,
+            "mfa_settings": f"{settings.mount_path}/settings",
+        }
+        return render(request, "inbox.html", context)
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await guard.aclose()
+            await store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route(LOGIN_PATH, login_form, methods=["GET"]),
+            Route(LOGIN_PATH, login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route(INBOX_PATH, inbox),
+            Route("/health", health),
+            guard.mount(),
+        ],
+        middleware=[
+            # https_only is off so the demo works on http://127.0.0.1; turn it on behind TLS.
+            Middleware(
+                SessionMiddleware, secret_key=session_secret, https_only=False, same_site="lax"
+            ),
+            Middleware(AuthenticationMiddleware, backend=SessionAuth(accounts)),
+            guard.middleware(),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.guard = guard
+    app.state.store = store
+    return app

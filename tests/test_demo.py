@@ -1,0 +1,309 @@
+"""The demo inbox, told as an operator's story: sign in, turn on 2FA, sign in again with a code."""
+
+from __future__ import annotations
+
+import re
+import socket
+import stat
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from examples.inbox import DEMO_PASSWORD, create_app
+
+from mfa_guard.testing import FrozenClock, current_code
+
+USER = "solo@example.test"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+MANUAL_KEY = re.compile(r'id="manual-key">([^<]+)<')
+
+
+@pytest.fixture(autouse=True)
+def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo reads MFA_GUARD_* from the environment; these tests use its own defaults.
+    for name in ("MFA_GUARD_ENCRYPTION_KEYS", "MFA_GUARD_ISSUER", "MFA_GUARD_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@asynccontextmanager
+async def running_inbox(data_dir: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
+    """The demo app with its lifespan (which closes the store), and a client for it."""
+    app = create_app(data_dir, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def client(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_inbox(tmp_path, clock) as client:
+        yield client
+
+
+def csrf_token(html: str) -> str:
+    match = CSRF.search(html)
+    assert match is not None, html
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, email: str = USER) -> httpx.Response:
+    return await client.post("/login", data={"email": email, "password": DEMO_PASSWORD})
+
+
+async def turn_on_two_factor(client: httpx.AsyncClient, clock: FrozenClock) -> str:
+    """Enrols the signed-in operator through the HTML pages; returns the authenticator key."""
+    page = await client.get("/mfa/enrol")
+    assert page.status_code == 200
+    started = await client.post(
+        "/mfa/enrol", data={"csrf_token": csrf_token(page.text), "next": "/inbox"}
+    )
+    assert started.status_code == 200
+    key = MANUAL_KEY.search(started.text)
+    assert key is not None, started.text
+    secret = key.group(1).replace(" ", "")
+    confirmed = await client.post(
+        "/mfa/enrol/confirm",
+        data={
+            "csrf_token": csrf_token(started.text),
+            "next": "/inbox",
+            "code": current_code(secret, clock()),
+        },
+    )
+    assert confirmed.status_code == 200
+    assert 'id="recovery-codes"' in confirmed.text
+    return secret
+
+
+async def answer_challenge(
+    client: httpx.AsyncClient, secret: str, clock: FrozenClock
+) -> httpx.Response:
+    page = await client.get("/mfa/challenge", params={"next": "/inbox"})
+    assert page.status_code == 200
+    return await client.post(
+        "/mfa/challenge",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "next": "/inbox",
+            "method": "totp",
+            "code": current_code(secret, clock()),
+        },
+    )
+
+
+async def test_operator_turns_on_two_factor_and_signs_in_with_a_code(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    signed_in = await sign_in(client)
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/inbox"
+    inbox = await client.get("/inbox")
+    assert inbox.status_code == 200
+    assert "Two-factor authentication is off" in inbox.text
+    assert 'href="/mfa/settings"' in inbox.text
+
+    secret = await turn_on_two_factor(client, clock)
+    inbox = await client.get("/inbox")
+    assert inbox.status_code == 200
+    assert "Two-factor authentication is on" in inbox.text
+
+    signed_out = await client.post("/logout")
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/login"
+    assert (await client.get("/inbox")).headers["location"] == "/login?next=/inbox"
+
+    assert (await sign_in(client)).status_code == 303
+    challenged = await client.get("/inbox")
+    assert challenged.status_code == 303
+    assert challenged.headers["location"] == "/mfa/challenge?next=/inbox"
+
+    clock.advance(30)  # the enrolment used this time step; each step is accepted once
+    verified = await answer_challenge(client, secret, clock)
+    assert verified.status_code == 303
+    assert verified.headers["location"] == "/inbox"
+    assert (await client.get("/inbox")).status_code == 200
+
+
+async def test_a_used_code_does_not_pass_the_challenge_again(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    await sign_in(client)
+    secret = await turn_on_two_factor(client, clock)
+    await client.post("/logout")
+    await sign_in(client)
+
+    replayed = await answer_challenge(client, secret, clock)
+
+    assert replayed.status_code == 422
+    assert (await client.get("/inbox")).status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [
+        pytest.param(USER, "not-demo", id="wrong-password"),
+        pytest.param("nobody@acme.test", DEMO_PASSWORD, id="unknown-account"),
+        pytest.param(USER, "", id="empty-password"),
+        pytest.param(USER, "x" * 5000, id="huge-password"),
+    ],
+)
+async def test_wrong_credentials_show_the_form_again(
+    client: httpx.AsyncClient, email: str, password: str
+) -> None:
+    response = await client.post("/login", data={"email": email, "password": password})
+
+    assert response.status_code == 400
+    assert "Wrong e-mail address or password." in response.text
+    assert 'autocomplete="current-password"' in response.text
+    assert (await client.get("/inbox")).headers["location"] == "/login?next=/inbox"
+
+
+async def test_sign_in_is_case_insensitive_on_the_address(client: httpx.AsyncClient) -> None:
+    assert (await sign_in(client, "  Solo@Example.TEST ")).status_code == 303
+    assert (await client.get("/inbox")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("next_path", "lands_on"),
+    [
+        pytest.param("/mfa/settings", "/mfa/settings", id="local-path"),
+        pytest.param("//evil.test", "/inbox", id="protocol-relative"),
+        pytest.param("https://evil.test/", "/inbox", id="absolute-url"),
+        pytest.param("/\\evil.test", "/inbox", id="backslash"),
+    ],
+)
+async def test_sign_in_follows_only_a_local_next(
+    client: httpx.AsyncClient, next_path: str, lands_on: str
+) -> None:
+    response = await client.post(
+        "/login", data={"email": USER, "password": DEMO_PASSWORD, "next": next_path}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == lands_on
+
+
+async def test_public_pages(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/")).headers["location"] == "/login"
+    login = await client.get("/login")
+    assert login.status_code == 200
+    assert '<html lang="en">' in login.text
+    assert '<label for="email">' in login.text
+    assert 'autocomplete="username"' in login.text
+    health = await client.get("/health")
+    assert (health.status_code, health.text) == (200, "ok")
+
+    await sign_in(client)
+    assert (await client.get("/")).headers["location"] == "/inbox"
+
+
+async def test_restart_keeps_the_enrolment(tmp_path: Path, clock: FrozenClock) -> None:
+    async with running_inbox(tmp_path, clock) as client:
+        await sign_in(client)
+        secret = await turn_on_two_factor(client, clock)
+
+    async with running_inbox(tmp_path, clock) as client:
+        await sign_in(client)
+        challenged = await client.get("/inbox")
+        assert challenged.headers["location"] == "/mfa/challenge?next=/inbox"
+        clock.advance(30)
+        assert (await answer_challenge(client, secret, clock)).status_code == 303
+        assert (await client.get("/inbox")).status_code == 200
+
+    for name in ("encryption.key", "session.secret"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert (tmp_path / "inbox.db").exists()
+
+
+@pytest.fixture
+def served_inbox(tmp_path: Path, clock: FrozenClock) -> Iterator[str]:
+    """The demo behind a real uvicorn server on a free 127.0.0.1 port; yields its base URL."""
+    app = create_app(tmp_path, clock=clock)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped during start-up"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def test_the_story_over_a_real_server(served_inbox: str, clock: FrozenClock) -> None:
+    with httpx.Client(base_url=served_inbox) as client:
+        assert client.get("/health").text == "ok"
+        assert (
+            client.post("/login", data={"email": USER, "password": DEMO_PASSWORD}).status_code
+            == 303
+        )
+        page = client.get("/mfa/enrol")
+        started = client.post(
+            "/mfa/enrol", data={"csrf_token": csrf_token(page.text), "next": "/inbox"}
+        )
+        key = MANUAL_KEY.search(started.text)
+        assert key is not None, started.text
+        secret = key.group(1).replace(" ", "")
+        confirmed = client.post(
+            "/mfa/enrol/confirm",
+            data={
+                "csrf_token": csrf_token(started.text),
+                "next": "/inbox",
+                "code": current_code(secret, clock()),
+            },
+        )
+        assert 'id="recovery-codes"' in confirmed.text
+
+        client.post("/logout")
+        client.post("/login", data={"email": USER, "password": DEMO_PASSWORD})
+        challenged = client.get("/inbox")
+        assert challenged.status_code == 303
+        assert challenged.headers["location"] == "/mfa/challenge?next=/inbox"
+
+        clock.advance(30)
+        page = client.get("/mfa/challenge", params={"next": "/inbox"})
+        verified = client.post(
+            "/mfa/challenge",
+            data={
+                "csrf_token": csrf_token(page.text),
+                "next": "/inbox",
+                "method": "totp",
+                "code": current_code(secret, clock()),
+            },
+        )
+        assert verified.status_code == 303
+        inbox = client.get("/inbox")
+        assert inbox.status_code == 200
+        assert "Two-factor authentication is on" in inbox.text
+
+
+async def test_cross_site_sign_in_and_out_are_refused(client: httpx.AsyncClient) -> None:
+    hostile = {"origin": "https://evil.test"}
+    login = await client.post(
+        "/login", data={"email": "solo@example.test", "password": "demo"}, headers=hostile
+    )
+    assert login.status_code == 403
+    assert (await client.post("/logout", headers=hostile)).status_code == 403
