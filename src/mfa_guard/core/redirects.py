@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_NEXT_LENGTH = 2048
 
@@ -17,12 +17,19 @@ def safe_next(candidate: str | None, default: str) -> str:
     """
     if not candidate or len(candidate) > MAX_NEXT_LENGTH:
         return default
-    if not candidate.startswith("/") or candidate.startswith(("//", "/\\")):
-        return default
-    # Browsers treat "\" like "/" and drop tabs and newlines inside URLs.
-    if "\\" in candidate or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate):
-        return default
-    parts = urlsplit(candidate)
-    if parts.scheme or parts.netloc:
-        return default
+    # Checked as given and once decoded, so an encoded "//", backslash or CRLF cannot slip
+    # through a proxy or framework that decodes the path again.
+    for form in (candidate, unquote(candidate)):
+        if not _is_local_path(form):
+            return default
     return candidate
+
+
+def _is_local_path(value: str) -> bool:
+    if not value.startswith("/") or value.startswith(("//", "/\\")):
+        return False
+    # Browsers treat a backslash like "/" and drop tabs and newlines inside URLs.
+    if "\\" in value or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
+    parts = urlsplit(value)
+    return not (parts.scheme or parts.netloc)

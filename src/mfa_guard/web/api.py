@@ -30,6 +30,11 @@ DENIED_STATUS = {
 }
 
 Handler = Callable[[Request, Caller], Awaitable[Response]]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def _not_found(request: Request) -> Response:
+    return json_error(404, "not_found", "There is no such API endpoint.")
 
 
 def denied_response(denied: Denied, now: float) -> JSONResponse:
@@ -56,30 +61,34 @@ class API:
         self.service = guard.service
 
     def routes(self) -> list[Route]:
-        return [
-            Route("/api/status", self._endpoint(self.status), methods=["GET"]),
-            Route(
-                "/api/totp/setup", self._endpoint(self.totp_setup, mutates=True), methods=["POST"]
-            ),
-            Route(
-                "/api/totp/confirm",
-                self._endpoint(self.totp_confirm, mutates=True),
-                methods=["POST"],
-            ),
-            Route("/api/verify", self._endpoint(self.verify, mutates=True), methods=["POST"]),
-            Route(
-                "/api/recovery-codes",
-                self._endpoint(self.recovery_codes, mutates=True),
-                methods=["POST"],
-            ),
-            Route("/api/disable", self._endpoint(self.disable, mutates=True), methods=["POST"]),
+        table: list[tuple[str, str, Handler, bool]] = [
+            ("/api/status", "GET", self.status, False),
+            ("/api/totp/setup", "POST", self.totp_setup, True),
+            ("/api/totp/confirm", "POST", self.totp_confirm, True),
+            ("/api/verify", "POST", self.verify, True),
+            ("/api/recovery-codes", "POST", self.recovery_codes, True),
+            ("/api/disable", "POST", self.disable, True),
         ]
+        routes = [
+            # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
+            # app's own (often text/plain) error page.
+            Route(path, self._endpoint(handler, method, mutates=mutates), methods=ALL_METHODS)
+            for path, method, handler, mutates in table
+        ]
+        routes.append(Route("/api/{rest:path}", _not_found, methods=ALL_METHODS))
+        return routes
 
     def _endpoint(
-        self, handler: Handler, *, mutates: bool = False
+        self, handler: Handler, method: str, *, mutates: bool
     ) -> Callable[[Request], Awaitable[Response]]:
+        allowed = {method, "HEAD"} if method == "GET" else {method}
+
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
+            if request.method not in allowed:
+                response = json_error(405, "method_not_allowed", f"Use {method} here.")
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+                return response
             try:
                 if mutates and not same_origin(request.scope, self.guard.settings):
                     return json_error(

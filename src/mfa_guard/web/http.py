@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -63,18 +63,21 @@ def client_ip(scope: Scope) -> str | None:
 
 
 def same_origin(scope: Scope, settings: MFAGuardSettings) -> bool:
-    """CSRF defence for state-changing requests (ASVS 4.2.2): the browser's ``Sec-Fetch-Site``
-    and ``Origin`` must not point at another site. Clients that send neither (curl, servers)
-    are not browsers and cannot be forged into sending credentials."""
+    """CSRF defence for state-changing requests (ASVS 4.2.2).
+
+    A browser's ``Origin`` must be this app's own (scheme, host and port) or a trusted origin,
+    and its ``Sec-Fetch-Site`` must not say another site. Clients that send neither (curl,
+    servers) are not browsers and cannot be forged into sending a user's cookies. Behind a TLS
+    proxy the app must see the ``https`` scheme (uvicorn ``--proxy-headers``).
+    """
     headers = Headers(scope=scope)
-    fetch_site = headers.get("sec-fetch-site")
     origin = headers.get("origin")
-    if origin is not None:
-        origin = origin.lower()
-        if origin in settings.trusted_origins:
-            return True
-        if origin == "null":
-            return False
-        host = headers.get("host", "").lower()
-        return bool(host) and urlsplit(origin).netloc == host
-    return fetch_site in (None, "same-origin", "none")
+    if origin is not None and origin.lower() in settings.trusted_origins:
+        return True
+    if headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        return False
+    if origin is None:
+        return True
+    host = headers.get("host", "").lower()
+    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme"))
+    return bool(host) and origin.lower() == f"{scheme}://{host}"

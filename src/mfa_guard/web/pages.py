@@ -22,7 +22,7 @@ from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason
 from mfa_guard.web.api import DENIED_STATUS
 from mfa_guard.web.http import same_origin
-from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of
+from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -158,8 +158,7 @@ class Pages:
         """The posted form, after the CSRF checks (Origin and the session's token)."""
         if not same_origin(request.scope, self.guard.settings):
             raise FormRejected(403, "Request refused", "Cross-site form posts are not allowed.")
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        if declared_too_large(request):
             raise FormRejected(413, "Request refused", "The form is too large.")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):

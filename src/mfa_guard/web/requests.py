@@ -68,13 +68,22 @@ async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
     return Caller(user_id=user_id, session=session, marker=marker, ip=client_ip(request.scope))
 
 
+def declared_too_large(request: Request) -> bool:
+    """Whether ``Content-Length`` announces more than the kit reads (or is no plain number)."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return False
+    if not (declared.isascii() and declared.isdigit()) or len(declared) > 9:
+        return True
+    return int(declared) > MAX_BODY_BYTES
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The JSON object of the body; anything else is a :class:`BadRequest`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise BadRequest(415, "unsupported_media_type", "Send the body as application/json.")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+    if declared_too_large(request):
         raise BadRequest(413, "payload_too_large", "The request body is too large.")
     body = bytearray()
     async for chunk in request.stream():
