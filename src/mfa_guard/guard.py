@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.services import MFAService
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import MFAStore
+from mfa_guard.stores.memory import MemoryStore
+
+logger = logging.getLogger("mfa_guard")
 
 SESSION_KEY = "mfa_guard"
 IdentityGetter = Callable[[Scope], str | None]
@@ -69,6 +73,7 @@ class MFAGuard:
             box = SecretBox.ephemeral()
         else:
             raise ConfigurationError("MFAGuard needs MFA_GUARD_ENCRYPTION_KEYS outside debug mode")
+        _check_shared_state(settings, store)
         self.limiter = FailureLimiter(
             storage_from_uri(settings.storage_uri), settings.rate_limits.failures
         )
@@ -138,6 +143,28 @@ class MFAGuard:
                 "AuthenticationMiddleware and the guard's middleware"
             )
         return session
+
+
+def _check_shared_state(settings: MFAGuardSettings, store: MFAStore) -> None:
+    """Per-process state with several workers lets limits and replays hold per process only."""
+    local = []
+    if settings.storage_uri.startswith(("memory://", "async+memory")):
+        local.append("rate limits in memory:// (set MFA_GUARD_STORAGE_URI=redis://…)")
+    if isinstance(store, MemoryStore):
+        local.append("enrolments in a MemoryStore (use SQLStore on PostgreSQL)")
+    if not local:
+        return
+    if settings.require_shared_state:
+        raise ConfigurationError(
+            "MFA_GUARD_REQUIRE_SHARED_STATE is on, but the kit keeps " + " and ".join(local)
+        )
+    if settings.workers > 1:
+        logger.warning(
+            "mfa_guard runs with %d workers but keeps %s: each process would count failures "
+            "and accept codes on its own",
+            settings.workers,
+            " and ".join(local),
+        )
 
 
 def _subject(user_id: str, *, key: bytes) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Self
 
 import limits
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
@@ -86,6 +86,7 @@ class RateLimitSettings(BaseModel):
 class MFAGuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
+        populate_by_name=True,
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
@@ -134,6 +135,33 @@ class MFAGuardSettings(BaseSettings):
     database_url: str = Field(
         default="sqlite+aiosqlite:///mfa_guard.db",
         description="SQLAlchemy async URL of the SQL store (SQLite or PostgreSQL).",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="Connections the SQL store keeps open per worker process."
+    )
+    database_max_overflow: int = Field(
+        default=10, ge=0, description="Extra connections the SQL store may open under load."
+    )
+    database_pool_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to wait for a free connection before answering 503.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        validation_alias=AliasChoices("MFA_GUARD_WORKERS", "WEB_CONCURRENCY"),
+        description=(
+            "Worker processes serving the app (also read from WEB_CONCURRENCY): more than one "
+            "with per-process state (memory://, MemoryStore) logs a warning at start-up."
+        ),
+    )
+    require_shared_state: bool = Field(
+        default=False,
+        description=(
+            "Refuse to start with any per-process state (memory:// rate limits, an in-memory "
+            "store): set it wherever several workers or hosts serve the app."
+        ),
     )
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default=[],
@@ -215,6 +243,11 @@ class MFAGuardSettings(BaseSettings):
             raise ValueError(
                 "no encryption key: set MFA_GUARD_ENCRYPTION_KEYS (generate one with "
                 "`mfa-guard keygen`), or MFA_GUARD_DEBUG=true for development only"
+            )
+        if self.require_shared_state and self.storage_uri.startswith(("memory://", "async+memory")):
+            raise ValueError(
+                "MFA_GUARD_REQUIRE_SHARED_STATE is on but MFA_GUARD_STORAGE_URI is memory://: "
+                "rate limits would hold per process only; use redis://host:6379/0"
             )
         if self.verified_lifetime_seconds < 60:
             raise ValueError("verified_lifetime_seconds must be at least 60")

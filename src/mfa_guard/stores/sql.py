@@ -44,6 +44,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import Enrolment
 
 metadata = MetaData()
@@ -154,6 +155,18 @@ class SQLStore:
         # A StaticPool (SQLite ``:memory:``) hands the same connection to every caller, whose
         # transactions would then mix: take turns instead.
         self._one_at_a_time = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+
+    @classmethod
+    def from_settings(cls, settings: MFAGuardSettings, **engine_options: Any) -> SQLStore:
+        """A store on ``settings.database_url`` with the pool settings (PostgreSQL)."""
+        options: dict[str, Any] = {}
+        if make_url(settings.database_url).get_backend_name() == "postgresql":
+            options = {
+                "pool_size": settings.database_pool_size,
+                "max_overflow": settings.database_max_overflow,
+                "pool_timeout": settings.database_pool_timeout,
+            }
+        return cls(settings.database_url, **{**options, **engine_options})
 
     @property
     def engine(self) -> AsyncEngine:
