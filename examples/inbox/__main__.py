@@ -1,9 +1,15 @@
-"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000)."""
+"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000).
+
+``INBOX_DATA_DIR`` moves the data folder (default ``examples/inbox/.data``): several processes
+started with the same folder share the session secret and encryption key, so they serve one
+site together (with MFA_GUARD_DATABASE_URL and MFA_GUARD_STORAGE_URI pointing at shared servers).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import uvicorn
 
@@ -17,7 +23,8 @@ def main() -> None:
     # Show mfa_guard's audit events (enrolled, verified, verification_failed, ...) in the console.
     logging.basicConfig(format="%(levelname)s:     %(name)s %(message)s")
     logging.getLogger("mfa_guard").setLevel(logging.INFO)
-    app = create_app()
+    data_dir = os.environ.get("INBOX_DATA_DIR")
+    app = create_app(Path(data_dir) if data_dir else None)
     print(f"Acme Inbox demo on http://{HOST}:{port}/")
     print("Sign in with one of these accounts:")
     for email in DEMO_ACCOUNTS:

@@ -183,10 +183,10 @@ def create_app(
     session_secret = _secret_file(data_dir / "session.secret", _new_session_secret)
     if settings is None:
         settings = demo_settings(_secret_file(data_dir / "encryption.key", _new_fernet_key))
-    database_url = os.environ.get("MFA_GUARD_DATABASE_URL") or (
-        f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}"
-    )
-    store = SQLStore(database_url)
+    if os.environ.get("MFA_GUARD_DATABASE_URL"):
+        store = SQLStore.from_settings(settings)
+    else:
+        store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
     guard = MFAGuard(settings=settings, store=store, clock=clock or system_clock)
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
