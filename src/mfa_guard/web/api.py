@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mfa_guard.errors import MFAGuardError, SecretDecryptionError
+from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason
-from mfa_guard.web.http import json_error, same_origin
+from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
 
 if TYPE_CHECKING:
@@ -100,14 +100,8 @@ class API:
                 return await handler(request, caller)
             except BadRequest as exc:
                 return json_error(exc.status_code, exc.code, exc.message)
-            except SecretDecryptionError:
-                return json_error(
-                    503, "service_unavailable", "The authentication service is unavailable."
-                )
             except MFAGuardError as exc:
-                return json_error(
-                    exc.status_code if exc.status_code < 500 else 503, exc.code, exc.message
-                )
+                return unavailable_json(exc)
 
         return endpoint
 

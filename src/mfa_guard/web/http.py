@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Scope
 
+from mfa_guard.errors import MFAGuardError, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
+
+logger = logging.getLogger("mfa_guard")
+UNAVAILABLE_MESSAGE = StoreUnavailable().message
 
 NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
 
@@ -22,6 +27,23 @@ def json_error(
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status_code, headers=headers
     )
+
+
+def report_failure(exc: MFAGuardError) -> None:
+    """Logs why a request failed closed; the client only learns that the service is down."""
+    if isinstance(exc, StoreUnavailable):
+        cause = exc.__cause__
+        logger.warning(
+            "mfa_guard failed closed: a backing store is unavailable (%s)",
+            type(cause).__name__ if cause is not None else "no cause",
+        )
+    else:
+        logger.error("mfa_guard failed closed: %s", exc.message)
+
+
+def unavailable_json(exc: MFAGuardError) -> JSONResponse:
+    report_failure(exc)
+    return json_error(503, StoreUnavailable.code, UNAVAILABLE_MESSAGE, retry_after=5)
 
 
 def app_path(scope: Scope) -> str:

@@ -9,10 +9,13 @@ from mfa_guard.core.policy import Decision, decide
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
+    UNAVAILABLE_MESSAGE,
     app_path,
     json_error,
     page_url,
+    report_failure,
     requested_path,
+    unavailable_json,
     wants_json,
 )
 
@@ -84,12 +87,16 @@ class MFAGuardMiddleware:
         self, scope: Scope, receive: Receive, send: Send, exc: StoreUnavailable
     ) -> None:
         if scope["type"] == "websocket":
+            report_failure(exc)
             # 1013: try again later.
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
             return
         response: Response
         if wants_json(scope, self.guard.settings):
-            response = json_error(503, exc.code, exc.message, retry_after=5)
+            response = unavailable_json(exc)
         else:
-            response = PlainTextResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
+            report_failure(exc)
+            response = PlainTextResponse(
+                UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"}
+            )
         await response(scope, receive, send)

@@ -21,7 +21,7 @@ from mfa_guard.core.redirects import safe_next
 from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason
 from mfa_guard.web.api import DENIED_STATUS
-from mfa_guard.web.http import same_origin
+from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ class Pages:
                 return await handler(request, caller)
             except FormRejected as exc:
                 return self._error(request, exc.status_code, exc.heading, exc.message)
-            except MFAGuardError:
+            except MFAGuardError as exc:
+                report_failure(exc)
                 return self._error(
                     request,
                     503,
