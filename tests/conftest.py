@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-# The contract suite lives in the package; let pytest explain its failed asserts in detail.
-pytest.register_assert_rewrite("mfa_guard.testing.contract")
+# Helpers outside test modules: let pytest explain their failed asserts in detail too.
+pytest.register_assert_rewrite("mfa_guard.testing.contract", "tests.scenarios")
 
 from tests.apps import GuardedApp, build_app  # noqa: E402
 

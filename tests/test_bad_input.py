@@ -3,43 +3,35 @@ and it changes nothing: no enrolment, no audit event, no failed attempt counted.
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from mfa_guard.core import recovery, totp
-from mfa_guard.crypto import SecretBox
 from mfa_guard.events import EventKind
-from tests.apps import GuardedApp, build_app, sign_in
+from tests.apps import GuardedApp, build_app
 
-USER = "solo@example.test"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-ALERT = re.compile(r'role="alert"[^>]*>([^<]+)<')
+# The shared helpers' asserts explain a failure as this module's own do.
+from tests.scenarios import (
+    USER,
+    State,
+    arrive,
+    assert_json_error,
+    assert_refused_page,
+    page_token,
+    snapshot,
+)
+
 FULL_WIDTH_DIGITS = "１２３４５６"  # noqa: RUF001 (they are the point)
 # Stands for the session's CSRF token in a form body; urlencode leaves it as it is.
 TOKEN_PLACEHOLDER = "CSRF_TOKEN_PLACEHOLDER"
-
-
-class State(StrEnum):
-    SIGNED_OUT = "signed-out"
-    NOT_ENROLLED = "not-enrolled"  # signed in, an authenticator set-up started, not confirmed
-    CHALLENGED = "challenged"  # enrolled, no second factor yet in this session
-    VERIFIED = "verified"
-
-
-TOKEN_PAGE = {
-    State.NOT_ENROLLED: "/mfa/enrol",
-    State.CHALLENGED: "/mfa/challenge",
-    State.VERIFIED: "/mfa/settings",
-}
+# The states a request comes in: signed out, an authenticator set-up started and not confirmed,
+# enrolled without the second factor, and past it.
+SCENARIO_STATES = (State.SIGNED_OUT, State.PENDING, State.CHALLENGED, State.VERIFIED)
 
 
 @pytest.fixture
@@ -49,88 +41,20 @@ def guarded() -> GuardedApp:
     return build_app(rate_limits={"failures": "1/minute"})
 
 
-@functools.cache
-def recovery_code_set() -> recovery.RecoveryCodeSet:
-    # scrypt makes hashing a set cost ~0.2 s: hash one set for the module, not one per scenario.
-    return recovery.hash_set(recovery.generate())
-
-
-async def arrive(guarded: GuardedApp, client: httpx.AsyncClient, state: State) -> str | None:
-    """Puts the client's session in ``state``; returns the TOTP secret once there is one.
-
-    The enrolment is written straight into the store: the API's set-up draws a QR code and its
-    confirmation hashes ten recovery codes, too slow to repeat in hundreds of scenarios.
-    """
-    if state is State.SIGNED_OUT:
-        return None
-    await sign_in(client, USER)
-    secret = totp.new_secret()
-    encrypted = SecretBox(guarded.guard.settings.encryption_keys).encrypt(secret)
-    await guarded.store.begin_enrolment(USER, encrypted)
-    if state is State.NOT_ENROLLED:
-        return secret
-    now = guarded.clock()
-    step = int(now // guarded.guard.settings.totp.period)
-    epoch = await guarded.store.confirm_enrolment(
-        USER, encrypted, step=step, recovery=recovery_code_set(), now=now
-    )
-    assert epoch is not None
-    await sign_in(client, USER)  # a new session: enrolled, second factor not given
-    if state is State.CHALLENGED:
-        return secret
-    guarded.clock.advance(30)
-    verified = await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
-    assert verified.status_code == 200, verified.text
-    return secret
-
-
-async def snapshot(guarded: GuardedApp, client: httpx.AsyncClient) -> tuple[Any, ...]:
-    """Everything a refused request must leave as it was."""
-    status = await client.get("/mfa/api/status")
-    return await guarded.store.get(USER), guarded.events.kinds(), status.json()
-
-
 async def assert_no_failure_was_counted(
-    guarded: GuardedApp, client: httpx.AsyncClient, state: State, secret: str | None
+    guarded: GuardedApp, client: httpx.AsyncClient, state: State, secret: str
 ) -> None:
     assert EventKind.VERIFICATION_FAILED not in guarded.events.kinds()
     assert EventKind.LOCKED_OUT not in guarded.events.kinds()
     if state is State.SIGNED_OUT:
         return
-    if state is State.NOT_ENROLLED or secret is None:
+    if state in (State.SIGNED_IN, State.PENDING):
         # Nothing to verify yet: the one attempt the limit allows must still be free.
         assert await guarded.guard.limiter.acquire(USER, guarded.clock()) is None
         return
     guarded.clock.advance(30)
     response = await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
     assert response.status_code == 200, response.text
-
-
-def assert_json_error(response: httpx.Response) -> str:
-    """A 4xx with ``{"error": {"code", "message"}}`` and no traceback; returns the code."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text)
-    assert "Traceback" not in response.text
-    assert 'File "' not in response.text
-    body = response.json()
-    assert list(body) == ["error"]
-    error = body["error"]
-    assert sorted(error) == ["code", "message"]
-    assert isinstance(error["code"], str)
-    assert isinstance(error["message"], str)
-    assert error["code"]
-    assert error["message"]
-    return error["code"]
-
-
-def assert_refused_page(response: httpx.Response, status_code: int) -> None:
-    """The form page re-rendered (or the error page) with the reason in an alert."""
-    assert response.status_code == status_code, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("text/html")
-    assert "Traceback" not in response.text
-    assert 'File "' not in response.text
-    alert = ALERT.search(response.text)
-    assert alert is not None
-    assert alert.group(1).strip()
 
 
 async def in_chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -212,18 +136,18 @@ IGNORED_FIELDS = [
     p for p in BAD_FIELDS if p.id in ("empty-body", "letters", "number-not-string", "list-code")
 ]
 ENVELOPE_BODIES = [pytest.param(p.values[0], id=p.id) for p in BAD_ENVELOPES]
-STATES = [pytest.param(state, id=state.value) for state in State]
+STATES = [pytest.param(state, id=state.value) for state in SCENARIO_STATES]
 CODE_ENDPOINTS = ["/mfa/api/totp/confirm", "/mfa/api/verify", "/mfa/api/disable"]
 FIELDLESS_ENDPOINTS = ["/mfa/api/totp/setup", "/mfa/api/recovery-codes"]
 
 # What an endpoint that reads no field answers to ``{}`` in each state.
 ANSWER_TO_AN_EMPTY_OBJECT = {
     ("/mfa/api/totp/setup", State.SIGNED_OUT): 401,
-    ("/mfa/api/totp/setup", State.NOT_ENROLLED): 200,
+    ("/mfa/api/totp/setup", State.PENDING): 200,
     ("/mfa/api/totp/setup", State.CHALLENGED): 409,
     ("/mfa/api/totp/setup", State.VERIFIED): 409,
     ("/mfa/api/recovery-codes", State.SIGNED_OUT): 401,
-    ("/mfa/api/recovery-codes", State.NOT_ENROLLED): 409,
+    ("/mfa/api/recovery-codes", State.PENDING): 409,
     ("/mfa/api/recovery-codes", State.CHALLENGED): 401,
     ("/mfa/api/recovery-codes", State.VERIFIED): 200,
 }
@@ -304,7 +228,6 @@ async def test_a_flood_of_malformed_codes_does_not_lock_the_owner_out(
     guarded: GuardedApp, client: httpx.AsyncClient
 ) -> None:
     secret = await arrive(guarded, client, State.CHALLENGED)
-    assert secret is not None
     for param in [*ENVELOPE_BODIES, *BAD_FIELDS] * 3:
         body = param.values[0]
         assert isinstance(body, Body)
@@ -322,7 +245,6 @@ async def test_an_unknown_method_is_refused_even_with_a_correct_code(
     guarded: GuardedApp, client: httpx.AsyncClient, path: str, method: object
 ) -> None:
     secret = await arrive(guarded, client, State.VERIFIED)
-    assert secret is not None
     guarded.clock.advance(30)
     code = guarded.code(secret)
     before = await snapshot(guarded, client)
@@ -443,22 +365,14 @@ BAD_FORM_CODES = [
 
 CODE_FORMS = [
     pytest.param("/mfa/challenge", State.CHALLENGED, id="challenge"),
-    pytest.param("/mfa/enrol/confirm", State.NOT_ENROLLED, id="enrol-confirm"),
+    pytest.param("/mfa/enrol/confirm", State.PENDING, id="enrol-confirm"),
     pytest.param("/mfa/settings/disable", State.VERIFIED, id="settings-disable"),
 ]
 ALL_FORMS = [
     *CODE_FORMS,
-    pytest.param("/mfa/enrol", State.NOT_ENROLLED, id="enrol"),
+    pytest.param("/mfa/enrol", State.PENDING, id="enrol"),
     pytest.param("/mfa/settings/recovery-codes", State.VERIFIED, id="settings-recovery-codes"),
 ]
-
-
-async def page_token(client: httpx.AsyncClient, state: State) -> str:
-    page = await client.get(TOKEN_PAGE[state])
-    assert page.status_code == 200, page.text
-    match = TOKEN.search(page.text)
-    assert match is not None
-    return match.group(1)
 
 
 @pytest.mark.parametrize("bad", BAD_FORM_CODES)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 
 import httpx
 import pytest
 
-from mfa_guard.core import recovery, totp
 from mfa_guard.core.redirects import MAX_NEXT_LENGTH, safe_next
-from mfa_guard.crypto import SecretBox
 from tests.apps import GuardedApp, sign_in
 
-USER = "solo@example.test"
+# The shared helpers' asserts explain a failure as this module's own do.
+from tests.scenarios import TOKEN, USER, State, arrive
+
 DEFAULT = "/home"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEXT = re.compile(r'name="next" value="([^"]*)"')
 ENCODED_CRLF = "/%0d%0aSet-Cookie:x"
 
@@ -82,30 +80,6 @@ def test_a_next_longer_than_the_limit_gives_the_default() -> None:
 # -- over HTTP --------------------------------------------------------------------------------
 
 
-@functools.cache
-def recovery_code_set() -> recovery.RecoveryCodeSet:
-    # scrypt makes hashing a set cost ~0.2 s: hash one set for the module, not one per scenario.
-    return recovery.hash_set(recovery.generate())
-
-
-async def sign_in_enrolled(guarded: GuardedApp, client: httpx.AsyncClient) -> str:
-    """Signs in a user enrolled earlier (written straight into the store): the session still
-    owes its second factor. Returns the TOTP secret."""
-    secret = totp.new_secret()
-    encrypted = SecretBox(guarded.guard.settings.encryption_keys).encrypt(secret)
-    await guarded.store.begin_enrolment(USER, encrypted)
-    now = guarded.clock()
-    step = int(now // guarded.guard.settings.totp.period)
-    epoch = await guarded.store.confirm_enrolment(
-        USER, encrypted, step=step, recovery=recovery_code_set(), now=now
-    )
-    assert epoch is not None
-    await sign_in(client, USER)
-    # The enrolment used the current step; the challenge takes the next one.
-    guarded.clock.advance(30)
-    return secret
-
-
 async def challenge_form(client: httpx.AsyncClient, url: str) -> tuple[str, str]:
     """The challenge page's CSRF token and the ``next`` its form carries."""
     page = await client.get(url)
@@ -129,28 +103,35 @@ async def answer_challenge(
 async def test_a_hostile_next_posted_with_a_correct_code_lands_on_the_home_page(
     guarded: GuardedApp, client: httpx.AsyncClient, hostile: str
 ) -> None:
-    secret = await sign_in_enrolled(guarded, client)
+    secret = await arrive(guarded, client, State.CHALLENGED)
     token, _ = await challenge_form(client, "/mfa/challenge")
     response = await answer_challenge(guarded, client, secret, token, hostile)
     assert response.headers["location"] == "/"
 
 
-@pytest.mark.parametrize("hostile", HOSTILE)
-async def test_a_hostile_next_in_the_challenge_link_is_not_carried_by_the_form(
-    guarded: GuardedApp, client: httpx.AsyncClient, hostile: str
+@pytest.mark.parametrize(
+    ("next_path", "returns_to"),
+    [
+        *(pytest.param(*p.values, "/", id=f"hostile-{p.id}") for p in HOSTILE),
+        *(pytest.param(local, local, id=f"local-{local}") for local in LOCAL),
+    ],
+)
+async def test_the_challenge_form_carries_the_links_next_only_when_it_is_local(
+    guarded: GuardedApp, client: httpx.AsyncClient, next_path: str, returns_to: str
 ) -> None:
-    secret = await sign_in_enrolled(guarded, client)
-    url = httpx.URL("/mfa/challenge", params={"next": hostile})
+    """A local ``next`` is where the challenge returns; a hostile one is not carried at all."""
+    secret = await arrive(guarded, client, State.CHALLENGED)
+    url = httpx.URL("/mfa/challenge", params={"next": next_path})
     token, carried = await challenge_form(client, str(url))
-    assert carried == "/"
+    assert carried == returns_to
     response = await answer_challenge(guarded, client, secret, token, carried)
-    assert response.headers["location"] == "/"
+    assert response.headers["location"] == returns_to
 
 
 async def test_a_percent_encoded_crlf_in_next_cannot_inject_a_header(
     guarded: GuardedApp, client: httpx.AsyncClient
 ) -> None:
-    secret = await sign_in_enrolled(guarded, client)
+    secret = await arrive(guarded, client, State.CHALLENGED)
     token, _ = await challenge_form(client, "/mfa/challenge")
     response = await answer_challenge(guarded, client, secret, token, ENCODED_CRLF)
     location = response.headers["location"]
@@ -181,18 +162,6 @@ async def test_the_enrolment_page_carries_only_a_safe_next(
     assert "evil.test" not in page.text
 
 
-@pytest.mark.parametrize("local", LOCAL)
-async def test_a_local_next_is_where_the_challenge_returns(
-    guarded: GuardedApp, client: httpx.AsyncClient, local: str
-) -> None:
-    secret = await sign_in_enrolled(guarded, client)
-    url = httpx.URL("/mfa/challenge", params={"next": local})
-    token, carried = await challenge_form(client, str(url))
-    assert carried == local
-    response = await answer_challenge(guarded, client, secret, token, carried)
-    assert response.headers["location"] == local
-
-
 @pytest.mark.parametrize(
     ("protected", "challenge"),
     [
@@ -203,7 +172,7 @@ async def test_a_local_next_is_where_the_challenge_returns(
 async def test_the_challenge_returns_to_the_protected_page_and_its_query(
     guarded: GuardedApp, client: httpx.AsyncClient, protected: str, challenge: str
 ) -> None:
-    secret = await sign_in_enrolled(guarded, client)
+    secret = await arrive(guarded, client, State.CHALLENGED)
     response = await client.get(protected)
     assert response.status_code == 303
     assert response.headers["location"] == challenge
@@ -219,7 +188,7 @@ async def test_the_challenge_returns_to_the_protected_page_and_its_query(
 async def test_every_new_sign_in_is_challenged_again_and_a_hostile_next_never_sticks(
     guarded: GuardedApp, client: httpx.AsyncClient
 ) -> None:
-    secret = await sign_in_enrolled(guarded, client)
+    secret = await arrive(guarded, client, State.CHALLENGED)
     for hostile in ("//evil.test", "/\\evil.test", "https:evil.test"):
         token, _ = await challenge_form(client, "/mfa/challenge")
         response = await answer_challenge(guarded, client, secret, token, hostile)
