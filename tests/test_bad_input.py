@@ -239,7 +239,7 @@ async def test_a_flood_of_malformed_codes_does_not_lock_the_owner_out(
     assert EventKind.LOCKED_OUT not in guarded.events.kinds()
 
 
-@pytest.mark.parametrize("method", ["sms", "TOTP", "", 5, None, ["totp"]])
+@pytest.mark.parametrize("method", ["fax", "TOTP", "", 5, None, ["totp"]])
 @pytest.mark.parametrize("path", ["/mfa/api/verify", "/mfa/api/disable"])
 async def test_an_unknown_method_is_refused_even_with_a_correct_code(
     guarded: GuardedApp, client: httpx.AsyncClient, path: str, method: object
@@ -287,7 +287,7 @@ async def test_a_content_length_that_is_no_number_is_refused(
         ("GET", "/mfa/api/verify"),
         ("PUT", "/mfa/api/disable"),
         ("POST", "/mfa/api/status"),
-        ("POST", "/mfa/api/sms/send"),
+        ("POST", "/mfa/api/sms/receive"),
     ],
 )
 async def test_a_wrong_method_or_path_under_the_api_answers_a_json_error(

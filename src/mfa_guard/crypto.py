@@ -28,6 +28,8 @@ class SecretBox:
         self.marker_key = hmac.new(
             raw[-1].encode("ascii"), b"mfa_guard session marker", hashlib.sha256
         ).digest()
+        # Keys SMS codes are hashed with: a leaked table row does not reveal a 6-digit code.
+        self.sms_key = hmac.new(raw[-1].encode("ascii"), b"mfa_guard sms", hashlib.sha256).digest()
 
     @classmethod
     def ephemeral(cls) -> SecretBox:

@@ -20,9 +20,21 @@ class EventKind(StrEnum):
     RECOVERY_CODE_USED = "recovery_code_used"
     RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
     DISABLED = "disabled"
+    SMS_SENT = "sms_sent"
+    SMS_LIMITED = "sms_limited"
+    SMS_FAILED = "sms_failed"
+    PHONE_VERIFIED = "phone_verified"
 
 
-_WARNINGS = frozenset({EventKind.VERIFICATION_FAILED, EventKind.CODE_REUSED, EventKind.LOCKED_OUT})
+_WARNINGS = frozenset(
+    {
+        EventKind.VERIFICATION_FAILED,
+        EventKind.CODE_REUSED,
+        EventKind.LOCKED_OUT,
+        EventKind.SMS_LIMITED,
+        EventKind.SMS_FAILED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import ConfigurationError
 from mfa_guard.events import EventSink, LoggingEventSink
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
-from mfa_guard.services import MFAService
+from mfa_guard.send_limits import SendLimiter
+from mfa_guard.services import MFAService, SMSChannel
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.sms import SMSProvider, provider_from_settings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.memory import MemoryStore
 
@@ -60,6 +62,7 @@ class MFAGuard:
         identity: IdentityGetter = user_identity,
         account_name: AccountNameGetter = user_display_name,
         template_directory: str | Path | None = None,
+        sms: SMSProvider | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,9 +77,23 @@ class MFAGuard:
         else:
             raise ConfigurationError("MFAGuard needs MFA_GUARD_ENCRYPTION_KEYS outside debug mode")
         _check_shared_state(settings, store)
-        self.limiter = FailureLimiter(
-            storage_from_uri(settings.storage_uri), settings.rate_limits.failures
-        )
+        storage = storage_from_uri(settings.storage_uri)
+        self.limiter = FailureLimiter(storage, settings.rate_limits.failures)
+        self.sms: SMSProvider | None = None
+        channel = None
+        if settings.sms.enabled:
+            if sms is None and settings.sms.provider == "console" and not settings.debug:
+                raise ConfigurationError(
+                    "the console SMS provider prints codes to stdout (the logs): set "
+                    "MFA_GUARD_SMS__PROVIDER=twilio or pass MFAGuard(sms=...); console is for "
+                    "MFA_GUARD_DEBUG=true only"
+                )
+            self.sms = sms or provider_from_settings(settings.sms, clock)
+            channel = SMSChannel(
+                provider=self.sms,
+                limiter=SendLimiter(storage, settings.sms),
+                settings=settings.sms,
+            )
         self.service = MFAService(
             store=store,
             box=box,
@@ -89,6 +106,8 @@ class MFAGuard:
                 period=settings.totp.period,
                 drift_steps=settings.totp.drift_steps,
             ),
+            sms=channel,
+            require_phone=settings.require_phone_for_enrolment,
         )
         # Bounded cache: one HMAC per user, not one per request.
         self.subject = functools.lru_cache(maxsize=16_384)(
@@ -97,9 +116,12 @@ class MFAGuard:
         self.template_directory = template_directory
 
     async def aclose(self) -> None:
-        """Closes the rate-limit storage's connections; call it from the app's lifespan. The
-        store is the app's own to close."""
+        """Closes the rate-limit storage's and the SMS provider's connections; call it from the
+        app's lifespan. The store is the app's own to close."""
         await self.limiter.aclose()
+        close = getattr(self.sms, "aclose", None)
+        if close is not None:
+            await close()
 
     def middleware(self) -> Middleware:
         from mfa_guard.web.middleware import MFAGuardMiddleware

@@ -15,10 +15,14 @@ import segno
 
 from mfa_guard.clock import Clock
 from mfa_guard.core import recovery, totp
+from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.ratelimit import FailureLimiter
-from mfa_guard.stores.base import Enrolment, MFAStore
+from mfa_guard.send_limits import Reservation, SendLimiter
+from mfa_guard.settings import SMSSettings
+from mfa_guard.sms import SMSError, SMSProvider
+from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
 
 logger = logging.getLogger("mfa_guard")
 
@@ -31,6 +35,13 @@ class Reason(StrEnum):
     ALREADY_ENROLLED = "already_enrolled"
     NO_PENDING_ENROLMENT = "no_pending_enrolment"
     CONFLICT = "conflict"
+    SMS_DISABLED = "sms_disabled"
+    PHONE_REQUIRED = "phone_required"
+    NO_VERIFIED_PHONE = "no_verified_phone"
+    TOO_MANY_TEXTS = "too_many_texts"
+    INVALID_PHONE = "invalid_phone"
+    NOT_A_MOBILE = "not_a_mobile"
+    PHONE_COUNTRY_NOT_ALLOWED = "phone_country_not_allowed"
 
 
 _MESSAGES = {
@@ -41,22 +52,37 @@ _MESSAGES = {
     Reason.ALREADY_ENROLLED: "Two-factor authentication is already enabled for this account.",
     Reason.NO_PENDING_ENROLMENT: "Start the set-up first: no authenticator key is waiting.",
     Reason.CONFLICT: "Another request changed your two-factor settings. Please start again.",
+    Reason.SMS_DISABLED: "Text-message codes are not offered here.",
+    Reason.PHONE_REQUIRED: "Add and verify your mobile number before turning on 2FA.",
+    Reason.NO_VERIFIED_PHONE: "There is no verified mobile number on this account.",
+    Reason.TOO_MANY_TEXTS: "Too many text messages were sent. Wait before asking for another.",
+    Reason.INVALID_PHONE: "That is not a valid phone number.",
+    Reason.NOT_A_MOBILE: "Enter a mobile number: text messages go to mobiles.",
+    Reason.PHONE_COUNTRY_NOT_ALLOWED: "Text messages cannot be sent to that country.",
 }
 
 
 class Method(StrEnum):
     TOTP = "totp"
     RECOVERY = "recovery"
+    SMS = "sms"
 
 
 @dataclass(frozen=True, slots=True)
 class Denied:
     reason: Reason
     retry_at: float | None = None
+    detail: str | None = None
 
     @property
     def message(self) -> str:
-        return _MESSAGES[self.reason]
+        return self.detail or _MESSAGES[self.reason]
+
+
+@dataclass(frozen=True, slots=True)
+class TextSent:
+    phone: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +103,15 @@ class Verified:
     recovery_codes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SMSChannel:
+    """What sending SMS codes needs; absent when SMS is off."""
+
+    provider: SMSProvider
+    limiter: SendLimiter
+    settings: SMSSettings
+
+
 class MFAService:
     def __init__(
         self,
@@ -88,6 +123,8 @@ class MFAService:
         clock: Clock,
         issuer: str,
         params: totp.TOTPParameters,
+        sms: SMSChannel | None = None,
+        require_phone: bool = False,
     ) -> None:
         self.store = store
         self._box = box
@@ -96,14 +133,25 @@ class MFAService:
         self._clock = clock
         self._issuer = issuer
         self._params = params
+        self.sms = sms
+        self._require_phone = require_phone
+
+    def sms_offered(self, enrolment: Enrolment) -> bool:
+        """SMS is a fallback for enrolled users with a verified phone, never the only method."""
+        return (
+            self.sms is not None and enrolment.enrolled and enrolment.phone_verified_at is not None
+        )
 
     async def enrolment(self, user_id: str) -> Enrolment:
         return await self.store.get(user_id) or Enrolment(user_id=user_id)
 
     async def begin_setup(self, user_id: str, account: str, ip: str | None) -> Setup | Denied:
         """A new pending secret with its URI and QR code; replaces an unconfirmed one."""
-        if (await self.enrolment(user_id)).enrolled:
+        enrolment = await self.enrolment(user_id)
+        if enrolment.enrolled:
             return Denied(Reason.ALREADY_ENROLLED)
+        if self._require_phone and enrolment.phone_verified_at is None:
+            return Denied(Reason.PHONE_REQUIRED)
         secret = totp.new_secret()
         await self.store.begin_enrolment(user_id, self._box.encrypt(secret))
         await self._emit(EventKind.ENROLMENT_STARTED, user_id, Method.TOTP, ip)
@@ -154,11 +202,14 @@ class MFAService:
         return Verified(Method.TOTP, epoch, tuple(codes))
 
     async def verify(
-        self, user_id: str, method: Method, raw_code: str, ip: str | None
+        self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
     ) -> Verified | Denied:
-        """Checks a second factor: throttled per user, a TOTP step or recovery code used once."""
+        """Checks a second factor: throttled per user, a TOTP step, recovery or SMS code used
+        once. ``session`` is the session's nonce an SMS code is bound to."""
         if method is Method.TOTP:
             code = totp.normalise_code(raw_code, self._params.digits)
+        elif method is Method.SMS:
+            code = totp.normalise_code(raw_code, sms_codes.CODE_DIGITS)
         else:
             code = recovery.normalise(raw_code)
         if code is None:
@@ -166,10 +217,14 @@ class MFAService:
         enrolment = await self.enrolment(user_id)
         if not enrolment.enrolled or enrolment.secret is None:
             return Denied(Reason.NOT_ENROLLED)
+        if method is Method.SMS and not self.sms_offered(enrolment):
+            return Denied(Reason.SMS_DISABLED if self.sms is None else Reason.NO_VERIFIED_PHONE)
         if (locked := await self._acquire(user_id, ip)) is not None:
             return locked
         if method is Method.TOTP:
             outcome = await self._check_totp(enrolment, enrolment.secret, code)
+        elif method is Method.SMS:
+            outcome = await self._check_text(user_id, SMSPurpose.SIGN_IN, code, session)
         else:
             outcome = await self._check_recovery(enrolment, code)
         if outcome is not None:
@@ -205,6 +260,98 @@ class MFAService:
         if found is None or not await self.store.use_recovery_code(enrolment.user_id, found):
             return Denied(Reason.INVALID_CODE)
         return None
+
+    async def _check_text(
+        self, user_id: str, purpose: SMSPurpose, code: str, session: str
+    ) -> Denied | None:
+        challenge = await self.store.consume_sms_challenge(
+            user_id, purpose, self._text_hash(code, session), self._clock()
+        )
+        return Denied(Reason.INVALID_CODE) if challenge is None else None
+
+    def _text_hash(self, code: str, session: str) -> str:
+        binding = sms_codes.binding_of(self._box.sms_key, session)
+        return sms_codes.code_hash(self._box.sms_key, code, binding)
+
+    # -- SMS ---------------------------------------------------------------------------------
+
+    async def register_phone(
+        self, user_id: str, raw_phone: str, ip: str | None, *, session: str
+    ) -> TextSent | Denied:
+        """Texts a code to a new number; the number counts once the code comes back."""
+        if self.sms is None:
+            return Denied(Reason.SMS_DISABLED)
+        phone = sms_codes.normalise_phone(raw_phone, self.sms.settings.allowed_calling_codes)
+        if isinstance(phone, sms_codes.PhoneProblem):
+            return Denied(Reason(phone.code), detail=phone.message)
+        return await self._send_text(user_id, phone, SMSPurpose.PHONE, ip, session)
+
+    async def verify_phone(
+        self, user_id: str, raw_code: str, ip: str | None, *, session: str
+    ) -> int | Denied:
+        """Marks the texted number verified; returns the new epoch."""
+        if self.sms is None:
+            return Denied(Reason.SMS_DISABLED)
+        code = totp.normalise_code(raw_code, sms_codes.CODE_DIGITS)
+        if code is None:
+            return Denied(Reason.INVALID_CODE)
+        if (locked := await self._acquire(user_id, ip)) is not None:
+            return locked
+        challenge = await self.store.consume_sms_challenge(
+            user_id, SMSPurpose.PHONE, self._text_hash(code, session), self._clock()
+        )
+        if challenge is None:
+            await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.SMS, ip)
+            return Denied(Reason.INVALID_CODE)
+        epoch = await self.store.set_phone(user_id, challenge.phone, self._clock())
+        await self._limiter.reset(user_id)
+        await self._emit(EventKind.PHONE_VERIFIED, user_id, Method.SMS, ip)
+        return epoch
+
+    async def send_sign_in_code(
+        self, user_id: str, ip: str | None, *, session: str
+    ) -> TextSent | Denied:
+        enrolment = await self.enrolment(user_id)
+        if self.sms is None:
+            return Denied(Reason.SMS_DISABLED)
+        if not enrolment.enrolled:
+            return Denied(Reason.NOT_ENROLLED)
+        if enrolment.phone is None or enrolment.phone_verified_at is None:
+            return Denied(Reason.NO_VERIFIED_PHONE)
+        phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_calling_codes)
+        if isinstance(phone, sms_codes.PhoneProblem):
+            return Denied(Reason(phone.code), detail=phone.message)
+        return await self._send_text(user_id, phone, SMSPurpose.SIGN_IN, ip, session)
+
+    async def _send_text(
+        self, user_id: str, phone: str, purpose: SMSPurpose, ip: str | None, session: str
+    ) -> TextSent | Denied:
+        if self.sms is None:
+            return Denied(Reason.SMS_DISABLED)
+        now = self._clock()
+        reservation = await self.sms.limiter.reserve(user_id, phone, ip, now)
+        if not isinstance(reservation, Reservation):
+            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
+            return Denied(Reason.TOO_MANY_TEXTS, retry_at=reservation)
+        code = sms_codes.new_code()
+        ttl = self.sms.settings.code_ttl_seconds
+        text = f"{code} is your {self._issuer} verification code. It expires in {ttl // 60} min."
+        try:
+            await self.sms.provider.send(phone, text)
+        except SMSError:
+            # Nothing was sent: the user's budget is given back and the old code stays valid.
+            await reservation.release()
+            await self._emit(EventKind.SMS_FAILED, user_id, Method.SMS, ip)
+            raise
+        challenge = SMSChallenge(
+            purpose=purpose,
+            code_hash=self._text_hash(code, session),
+            phone=phone,
+            expires_at=now + ttl,
+        )
+        await self.store.start_sms_challenge(user_id, challenge)
+        await self._emit(EventKind.SMS_SENT, user_id, Method.SMS, ip)
+        return TextSent(phone=phone, expires_at=challenge.expires_at)
 
     async def regenerate_recovery_codes(self, user_id: str, ip: str | None) -> list[str] | Denied:
         codes = recovery.generate()

@@ -6,11 +6,20 @@ them with ``_env_file=None`` and explicit values.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+import ipaddress
+from typing import Annotated, Any, Literal, Self
 
 import limits
 from cryptography.fernet import Fernet
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
@@ -83,6 +92,86 @@ class RateLimitSettings(BaseModel):
         return value
 
 
+def _limit_string(value: str, name: str) -> str:
+    if not value.strip():
+        raise ValueError(f"sms.{name} needs a limit, e.g. '3/10 minutes'")
+    try:
+        limits.parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"sms.{name} is not in limits notation: {exc}") from exc
+    return value
+
+
+class SMSSettings(BaseModel):
+    """SMS codes: off by default (NIST SP 800-63B 5.1.3.3 restricts them); heavily limited."""
+
+    enabled: bool = Field(
+        default=False, description="Offer SMS codes to users with a verified phone."
+    )
+    provider: Literal["console", "outbox", "twilio"] = Field(
+        default="console",
+        description="Where texts go when the app passes no provider: console (development), "
+        "outbox (tests, demo) or twilio.",
+    )
+    code_ttl_seconds: int = Field(
+        default=600, description="How long an SMS code stays valid (at most 600 s)."
+    )
+    allowed_calling_codes: Annotated[list[int], NoDecode] = Field(
+        default=[],
+        description="Country calling codes numbers may have, e.g. 33,44,1 (required when enabled).",
+    )
+    per_user: str = Field(default="10/day", description="Texts per user.")
+    per_number: str = Field(default="3/10 minutes", description="Texts per phone number.")
+    per_ip: str = Field(default="10/hour", description="Texts per client IP.")
+    resend_cooldown: str = Field(
+        default="1/30 seconds", description="Texts per user in a burst: the resend cooldown."
+    )
+    global_hourly: str = Field(default="100/hour", description="Texts in all, per hour.")
+    global_daily: str = Field(default="500/day", description="Texts in all, per day.")
+    twilio_account_sid: str | None = Field(default=None, description="Twilio account SID.")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio auth token.")
+    twilio_from_number: str | None = Field(default=None, description="Twilio sender number.")
+    twilio_messaging_service_sid: str | None = Field(
+        default=None, description="Twilio messaging service (instead of a sender number)."
+    )
+
+    @field_validator("allowed_calling_codes", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lstrip("+") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "per_user", "per_number", "per_ip", "resend_cooldown", "global_hourly", "global_daily"
+    )
+    @classmethod
+    def _limits(cls, value: str, info: ValidationInfo) -> str:
+        return _limit_string(value, str(info.field_name))
+
+    @model_validator(mode="after")
+    def _safe(self) -> Self:
+        if not 60 <= self.code_ttl_seconds <= 600:
+            raise ValueError("sms.code_ttl_seconds must be between 60 and 600 (NIST: 10 minutes)")
+        if self.enabled and not self.allowed_calling_codes:
+            raise ValueError(
+                "SMS is enabled with no country allow-list: set "
+                "MFA_GUARD_SMS__ALLOWED_CALLING_CODES (calling codes, e.g. 33,44) so texts "
+                "cannot be pumped to premium ranges"
+            )
+        if self.provider == "twilio" and not (
+            self.twilio_account_sid
+            and self.twilio_auth_token
+            and bool(self.twilio_from_number) != bool(self.twilio_messaging_service_sid)
+        ):
+            raise ValueError(
+                "the twilio SMS provider needs MFA_GUARD_SMS__TWILIO_ACCOUNT_SID, "
+                "MFA_GUARD_SMS__TWILIO_AUTH_TOKEN and one of MFA_GUARD_SMS__TWILIO_FROM_NUMBER "
+                "or MFA_GUARD_SMS__TWILIO_MESSAGING_SERVICE_SID"
+            )
+        return self
+
+
 class MFAGuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
@@ -128,6 +217,18 @@ class MFAGuardSettings(BaseSettings):
         description="How recent a verification must be to regenerate recovery codes, in seconds.",
     )
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    sms: SMSSettings = Field(default_factory=SMSSettings)
+    require_phone_for_enrolment: bool = Field(
+        default=False,
+        description="Ask for a verified phone number before TOTP enrolment (the Crisp rule).",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Proxy addresses (IPs or networks) whose X-Forwarded-For names the client IP; "
+            "from anyone else the header is ignored."
+        ),
+    )
     storage_uri: str = Field(
         default="memory://",
         description="Rate-limit storage in limits notation: memory:// or redis://host:port/db.",
@@ -180,8 +281,25 @@ class MFAGuardSettings(BaseSettings):
     )
 
     _split = field_validator(
-        "exempt_paths", "api_prefixes", "encryption_keys", "trusted_origins", mode="before"
+        "exempt_paths",
+        "api_prefixes",
+        "encryption_keys",
+        "trusted_origins",
+        "trusted_proxies",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted proxy {proxy!r} is not an IP address or network"
+                ) from exc
+        return value
 
     @field_validator("issuer")
     @classmethod
@@ -243,6 +361,11 @@ class MFAGuardSettings(BaseSettings):
             raise ValueError(
                 "no encryption key: set MFA_GUARD_ENCRYPTION_KEYS (generate one with "
                 "`mfa-guard keygen`), or MFA_GUARD_DEBUG=true for development only"
+            )
+        if self.require_phone_for_enrolment and not self.sms.enabled:
+            raise ValueError(
+                "require_phone_for_enrolment needs SMS (MFA_GUARD_SMS__ENABLED=true) to verify "
+                "phones"
             )
         if self.require_shared_state and self.storage_uri.startswith(("memory://", "async+memory")):
             raise ValueError(

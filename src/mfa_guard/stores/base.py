@@ -1,10 +1,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
+
+
+class SMSPurpose(StrEnum):
+    SIGN_IN = "sign_in"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True, slots=True)
+class SMSChallenge:
+    """The one pending SMS code of a user: a keyed hash bound to the session that asked."""
+
+    purpose: SMSPurpose
+    code_hash: str
+    phone: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +34,9 @@ class Enrolment:
     last_step: int | None = None
     pending_secret: str | None = None
     recovery: RecoveryCodeSet | None = None
+    phone: str | None = None
+    phone_verified_at: float | None = None
+    sms_challenge: SMSChallenge | None = None
 
     @property
     def enrolled(self) -> bool:
@@ -81,5 +100,22 @@ class MFAStore(Protocol):
         ...
 
     async def disable(self, user_id: str) -> int:
-        """Remove the secret, pending secret and recovery codes, bump the epoch, return it."""
+        """Remove the secret, pending secret and recovery codes, bump the epoch, return it.
+        The verified phone stays (it is a setting of the account)."""
+        ...
+
+    async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
+        """Store ``challenge`` as the user's only pending SMS code; a resend replaces it."""
+        ...
+
+    async def consume_sms_challenge(
+        self, user_id: str, purpose: SMSPurpose, code_hash: str, now: float
+    ) -> SMSChallenge | None:
+        """Atomically remove and return the pending challenge if it has this purpose and hash and
+        has not expired at ``now``; ``None`` otherwise (the pending challenge then stays)."""
+        ...
+
+    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+        """Record ``phone`` (E.164) as the user's verified number. A new number is a new
+        authenticator: the epoch is bumped (other sessions re-verify). Returns the epoch."""
         ...

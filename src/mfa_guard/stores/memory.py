@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment
+from mfa_guard.stores.base import Enrolment, SMSChallenge, SMSPurpose
 
 
 class MemoryStore:
@@ -76,5 +77,38 @@ class MemoryStore:
     async def disable(self, user_id: str) -> int:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
         epoch = current.epoch + 1
-        self._users[user_id] = Enrolment(user_id=user_id, epoch=epoch)
+        self._users[user_id] = Enrolment(
+            user_id=user_id,
+            epoch=epoch,
+            phone=current.phone,
+            phone_verified_at=current.phone_verified_at,
+        )
+        return epoch
+
+    async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
+        current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        self._users[user_id] = dataclasses.replace(current, sms_challenge=challenge)
+
+    async def consume_sms_challenge(
+        self, user_id: str, purpose: SMSPurpose, code_hash: str, now: float
+    ) -> SMSChallenge | None:
+        current = self._users.get(user_id)
+        challenge = None if current is None else current.sms_challenge
+        if (
+            current is None
+            or challenge is None
+            or challenge.purpose is not purpose
+            or not hmac.compare_digest(challenge.code_hash, code_hash)
+            or now >= challenge.expires_at
+        ):
+            return None
+        self._users[user_id] = dataclasses.replace(current, sms_challenge=None)
+        return challenge
+
+    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+        current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        epoch = current.epoch + 1
+        self._users[user_id] = dataclasses.replace(
+            current, phone=phone, phone_verified_at=now, epoch=epoch
+        )
         return epoch

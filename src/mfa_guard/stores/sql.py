@@ -45,7 +45,7 @@ from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.stores.base import Enrolment
+from mfa_guard.stores.base import Enrolment, SMSChallenge, SMSPurpose
 
 metadata = MetaData()
 
@@ -61,6 +61,13 @@ enrolments = Table(
     Column("pending_secret", Text, nullable=True),
     Column("recovery_salt", String(64), nullable=True),
     Column("recovery_params", String(64), nullable=True),
+    # The verified phone (E.164) and the one pending SMS code: a keyed hash, never the code.
+    Column("phone", String(32), nullable=True),
+    Column("phone_verified_at", Double, nullable=True),
+    Column("sms_purpose", String(16), nullable=True),
+    Column("sms_code_hash", String(64), nullable=True),
+    Column("sms_phone", String(32), nullable=True),
+    Column("sms_expires_at", Double, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
     Column(
         "updated_at",
@@ -193,6 +200,12 @@ class SQLStore:
                 enrolments.c.pending_secret,
                 enrolments.c.recovery_salt,
                 enrolments.c.recovery_params,
+                enrolments.c.phone,
+                enrolments.c.phone_verified_at,
+                enrolments.c.sms_purpose,
+                enrolments.c.sms_code_hash,
+                enrolments.c.sms_phone,
+                enrolments.c.sms_expires_at,
                 recovery_codes.c.code_hash,
             )
             .select_from(enrolments.outerjoin(recovery_codes))
@@ -219,6 +232,9 @@ class SQLStore:
             last_step=first.last_step,
             pending_secret=first.pending_secret,
             recovery=recovery,
+            phone=first.phone,
+            phone_verified_at=first.phone_verified_at,
+            sms_challenge=_challenge(first),
         )
 
     async def summary(self, user_id: str) -> EnrolmentSummary:
@@ -334,6 +350,64 @@ class SQLStore:
             await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
         return int(epoch)
 
+    async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
+        values = {
+            "sms_purpose": challenge.purpose.value,
+            "sms_code_hash": challenge.code_hash,
+            "sms_phone": challenge.phone,
+            "sms_expires_at": challenge.expires_at,
+        }
+        statement = self._upsert_enrolment().values(user_id=user_id, epoch=0, **values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[enrolments.c.user_id], set_={**values, "updated_at": func.now()}
+        )
+        async with self._transaction() as conn:
+            await conn.execute(statement)
+
+    async def consume_sms_challenge(
+        self, user_id: str, purpose: SMSPurpose, code_hash: str, now: float
+    ) -> SMSChallenge | None:
+        pending = select(
+            enrolments.c.sms_purpose,
+            enrolments.c.sms_code_hash,
+            enrolments.c.sms_phone,
+            enrolments.c.sms_expires_at,
+        ).where(enrolments.c.user_id == user_id)
+        # The conditional UPDATE decides: of two requests with the same code, one clears it.
+        consume = (
+            update(enrolments)
+            .where(
+                enrolments.c.user_id == user_id,
+                enrolments.c.sms_purpose == purpose.value,
+                enrolments.c.sms_code_hash == code_hash,
+                enrolments.c.sms_expires_at > now,
+            )
+            .values(sms_purpose=None, sms_code_hash=None, sms_phone=None, sms_expires_at=None)
+        )
+        async with self._transaction() as conn:
+            row = (await conn.execute(pending)).first()
+            challenge = None if row is None else _challenge(row)
+            if challenge is None or challenge.code_hash != code_hash:
+                return None
+            if (await conn.execute(consume)).rowcount != 1:
+                return None
+        return challenge
+
+    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+        values = {"phone": phone, "phone_verified_at": now}
+        statement = (
+            self._upsert_enrolment()
+            .values(user_id=user_id, epoch=1, **values)
+            .on_conflict_do_update(
+                index_elements=[enrolments.c.user_id],
+                set_={**values, "epoch": enrolments.c.epoch + 1, "updated_at": func.now()},
+            )
+            .returning(enrolments.c.epoch)
+        )
+        async with self._transaction() as conn:
+            epoch = (await conn.execute(statement)).scalar_one()
+        return int(epoch)
+
     def _upsert_enrolment(self) -> postgresql.Insert | sqlite.Insert:
         if self._engine.dialect.name == "postgresql":
             return postgresql.insert(enrolments)
@@ -383,6 +457,17 @@ async def _replace_codes(conn: AsyncConnection, user_id: str, hashes: tuple[str,
         await conn.execute(
             insert(recovery_codes), [{"user_id": user_id, "code_hash": h} for h in unique]
         )
+
+
+def _challenge(row: Any) -> SMSChallenge | None:
+    if row.sms_code_hash is None or row.sms_purpose is None:
+        return None
+    return SMSChallenge(
+        purpose=SMSPurpose(row.sms_purpose),
+        code_hash=row.sms_code_hash,
+        phone=row.sms_phone,
+        expires_at=row.sms_expires_at,
+    )
 
 
 def _engine_options(url: str, options: dict[str, Any]) -> dict[str, Any]:

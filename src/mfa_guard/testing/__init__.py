@@ -7,7 +7,7 @@ from collections import Counter
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, MFAStore
+from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
 
 
 class FrozenClock:
@@ -77,6 +77,20 @@ class CountingStore:
     async def disable(self, user_id: str) -> int:
         self.calls["disable"] += 1
         return await self.inner.disable(user_id)
+
+    async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
+        self.calls["start_sms_challenge"] += 1
+        await self.inner.start_sms_challenge(user_id, challenge)
+
+    async def consume_sms_challenge(
+        self, user_id: str, purpose: SMSPurpose, code_hash: str, now: float
+    ) -> SMSChallenge | None:
+        self.calls["consume_sms_challenge"] += 1
+        return await self.inner.consume_sms_challenge(user_id, purpose, code_hash, now)
+
+    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+        self.calls["set_phone"] += 1
+        return await self.inner.set_phone(user_id, phone, now)
 
 
 __all__ = ["CountingStore", "FrozenClock", "current_code"]

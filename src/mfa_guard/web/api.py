@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -11,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mfa_guard.core.sms import mask_phone
 from mfa_guard.errors import MFAGuardError
-from mfa_guard.services import Denied, Method, Reason
+from mfa_guard.services import Denied, Method, Reason, TextSent
+from mfa_guard.sms import SMSError
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
 
@@ -27,8 +30,16 @@ DENIED_STATUS = {
     Reason.ALREADY_ENROLLED: 409,
     Reason.NO_PENDING_ENROLMENT: 409,
     Reason.CONFLICT: 409,
+    Reason.SMS_DISABLED: 409,
+    Reason.PHONE_REQUIRED: 409,
+    Reason.NO_VERIFIED_PHONE: 409,
+    Reason.TOO_MANY_TEXTS: 429,
+    Reason.INVALID_PHONE: 400,
+    Reason.NOT_A_MOBILE: 400,
+    Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
 }
 
+logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -51,7 +62,7 @@ def method_field(value: str) -> Method:
         return Method(value)
     except ValueError:
         raise BadRequest(
-            400, "invalid_method", "The method must be one of: totp, recovery."
+            400, "invalid_method", "The method must be one of: totp, recovery, sms."
         ) from None
 
 
@@ -68,6 +79,9 @@ class API:
             ("/api/verify", "POST", self.verify, True),
             ("/api/recovery-codes", "POST", self.recovery_codes, True),
             ("/api/disable", "POST", self.disable, True),
+            ("/api/phone", "POST", self.phone, True),
+            ("/api/phone/verify", "POST", self.phone_verify, True),
+            ("/api/sms/send", "POST", self.sms_send, True),
         ]
         routes = [
             # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
@@ -100,6 +114,9 @@ class API:
                 return await handler(request, caller)
             except BadRequest as exc:
                 return json_error(exc.status_code, exc.code, exc.message)
+            except SMSError as exc:
+                logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
+                return json_error(503, exc.code, exc.message, retry_after=30)
             except MFAGuardError as exc:
                 return unavailable_json(exc)
 
@@ -108,15 +125,20 @@ class API:
     async def status(self, request: Request, caller: Caller) -> Response:
         enrolment = await self.service.enrolment(caller.user_id)
         verified = caller.is_verified(self.guard) and enrolment.enrolled
+        methods = ["totp", "recovery"] if enrolment.enrolled else []
+        if self.service.sms_offered(enrolment):
+            methods.append("sms")
         return JSONResponse(
             {
                 "authenticated": True,
                 "enrolled": enrolment.enrolled,
                 "verified": verified,
                 "verified_method": caller.marker.method if verified else None,
-                "methods": ["totp", "recovery"] if enrolment.enrolled else [],
+                "methods": methods,
                 "recovery_codes_left": enrolment.recovery_codes_left,
                 "enrolment_pending": enrolment.pending_secret is not None,
+                "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
+                "phone_verified": enrolment.phone_verified_at is not None,
             },
             headers={"Cache-Control": "no-store"},
         )
@@ -153,7 +175,9 @@ class API:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
         code = string_field(data, "code")
-        result = await self.service.verify(caller.user_id, method, code, caller.ip)
+        result = await self.service.verify(
+            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
         caller.mark_verified(self.guard, result.method.value, result.epoch)
@@ -190,3 +214,54 @@ class API:
             return denied_response(result, self.guard.clock())
         await caller.recheck(self.guard)
         return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
+
+    async def phone(self, request: Request, caller: Caller) -> Response:
+        raw = string_field(await json_body(request), "phone")
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
+            # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3).
+            return json_error(
+                401,
+                "mfa_reauthentication_required",
+                "Confirm a current code (POST api/verify) before changing your phone number.",
+            )
+        result = await self.service.register_phone(
+            caller.user_id, raw, caller.ip, session=caller.marker.nonce
+        )
+        return self._text_sent(result)
+
+    async def phone_verify(self, request: Request, caller: Caller) -> Response:
+        code = string_field(await json_body(request), "code")
+        result = await self.service.verify_phone(
+            caller.user_id, code, caller.ip, session=caller.marker.nonce
+        )
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        # This session made the change: it keeps its verified state under the new epoch.
+        caller.adopt_epoch(self.guard, result)
+        enrolment = await self.service.enrolment(caller.user_id)
+        phone = None if enrolment.phone is None else mask_phone(enrolment.phone)
+        return JSONResponse(
+            {"phone": phone, "phone_verified": True}, headers={"Cache-Control": "no-store"}
+        )
+
+    async def sms_send(self, request: Request, caller: Caller) -> Response:
+        await json_body(request)
+        result = await self.service.send_sign_in_code(
+            caller.user_id, caller.ip, session=caller.marker.nonce
+        )
+        return self._text_sent(result)
+
+    def _text_sent(self, result: TextSent | Denied) -> Response:
+        now = self.guard.clock()
+        if isinstance(result, Denied):
+            return denied_response(result, now)
+        return JSONResponse(
+            {
+                "sent": True,
+                "phone": mask_phone(result.phone),
+                "expires_in": int(result.expires_at - now),
+            },
+            status_code=202,
+            headers={"Cache-Control": "no-store"},
+        )

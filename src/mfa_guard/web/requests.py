@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -52,6 +53,11 @@ class Caller:
         self.marker = self.marker.verified(method, epoch, guard.clock())
         guard.save_marker(self.session, self.marker)
 
+    def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
+        """After a change this session made itself (a new phone): it stays verified."""
+        self.marker = dataclasses.replace(self.marker, epoch=epoch, checked_at=guard.clock())
+        guard.save_marker(self.session, self.marker)
+
     async def recheck(self, guard: MFAGuard) -> None:
         """Re-read the enrolment now (after a change this request made)."""
         summary = await guard.store.summary(self.user_id)
@@ -65,7 +71,12 @@ async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
         return None
     session = guard.session_of(request.scope)
     marker = await guard.current_marker(session, user_id)
-    return Caller(user_id=user_id, session=session, marker=marker, ip=client_ip(request.scope))
+    return Caller(
+        user_id=user_id,
+        session=session,
+        marker=marker,
+        ip=client_ip(request.scope, guard.settings),
+    )
 
 
 def declared_too_large(request: Request) -> bool:

@@ -1,0 +1,78 @@
+"""The SMS send budget: every limit is checked, and a slot taken, *before* the provider is called.
+
+Slots are taken atomically in the shared storage (fixed windows of ``limits``), so parallel sends
+cannot slip past a limit; a refused or failed send gives its slots back, so a provider outage
+does not spend the user's budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
+
+from mfa_guard.errors import StoreUnavailable
+from mfa_guard.settings import SMSSettings
+
+_NAMESPACE = "mfa_guard:sms"
+
+
+def _hashed(value: str) -> str:
+    # Shared storages see hashes, not user ids or phone numbers.
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Slots taken for one send; ``release()`` gives them back if the send did not happen."""
+
+    _storage: Storage
+    _taken: list[tuple[RateLimitItem, tuple[str, ...]]] = field(default_factory=list)
+
+    async def release(self) -> None:
+        try:
+            for item, identifiers in self._taken:
+                await self._storage.incr(item.key_for(*identifiers), item.get_expiry(), amount=-1)
+        except (StorageError, OSError) as exc:
+            raise StoreUnavailable() from exc
+        self._taken.clear()
+
+
+class SendLimiter:
+    def __init__(self, storage: Storage, settings: SMSSettings) -> None:
+        self._storage = storage
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._per_user = parse_many(settings.per_user)
+        self._per_number = parse_many(settings.per_number)
+        self._per_ip = parse_many(settings.per_ip)
+        self._cooldown = parse_many(settings.resend_cooldown)
+        self._global = [*parse_many(settings.global_hourly), *parse_many(settings.global_daily)]
+
+    async def reserve(
+        self, user_id: str, phone: str, ip: str | None, now: float
+    ) -> Reservation | float:
+        """The reservation, or the time when the first exhausted limit lets a text through."""
+        checks: list[tuple[RateLimitItem, tuple[str, ...]]] = [
+            *((item, (_NAMESPACE, "cooldown", _hashed(user_id))) for item in self._cooldown),
+            *((item, (_NAMESPACE, "user", _hashed(user_id))) for item in self._per_user),
+            *((item, (_NAMESPACE, "number", _hashed(phone))) for item in self._per_number),
+            *((item, (_NAMESPACE, "ip", _hashed(ip or "unknown"))) for item in self._per_ip),
+            *((item, (_NAMESPACE, "global")) for item in self._global),
+        ]
+        reservation = Reservation(self._storage)
+        try:
+            for item, identifiers in checks:
+                taken = await self._limiter.hit(item, *identifiers)
+                # A refused hit still counted in the fixed window: give it back with the rest.
+                reservation._taken.append((item, identifiers))
+                if not taken:
+                    stats = await self._limiter.get_window_stats(item, *identifiers)
+                    await reservation.release()
+                    return max(stats.reset_time, now + 1)
+        except (StorageError, OSError) as exc:
+            raise StoreUnavailable() from exc
+        return reservation
