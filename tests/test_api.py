@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from mfa_guard import EventKind
+from mfa_guard import EventKind, StoreUnavailable
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
 
@@ -323,3 +323,20 @@ async def test_logs_never_contain_a_code_or_secret(caplog: pytest.LogCaptureFixt
     assert "event=code_reused" in text
     for needle in [secret, code, codes[0], codes[0].replace("-", "")]:
         assert needle not in text
+
+
+async def test_a_success_stands_when_the_failure_count_cannot_be_cleared(
+    guarded: GuardedApp, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def storage_down(user_id: str) -> None:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(guarded.guard.limiter, "reset", storage_down)
+    await sign_in(client)
+    # The enrolment is stored before the count is cleared: its recovery codes must be shown.
+    secret, codes = await enrol(guarded, client)
+    assert len(codes) == 10
+    await client.post("/logout")
+    await sign_in(client)
+    guarded.clock.advance(30)
+    assert (await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})).is_success

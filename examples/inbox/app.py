@@ -133,19 +133,26 @@ class SessionAuth(AuthenticationBackend):
 
 
 def _secret_file(path: Path, make: Callable[[], str]) -> str:
-    """The secret stored in ``path``, created (owner-only, mode 0600) on the first run."""
+    """The secret stored in ``path``, created (owner-only, mode 0600) on the first run.
+
+    The file appears whole or not at all (written aside, then linked into place), so processes
+    starting together all read the same secret, never an empty one.
+    """
     try:
         return path.read_text("ascii").strip()
     except FileNotFoundError:
         pass
-    value = make()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_text("ascii").strip()
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(value + "\n")
-    return value
+        file.write(make() + "\n")
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # another process linked its secret first: everyone uses that one
+    finally:
+        aside.unlink()
+    return path.read_text("ascii").strip()
 
 
 def _field(form: FormData, name: str) -> str:

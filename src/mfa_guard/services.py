@@ -17,6 +17,7 @@ from mfa_guard.clock import Clock
 from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
+from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.ratelimit import FailureLimiter
 from mfa_guard.send_limits import Reservation, SendLimiter
@@ -197,7 +198,7 @@ class MFAService:
         )
         if epoch is None:
             return Denied(Reason.CONFLICT)
-        await self._limiter.reset(user_id)
+        await self._forget_failures(user_id)
         await self._emit(EventKind.ENROLLED, user_id, Method.TOTP, ip)
         return Verified(Method.TOTP, epoch, tuple(codes))
 
@@ -235,7 +236,7 @@ class MFAService:
             )
             await self._emit(kind, user_id, method, ip)
             return outcome
-        await self._limiter.reset(user_id)
+        await self._forget_failures(user_id)
         if method is Method.RECOVERY:
             await self._emit(EventKind.RECOVERY_CODE_USED, user_id, method, ip)
         await self._emit(EventKind.VERIFIED, user_id, method, ip)
@@ -304,7 +305,7 @@ class MFAService:
             await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.SMS, ip)
             return Denied(Reason.INVALID_CODE)
         epoch = await self.store.set_phone(user_id, challenge.phone, self._clock())
-        await self._limiter.reset(user_id)
+        await self._forget_failures(user_id)
         await self._emit(EventKind.PHONE_VERIFIED, user_id, Method.SMS, ip)
         return epoch
 
@@ -371,6 +372,15 @@ class MFAService:
         epoch = await self.store.disable(user_id)
         await self._emit(EventKind.DISABLED, user_id, method, ip)
         return epoch
+
+    async def _forget_failures(self, user_id: str) -> None:
+        """After a success that is already stored: the count is cleared if the storage answers.
+        Failing the request now would hide a committed change (new recovery codes never shown);
+        a count left behind only makes the next failures refuse a little sooner."""
+        try:
+            await self._limiter.reset(user_id)
+        except StoreUnavailable:
+            logger.warning("mfa_guard could not clear the failure count after a success")
 
     async def _acquire(self, user_id: str, ip: str | None) -> Denied | None:
         retry_at = await self._limiter.acquire(user_id, self._clock())
