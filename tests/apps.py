@@ -31,6 +31,7 @@ from mfa_guard import (
     MFAGuardSettings,
     MFAStore,
 )
+from mfa_guard.sms import SMSProvider
 from mfa_guard.testing import FrozenClock, current_code
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
@@ -116,7 +117,11 @@ class GuardedApp:
 
 
 def build_app(
-    store: MFAStore | None = None, *, template_directory: Path | None = None, **overrides: Any
+    store: MFAStore | None = None,
+    *,
+    template_directory: Path | None = None,
+    sms_provider: SMSProvider | None = None,
+    **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
     clock = FrozenClock()
@@ -128,6 +133,7 @@ def build_app(
         events=events,
         clock=clock,
         template_directory=template_directory,
+        sms=sms_provider,
     )
     app = Starlette(
         routes=[

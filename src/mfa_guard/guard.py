@@ -118,6 +118,7 @@ class MFAGuard:
     async def aclose(self) -> None:
         """Closes the rate-limit storage's and the SMS provider's connections; call it from the
         app's lifespan. The store is the app's own to close."""
+        await self.service.drain()
         await self.limiter.aclose()
         close = getattr(self.sms, "aclose", None)
         if close is not None:

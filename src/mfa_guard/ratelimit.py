@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar, cast
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
@@ -15,11 +18,25 @@ from limits.storage import storage_from_string
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 
 _NAMESPACE = "mfa_guard"
+T = TypeVar("T")
+
+
+class _MemoryStorage(MemoryStorage):
+    """``limits``' memory storage, whose ``clear`` can pull a key from under its own expiry
+    sweep (a KeyError in a background task). Clearing leaves an empty entry the sweep removes."""
+
+    async def clear(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        if key in self.events:
+            self.events[key] = []
 
 
 def storage_from_uri(uri: str) -> Storage:
     """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied)."""
     full = uri if uri.startswith("async+") else f"async+{uri}"
+    if full == "async+memory://":
+        return _MemoryStorage(full, wrap_exceptions=True)
     try:
         storage = storage_from_string(full, wrap_exceptions=True)
     except (LimitsConfigurationError, ValueError) as exc:
@@ -52,24 +69,36 @@ class FailureLimiter:
                 await result
 
     async def acquire(self, user_id: str, now: float) -> float | None:
-        """``None`` if the attempt may go ahead, else the time at which it may be retried."""
+        """``None`` if the attempt may go ahead, else the time at which it may be retried.
+        Every limit takes its slot at once: one round trip to the storage, not one per limit."""
         key = _key(user_id)
-        try:
-            for item in self._items:
-                if not await self._limiter.hit(item, _NAMESPACE, "failures", key):
+        taken = await self._all(
+            self._limiter.hit(item, _NAMESPACE, "failures", key) for item in self._items
+        )
+        for item, ok in zip(self._items, taken, strict=True):
+            if not ok:
+                try:
                     stats = await self._limiter.get_window_stats(item, _NAMESPACE, "failures", key)
-                    return max(stats.reset_time, now + 1)
-        except (StorageError, OSError) as exc:
-            raise StoreUnavailable() from exc
+                except (StorageError, OSError) as exc:
+                    raise StoreUnavailable() from exc
+                return max(stats.reset_time, now + 1)
         return None
 
     async def reset(self, user_id: str) -> None:
         key = _key(user_id)
-        try:
-            for item in self._items:
-                await self._limiter.clear(item, _NAMESPACE, "failures", key)
-        except (StorageError, OSError) as exc:
-            raise StoreUnavailable() from exc
+        await self._all(
+            self._limiter.clear(item, _NAMESPACE, "failures", key) for item in self._items
+        )
+
+    @staticmethod
+    async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, StorageError | OSError):
+                raise StoreUnavailable() from result
+            if isinstance(result, BaseException):
+                raise result
+        return cast("list[T]", results)
 
 
 def _key(user_id: str) -> str:

@@ -6,9 +6,12 @@ Expected refusals are data (:class:`Denied`), not exceptions; only an unreachabl
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import segno
@@ -26,6 +29,21 @@ from mfa_guard.sms import SMSError, SMSProvider
 from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
 
 logger = logging.getLogger("mfa_guard")
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; if one fails, the other is cancelled and the first error is raised as is."""
+    one = asyncio.ensure_future(first)
+    two = asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)
+        raise
 
 
 class Reason(StrEnum):
@@ -46,7 +64,7 @@ class Reason(StrEnum):
 
 
 _MESSAGES = {
-    Reason.INVALID_CODE: "That code is not valid. Check your authenticator app and try again.",
+    Reason.INVALID_CODE: "That code is not valid. Check it and try again.",
     Reason.CODE_ALREADY_USED: "That code was already used. Wait for the next code and try again.",
     Reason.TOO_MANY_ATTEMPTS: "Too many attempts. Wait a moment before trying again.",
     Reason.NOT_ENROLLED: "Two-factor authentication is not enabled for this account.",
@@ -136,6 +154,7 @@ class MFAService:
         self._params = params
         self.sms = sms
         self._require_phone = require_phone
+        self._pending: set[asyncio.Task[None]] = set()
 
     def sms_offered(self, enrolment: Enrolment) -> bool:
         """SMS is a fallback for enrolled users with a verified phone, never the only method."""
@@ -215,12 +234,13 @@ class MFAService:
             code = recovery.normalise(raw_code)
         if code is None:
             return Denied(Reason.INVALID_CODE)
-        enrolment = await self.enrolment(user_id)
+        # One round trip for both: the enrolment read and the attempt's throttling slot.
+        enrolment, locked = await concurrently(self.enrolment(user_id), self._acquire(user_id, ip))
         if not enrolment.enrolled or enrolment.secret is None:
             return Denied(Reason.NOT_ENROLLED)
         if method is Method.SMS and not self.sms_offered(enrolment):
             return Denied(Reason.SMS_DISABLED if self.sms is None else Reason.NO_VERIFIED_PHONE)
-        if (locked := await self._acquire(user_id, ip)) is not None:
+        if locked is not None:
             return locked
         if method is Method.TOTP:
             outcome = await self._check_totp(enrolment, enrolment.secret, code)
@@ -236,7 +256,8 @@ class MFAService:
             )
             await self._emit(kind, user_id, method, ip)
             return outcome
-        await self._forget_failures(user_id)
+        # The success is stored: clearing the failure count need not delay the answer.
+        self._background(self._forget_failures(user_id))
         if method is Method.RECOVERY:
             await self._emit(EventKind.RECOVERY_CODE_USED, user_id, method, ip)
         await self._emit(EventKind.VERIFIED, user_id, method, ip)
@@ -363,15 +384,25 @@ class MFAService:
         return codes
 
     async def disable(
-        self, user_id: str, method: Method, raw_code: str, ip: str | None
+        self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
     ) -> int | Denied:
         """Turns 2FA off after a valid current code; returns the new epoch."""
-        outcome = await self.verify(user_id, method, raw_code, ip)
+        outcome = await self.verify(user_id, method, raw_code, ip, session=session)
         if isinstance(outcome, Denied):
             return outcome
         epoch = await self.store.disable(user_id)
         await self._emit(EventKind.DISABLED, user_id, method, ip)
         return epoch
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Waits for background work (clearing failure counts) to finish."""
+        while pending := [task for task in self._pending if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _forget_failures(self, user_id: str) -> None:
         """After a success that is already stored: the count is cleared if the storage answers.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
-METHODS = frozenset({"totp", "recovery"})
+METHODS = frozenset({"totp", "recovery", "sms"})
 
 
 def subject_of(user_id: str, key: bytes) -> str:

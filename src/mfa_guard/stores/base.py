@@ -100,8 +100,8 @@ class MFAStore(Protocol):
         ...
 
     async def disable(self, user_id: str) -> int:
-        """Remove the secret, pending secret and recovery codes, bump the epoch, return it.
-        The verified phone stays (it is a setting of the account)."""
+        """Remove the secret, pending secret, recovery codes and any pending SMS code, bump the
+        epoch, return it. The verified phone stays (it is a setting of the account)."""
         ...
 
     async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:

@@ -335,6 +335,11 @@ class SQLStore:
             "pending_secret": None,
             "recovery_salt": None,
             "recovery_params": None,
+            # A pending SMS code goes too; the verified phone stays, as a setting of the account.
+            "sms_purpose": None,
+            "sms_code_hash": None,
+            "sms_phone": None,
+            "sms_expires_at": None,
         }
         statement = (
             self._upsert_enrolment()

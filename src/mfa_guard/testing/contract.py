@@ -21,7 +21,7 @@ import asyncio
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, MFAStore
+from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
 
 # Stand-ins for Fernet tokens and scrypt hashes: a store keeps them, it never reads them.
 PENDING = "gAAAAA-pending-key-one"
@@ -31,6 +31,14 @@ STEP = 60_000_000
 RECOVERY = RecoveryCodeSet(salt="c2FsdA==", hashes=("h1", "h2", "h3", "h4"))
 NEW_RECOVERY = RecoveryCodeSet(salt="cGVwcGVy", hashes=("n1", "n2", "n3"), params="scrypt:16:8:1")
 CONCURRENT_REQUESTS = 50
+# Stand-ins for keyed hashes of SMS codes, and numbers in E.164.
+SMS_HASH = "a" * 64
+OTHER_SMS_HASH = "b" * 64
+PHONE = "+33612345678"
+OTHER_PHONE = "+447911123456"
+SIGN_IN_CHALLENGE = SMSChallenge(
+    purpose=SMSPurpose.SIGN_IN, code_hash=SMS_HASH, phone=PHONE, expires_at=NOW + 600
+)
 
 
 async def enrol(
@@ -347,3 +355,162 @@ class MFAStoreContract:
         assert carol.pending_secret == PENDING
         assert carol.epoch == 0
         assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=2)
+
+    # -- SMS ---------------------------------------------------------------------------------
+
+    async def test_an_sms_challenge_is_consumed_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        consumed = await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW)
+
+        assert consumed == SIGN_IN_CHALLENGE
+        assert await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW) is None
+        assert (await current(store, "alice")).sms_challenge is None
+
+    async def test_the_pending_sms_challenge_is_part_of_the_enrolment(
+        self, store: MFAStore
+    ) -> None:
+        await enrol(store, "alice")
+
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        enrolment = await current(store, "alice")
+        assert enrolment.sms_challenge == SIGN_IN_CHALLENGE
+        # A pending code is not a verified phone, and changes nothing else.
+        assert enrolment.phone is None
+        assert enrolment.phone_verified_at is None
+        assert enrolment.enrolled
+        assert enrolment.epoch == 1
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=1)
+
+    async def test_an_sms_challenge_can_wait_for_a_user_not_enrolled(self, store: MFAStore) -> None:
+        phone_check = SMSChallenge(
+            purpose=SMSPurpose.PHONE, code_hash=SMS_HASH, phone=PHONE, expires_at=NOW + 600
+        )
+
+        await store.start_sms_challenge("alice", phone_check)
+
+        assert (await current(store, "alice")).sms_challenge == phone_check
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=0)
+        consumed = await store.consume_sms_challenge("alice", SMSPurpose.PHONE, SMS_HASH, NOW)
+        assert consumed == phone_check
+
+    async def test_a_wrong_sms_code_leaves_the_challenge_waiting(self, store: MFAStore) -> None:
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        wrong = await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, OTHER_SMS_HASH, NOW)
+
+        assert wrong is None
+        assert (await current(store, "alice")).sms_challenge == SIGN_IN_CHALLENGE
+        right = await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW)
+        assert right == SIGN_IN_CHALLENGE
+
+    async def test_an_sms_code_serves_only_its_purpose(self, store: MFAStore) -> None:
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        assert await store.consume_sms_challenge("alice", SMSPurpose.PHONE, SMS_HASH, NOW) is None
+
+        assert (await current(store, "alice")).sms_challenge == SIGN_IN_CHALLENGE
+
+    async def test_an_sms_code_expires_at_its_deadline(self, store: MFAStore) -> None:
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+        deadline = SIGN_IN_CHALLENGE.expires_at
+
+        for now in (deadline, deadline + 1):
+            assert (
+                await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, now)
+                is None
+            )
+        assert (
+            await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, deadline - 1)
+            == SIGN_IN_CHALLENGE
+        )
+
+    async def test_a_resent_sms_code_replaces_the_previous_one(self, store: MFAStore) -> None:
+        resent = SMSChallenge(
+            purpose=SMSPurpose.SIGN_IN,
+            code_hash=OTHER_SMS_HASH,
+            phone=PHONE,
+            expires_at=NOW + 660,
+        )
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+        await store.start_sms_challenge("alice", resent)
+
+        assert (await current(store, "alice")).sms_challenge == resent
+        assert await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW) is None
+        consumed = await store.consume_sms_challenge(
+            "alice", SMSPurpose.SIGN_IN, OTHER_SMS_HASH, NOW
+        )
+        assert consumed == resent
+
+    async def test_no_sms_challenge_is_consumed_for_another_user(self, store: MFAStore) -> None:
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        assert await store.consume_sms_challenge("bob", SMSPurpose.SIGN_IN, SMS_HASH, NOW) is None
+
+        assert await store.get("bob") is None
+        assert (await current(store, "alice")).sms_challenge == SIGN_IN_CHALLENGE
+
+    async def test_concurrent_uses_of_one_sms_code_succeed_once(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        results = await asyncio.gather(
+            *(
+                store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW)
+                for _ in range(20)
+            )
+        )
+
+        assert [r for r in results if r is not None] == [SIGN_IN_CHALLENGE]
+        assert (await current(store, "alice")).sms_challenge is None
+
+    async def test_setting_the_phone_verifies_it_and_bumps_the_epoch(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+
+        epoch = await store.set_phone("alice", PHONE, NOW + 5)
+
+        assert epoch == 2
+        enrolment = await current(store, "alice")
+        assert (enrolment.phone, enrolment.phone_verified_at) == (PHONE, NOW + 5)
+        assert enrolment.epoch == 2
+        assert enrolment.enrolled
+        assert enrolment.secret == PENDING
+        assert enrolment.recovery_codes_left == len(RECOVERY.hashes)
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=2)
+        # A new number is a new authenticator: another epoch again.
+        assert await store.set_phone("alice", OTHER_PHONE, NOW + 10) == 3
+        assert (await current(store, "alice")).phone == OTHER_PHONE
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=3)
+
+    async def test_a_user_not_enrolled_can_have_a_verified_phone(self, store: MFAStore) -> None:
+        assert await store.set_phone("alice", PHONE, NOW) == 1
+
+        enrolment = await current(store, "alice")
+        assert (enrolment.phone, enrolment.phone_verified_at) == (PHONE, NOW)
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=1)
+        # And enrols later without losing it.
+        assert await enrol(store, "alice") == 2
+        assert (await current(store, "alice")).phone == PHONE
+
+    async def test_disabling_keeps_the_verified_phone(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.set_phone("alice", PHONE, NOW)
+
+        epoch = await store.disable("alice")
+
+        assert epoch == 3
+        enrolment = await current(store, "alice")
+        assert not enrolment.enrolled
+        assert (enrolment.phone, enrolment.phone_verified_at) == (PHONE, NOW)
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=3)
+
+    async def test_disabling_drops_a_pending_sms_code(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+
+        await store.disable("alice")
+
+        assert (await current(store, "alice")).sms_challenge is None
+        assert await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW) is None

@@ -209,7 +209,9 @@ class API:
         await caller.recheck(self.guard)
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
-        result = await self.service.disable(caller.user_id, method, code, caller.ip)
+        result = await self.service.disable(
+            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
         await caller.recheck(self.guard)
