@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import stat
@@ -15,12 +16,15 @@ import httpx
 import pytest
 import uvicorn
 from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox.app import demo_settings
 
 from mfa_guard.testing import FrozenClock, current_code
 
 USER = "solo@example.test"
+PHONE = "+33 6 12 34 56 78"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 MANUAL_KEY = re.compile(r'id="manual-key">([^<]+)<')
+TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +32,10 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The demo reads MFA_GUARD_* from the environment; these tests use its own defaults.
     for name in ("MFA_GUARD_ENCRYPTION_KEYS", "MFA_GUARD_ISSUER", "MFA_GUARD_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MFA_GUARD_EXEMPT_PATHS", raising=False)
+    for name in os.environ:
+        if name.upper().startswith("MFA_GUARD_SMS__"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -307,3 +315,154 @@ async def test_cross_site_sign_in_and_out_are_refused(client: httpx.AsyncClient)
     )
     assert login.status_code == 403
     assert (await client.post("/logout", headers=hostile)).status_code == 403
+
+
+# --- Codes by text message, read in the demo's outbox -----------------------------------------
+
+
+@pytest.fixture
+def sms_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resend cooldown (1 per 30 s) counts on the real clock of `limits`: widened so the
+    # story needs no waiting. The per-number limit keeps its default of 3 per 10 minutes.
+    monkeypatch.setenv("MFA_GUARD_SMS__RESEND_COOLDOWN", "100/second")
+
+
+async def outbox(client: httpx.AsyncClient) -> list[dict[str, object]]:
+    response = await client.get("/outbox")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    messages = response.json()
+    assert isinstance(messages, list)
+    return messages
+
+
+async def newest_code(client: httpx.AsyncClient) -> str:
+    messages = await outbox(client)
+    assert messages, "the outbox holds a text"
+    assert messages[0]["to"] == "+33612345678"
+    match = TEXTED_CODE.search(str(messages[0]["text"]))
+    assert match is not None, messages[0]
+    return match.group(1)
+
+
+async def add_phone(client: httpx.AsyncClient) -> None:
+    settings = await client.get("/mfa/settings")
+    assert settings.status_code == 200
+    assert "Mobile phone" in settings.text
+    sent = await client.post(
+        "/mfa/settings/phone", data={"csrf_token": csrf_token(settings.text), "phone": PHONE}
+    )
+    assert sent.status_code == 200, sent.text
+    assert "We sent a code to +33 •••• ••78" in sent.text
+    verified = await client.post(
+        "/mfa/settings/phone/verify",
+        data={"csrf_token": csrf_token(sent.text), "code": await newest_code(client)},
+    )
+    assert verified.status_code == 200
+    assert "Your mobile number is verified" in verified.text
+
+
+async def ask_for_a_text(client: httpx.AsyncClient) -> httpx.Response:
+    page = await client.get("/mfa/challenge", params={"next": "/inbox"})
+    assert page.status_code == 200
+    return await client.post(
+        "/mfa/sms", data={"csrf_token": csrf_token(page.text), "next": "/inbox"}
+    )
+
+
+@pytest.mark.usefixtures("sms_demo")
+async def test_operator_signs_in_with_a_code_read_in_the_outbox(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    await sign_in(client)
+    inbox = await client.get("/inbox")
+    assert 'href="/outbox"' in inbox.text
+    assert await outbox(client) == []
+    await turn_on_two_factor(client, clock)
+    await add_phone(client)  # right after enrolling: a recent verification allows it
+
+    await client.post("/logout")
+    await sign_in(client)
+    assert (await client.get("/inbox")).headers["location"] == "/mfa/challenge?next=/inbox"
+    challenge = await client.get("/mfa/challenge", params={"next": "/inbox"})
+    assert "Get a code by text message to +33 •••• ••78" in challenge.text
+    sent = await ask_for_a_text(client)
+    assert sent.status_code == 200
+    assert "We sent a code to +33 •••• ••78" in sent.text
+
+    # The outbox is open to a challenged session: that is where the code is read.
+    messages = await outbox(client)
+    assert len(messages) == 2
+    assert float(str(messages[0]["at"])) == clock()
+    verified = await client.post(
+        "/mfa/challenge",
+        data={
+            "csrf_token": csrf_token(sent.text),
+            "next": "/inbox",
+            "method": "sms",
+            "code": await newest_code(client),
+        },
+    )
+    assert verified.status_code == 303
+    assert verified.headers["location"] == "/inbox"
+    assert (await client.get("/inbox")).status_code == 200
+
+    # The phone has had three texts in these minutes; the next one is refused.
+    await client.post("/logout")
+    await sign_in(client)
+    assert (await ask_for_a_text(client)).status_code == 200
+    refused = await ask_for_a_text(client)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 600
+    assert 'role="alert"' in refused.text
+    assert "Too many text messages were sent. Wait before asking for another." in refused.text
+    assert len(await outbox(client)) == 3
+
+
+@pytest.mark.usefixtures("sms_demo")
+async def test_a_phone_added_before_enrolling_gives_a_second_way_in(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    await sign_in(client)
+    await add_phone(client)
+    await turn_on_two_factor(client, clock)
+    await client.post("/logout")
+    await sign_in(client)
+
+    sent = await ask_for_a_text(client)
+    verified = await client.post(
+        "/mfa/challenge",
+        data={
+            "csrf_token": csrf_token(sent.text),
+            "next": "/inbox",
+            "method": "sms",
+            "code": await newest_code(client),
+        },
+    )
+
+    assert verified.status_code == 303
+    assert (await client.get("/inbox")).status_code == 200
+
+
+async def test_the_outbox_is_for_signed_in_users_only(client: httpx.AsyncClient) -> None:
+    response = await client.get("/outbox")
+    assert response.status_code == 401
+    await sign_in(client)
+    assert (await client.get("/outbox")).json() == []
+
+
+def test_demo_sms_settings_yield_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
+    settings = demo_settings(key)
+    assert settings.sms.enabled
+    assert settings.sms.provider == "outbox"
+    assert 33 in settings.sms.allowed_calling_codes
+    assert settings.sms.per_number == "3/10 minutes"
+    assert "/outbox" in settings.exempt_paths
+
+    monkeypatch.setenv("MFA_GUARD_SMS__ALLOWED_CALLING_CODES", "44")
+    monkeypatch.setenv("MFA_GUARD_SMS__PER_NUMBER", "2/hour")
+    settings = demo_settings(key)
+    assert settings.sms.enabled
+    assert settings.sms.allowed_calling_codes == [44]
+    assert settings.sms.per_number == "2/hour"

@@ -2,6 +2,9 @@
 
 Operators live in memory; only the MFA data needs a database, a SQLite file under ``data_dir``
 next to the generated encryption key and session secret, so a restart keeps enrolments.
+
+Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
+codes can be tried without a phone or an SMS provider account.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
@@ -38,6 +41,7 @@ from mfa_guard import MFAGuard, MFAGuardSettings
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
+from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.web.http import same_origin
 
@@ -50,6 +54,16 @@ DEMO_PASSWORD = "demo"
 DEMO_ACCOUNTS = ("owner@acme.test", "agent@acme.test", "solo@example.test")
 INBOX_PATH = "/inbox"
 LOGIN_PATH = "/login"
+OUTBOX_PATH = "/outbox"
+# The kit's default exempt paths, and the outbox: a user being challenged must read the code.
+EXEMPT_PATHS = ["/login", "/logout", "/static", "/health", OUTBOX_PATH]
+# Texts go to the outbox; numbers of these countries may get them (France, the UK, North
+# America, Germany, Spain, Italy, Belgium, Switzerland, the Netherlands).
+SMS_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "provider": "outbox",
+    "allowed_calling_codes": [33, 44, 1, 49, 34, 39, 32, 41, 31],
+}
 # Inputs longer than this are refused before any hashing.
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
@@ -170,12 +184,20 @@ def _new_session_secret() -> str:
 
 def demo_settings(encryption_key: str) -> MFAGuardSettings:
     """Settings from the environment (``MFA_GUARD_*``, ``.env``), with the demo's defaults for
-    the encryption key and issuer when the environment does not set them."""
+    the encryption key, issuer, exempt paths and SMS when the environment does not set them."""
     defaults: dict[str, Any] = {}
     if not os.environ.get("MFA_GUARD_ENCRYPTION_KEYS"):
         defaults["encryption_keys"] = [encryption_key]
     if not os.environ.get("MFA_GUARD_ISSUER"):
         defaults["issuer"] = ISSUER
+    if not os.environ.get("MFA_GUARD_EXEMPT_PATHS"):
+        defaults["exempt_paths"] = EXEMPT_PATHS
+    # Field by field: MFA_GUARD_SMS__* variables win, the demo fills in the others.
+    defaults["sms"] = {
+        name: value
+        for name, value in SMS_DEFAULTS.items()
+        if not os.environ.get(f"MFA_GUARD_SMS__{name.upper()}")
+    }
     return MFAGuardSettings(**defaults)
 
 
@@ -194,7 +216,11 @@ def create_app(
         store = SQLStore.from_settings(settings)
     else:
         store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
-    guard = MFAGuard(settings=settings, store=store, clock=clock or system_clock)
+    clock = clock or system_clock
+    # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
+    outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
+    guard = MFAGuard(settings=settings, store=store, clock=clock, sms=outbox)
+    shows_outbox = outbox is not None and guard.sms is outbox
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
 
@@ -249,8 +275,22 @@ def create_app(
             "conversations": CONVERSATIONS,
             "two_factor_on": isinstance(marker, Marker) and marker.enrolled,
             "mfa_settings": f"{settings.mount_path}/settings",
+            "outbox": OUTBOX_PATH if shows_outbox else None,
         }
         return render(request, "inbox.html", context)
+
+    async def outbox_messages(request: Request) -> Response:
+        """Demo only: the texts the demo "sent", newest first, codes included. A real app has
+        no such page: its texts go to the user's phone through a provider."""
+        if outbox is None or not shows_outbox:
+            return JSONResponse({"error": "Texts do not go to the outbox here."}, status_code=404)
+        if not request.user.is_authenticated:
+            return JSONResponse({"error": "Sign in first."}, status_code=401)
+        messages = [
+            {"to": message.to, "text": message.text, "at": message.at}
+            for message in reversed(outbox.messages)
+        ]
+        return JSONResponse(messages, headers={"Cache-Control": "no-store"})
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -271,6 +311,7 @@ def create_app(
             Route("/logout", logout, methods=["POST"]),
             Route(INBOX_PATH, inbox),
             Route("/health", health),
+            Route(OUTBOX_PATH, outbox_messages),
             guard.mount(),
         ],
         middleware=[
@@ -285,4 +326,5 @@ def create_app(
     )
     app.state.guard = guard
     app.state.store = store
+    app.state.outbox = outbox
     return app

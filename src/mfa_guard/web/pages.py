@@ -4,11 +4,13 @@ CSRF token; bad input re-renders the form with a message."""
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import jinja2
 from starlette.datastructures import FormData
@@ -17,9 +19,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.errors import MFAGuardError
-from mfa_guard.services import Denied, Method, Reason
+from mfa_guard.services import Denied, Method, Reason, TextSent
+from mfa_guard.sms import SMSError
+from mfa_guard.stores.base import Enrolment, SMSPurpose
 from mfa_guard.web.api import DENIED_STATUS
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
 
 CSRF_SESSION_KEY = "mfa_guard_csrf"
+# Echoed back into the form after a refusal; longer input is no phone number anyway.
+MAX_PHONE_ECHO = 64
+logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 
 
@@ -63,6 +71,19 @@ def _field(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _method(value: str) -> Method:
+    # The TOTP form is the default: anything unknown is checked as a TOTP code.
+    return Method(value) if value in (Method.RECOVERY, Method.SMS) else Method.TOTP
+
+
+def _pending_text(enrolment: Enrolment, purpose: SMSPurpose, now: float) -> str | None:
+    """The masked number a code of ``purpose`` was texted to, while that code is valid."""
+    challenge = enrolment.sms_challenge
+    if challenge is None or challenge.purpose is not purpose or now >= challenge.expires_at:
+        return None
+    return sms_codes.mask_phone(challenge.phone)
+
+
 class Pages:
     def __init__(self, guard: MFAGuard) -> None:
         self.guard = guard
@@ -74,6 +95,7 @@ class Pages:
             Route(
                 "/challenge", self._page(self.challenge), methods=["GET", "POST"], name="challenge"
             ),
+            Route("/sms", self._page(self.sms), methods=["GET", "POST"], name="sms"),
             Route("/enrol", self._page(self.enrol), methods=["GET", "POST"], name="enrol"),
             Route("/enrol/confirm", self._page(self.enrol_confirm), methods=["POST"]),
             Route("/settings", self._page(self.settings), methods=["GET"], name="settings"),
@@ -81,6 +103,8 @@ class Pages:
                 "/settings/recovery-codes", self._page(self.new_recovery_codes), methods=["POST"]
             ),
             Route("/settings/disable", self._page(self.disable), methods=["POST"]),
+            Route("/settings/phone", self._page(self.phone), methods=["POST"]),
+            Route("/settings/phone/verify", self._page(self.phone_verify), methods=["POST"]),
         ]
 
     # -- plumbing --------------------------------------------------------------------------
@@ -94,6 +118,9 @@ class Pages:
                 return await handler(request, caller)
             except FormRejected as exc:
                 return self._error(request, exc.status_code, exc.heading, exc.message)
+            except SMSError as exc:
+                # Handlers that send say where to go back to; this is the fallback.
+                return self._text_failed(request, exc, self.guard.settings.home_path)
             except MFAGuardError as exc:
                 report_failure(exc)
                 return self._error(
@@ -121,6 +148,7 @@ class Pages:
             "base": self._base(request),
             "issuer": settings.issuer,
             "digits": settings.totp.digits,
+            "sms_digits": sms_codes.CODE_DIGITS,
             "period": settings.totp.period,
             "home": settings.home_path,
             "csrf_token": csrf_token(request.session),
@@ -135,24 +163,49 @@ class Pages:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _error(self, request: Request, status_code: int, heading: str, message: str) -> Response:
-        return self._render(
-            request, "error.html", {"heading": heading, "message": message}, status_code
+    def _error(
+        self,
+        request: Request,
+        status_code: int,
+        heading: str,
+        message: str,
+        *,
+        back: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        context = {
+            "heading": heading,
+            "message": message,
+            "back": back or self.guard.settings.home_path,
+        }
+        return self._render(request, "error.html", context, status_code, headers)
+
+    def _text_failed(self, request: Request, exc: SMSError, back: str) -> Response:
+        """The provider did not take the text: nothing was spent, the user may retry soon."""
+        logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
+        return self._error(
+            request,
+            503,
+            "Text message not sent",
+            exc.message,
+            back=back,
+            headers={"Retry-After": "30"},
         )
+
+    def _retry_after(self, denied: Denied) -> dict[str, str] | None:
+        if denied.retry_at is None:
+            return None
+        return {"Retry-After": str(max(1, math.ceil(denied.retry_at - self.guard.clock())))}
 
     def _denied(
         self, request: Request, name: str, denied: Denied, context: dict[str, Any]
     ) -> Response:
-        headers = None
-        if denied.retry_at is not None:
-            retry_after = max(1, math.ceil(denied.retry_at - self.guard.clock()))
-            headers = {"Retry-After": str(retry_after)}
         return self._render(
             request,
             name,
             {**context, "error": denied.message},
             DENIED_STATUS[denied.reason],
-            headers,
+            self._retry_after(denied),
         )
 
     async def _form(self, request: Request) -> FormData:
@@ -186,25 +239,89 @@ class Pages:
     def _next(self, value: str | None) -> str:
         return safe_next(value, self.guard.settings.home_path)
 
-    # -- pages -----------------------------------------------------------------------------
+    def _challenge_url(self, request: Request, next_path: str) -> str:
+        return f"{self._base(request)}/challenge?next={quote(next_path, safe='/')}"
+
+    # -- sign-in challenge -----------------------------------------------------------------
+
+    async def _challenge_context(
+        self, caller: Caller, next_path: str, method: Method, *, sent: bool = False
+    ) -> dict[str, Any]:
+        """The challenge page's context; ``sms`` is set only for a user SMS is offered to."""
+        context: dict[str, Any] = {"next": next_path, "method": method.value, "sms": None}
+        if self.service.sms is None:
+            return context  # no store call for apps without SMS
+        enrolment = await self.service.enrolment(caller.user_id)
+        if self.service.sms_offered(enrolment) and enrolment.phone is not None:
+            pending = _pending_text(enrolment, SMSPurpose.SIGN_IN, self.guard.clock())
+            context["sms"] = {
+                "phone": sms_codes.mask_phone(enrolment.phone),
+                "sent": sent or method is Method.SMS or pending is not None,
+            }
+        return context
 
     async def challenge(self, request: Request, caller: Caller) -> Response:
         if request.method == "GET":
             next_path = self._next(request.query_params.get("next"))
             if not caller.marker.enrolled:
                 return RedirectResponse(next_path, status_code=303)
-            return self._render(request, "challenge.html", {"next": next_path, "method": "totp"})
+            context = await self._challenge_context(caller, next_path, Method.TOTP)
+            return self._render(request, "challenge.html", context)
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
-        method = Method.RECOVERY if _field(form, "method") == "recovery" else Method.TOTP
-        context = {"next": next_path, "method": method.value}
-        result = await self.service.verify(caller.user_id, method, _field(form, "code"), caller.ip)
+        method = _method(_field(form, "method"))
+        result = await self.service.verify(
+            caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             if result.reason is Reason.NOT_ENROLLED:
                 return RedirectResponse(next_path, status_code=303)
+            context = await self._challenge_context(caller, next_path, method)
             return self._denied(request, "challenge.html", result, context)
         caller.mark_verified(self.guard, result.method.value, result.epoch)
         return RedirectResponse(next_path, status_code=303)
+
+    async def sms(self, request: Request, caller: Caller) -> Response:
+        """Texts a sign-in code, then shows the challenge page with the code form focused."""
+        if request.method == "GET":
+            next_path = self._next(request.query_params.get("next"))
+            context = await self._challenge_context(caller, next_path, Method.TOTP)
+            if not caller.marker.enrolled or context["sms"] is None:
+                return RedirectResponse(self._challenge_url(request, next_path), status_code=303)
+            return self._render(request, "sms.html", context)
+        form = await self._form(request)
+        next_path = self._next(_field(form, "next"))
+        try:
+            result = await self.service.send_sign_in_code(
+                caller.user_id, caller.ip, session=caller.marker.nonce
+            )
+        except SMSError as exc:
+            return self._text_failed(request, exc, self._challenge_url(request, next_path))
+        if isinstance(result, Denied):
+            if result.reason is Reason.NOT_ENROLLED:
+                return RedirectResponse(next_path, status_code=303)
+            context = await self._challenge_context(caller, next_path, Method.TOTP)
+            return self._denied(request, "sms.html", result, context)
+        context = await self._challenge_context(caller, next_path, Method.SMS, sent=True)
+        return self._render(
+            request, "challenge.html", {**context, "notice": self._sent_notice(result)}
+        )
+
+    def _sent_notice(self, sent: TextSent) -> str:
+        minutes = max(1, int(sent.expires_at - self.guard.clock()) // 60)
+        return (
+            f"We sent a code to {sms_codes.mask_phone(sent.phone)}. "
+            f"It is valid for {minutes} minute{'' if minutes == 1 else 's'}."
+        )
+
+    # -- enrolment -------------------------------------------------------------------------
+
+    def _phone_required(self, enrolment: Enrolment) -> bool:
+        return (
+            self.guard.settings.require_phone_for_enrolment
+            and self.service.sms is not None
+            and enrolment.phone_verified_at is None
+        )
 
     async def enrol(self, request: Request, caller: Caller) -> Response:
         account = self.guard.account_name(request.scope)
@@ -214,13 +331,22 @@ class Pages:
             if enrolment.enrolled:
                 return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
             setup = await self.service.pending_setup(caller.user_id, account)
-            return self._render(request, "enrol.html", {"next": next_path, "setup": setup})
+            context = {
+                "next": next_path,
+                "setup": setup,
+                "phone_required": self._phone_required(enrolment),
+            }
+            return self._render(request, "enrol.html", context)
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
         result = await self.service.begin_setup(caller.user_id, account, caller.ip)
         if isinstance(result, Denied):
+            if result.reason is Reason.PHONE_REQUIRED:
+                context = {"next": next_path, "setup": None, "phone_required": True}
+                return self._denied(request, "enrol.html", result, context)
             return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
-        return self._render(request, "enrol.html", {"next": next_path, "setup": result})
+        context = {"next": next_path, "setup": result, "phone_required": False}
+        return self._render(request, "enrol.html", context)
 
     async def enrol_confirm(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
@@ -232,7 +358,8 @@ class Pages:
             setup = await self.service.pending_setup(
                 caller.user_id, self.guard.account_name(request.scope)
             )
-            return self._denied(request, "enrol.html", result, {"next": next_path, "setup": setup})
+            context = {"next": next_path, "setup": setup, "phone_required": False}
+            return self._denied(request, "enrol.html", result, context)
         caller.mark_verified(self.guard, result.method.value, result.epoch)
         return self._render(
             request,
@@ -244,6 +371,8 @@ class Pages:
             },
         )
 
+    # -- settings --------------------------------------------------------------------------
+
     async def settings(self, request: Request, caller: Caller) -> Response:
         return await self._settings_page(request, caller)
 
@@ -252,19 +381,36 @@ class Pages:
         request: Request,
         caller: Caller,
         status_code: int = 200,
+        headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
         await caller.recheck(self.guard)
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return self._to_challenge(request)
         enrolment = await self.service.enrolment(caller.user_id)
+        phone: dict[str, Any] | None = None
+        phone_context = context.pop("phone", {})
+        if self.service.sms is not None:
+            verified = enrolment.phone if enrolment.phone_verified_at is not None else None
+            phone = {
+                "verified": None if verified is None else sms_codes.mask_phone(verified),
+                "pending": _pending_text(enrolment, SMSPurpose.PHONE, self.guard.clock()),
+                "input": "",
+                "sms_offered": self.service.sms_offered(enrolment),
+            }
+            phone.update(phone_context)
         return self._render(
-            request, "settings.html", {"enrolment": enrolment, **context}, status_code
+            request,
+            "settings.html",
+            {"enrolment": enrolment, "phone": phone, "active_form": "", **context},
+            status_code,
+            headers,
         )
 
     def _to_challenge(self, request: Request) -> Response:
-        base = self._base(request)
-        return RedirectResponse(f"{base}/challenge?next={base}/settings", status_code=303)
+        return RedirectResponse(
+            self._challenge_url(request, f"{self._base(request)}/settings"), status_code=303
+        )
 
     async def new_recovery_codes(self, request: Request, caller: Caller) -> Response:
         await self._form(request)
@@ -291,11 +437,64 @@ class Pages:
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return self._to_challenge(request)
         method = Method.RECOVERY if _field(form, "method") == "recovery" else Method.TOTP
-        result = await self.service.disable(caller.user_id, method, _field(form, "code"), caller.ip)
+        result = await self.service.disable(
+            caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             return await self._settings_page(
-                request, caller, DENIED_STATUS[result.reason], error=result.message
+                request,
+                caller,
+                DENIED_STATUS[result.reason],
+                self._retry_after(result),
+                error=result.message,
+                active_form="disable",
             )
         return await self._settings_page(
             request, caller, notice="Two-factor authentication is off."
         )
+
+    async def phone(self, request: Request, caller: Caller) -> Response:
+        """Texts a code to a new mobile number; the number counts once the code comes back."""
+        form = await self._form(request)
+        raw = _field(form, "phone")
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
+            # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3): a fresh code first.
+            return self._to_challenge(request)
+        try:
+            result = await self.service.register_phone(
+                caller.user_id, raw, caller.ip, session=caller.marker.nonce
+            )
+        except SMSError as exc:
+            return self._text_failed(request, exc, f"{self._base(request)}/settings")
+        if isinstance(result, Denied):
+            return await self._settings_page(
+                request,
+                caller,
+                DENIED_STATUS[result.reason],
+                self._retry_after(result),
+                error=result.message,
+                active_form="phone",
+                phone={"input": raw[:MAX_PHONE_ECHO]},
+            )
+        return await self._settings_page(
+            request, caller, notice=self._sent_notice(result), active_form="phone-code"
+        )
+
+    async def phone_verify(self, request: Request, caller: Caller) -> Response:
+        form = await self._form(request)
+        result = await self.service.verify_phone(
+            caller.user_id, _field(form, "code"), caller.ip, session=caller.marker.nonce
+        )
+        if isinstance(result, Denied):
+            return await self._settings_page(
+                request,
+                caller,
+                DENIED_STATUS[result.reason],
+                self._retry_after(result),
+                error=result.message,
+                active_form="phone-code",
+            )
+        # This session made the change: it keeps its verified state under the new epoch.
+        caller.adopt_epoch(self.guard, result)
+        return await self._settings_page(request, caller, notice="Your mobile number is verified.")
