@@ -13,6 +13,7 @@ import inspect
 import os
 import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -509,6 +510,59 @@ async def test_a_redis_that_went_away_is_unavailable_to_every_limit(
                 await calls[method]()
     finally:
         await failures.aclose()  # the storage's connections, shared by both
+
+
+def restart_at_once(port: int, process: subprocess.Popen[bytes] | None) -> subprocess.Popen[bytes]:
+    """Stops (if given) and starts a redis-server without yielding to the event loop, so the
+    client still holds the dead server's connections, as after a restart between requests."""
+    if process is not None:
+        process.terminate()
+        process.wait(STOP_TIMEOUT)
+    executable = shutil.which("redis-server")
+    if executable is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    started = subprocess.Popen(  # noqa: S603 (the machine's own redis-server)
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return started
+        except OSError:
+            time.sleep(POLL_INTERVAL)
+    started.kill()
+    pytest.fail(f"redis-server did not answer within {START_TIMEOUT} s")
+
+
+@pytest.mark.redis
+async def test_a_quiet_redis_restart_costs_no_request() -> None:
+    port = free_port()
+    server = restart_at_once(port, None)
+    url = f"redis://127.0.0.1:{port}/0"
+    failures = FailureLimiter(storage_from_uri(url), "5/minute;20/hour;100/day")
+    try:
+        assert await failures.acquire(USER, 0.0) is None  # pooled connections are open
+        await failures.reset(USER)
+        server = restart_at_once(port, server)
+        # The pooled connections died with the old server: the next call reconnects.
+        assert await failures.acquire(USER, 0.0) is None
+        await failures.reset(USER)
+    finally:
+        await failures.aclose()
+        server.terminate()
+        server.wait(STOP_TIMEOUT)
 
 
 # -- PostgreSQL: the enrolment store ---------------------------------------------------------

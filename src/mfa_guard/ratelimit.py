@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import time
 from collections.abc import Awaitable, Iterable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
@@ -37,13 +38,26 @@ def storage_from_uri(uri: str) -> Storage:
     full = uri if uri.startswith("async+") else f"async+{uri}"
     if full == "async+memory://":
         return _MemoryStorage(full, wrap_exceptions=True)
+    options: dict[str, Any] = {}
+    if full.startswith(("async+redis://", "async+rediss://")):
+        options["retry_policy"] = _redis_retry_policy()
     try:
-        storage = storage_from_string(full, wrap_exceptions=True)
+        storage = storage_from_string(full, wrap_exceptions=True, **options)
     except (LimitsConfigurationError, ValueError) as exc:
         raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not usable: {exc}") from exc
     if not isinstance(storage, Storage):
         raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not an async storage")
     return storage
+
+
+def _redis_retry_policy() -> Any:
+    """One immediate retry on a broken connection: after a Redis restart the pooled connections
+    are dead, and the first command should reconnect rather than fail the request. A Redis that
+    is really down fails the retry too, and the request fails closed."""
+    from coredis.exceptions import ConnectionError as RedisConnectionError
+    from coredis.retry import ConstantRetryPolicy
+
+    return ConstantRetryPolicy((RedisConnectionError, ConnectionError), retries=1, delay=0.0)
 
 
 class FailureLimiter:
@@ -81,7 +95,7 @@ class FailureLimiter:
                     stats = await self._limiter.get_window_stats(item, _NAMESPACE, "failures", key)
                 except (StorageError, OSError) as exc:
                     raise StoreUnavailable() from exc
-                return max(stats.reset_time, now + 1)
+                return retry_at(stats.reset_time, now)
         return None
 
     async def reset(self, user_id: str) -> None:
@@ -99,6 +113,12 @@ class FailureLimiter:
             if isinstance(result, BaseException):
                 raise result
         return cast("list[T]", results)
+
+
+def retry_at(reset_time: float, now: float) -> float:
+    """When a window reopens, on the caller's clock: ``limits`` counts on the system clock,
+    the kit on its injected one, so only the time left is carried over (at least a second)."""
+    return now + max(1.0, reset_time - time.time())
 
 
 def _key(user_id: str) -> str:

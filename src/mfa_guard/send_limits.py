@@ -16,6 +16,7 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
 from mfa_guard.errors import StoreUnavailable
+from mfa_guard.ratelimit import retry_at
 from mfa_guard.settings import SMSSettings
 
 _NAMESPACE = "mfa_guard:sms"
@@ -72,7 +73,7 @@ class SendLimiter:
                 if not taken:
                     stats = await self._limiter.get_window_stats(item, *identifiers)
                     await reservation.release()
-                    return max(stats.reset_time, now + 1)
+                    return retry_at(stats.reset_time, now)
         except (StorageError, OSError) as exc:
             raise StoreUnavailable() from exc
         return reservation
