@@ -186,6 +186,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "MFA_GUARD_RECHECK_SECONDS": str(RECHECK_SECONDS),
                 "MFA_GUARD_REQUIRE_SHARED_STATE": "true",
                 "MFA_GUARD_WORKERS": "2",
+                # Texts in a burst: the per-number limit (3 per 10 minutes) is the one tested.
+                "MFA_GUARD_SMS__RESEND_COOLDOWN": "100/second",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -270,6 +272,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     while not await check():
         assert time.monotonic() < deadline, f"not within {PROPAGATION_TIMEOUT} s: {what}"
         await asyncio.sleep(0.1)
+
+
+async def test_texts_to_one_number_over_both_servers_count_towards_one_limit(site: Site) -> None:
+    # First in the module: the owner has no second factor yet, so adding a phone needs none.
+    async with httpx.AsyncClient(timeout=30) as browser:
+        await sign_in(browser, site.a, OWNER)
+        answers = [
+            await browser.post(f"{server}/mfa/api/phone", json={"phone": "+33 6 12 34 56 78"})
+            for server in (site.a, site.b, site.a, site.b)
+        ]
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 429]
+    assert error_code(answers[-1]) == "too_many_texts"
+    assert int(answers[-1].headers["retry-after"]) >= 1
 
 
 async def test_one_code_sent_fifty_times_over_both_servers_signs_in_once(site: Site) -> None:
