@@ -61,6 +61,7 @@ class Reason(StrEnum):
     INVALID_PHONE = "invalid_phone"
     NOT_A_MOBILE = "not_a_mobile"
     PHONE_COUNTRY_NOT_ALLOWED = "phone_country_not_allowed"
+    TEXTS_TO_COUNTRY_REFUSED = "sms_country_not_allowed"
 
 
 _MESSAGES = {
@@ -78,6 +79,10 @@ _MESSAGES = {
     Reason.INVALID_PHONE: "That is not a valid phone number.",
     Reason.NOT_A_MOBILE: "Enter a mobile number: text messages go to mobiles.",
     Reason.PHONE_COUNTRY_NOT_ALLOWED: "Text messages cannot be sent to that country.",
+    Reason.TEXTS_TO_COUNTRY_REFUSED: (
+        "Text messages to your number's country are not sent any more. Use your authenticator "
+        "app or a recovery code."
+    ),
 }
 
 
@@ -342,7 +347,10 @@ class MFAService:
             return Denied(Reason.NO_VERIFIED_PHONE)
         phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_calling_codes)
         if isinstance(phone, sms_codes.PhoneProblem):
-            return Denied(Reason(phone.code), detail=phone.message)
+            # The number was allowed when verified: a send policy refuses it now, like a budget
+            # of zero (SECURITY.md: every pumping limit answers 429), until the list changes.
+            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
+            return Denied(Reason.TEXTS_TO_COUNTRY_REFUSED, retry_at=self._clock() + 3600)
         return await self._send_text(user_id, phone, SMSPurpose.SIGN_IN, ip, session)
 
     async def _send_text(

@@ -37,6 +37,7 @@ DENIED_STATUS = {
     Reason.INVALID_PHONE: 400,
     Reason.NOT_A_MOBILE: 400,
     Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
+    Reason.TEXTS_TO_COUNTRY_REFUSED: 429,
 }
 
 logger = logging.getLogger("mfa_guard")
