@@ -68,3 +68,17 @@ async def test_an_unreachable_redis_fails_closed() -> None:
 def test_an_unknown_storage_scheme_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="MFA_GUARD_STORAGE_URI"):
         storage_from_uri("carrier-pigeon://loft")
+
+
+@pytest.mark.parametrize(
+    ("uri", "storage"),
+    [
+        ("redis://:secret@127.0.0.1:6379/3", "RedisStorage"),
+        ("rediss://127.0.0.1:6380/0", "RedisStorage"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster", "RedisSentinelStorage"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "RedisClusterStorage"),
+    ],
+)
+def test_every_redis_deployment_limits_accepts_is_accepted(uri: str, storage: str) -> None:
+    # Built without connecting: the URI alone decides the storage.
+    assert type(storage_from_uri(uri)).__name__ == storage
