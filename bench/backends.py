@@ -1,0 +1,306 @@
+"""The backends a verify runs on, and the instruments that count its round trips.
+
+- memory: ``MemoryStore`` and ``memory://`` rate limits;
+- SQLite: ``SQLStore`` on a file in a temporary folder, ``memory://`` rate limits;
+- PostgreSQL + Redis: ``SQLStore`` in a schema of its own on 127.0.0.1:5432 (dropped after),
+  rate limits in Redis database 13 (emptied before and after).
+
+Calls are counted at two levels: the methods of the store and of the ``limits`` storage (every
+public coroutine method, patched on the class for the length of a figure; calls they make to
+each other count once), and the round trips on the wire, through a TCP proxy that counts the
+client's turns to speak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import redis
+from limits.aio.storage.base import MovingWindowSupport, SlidingWindowCounterSupport, Storage
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from mfa_guard import MemoryStore, MFAStore
+from mfa_guard.stores.sql import SQLStore
+
+POSTGRES_URL = os.environ.get(
+    "MFA_GUARD_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+POSTGRES = make_url(POSTGRES_URL)
+REDIS_HOST = os.environ.get("MFA_GUARD_BENCH_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("MFA_GUARD_BENCH_REDIS_PORT", "6379"))
+# The suite's own database: the tests use 11 and 12.
+REDIS_DB = 13
+SERVERS = (
+    ("PostgreSQL", POSTGRES.host or "127.0.0.1", POSTGRES.port or 5432),
+    ("Redis", REDIS_HOST, REDIS_PORT),
+)
+
+STORE_METHODS = tuple(name for name in vars(MFAStore) if not name.startswith("_"))
+LIMITS_METHODS = tuple(
+    sorted(
+        {
+            name
+            for base in (Storage, MovingWindowSupport, SlidingWindowCounterSupport)
+            for name, value in vars(base).items()
+            if not name.startswith("_") and inspect.iscoroutinefunction(value)
+        }
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    store: MFAStore
+    storage_uri: str
+    # Where the calls go on the wire: (label, host, port) for the proxy pass.
+    servers: tuple[tuple[str, str, int], ...] = ()
+
+
+@contextlib.asynccontextmanager
+async def memory() -> AsyncIterator[Backend]:
+    yield Backend("memory", MemoryStore(), "memory://")
+
+
+@contextlib.asynccontextmanager
+async def sqlite() -> AsyncIterator[Backend]:
+    with tempfile.TemporaryDirectory(prefix="mfa-guard-bench-") as folder:
+        store = SQLStore(f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")
+        try:
+            yield Backend("SQLite", store, "memory://")
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_redis(
+    postgres_port: int | None = None, redis_port: int | None = None
+) -> AsyncIterator[Backend]:
+    """A fresh schema and an empty Redis database; the ports reroute through a proxy."""
+    schema = f"mfa_guard_bench_{uuid.uuid4().hex[:12]}"
+    await _postgres(f"CREATE SCHEMA {schema}")
+    flush_redis()
+    url = make_url(POSTGRES_URL)
+    if postgres_port is not None:
+        url = url.set(host="127.0.0.1", port=postgres_port)
+    store = SQLStore(
+        url.render_as_string(hide_password=False),
+        connect_args={"server_settings": {"search_path": schema}},
+    )
+    redis_uri = f"redis://{REDIS_HOST}:{redis_port or REDIS_PORT}/{REDIS_DB}"
+    try:
+        yield Backend(
+            "PostgreSQL + Redis",
+            store,
+            redis_uri,
+            servers=SERVERS,
+        )
+    finally:
+        await store.close()
+        await _postgres(f"DROP SCHEMA {schema} CASCADE")
+        flush_redis()
+
+
+async def _postgres(statement: str) -> None:
+    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def flush_redis() -> None:
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5) as client:
+        client.flushdb()
+
+
+async def available(backend: str) -> str | None:
+    """``None`` if the server answers, else why not (the figure then says so and fails)."""
+    try:
+        if backend == "postgres":
+            await _postgres("SELECT 1")
+        else:
+            with redis.Redis(
+                host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5
+            ) as client:
+                client.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# -- counting calls ------------------------------------------------------------------------
+
+_inside = contextvars.ContextVar("bench_inside_call", default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    kind: str
+    name: str
+    started: float
+    ended: float
+
+
+@dataclass
+class CallTrace:
+    """Every store and ``limits`` storage call, with its start and end times."""
+
+    calls: list[Call] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+    def between(self, start: float, end: float) -> list[Call]:
+        return [call for call in self.calls if start <= call.started < end]
+
+    @contextlib.contextmanager
+    def patched(self) -> Iterator[CallTrace]:
+        """Wraps the methods of every store and ``limits`` storage class the suite uses."""
+        patches: list[tuple[type, str, object]] = []
+        # Every storage class, the kit's own subclasses included: ``limits`` copies wrapped
+        # methods onto each subclass, so patching a base class would not reach them.
+        targets: list[tuple[str, type, tuple[str, ...]]] = [
+            *(("store", cls, STORE_METHODS) for cls in _family(MemoryStore)),
+            *(("store", cls, STORE_METHODS) for cls in _family(SQLStore)),
+            *(("limits", cls, LIMITS_METHODS) for cls in _family(Storage)),
+        ]
+        try:
+            for kind, cls, names in targets:
+                for name in names:
+                    original = vars(cls).get(name)
+                    if original is None:
+                        continue
+                    patches.append((cls, name, original))
+                    setattr(cls, name, self._wrap(kind, name, original))
+            yield self
+        finally:
+            for cls, name, previous in reversed(patches):
+                setattr(cls, name, previous)
+
+    def _wrap(
+        self, kind: str, name: str, original: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        calls = self.calls
+
+        @functools.wraps(original)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _inside.get():
+                return await original(*args, **kwargs)
+            token = _inside.set(True)
+            started = perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _inside.reset(token)
+                calls.append(Call(kind, name, started, perf_counter()))
+
+        return wrapper
+
+
+def _family(cls: type) -> list[type]:
+    """``cls`` and all its subclasses, once each."""
+    seen: dict[type, None] = {}
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen[current] = None
+            pending.extend(current.__subclasses__())
+    return list(seen)
+
+
+def summary(calls: list[Call]) -> str:
+    """``store get 1, accept_step 1; limits acquire_entry 3`` (in the order first made)."""
+    parts = []
+    for kind in ("store", "limits"):
+        counts = Counter(call.name for call in calls if call.kind == kind)
+        if counts:
+            parts.append(f"{kind} " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+    return "; ".join(parts) or "none"
+
+
+def critical_path(calls: list[Call]) -> int:
+    """The most calls that ran one after another (each starting after the previous ended):
+    the round trips a request waits for in sequence, however the rest overlap."""
+    chain, last_end = 0, float("-inf")
+    for call in sorted(calls, key=lambda c: c.ended):
+        if call.started >= last_end:
+            chain += 1
+            last_end = call.ended
+    return chain
+
+
+# -- counting round trips on the wire -------------------------------------------------------
+
+
+class FlightProxy:
+    """A loopback TCP proxy that counts the client's flights: each time the client speaks
+    after the server answered (or first) is one round trip."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.flights = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the proxy is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        client_turn = [False]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if client and not client_turn[0]:
+                        self.flights += 1
+                    client_turn[0] = client
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        tasks = [
+            asyncio.ensure_future(pump(reader, up_writer, True)),
+            asyncio.ensure_future(pump(up_reader, writer, False)),
+        ]
+        for task in tasks:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await asyncio.gather(*tasks, return_exceptions=True)

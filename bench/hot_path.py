@@ -1,0 +1,115 @@
+"""Figure 1: the hot path in process — the same app bare and guarded, through raw ASGI calls."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Scope
+
+from bench.apps import (
+    Variant,
+    build,
+    enrolled_session,
+    exchange,
+    expect,
+    scope_for,
+    settled_cookie,
+    sign_session,
+    timed_batch,
+)
+from bench.report import Line, Ratio, Report, Verdict, alternate, at_most
+
+# Each batch runs this long, so a batch spans many scheduler ticks and few GC cycles matter.
+BATCH_SECONDS = 0.004
+CALIBRATION_REQUESTS = 300
+VERIFIED_USER = "verified@acme.test"
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One side of a comparison: an app and the requests it gets, in order."""
+
+    app: ASGIApp
+    scopes: Iterator[Scope]
+
+
+async def batch_size(side: Side, status: int = 200) -> int:
+    """Requests per batch so a batch lasts about ``BATCH_SECONDS`` (after a warm-up)."""
+    await timed_batch(side.app, side.scopes, CALIBRATION_REQUESTS, status)
+    seconds = await timed_batch(side.app, side.scopes, CALIBRATION_REQUESTS, status)
+    return max(20, int(BATCH_SECONDS / (seconds / CALIBRATION_REQUESTS)))
+
+
+async def side_by_side(a: Side, b: Side, pairs: int, status: int = 200) -> Ratio:
+    """B's time over A's for the same number of requests, batch by batch."""
+    count = await batch_size(a, status)
+    await timed_batch(b.app, b.scopes, CALIBRATION_REQUESTS, status)
+
+    async def run_a() -> float:
+        return await timed_batch(a.app, a.scopes, count, status)
+
+    async def run_b() -> float:
+        return await timed_batch(b.app, b.scopes, count, status)
+
+    return await alternate(run_a, run_b, pairs)
+
+
+def repeat(scope: Scope) -> Iterator[Scope]:
+    return itertools.repeat(scope)
+
+
+async def run(report: Report, *, pairs: int) -> None:
+    bare = build(Variant.BARE)
+    floor = build(Variant.FLOOR)
+    guarded = build(Variant.GUARDED)
+    store = guarded.the_store()
+
+    verified, _ = await enrolled_session(guarded, VERIFIED_USER)
+    # A signed-in user without 2FA: the guard writes a marker on the first request, which the
+    # browser then sends back with every request.
+    plain = await settled_cookie(guarded, sign_session({"user": "plain@acme.test"}))
+
+    control = await side_by_side(
+        Side(bare.app, repeat(scope_for("/", verified))),
+        Side(build(Variant.BARE).app, repeat(scope_for("/", verified))),
+        pairs,
+    )
+    report.add(Line("hot path control: bare vs bare", f"time ratio {control}", "", Verdict.INFO))
+    for name, cookie in (("verified session", verified), ("anonymous", None)):
+        ratio = await side_by_side(
+            Side(bare.app, repeat(scope_for("/", cookie))),
+            Side(floor.app, repeat(scope_for("/", cookie))),
+            pairs,
+        )
+        report.add(
+            Line(
+                f"hot path floor: pass-through, {name}",
+                f"time ratio {ratio}",
+                "",
+                Verdict.INFO,
+            )
+        )
+
+    # The guard is really in the path: the same user, signed in again without the second
+    # factor, is sent to the challenge.
+    unverified = await exchange(guarded.app, scope_for("/", sign_session({"user": VERIFIED_USER})))
+    expect(unverified.status == 303, f"an unverified session got {unverified.status}, not 303")
+
+    cases: list[tuple[str, Scope, float]] = [
+        ("verified session", scope_for("/", verified), 1.05),
+        ("signed in, no 2FA", scope_for("/", plain), 1.05),
+        ("anonymous", scope_for("/", None), 1.03),
+        ("exempt path /health", scope_for("/health", None), 1.03),
+    ]
+    for name, scope, budget in cases:
+        store.calls.clear()
+        ratio = await side_by_side(
+            Side(bare.app, repeat(scope)), Side(guarded.app, repeat(scope)), pairs
+        )
+        calls = store.total
+        verdict = at_most(ratio.median, budget) if calls == 0 else Verdict.FAIL
+        report.add(Line(f"hot path, {name}", f"time ratio {ratio}", f"<= {budget:.2f}", verdict))
+        if calls:
+            report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")

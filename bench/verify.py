@@ -1,0 +1,254 @@
+"""Figure 3, verify: the latency of ``POST {mount}/api/verify`` and its backend round trips,
+on memory, SQLite and PostgreSQL + Redis, verify by verify in turn. Figure 5, enrolment: the
+enrolment page with its QR code against one verify on PostgreSQL + Redis, side by side.
+
+Requests go in process through ``httpx.ASGITransport``, in one session per backend that keeps
+its cookie like a browser; the frozen clock moves 30 s before each verify (a time step is
+accepted once), so every verify is a success that is timed and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import httpx
+
+from bench.apps import BenchApp, Variant, build, csrf_token_in, enrol, expect
+from bench.backends import (
+    SERVERS,
+    Backend,
+    Call,
+    CallTrace,
+    FlightProxy,
+    available,
+    critical_path,
+    memory,
+    postgres_redis,
+    sqlite,
+    summary,
+)
+from bench.report import Line, Ratio, Report, Verdict, at_most, percentile
+from mfa_guard.testing import current_code
+
+ROUND_TRIP_BUDGET = 2
+LATENCY_BUDGET = 1.5
+USER = "verify@acme.test"
+
+
+@dataclass
+class Subject:
+    """One backend's guarded app and the signed-in, enrolled session verifying on it."""
+
+    backend: Backend
+    bench: BenchApp
+    client: httpx.AsyncClient
+    secret: str
+    latencies: list[float] = field(default_factory=list)
+    in_request: list[list[Call]] = field(default_factory=list)
+    after_answer: list[list[Call]] = field(default_factory=list)
+
+    async def verify(self, trace: CallTrace) -> float:
+        """One timed verify; the calls it made are kept."""
+        bench = self.bench
+        bench.clock.advance(30)
+        code = current_code(self.secret, bench.clock())
+        started = perf_counter()
+        response = await self.client.post("/mfa/api/verify", json={"code": code})
+        answered = perf_counter()
+        # Work the verify left running after its answer (clearing the failure count).
+        await bench.the_guard().service.drain()
+        ended = perf_counter()
+        expect(
+            response.status_code == 200,
+            f"a verify on {self.backend.name} answered {response.status_code}: {response.text}",
+        )
+        self.in_request.append(trace.between(started, answered))
+        self.after_answer.append(trace.between(answered, ended))
+        return answered - started
+
+
+@contextlib.asynccontextmanager
+async def subject(backend: Backend) -> AsyncIterator[Subject]:
+    bench = build(Variant.GUARDED, store=backend.store, storage_uri=backend.storage_uri)
+    guard = bench.the_guard()
+    try:
+        async with bench.client() as client:
+            secret = await enrol(client, bench, USER)
+            yield Subject(backend, bench, client, secret)
+    finally:
+        await guard.aclose()
+
+
+async def run(report: Report, *, verifies: int, warmup: int) -> None:
+    missing = [
+        f"{name}: {reason}"
+        for name in ("postgres", "redis")
+        if (reason := await available(name)) is not None
+    ]
+    if missing:
+        report.add(Line("verify", "PostgreSQL or Redis unreachable", "", Verdict.FAIL))
+        for reason in missing:
+            report.note(reason)
+        return
+    trace = CallTrace()
+    with trace.patched():
+        async with contextlib.AsyncExitStack() as stack:
+            subjects = [
+                await stack.enter_async_context(subject(await stack.enter_async_context(b())))
+                for b in (memory, sqlite, postgres_redis)
+            ]
+            await measure(subjects, trace, verifies=verifies, warmup=warmup)
+            mem, _, pg = subjects
+            for one in subjects:
+                report_subject(report, one)
+            pairs = [b / a for a, b in zip(mem.latencies, pg.latencies, strict=True)]
+            ratio = Ratio.of(pairs)
+            p50_mem, p50_pg = percentile(mem.latencies, 0.5), percentile(pg.latencies, 0.5)
+            report.add(
+                Line(
+                    "verify p50, PostgreSQL + Redis / memory",
+                    f"{p50_pg / p50_mem:.2f} ({_ms(p50_pg)} / {_ms(p50_mem)}); per pair {ratio}",
+                    f"<= {LATENCY_BUDGET:.2f}",
+                    at_most(p50_pg / p50_mem, LATENCY_BUDGET),
+                )
+            )
+            await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
+    await wire_round_trips(report, verifies=max(20, verifies // 10), warmup=10)
+
+
+async def measure(subjects: list[Subject], trace: CallTrace, *, verifies: int, warmup: int) -> None:
+    """Verify on each backend in turn, so a busy moment of the machine hits all of them."""
+    for round_ in range(warmup + verifies):
+        for one in subjects:
+            latency = await one.verify(trace)
+            if round_ >= warmup:
+                one.latencies.append(latency)
+            else:
+                one.in_request.clear()
+                one.after_answer.clear()
+        trace.clear()
+
+
+def report_subject(report: Report, one: Subject) -> None:
+    name = one.backend.name
+    p50, p99 = percentile(one.latencies, 0.5), percentile(one.latencies, 0.99)
+    report.add(
+        Line(
+            f"verify latency, {name}",
+            f"p50 {_ms(p50)}, p99 {_ms(p99)} ({len(one.latencies)} verifies)",
+            "",
+            Verdict.INFO,
+        )
+    )
+    during = max(one.in_request, key=len)
+    after = max(one.after_answer, key=len)
+    total = len(during) + len(after)
+    report.add(
+        Line(
+            f"verify round trips, {name}",
+            f"{total} calls: {len(during)} before the answer, {len(after)} after it",
+            f"<= {ROUND_TRIP_BUDGET}",
+            at_most(total, ROUND_TRIP_BUDGET),
+        )
+    )
+    report.note(f"before the answer: {summary(during)}")
+    if one.backend.servers:
+        report.note(f"  of which one after another (the critical path): {critical_path(during)}")
+    report.note(f"after the answer (not waited for): {summary(after)}")
+    counts = {len(calls) for calls in one.in_request}
+    if len(counts) > 1:
+        report.note(f"calls before the answer varied between verifies: {sorted(counts)}")
+
+
+async def enrolment_page(
+    report: Report, mem: Subject, pg: Subject, trace: CallTrace, *, pairs: int
+) -> None:
+    """GET {mount}/enrol with a pending set-up (its QR code rendered by segno each time), on
+    the memory backend, against a verify on PostgreSQL + Redis, in turn."""
+    bench = mem.bench
+    async with bench.client() as client:
+        signed_in = await client.post("/login", data={"user": "enrol@acme.test"})
+        expect(signed_in.status_code == 303, "the enrolment user could not sign in")
+        page = await client.get("/mfa/enrol")
+        token = csrf_token_in(page.text)
+        started = await client.post("/mfa/enrol", data={"csrf_token": token})
+        expect(started.status_code == 200 and "<svg" in started.text, "no QR code after POST")
+        pages: list[float] = []
+        verifies: list[float] = []
+        for round_ in range(pairs + 5):
+            verify = await pg.verify(trace)
+            before = perf_counter()
+            response = await client.get("/mfa/enrol")
+            took = perf_counter() - before
+            expect(response.status_code == 200 and "<svg" in response.text, "no QR code on GET")
+            if round_ >= 5:
+                verifies.append(verify)
+                pages.append(took)
+            trace.clear()
+    guard = bench.the_guard()
+    qr: list[float] = []
+    for _ in range(pairs):
+        before = perf_counter()
+        guard.service.setup_view("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "enrol@acme.test")
+        qr.append(perf_counter() - before)
+    ratio = Ratio.of([p / v for p, v in zip(pages, verifies, strict=True)])
+    page_p50, verify_p50 = percentile(pages, 0.5), percentile(verifies, 0.5)
+    report.add(
+        Line(
+            "enrolment page / verify on PostgreSQL + Redis",
+            f"{page_p50 / verify_p50:.2f} ({_ms(page_p50)} / {_ms(verify_p50)}); per pair {ratio}",
+            "< 1.00",
+            Verdict.PASS if page_p50 < verify_p50 else Verdict.FAIL,
+        )
+    )
+    report.note(
+        f"of the page, the QR code alone (segno, setup_view): p50 {_ms(percentile(qr, 0.5))}"
+    )
+
+
+async def wire_round_trips(report: Report, *, verifies: int, warmup: int) -> None:
+    """The same verify through proxies that count round trips on the wire (latency not
+    measured here: the proxy adds its own)."""
+    proxies: list[FlightProxy] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for _, host, port in SERVERS:
+            proxy = FlightProxy(host, port)
+            await proxy.start()
+            stack.push_async_callback(proxy.close)
+            proxies.append(proxy)
+        postgres, redis_ = proxies
+        backend = await stack.enter_async_context(
+            postgres_redis(postgres_port=postgres.port, redis_port=redis_.port)
+        )
+        one = await stack.enter_async_context(subject(backend))
+        trace = CallTrace()
+        for _ in range(warmup):
+            await one.verify(trace)
+        flights = [proxy.flights for proxy in proxies]
+        connections = [proxy.connections for proxy in proxies]
+        for _ in range(verifies):
+            await one.verify(trace)
+        per_verify = [
+            (proxy.flights - before) / verifies
+            for proxy, before in zip(proxies, flights, strict=True)
+        ]
+        opened = sum(p.connections for p in proxies) - sum(connections)
+    labels = [label for label, _, _ in SERVERS]
+    text = ", ".join(f"{label} {n:.1f}" for label, n in zip(labels, per_verify, strict=True))
+    report.add(
+        Line(
+            "verify round trips on the wire, PG + Redis",
+            f"{sum(per_verify):.1f} per verify: {text}",
+            "",
+            Verdict.INFO,
+        )
+    )
+    if opened:
+        report.note(f"{opened} connections were opened during the count (handshakes included)")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
