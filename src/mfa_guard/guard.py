@@ -8,12 +8,13 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from starlette.authentication import BaseUser
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
 from mfa_guard.clock import Clock, system_clock
-from mfa_guard.core.marker import Marker, subject_of
+from mfa_guard.core.marker import Marker, SubjectHasher
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import ConfigurationError
@@ -36,13 +37,21 @@ AccountNameGetter = Callable[[Scope], str]
 def user_identity(scope: Scope) -> str | None:
     """The default identity: ``scope["user"].identity`` (or ``display_name``) when authenticated."""
     user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
+    if user is None or not user.is_authenticated:
         return None
-    try:
-        identity = user.identity
-    except NotImplementedError:
-        identity = user.display_name
+    # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: decided once per
+    # class, since raising and catching on every request costs more than the rest of the guard.
+    kind = type(user)
+    has_identity = _HAS_IDENTITY.get(kind)
+    if has_identity is None:
+        has_identity = _HAS_IDENTITY[kind] = getattr(kind, "identity", None) is not (
+            BaseUser.identity
+        )
+    identity = user.identity if has_identity else user.display_name
     return str(identity) if identity else None
+
+
+_HAS_IDENTITY: dict[type, bool] = {}
 
 
 def user_display_name(scope: Scope) -> str:
@@ -110,9 +119,7 @@ class MFAGuard:
             require_phone=settings.require_phone_for_enrolment,
         )
         # Bounded cache: one HMAC per user, not one per request.
-        self.subject = functools.lru_cache(maxsize=16_384)(
-            functools.partial(_subject, key=box.marker_key)
-        )
+        self.subject = functools.lru_cache(maxsize=16_384)(SubjectHasher(box.marker_key))
         self.template_directory = template_directory
 
     async def aclose(self) -> None:
@@ -138,10 +145,23 @@ class MFAGuard:
     def mount(self) -> Mount:
         return Mount(self.settings.mount_path, routes=self.routes, name="mfa_guard")
 
-    async def current_marker(self, session: MutableMapping[str, Any], user_id: str) -> Marker:
+    def fresh_marker(
+        self, session: MutableMapping[str, Any], user_id: str, now: float
+    ) -> Marker | None:
+        """The session's marker if it is ``user_id``'s and was re-checked within
+        ``recheck_seconds``: the hot path, with no I/O and no coroutine."""
+        marker = Marker.load(session.get(SESSION_KEY), self.subject(user_id))
+        if marker is None or marker.is_stale(now, self.settings.recheck_seconds):
+            return None
+        return marker
+
+    async def current_marker(
+        self, session: MutableMapping[str, Any], user_id: str, now: float | None = None
+    ) -> Marker:
         """This session's marker for ``user_id``: from the session while it is fresh, else
         re-checked with one store call and written back."""
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         subject = self.subject(user_id)
         marker = Marker.load(session.get(SESSION_KEY), subject)
         if marker is not None and not marker.is_stale(now, self.settings.recheck_seconds):
@@ -160,7 +180,8 @@ class MFAGuard:
 
     def session_of(self, scope: Scope) -> MutableMapping[str, Any]:
         session = scope.get("session")
-        if not isinstance(session, MutableMapping):
+        # Starlette's session is a dict: the exact check is ten times cheaper than the ABC's.
+        if type(session) is not dict and not isinstance(session, MutableMapping):
             raise ConfigurationError(
                 "mfa_guard needs a session: add starlette's SessionMiddleware before "
                 "AuthenticationMiddleware and the guard's middleware"
@@ -188,7 +209,3 @@ def _check_shared_state(settings: MFAGuardSettings, store: MFAStore) -> None:
             settings.workers,
             " and ".join(local),
         )
-
-
-def _subject(user_id: str, *, key: bytes) -> str:
-    return subject_of(user_id, key)

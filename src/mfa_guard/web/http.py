@@ -50,7 +50,7 @@ def unavailable_json(exc: MFAGuardError) -> JSONResponse:
 def app_path(scope: Scope) -> str:
     """The request path inside the app (without a ``root_path`` the app is served under)."""
     path: str = scope["path"]
-    root: str = scope.get("root_path", "")
+    root: str | None = scope.get("root_path")
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path

@@ -37,29 +37,36 @@ class MFAGuardMiddleware:
     def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
         self.app = app
         self.guard = guard
+        settings = guard.settings
+        # Every request is matched against these: sets and a tuple, built once.
+        prefixes = [settings.mount_path, *settings.exempt_paths]
+        self._exempt = frozenset(prefixes)
+        self._exempt_under = tuple(prefix + "/" for prefix in prefixes)
+        self._lifetime = settings.verified_lifetime_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        guard = self.guard
-        if guard.settings.is_exempt(app_path(scope)):
+        path = app_path(scope)
+        if path in self._exempt or path.startswith(self._exempt_under):
             await self.app(scope, receive, send)
             return
+        guard = self.guard
         user_id = guard.identity(scope)
         if user_id is None:
             await self.app(scope, receive, send)
             return
-        try:
-            marker = await guard.current_marker(guard.session_of(scope), user_id)
-        except StoreUnavailable as exc:
-            await self._unavailable(scope, receive, send, exc)
-            return
         now = guard.clock()
-        if (
-            decide(marker, now, verified_lifetime_seconds=guard.settings.verified_lifetime_seconds)
-            is Decision.ALLOW
-        ):
+        session = guard.session_of(scope)
+        marker = guard.fresh_marker(session, user_id, now)
+        if marker is None:
+            try:
+                marker = await guard.current_marker(session, user_id, now)
+            except StoreUnavailable as exc:
+                await self._unavailable(scope, receive, send, exc)
+                return
+        if decide(marker, now, verified_lifetime_seconds=self._lifetime) is Decision.ALLOW:
             scope["mfa_guard"] = marker
             await self.app(scope, receive, send)
             return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ class Caller:
 
     def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
         """After a change this session made itself (a new phone): it stays verified."""
-        self.marker = dataclasses.replace(self.marker, epoch=epoch, checked_at=guard.clock())
+        self.marker = self.marker._replace(epoch=epoch, checked_at=guard.clock())
         guard.save_marker(self.session, self.marker)
 
     async def recheck(self, guard: MFAGuard) -> None:
