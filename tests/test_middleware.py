@@ -290,3 +290,16 @@ async def test_lifespan_and_other_scopes_pass_through() -> None:
 
     await middleware({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
     assert seen == ["lifespan"]
+
+
+async def test_a_verify_makes_two_store_calls() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store)
+    async with ga.client() as client:
+        secret = await challenged(ga, client)
+        await client.get("/protected")  # the marker is fresh: the verify alone is counted
+        store.calls.clear()
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+    # One read of the enrolment, one compare-and-set of the time step: nothing else.
+    assert dict(store.calls) == {"get": 1, "accept_step": 1}
