@@ -383,9 +383,6 @@ class MFAGuardSettings(BaseSettings):
             raise ValueError("recent_mfa_seconds must be between 30 and verified_lifetime_seconds")
         return self
 
-    def is_exempt(self, path: str) -> bool:
-        return _under(path, self.mount_path) or any(_under(path, p) for p in self.exempt_paths)
-
     def is_api_path(self, path: str) -> bool:
         return any(_under(path, prefix) for prefix in self.api_prefixes)
 
