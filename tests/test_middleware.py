@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from itsdangerous import TimestampSigner
+from starlette.authentication import SimpleUser, UnauthenticatedUser
 from starlette.types import Message, Receive, Scope, Send
 
 from mfa_guard import MemoryStore, StoreUnavailable
 from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.guard import user_identity
 from mfa_guard.testing import CountingStore
 from mfa_guard.web.middleware import MFAGuardMiddleware
 from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, sign_in
@@ -303,3 +306,88 @@ async def test_a_verify_makes_two_store_calls() -> None:
         assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
     # One read of the enrolment, one compare-and-set of the time step: nothing else.
     assert dict(store.calls) == {"get": 1, "accept_step": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "exempt"),
+    [
+        ("/login", True),
+        ("/login/sso", True),
+        ("/static/app.css", True),
+        ("/mfa", True),
+        ("/mfa/anything", True),
+        ("/loginx", False),
+        ("/mfax", False),
+        ("/protected", False),
+    ],
+)
+async def test_exempt_prefixes_end_at_a_path_segment(
+    guarded: GuardedApp, path: str, exempt: bool
+) -> None:
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+
+    middleware = MFAGuardMiddleware(inner, guard=guarded.guard)
+    async with guarded.client() as client:
+        await challenged(guarded, client)
+        session = read_session(client)
+    challenged_user = type(
+        "User", (), {"is_authenticated": True, "display_name": "solo@example.test"}
+    )
+    scope: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "user": challenged_user(),
+        "session": session,
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    assert (reached == [path]) is exempt
+    assert (sent and sent[0]["status"] == 303) is not exempt
+
+
+class AccountUser(SimpleUser):
+    @property
+    def identity(self) -> str:
+        return "account-42"
+
+
+@dataclass
+class RecordUser:
+    identity: str
+    display_name: str = "someone@acme.test"
+    is_authenticated: bool = True
+
+
+@dataclass
+class NamedUser:
+    display_name: str
+    is_authenticated: bool = True
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        (SimpleUser("solo@example.test"), "solo@example.test"),
+        (AccountUser("solo@example.test"), "account-42"),
+        (RecordUser("record-7"), "record-7"),
+        (NamedUser("named@acme.test"), "named@acme.test"),
+        (UnauthenticatedUser(), None),
+        (None, None),
+    ],
+)
+def test_the_default_identity_of_each_kind_of_user(user: object, expected: str | None) -> None:
+    assert user_identity({"type": "http", "user": user}) == expected

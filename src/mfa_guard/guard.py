@@ -42,16 +42,16 @@ def user_identity(scope: Scope) -> str | None:
     # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: decided once per
     # class, since raising and catching on every request costs more than the rest of the guard.
     kind = type(user)
-    has_identity = _HAS_IDENTITY.get(kind)
-    if has_identity is None:
-        has_identity = _HAS_IDENTITY[kind] = getattr(kind, "identity", None) is not (
-            BaseUser.identity
-        )
-    identity = user.identity if has_identity else user.display_name
+    inherited = _INHERITS_IDENTITY.get(kind)
+    if inherited is None:
+        inherited = _INHERITS_IDENTITY[kind] = getattr(kind, "identity", None) is BaseUser.identity
+    identity = None if inherited else getattr(user, "identity", None)
+    if identity is None:
+        identity = getattr(user, "display_name", None)
     return str(identity) if identity else None
 
 
-_HAS_IDENTITY: dict[type, bool] = {}
+_INHERITS_IDENTITY: dict[type, bool] = {}
 
 
 def user_display_name(scope: Scope) -> str:
