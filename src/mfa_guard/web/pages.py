@@ -376,6 +376,19 @@ class Pages:
     async def settings(self, request: Request, caller: Caller) -> Response:
         return await self._settings_page(request, caller)
 
+    async def _settings_refused(
+        self, request: Request, caller: Caller, denied: Denied, **context: Any
+    ) -> Response:
+        """The settings page again, with the refusal's message, status and Retry-After."""
+        return await self._settings_page(
+            request,
+            caller,
+            DENIED_STATUS[denied.reason],
+            self._retry_after(denied),
+            error=denied.message,
+            **context,
+        )
+
     async def _settings_page(
         self,
         request: Request,
@@ -441,14 +454,7 @@ class Pages:
             caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return await self._settings_page(
-                request,
-                caller,
-                DENIED_STATUS[result.reason],
-                self._retry_after(result),
-                error=result.message,
-                active_form="disable",
-            )
+            return await self._settings_refused(request, caller, result, active_form="disable")
         return await self._settings_page(
             request, caller, notice="Two-factor authentication is off."
         )
@@ -468,14 +474,8 @@ class Pages:
         except SMSError as exc:
             return self._text_failed(request, exc, f"{self._base(request)}/settings")
         if isinstance(result, Denied):
-            return await self._settings_page(
-                request,
-                caller,
-                DENIED_STATUS[result.reason],
-                self._retry_after(result),
-                error=result.message,
-                active_form="phone",
-                phone={"input": raw[:MAX_PHONE_ECHO]},
+            return await self._settings_refused(
+                request, caller, result, active_form="phone", phone={"input": raw[:MAX_PHONE_ECHO]}
             )
         return await self._settings_page(
             request, caller, notice=self._sent_notice(result), active_form="phone-code"
@@ -487,14 +487,7 @@ class Pages:
             caller.user_id, _field(form, "code"), caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return await self._settings_page(
-                request,
-                caller,
-                DENIED_STATUS[result.reason],
-                self._retry_after(result),
-                error=result.message,
-                active_form="phone-code",
-            )
+            return await self._settings_refused(request, caller, result, active_form="phone-code")
         # This session made the change: it keeps its verified state under the new epoch.
         caller.adopt_epoch(self.guard, result)
         return await self._settings_page(request, caller, notice="Your mobile number is verified.")
