@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 
 import httpx
+import PIL.Image
 import pytest
+import segno
+import zxingcpp
 
 from mfa_guard import EventKind, StoreUnavailable
 from tests.apps import GuardedApp, build_app, enrol, sign_in
@@ -340,3 +344,20 @@ async def test_a_success_stands_when_the_failure_count_cannot_be_cleared(
     await sign_in(client)
     guarded.clock.advance(30)
     assert (await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})).is_success
+
+
+async def test_the_qr_code_reads_back_as_the_otpauth_uri(client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    setup = (await client.post("/mfa/api/totp/setup", json={})).json()
+    # The served SVG is segno's drawing of exactly this URI...
+    qr = segno.make(setup["otpauth_uri"], error="m")
+    assert setup["qr_svg"] == qr.svg_inline(
+        scale=5, title="QR code for Acme Inbox", svgclass="mfa-qr", lineclass=None
+    )
+    # ...and that symbol, scanned, gives the URI an authenticator app enrols from.
+    png = io.BytesIO()
+    qr.save(png, kind="png", scale=5, border=4)
+    png.seek(0)
+    decoded = zxingcpp.read_barcodes(PIL.Image.open(png))
+    assert [code.text for code in decoded] == [setup["otpauth_uri"]]
+    assert setup["secret"] in setup["otpauth_uri"]
