@@ -147,33 +147,35 @@ class MFAGuard:
 
     def fresh_marker(
         self, session: MutableMapping[str, Any], user_id: str, now: float
-    ) -> Marker | None:
-        """The session's marker if it is ``user_id``'s and was re-checked within
-        ``recheck_seconds``: the hot path, with no I/O and no coroutine."""
+    ) -> tuple[Marker | None, bool]:
+        """The session's marker for ``user_id`` (``None`` if absent, malformed or another
+        user's) and whether it was re-checked within ``recheck_seconds``: the hot path, with no
+        I/O and no coroutine."""
         marker = Marker.load(session.get(SESSION_KEY), self.subject(user_id))
-        if marker is None or marker.is_stale(now, self.settings.recheck_seconds):
-            return None
-        return marker
-
-    async def current_marker(
-        self, session: MutableMapping[str, Any], user_id: str, now: float | None = None
-    ) -> Marker:
-        """This session's marker for ``user_id``: from the session while it is fresh, else
-        re-checked with one store call and written back."""
-        if now is None:
-            now = self.clock()
-        subject = self.subject(user_id)
-        marker = Marker.load(session.get(SESSION_KEY), subject)
-        if marker is not None and not marker.is_stale(now, self.settings.recheck_seconds):
-            return marker
-        summary = await self.store.summary(user_id)
-        marker = (
-            Marker.fresh(subject, summary, now)
-            if marker is None
-            else marker.refreshed(summary, now)
+        return marker, marker is not None and not marker.is_stale(
+            now, self.settings.recheck_seconds
         )
+
+    async def recheck(
+        self, session: MutableMapping[str, Any], user_id: str, marker: Marker | None, now: float
+    ) -> Marker:
+        """One store call: the marker re-stamped from the user's enrolment, written back."""
+        summary = await self.store.summary(user_id)
+        if marker is None:
+            marker = Marker.fresh(self.subject(user_id), summary, now)
+        else:
+            marker = marker.refreshed(summary, now)
         self.save_marker(session, marker)
         return marker
+
+    async def current_marker(self, session: MutableMapping[str, Any], user_id: str) -> Marker:
+        """This session's marker for ``user_id``: from the session while it is fresh, else
+        re-checked with one store call."""
+        now = self.clock()
+        marker, fresh = self.fresh_marker(session, user_id, now)
+        if fresh and marker is not None:
+            return marker
+        return await self.recheck(session, user_id, marker, now)
 
     def save_marker(self, session: MutableMapping[str, Any], marker: Marker) -> None:
         session[SESSION_KEY] = marker.dump()

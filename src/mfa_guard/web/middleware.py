@@ -59,10 +59,10 @@ class MFAGuardMiddleware:
             return
         now = guard.clock()
         session = guard.session_of(scope)
-        marker = guard.fresh_marker(session, user_id, now)
-        if marker is None:
+        marker, fresh = guard.fresh_marker(session, user_id, now)
+        if not fresh or marker is None:
             try:
-                marker = await guard.current_marker(session, user_id, now)
+                marker = await guard.recheck(session, user_id, marker, now)
             except StoreUnavailable as exc:
                 await self._unavailable(scope, receive, send, exc)
                 return

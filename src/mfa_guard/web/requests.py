@@ -59,9 +59,7 @@ class Caller:
 
     async def recheck(self, guard: MFAGuard) -> None:
         """Re-read the enrolment now (after a change this request made)."""
-        summary = await guard.store.summary(self.user_id)
-        self.marker = self.marker.refreshed(summary, guard.clock())
-        guard.save_marker(self.session, self.marker)
+        self.marker = await guard.recheck(self.session, self.user_id, self.marker, guard.clock())
 
 
 async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
