@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from collections.abc import Sequence
 from typing import Protocol
 
 from mfa_guard.core.marker import EnrolmentSummary
@@ -21,6 +22,14 @@ class SMSChallenge:
     code_hash: str
     phone: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FactorStatus:
+    """What a site's member list shows of one user: the green padlock, and the SMS fallback."""
+
+    enrolled: bool
+    phone_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,11 @@ class MFAStore(Protocol):
     async def summary(self, user_id: str) -> EnrolmentSummary:
         """What the middleware needs when a session's marker is stale: a single cheap read.
         A user the store has never seen is not enrolled, at epoch 0."""
+        ...
+
+    async def statuses(self, user_ids: Sequence[str]) -> dict[str, FactorStatus]:
+        """The factor status of each of ``user_ids`` in one round trip; every id given has an
+        entry (a user the store has never seen is not enrolled)."""
         ...
 
     async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:

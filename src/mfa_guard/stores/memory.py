@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+from collections.abc import Sequence
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import Enrolment, FactorStatus, SMSChallenge, SMSPurpose
 
 
 class MemoryStore:
@@ -21,6 +22,16 @@ class MemoryStore:
     async def summary(self, user_id: str) -> EnrolmentSummary:
         enrolment = self._users.get(user_id)
         return EnrolmentSummary(False, 0) if enrolment is None else enrolment.summary()
+
+    async def statuses(self, user_ids: Sequence[str]) -> dict[str, FactorStatus]:
+        found = {}
+        for user_id in user_ids:
+            enrolment = self._users.get(user_id)
+            found[user_id] = FactorStatus(
+                enrolled=enrolment is not None and enrolment.enrolled,
+                phone_verified=enrolment is not None and enrolment.phone_verified_at is not None,
+            )
+        return found
 
     async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)

@@ -1,0 +1,167 @@
+"""The site directory: which sites a user belongs to, with what role, and each site's 2FA policy.
+
+A site (a workspace, a team, an organisation: Crisp calls it a website) has members, each an
+``owner`` or an ``operator``, and a policy: whether it enforces two-factor authentication and from
+when (the grace deadline). The kit reads the directory when a session's marker is re-checked and
+on the enforcement routes; the app writes memberships as its users join and leave sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """Whether a site enforces 2FA, from when on (``grace_deadline``), who changed it and when.
+
+    While ``enforce`` is on, ``grace_deadline`` is always set: a member without 2FA is sent to
+    enrolment from that instant on (it equals ``changed_at`` for "at once")."""
+
+    enforce: bool = False
+    grace_deadline: float | None = None
+    changed_by: str | None = None
+    changed_at: float | None = None
+
+    def requires_by(self) -> float | None:
+        """From when members must have 2FA, or ``None`` if the site does not enforce it."""
+        return self.grace_deadline if self.enforce else None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    policy: SitePolicy = SitePolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One site of a user, with the user's role there."""
+
+    site: Site
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a site."""
+
+    user_id: str
+    role: Role
+
+
+class SiteDirectory(Protocol):
+    """Where sites, their members and their 2FA policies live. Every method is one round trip.
+
+    Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
+    reached. ``mfa_guard.testing.SiteDirectoryContract`` is the suite an implementation must
+    pass. An app that already keeps memberships in its own tables implements this Protocol over
+    them (``memberships``, ``members``, ``role``) and keeps the policy columns next to its sites.
+    """
+
+    async def deadline(self, user_id: str) -> float | None:
+        """The earliest grace deadline among the user's sites that enforce 2FA, or ``None`` if
+        none does: what a session's marker re-reads every ``recheck_seconds``."""
+        ...
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        """The user's sites (with their policies) and roles, ordered by site name then id."""
+        ...
+
+    async def site(self, site_id: str) -> Site | None:
+        ...
+
+    async def role(self, site_id: str, user_id: str) -> Role | None:
+        """The user's role in the site, ``None`` if not a member (or no such site)."""
+        ...
+
+    async def members(self, site_id: str) -> list[Member]:
+        """The site's members, ordered by user id (empty for an unknown site)."""
+        ...
+
+    async def set_policy(self, site_id: str, policy: SitePolicy) -> bool:
+        """Replace the site's policy; ``False`` if there is no such site."""
+        ...
+
+    async def save_site(self, site_id: str, name: str) -> Site:
+        """Create the site (policy off) or rename it; its policy and members stay."""
+        ...
+
+    async def add_member(self, site_id: str, user_id: str, role: Role) -> bool:
+        """Add the user to the site, or change their role; ``False`` if there is no such site."""
+        ...
+
+    async def remove_member(self, site_id: str, user_id: str) -> bool:
+        """``False`` if the user was not a member."""
+        ...
+
+
+class MemorySiteDirectory:
+    """In-process directory for tests and single-process demos; each method is atomic on the
+    event loop (no ``await`` inside)."""
+
+    def __init__(self) -> None:
+        self._sites: dict[str, Site] = {}
+        self._members: dict[str, dict[str, Role]] = {}
+        self._sites_of: dict[str, set[str]] = {}
+
+    async def deadline(self, user_id: str) -> float | None:
+        deadlines = [
+            by
+            for site_id in self._sites_of.get(user_id, ())
+            if (by := self._sites[site_id].policy.requires_by()) is not None
+        ]
+        return min(deadlines, default=None)
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        found = [
+            Membership(self._sites[site_id], self._members[site_id][user_id])
+            for site_id in self._sites_of.get(user_id, ())
+        ]
+        return sorted(found, key=lambda m: (m.site.name, m.site.id))
+
+    async def site(self, site_id: str) -> Site | None:
+        return self._sites.get(site_id)
+
+    async def role(self, site_id: str, user_id: str) -> Role | None:
+        return self._members.get(site_id, {}).get(user_id)
+
+    async def members(self, site_id: str) -> list[Member]:
+        members = self._members.get(site_id, {})
+        return [Member(user_id, members[user_id]) for user_id in sorted(members)]
+
+    async def set_policy(self, site_id: str, policy: SitePolicy) -> bool:
+        site = self._sites.get(site_id)
+        if site is None:
+            return False
+        self._sites[site_id] = dataclasses.replace(site, policy=policy)
+        return True
+
+    async def save_site(self, site_id: str, name: str) -> Site:
+        current = self._sites.get(site_id)
+        site = Site(site_id, name) if current is None else dataclasses.replace(current, name=name)
+        self._sites[site_id] = site
+        self._members.setdefault(site_id, {})
+        return site
+
+    async def add_member(self, site_id: str, user_id: str, role: Role) -> bool:
+        if site_id not in self._sites:
+            return False
+        self._members[site_id][user_id] = role
+        self._sites_of.setdefault(user_id, set()).add(site_id)
+        return True
+
+    async def remove_member(self, site_id: str, user_id: str) -> bool:
+        if self._members.get(site_id, {}).pop(user_id, None) is None:
+            return False
+        self._sites_of[user_id].discard(site_id)
+        return True
