@@ -658,6 +658,7 @@ SMS_CHALLENGE = SMSChallenge(
 STORE_CALLS: dict[str, Callable[[MFAStore], Awaitable[object]]] = {
     "get": lambda store: store.get(USER),
     "summary": lambda store: store.summary(USER),
+    "statuses": lambda store: store.statuses([USER]),
     "begin_enrolment": lambda store: store.begin_enrolment(USER, "pending"),
     "confirm_enrolment": lambda store: store.confirm_enrolment(
         USER, "pending", step=1, recovery=RECOVERY, now=30.0

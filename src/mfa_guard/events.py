@@ -24,6 +24,11 @@ class EventKind(StrEnum):
     SMS_LIMITED = "sms_limited"
     SMS_FAILED = "sms_failed"
     PHONE_VERIFIED = "phone_verified"
+    DISABLE_REFUSED = "disable_refused"
+    SITE_POLICY_CHANGED = "site_policy_changed"
+    SITE_ACCESS_DENIED = "site_access_denied"
+    SITE_MEMBER_ADDED = "site_member_added"
+    SITE_MEMBER_REMOVED = "site_member_removed"
 
 
 _WARNINGS = frozenset(
@@ -33,6 +38,7 @@ _WARNINGS = frozenset(
         EventKind.LOCKED_OUT,
         EventKind.SMS_LIMITED,
         EventKind.SMS_FAILED,
+        EventKind.SITE_ACCESS_DENIED,
     }
 )
 
@@ -44,6 +50,9 @@ class AuditEvent:
     at: float
     method: str | None = None
     client_ip: str | None = None
+    # Site events: the site, and what changed (``enforce=on deadline=…``, ``role=owner``).
+    site: str | None = None
+    detail: str | None = None
 
 
 class EventSink(Protocol):
@@ -58,12 +67,23 @@ class LoggingEventSink:
 
     async def emit(self, event: AuditEvent) -> None:
         level = logging.WARNING if event.kind in _WARNINGS else logging.INFO
+        if event.site is None:
+            logger.log(
+                level,
+                "mfa_guard event=%s user=%s method=%s ip=%s",
+                event.kind.value,
+                event.user_id,
+                event.method or "-",
+                event.client_ip or "-",
+            )
+            return
         logger.log(
             level,
-            "mfa_guard event=%s user=%s method=%s ip=%s",
+            "mfa_guard event=%s user=%s site=%s %s ip=%s",
             event.kind.value,
             event.user_id,
-            event.method or "-",
+            event.site,
+            event.detail or "-",
             event.client_ip or "-",
         )
 

@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.authentication import BaseUser
 from starlette.middleware import Middleware
@@ -21,11 +21,15 @@ from mfa_guard.errors import ConfigurationError
 from mfa_guard.events import EventSink, LoggingEventSink
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.send_limits import SendLimiter
-from mfa_guard.services import MFAService, SMSChannel
+from mfa_guard.services import MFAService, SMSChannel, concurrently
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.sms import SMSProvider, provider_from_settings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.memory import MemoryStore
+from mfa_guard.stores.sites import SiteDirectory
+
+if TYPE_CHECKING:
+    from mfa_guard.enforcement import EnrolmentNotice, SiteService
 
 logger = logging.getLogger("mfa_guard")
 
@@ -72,9 +76,11 @@ class MFAGuard:
         account_name: AccountNameGetter = user_display_name,
         template_directory: str | Path | None = None,
         sms: SMSProvider | None = None,
+        sites: SiteDirectory | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.sites = sites
         self.clock = clock
         self.identity = identity
         self.account_name = account_name
@@ -117,6 +123,7 @@ class MFAGuard:
             ),
             sms=channel,
             require_phone=settings.require_phone_for_enrolment,
+            sites=sites,
         )
         # Bounded cache: one HMAC per user, not one per request.
         self.subject = functools.lru_cache(maxsize=16_384)(SubjectHasher(box.marker_key))
@@ -130,6 +137,29 @@ class MFAGuard:
         close = getattr(self.sms, "aclose", None)
         if close is not None:
             await close()
+
+    @functools.cached_property
+    def site_service(self) -> SiteService:
+        """Members' 2FA status and site policies; needs ``MFAGuard(sites=...)``."""
+        from mfa_guard.enforcement import SiteService
+
+        if self.sites is None:
+            raise ConfigurationError("site enforcement needs MFAGuard(sites=a SiteDirectory)")
+        return SiteService(
+            store=self.store,
+            sites=self.sites,
+            events=self.events,
+            clock=self.clock,
+            max_grace_hours=self.settings.max_grace_hours,
+        )
+
+    def enrolment_notice(self, scope: Scope) -> EnrolmentNotice | None:
+        """For the app's templates: the banner to show when a site of the signed-in user
+        enforces 2FA and they have not turned it on (read from the request's marker, no I/O)."""
+        from mfa_guard.enforcement import enrolment_notice
+
+        marker = scope.get(SESSION_KEY)
+        return enrolment_notice(marker if isinstance(marker, Marker) else None, self.clock())
 
     def middleware(self) -> Middleware:
         from mfa_guard.web.middleware import MFAGuardMiddleware
@@ -159,12 +189,19 @@ class MFAGuard:
     async def recheck(
         self, session: MutableMapping[str, Any], user_id: str, marker: Marker | None, now: float
     ) -> Marker:
-        """One store call: the marker re-stamped from the user's enrolment, written back."""
-        summary = await self.store.summary(user_id)
-        if marker is None:
-            marker = Marker.fresh(self.subject(user_id), summary, now)
+        """The marker re-stamped from the user's enrolment (one store call) and, with a site
+        directory, their sites' earliest enforcement deadline (one directory call, at the same
+        time), written back."""
+        if self.sites is None:
+            summary, enrol_by = await self.store.summary(user_id), None
         else:
-            marker = marker.refreshed(summary, now)
+            summary, enrol_by = await concurrently(
+                self.store.summary(user_id), self.sites.deadline(user_id)
+            )
+        if marker is None:
+            marker = Marker.fresh(self.subject(user_id), summary, now, enrol_by)
+        else:
+            marker = marker.refreshed(summary, now, enrol_by)
         self.save_marker(session, marker)
         return marker
 

@@ -27,6 +27,7 @@ from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import SMSError, SMSProvider
 from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.sites import SiteDirectory
 
 logger = logging.getLogger("mfa_guard")
 A = TypeVar("A")
@@ -62,6 +63,10 @@ class Reason(StrEnum):
     NOT_A_MOBILE = "not_a_mobile"
     PHONE_COUNTRY_NOT_ALLOWED = "phone_country_not_allowed"
     TEXTS_TO_COUNTRY_REFUSED = "sms_country_not_allowed"
+    ENFORCED_BY_SITE = "mfa_enforced_by_site"
+    SITE_NOT_FOUND = "site_not_found"
+    NOT_SITE_OWNER = "not_site_owner"
+    OWNER_MFA_REQUIRED = "verified_mfa_required"
 
 
 _MESSAGES = {
@@ -82,6 +87,15 @@ _MESSAGES = {
     Reason.TEXTS_TO_COUNTRY_REFUSED: (
         "Text messages to your number's country are not sent any more. Use your authenticator "
         "app or a recovery code."
+    ),
+    Reason.ENFORCED_BY_SITE: (
+        "A site you belong to requires two-factor authentication: it cannot be turned off."
+    ),
+    Reason.SITE_NOT_FOUND: "There is no such site.",
+    Reason.NOT_SITE_OWNER: "Only the site's owners can do this.",
+    Reason.OWNER_MFA_REQUIRED: (
+        "Turn on two-factor authentication for your own account and verify it in this session "
+        "before changing the site's policy."
     ),
 }
 
@@ -149,8 +163,10 @@ class MFAService:
         params: totp.TOTPParameters,
         sms: SMSChannel | None = None,
         require_phone: bool = False,
+        sites: SiteDirectory | None = None,
     ) -> None:
         self.store = store
+        self.sites = sites
         self._box = box
         self._limiter = limiter
         self._events = events
@@ -394,13 +410,35 @@ class MFAService:
     async def disable(
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
     ) -> int | Denied:
-        """Turns 2FA off after a valid current code; returns the new epoch."""
+        """Turns 2FA off after a valid current code; returns the new epoch. Refused, before the
+        code is checked, while a site of the user enforces 2FA."""
+        enforcing = await self.enforcing_sites(user_id)
+        if enforcing:
+            await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
+            names = ", ".join(enforcing)
+            return Denied(
+                Reason.ENFORCED_BY_SITE,
+                detail=(
+                    f"Two-factor authentication cannot be turned off: {names} requires it of "
+                    "every member."
+                ),
+            )
         outcome = await self.verify(user_id, method, raw_code, ip, session=session)
         if isinstance(outcome, Denied):
             return outcome
         epoch = await self.store.disable(user_id)
         await self._emit(EventKind.DISABLED, user_id, method, ip)
         return epoch
+
+    async def enforcing_sites(self, user_id: str) -> list[str]:
+        """The names of the user's sites that enforce 2FA (grace period or not)."""
+        if self.sites is None:
+            return []
+        return [
+            membership.site.name
+            for membership in await self.sites.memberships(user_id)
+            if membership.site.policy.enforce
+        ]
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -438,7 +476,12 @@ class MFAService:
             method=None if method is None else method.value,
             client_ip=ip,
         )
-        try:
-            await self._events.emit(event)
-        except Exception:
-            logger.exception("mfa_guard event sink failed on %s", kind.value)
+        await publish(self._events, event)
+
+
+async def publish(events: EventSink, event: AuditEvent) -> None:
+    """Hands ``event`` to the sink; a broken sink is logged, never raised into the request."""
+    try:
+        await events.emit(event)
+    except Exception:
+        logger.exception("mfa_guard event sink failed on %s", event.kind.value)

@@ -216,6 +216,15 @@ class MFAGuardSettings(BaseSettings):
         default=300,
         description="How recent a verification must be to regenerate recovery codes, in seconds.",
     )
+    max_grace_hours: int = Field(
+        default=30 * 24,
+        ge=0,
+        le=366 * 24,
+        description=(
+            "The longest grace period a site owner may give members to turn on 2FA when the "
+            "site starts enforcing it, in hours."
+        ),
+    )
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     sms: SMSSettings = Field(default_factory=SMSSettings)
     require_phone_for_enrolment: bool = Field(

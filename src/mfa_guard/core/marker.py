@@ -1,7 +1,8 @@
 """The session marker: what one session knows of its second factor, without PII or secrets.
 
 Starlette's cookie session is signed, not encrypted, so the marker holds only a keyed hash of the
-user id (``subject``), timestamps, the method name, a random nonce and the user's epoch.
+user id (``subject``), timestamps, the method name, a random nonce, the user's epoch and the
+earliest instant a site of theirs requires 2FA (``enrol_by``).
 """
 
 from __future__ import annotations
@@ -57,23 +58,31 @@ class Marker(NamedTuple):
     enrolled: bool
     verified_at: float | None = None
     method: str | None = None
+    # The earliest grace deadline among the user's sites that enforce 2FA (None: none does).
+    # Kept in the marker so a deadline passing is honoured to the second with no store call.
+    enrol_by: float | None = None
 
     @classmethod
-    def fresh(cls, subject: str, summary: EnrolmentSummary, now: float) -> Marker:
+    def fresh(
+        cls, subject: str, summary: EnrolmentSummary, now: float, enrol_by: float | None = None
+    ) -> Marker:
         return cls(
             subject=subject,
             nonce=new_nonce(),
             checked_at=now,
             epoch=summary.epoch,
             enrolled=summary.enrolled,
+            enrol_by=enrol_by,
         )
 
     def is_stale(self, now: float, recheck_seconds: int) -> bool:
         # A clock that went backwards also forces a re-check.
         return not (0 <= now - self.checked_at < recheck_seconds)
 
-    def refreshed(self, summary: EnrolmentSummary, now: float) -> Marker:
-        """Re-stamped from the store; another epoch (a revocation) ends the verified state."""
+    def refreshed(
+        self, summary: EnrolmentSummary, now: float, enrol_by: float | None = None
+    ) -> Marker:
+        """Re-stamped from the stores; another epoch (a revocation) ends the verified state."""
         if summary.epoch != self.epoch or not summary.enrolled:
             return self._replace(
                 checked_at=now,
@@ -81,8 +90,9 @@ class Marker(NamedTuple):
                 enrolled=summary.enrolled,
                 verified_at=None,
                 method=None,
+                enrol_by=enrol_by,
             )
-        return self._replace(checked_at=now, enrolled=True)
+        return self._replace(checked_at=now, enrolled=True, enrol_by=enrol_by)
 
     def verified(self, method: str, epoch: int, now: float) -> Marker:
         """After a successful second factor: a new nonce (ASVS 3.2.1) and a fresh check."""
@@ -108,6 +118,7 @@ class Marker(NamedTuple):
             "enr": self.enrolled,
             "vat": self.verified_at,
             "m": self.method,
+            "eb": self.enrol_by,
         }
 
     @classmethod
@@ -129,7 +140,12 @@ class Marker(NamedTuple):
             return None
         if method is not None and method not in METHODS:
             return None
-        return cls(sub, nonce, cast("float", checked), epoch, enrolled, verified_at, method)
+        enrol_by = raw.get("eb")
+        if enrol_by is not None and type(enrol_by) not in _NUMBERS:
+            return None
+        return cls(
+            sub, nonce, cast("float", checked), epoch, enrolled, verified_at, method, enrol_by
+        )
 
 
 _NUMBERS = (int, float)

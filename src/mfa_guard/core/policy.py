@@ -10,10 +10,17 @@ from mfa_guard.core.marker import Marker
 class Decision(StrEnum):
     ALLOW = "allow"
     CHALLENGE = "challenge"
+    ENROL = "enrol"
 
 
 def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Decision:
-    """Allow a user without 2FA, or one whose second factor is still verified; else challenge."""
-    if not marker.enrolled or marker.is_verified(now, verified_lifetime_seconds):
-        return Decision.ALLOW
-    return Decision.CHALLENGE
+    """An enrolled user passes while their second factor is verified, else is challenged. A
+    user without 2FA passes, unless a site of theirs enforces it and its grace period is over:
+    then they must enrol."""
+    if marker.enrolled:
+        if marker.is_verified(now, verified_lifetime_seconds):
+            return Decision.ALLOW
+        return Decision.CHALLENGE
+    if marker.enrol_by is not None and now >= marker.enrol_by:
+        return Decision.ENROL
+    return Decision.ALLOW

@@ -32,8 +32,11 @@ class SitePolicy:
     changed_at: float | None = None
 
     def requires_by(self) -> float | None:
-        """From when members must have 2FA, or ``None`` if the site does not enforce it."""
-        return self.grace_deadline if self.enforce else None
+        """From when members must have 2FA, or ``None`` if the site does not enforce it (an
+        enforcing policy without a deadline enforces at once)."""
+        if not self.enforce:
+            return None
+        return 0.0 if self.grace_deadline is None else self.grace_deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,7 @@ class SiteDirectory(Protocol):
         """The user's sites (with their policies) and roles, ordered by site name then id."""
         ...
 
-    async def site(self, site_id: str) -> Site | None:
-        ...
+    async def site(self, site_id: str) -> Site | None: ...
 
     async def role(self, site_id: str, user_id: str) -> Role | None:
         """The user's role in the site, ``None`` if not a member (or no such site)."""

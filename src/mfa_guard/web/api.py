@@ -6,16 +6,18 @@ import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
+from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
 from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
+from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
 
@@ -38,7 +40,13 @@ DENIED_STATUS = {
     Reason.NOT_A_MOBILE: 400,
     Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
     Reason.TEXTS_TO_COUNTRY_REFUSED: 429,
+    Reason.ENFORCED_BY_SITE: 409,
+    Reason.SITE_NOT_FOUND: 404,
+    Reason.NOT_SITE_OWNER: 403,
+    Reason.OWNER_MFA_REQUIRED: 403,
 }
+# Longer site ids are no site of any directory: refused before a lookup.
+MAX_SITE_ID = 255
 
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -56,6 +64,53 @@ def denied_response(denied: Denied, now: float) -> JSONResponse:
     return json_error(
         DENIED_STATUS[denied.reason], denied.reason.value, denied.message, retry_after=retry_after
     )
+
+
+def site_param(request: Request) -> str:
+    site_id = str(request.path_params["site"])
+    if not site_id or len(site_id) > MAX_SITE_ID:
+        raise BadRequest(404, Reason.SITE_NOT_FOUND.value, "There is no such site.")
+    return site_id
+
+
+def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
+    value = data.get("grace_hours")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= max_hours
+    ):
+        raise BadRequest(
+            400,
+            "invalid_input",
+            f"The field 'grace_hours' must be a number of hours from 0 to {max_hours}.",
+        )
+    return float(value)
+
+
+def site_json(site: Site, *, owner: bool) -> dict[str, Any]:
+    policy = site.policy
+    described: dict[str, Any] = {
+        "enforce": policy.enforce,
+        "deadline": iso(policy.requires_by()),
+        "changed_at": iso(policy.changed_at),
+    }
+    if owner:
+        described["changed_by"] = policy.changed_by
+    return {"id": site.id, "name": site.name, "policy": described}
+
+
+def member_json(member: MemberStatus) -> dict[str, Any]:
+    return {
+        "user_id": member.user_id,
+        "role": member.role.value,
+        "two_factor": member.two_factor,
+        "method": member.method,
+        "phone_verified": member.phone_verified,
+    }
 
 
 def method_field(value: str) -> Method:
@@ -84,6 +139,12 @@ class API:
             ("/api/phone/verify", "POST", self.phone_verify, True),
             ("/api/sms/send", "POST", self.sms_send, True),
         ]
+        if self.guard.sites is not None:
+            table += [
+                ("/api/sites", "GET", self.sites, False),
+                ("/api/sites/{site}/members", "GET", self.site_members, False),
+                ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
+            ]
         routes = [
             # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
             # app's own (often text/plain) error page.
@@ -140,9 +201,81 @@ class API:
                 "enrolment_pending": enrolment.pending_secret is not None,
                 "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
                 "phone_verified": enrolment.phone_verified_at is not None,
+                "enforcement": await self._enforcement(caller),
             },
             headers={"Cache-Control": "no-store"},
         )
+
+    async def _enforcement(self, caller: Caller) -> dict[str, Any]:
+        if self.guard.sites is None:
+            return {"required": False, "deadline": None, "sites": []}
+        enforcement = await self.guard.site_service.enforcement(caller.user_id)
+        return {
+            "required": enforcement.required,
+            "deadline": iso(enforcement.deadline),
+            "sites": [
+                {"id": site.id, "name": site.name, "deadline": iso(site.policy.requires_by())}
+                for site in enforcement.sites
+            ],
+        }
+
+    async def sites(self, request: Request, caller: Caller) -> Response:
+        memberships = await self.guard.site_service.memberships(caller.user_id)
+        return JSONResponse(
+            {
+                "sites": [
+                    site_json(m.site, owner=m.role is Role.OWNER) | {"role": m.role.value}
+                    for m in memberships
+                ]
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def site_members(self, request: Request, caller: Caller) -> Response:
+        site_id = site_param(request)
+        service = self.guard.site_service
+        result = await service.members(caller.user_id, site_id, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        site = await service.sites.site(site_id)
+        if site is None:  # removed since the owner check
+            return denied_response(Denied(Reason.SITE_NOT_FOUND), self.guard.clock())
+        return JSONResponse(
+            {**site_json(site, owner=True), "members": [member_json(m) for m in result]},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def site_policy(self, request: Request, caller: Caller) -> Response:
+        site_id = site_param(request)
+        data = await json_body(request)
+        enforce = data.get("enforce")
+        if not isinstance(enforce, bool):
+            raise BadRequest(400, "invalid_input", "The field 'enforce' must be true or false.")
+        grace_hours = grace_field(data, self.guard.settings.max_grace_hours)
+        # The owner's own state, read now: a policy change is not decided on a stale marker.
+        await caller.recheck(self.guard)
+        result = await self.guard.site_service.set_policy(
+            caller.user_id,
+            site_id,
+            enforce=enforce,
+            grace_hours=grace_hours,
+            actor_enrolled=caller.marker.enrolled,
+            actor_verified=caller.marker.enrolled and caller.is_verified(self.guard),
+            ip=caller.ip,
+        )
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        if isinstance(result, MembersWithoutMFA):
+            count = len(result.members)
+            return json_error(
+                409,
+                "members_without_mfa",
+                f"{count} member{'' if count == 1 else 's'} of this site "
+                f"{'has' if count == 1 else 'have'} not turned on two-factor authentication: "
+                "ask them to, or give a grace period (grace_hours; 0 enforces at once).",
+                extra={"members": [member_json(m) for m in result.members]},
+            )
+        return JSONResponse(site_json(result, owner=True), headers={"Cache-Control": "no-store"})
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
         await json_body(request)

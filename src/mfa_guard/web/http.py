@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
@@ -20,14 +21,22 @@ NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
 
 
 def json_error(
-    status_code: int, code: str, message: str, *, retry_after: int | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    """``{"error": {"code", "message", **extra}}``: ``extra`` carries what a client needs to act
+    on the refusal (the members still without 2FA)."""
     headers = {"Cache-Control": "no-store"}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status_code, headers=headers
-    )
+    error: dict[str, Any] = {"code": code, "message": message}
+    if extra:
+        error.update(extra)
+    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
 
 
 def report_failure(exc: MFAGuardError) -> None:

@@ -18,6 +18,7 @@ from mfa_guard.web.http import (
     unavailable_json,
     wants_json,
 )
+from mfa_guard.web.requests import MARKER_SCOPE_KEY
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -66,27 +67,36 @@ class MFAGuardMiddleware:
             except StoreUnavailable as exc:
                 await self._unavailable(scope, receive, send, exc)
                 return
-        if decide(marker, now, verified_lifetime_seconds=self._lifetime) is Decision.ALLOW:
-            scope["mfa_guard"] = marker
+        decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
+        if decision is Decision.ALLOW:
+            scope[MARKER_SCOPE_KEY] = marker
             await self.app(scope, receive, send)
             return
-        await self._challenge(scope, receive, send)
+        await self._refuse(scope, receive, send, decision)
 
-    async def _challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+        """To the challenge, or to enrolment when a site of the user enforces 2FA."""
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
         settings = self.guard.settings
         response: Response
         if wants_json(scope, settings):
-            response = json_error(
-                401, "mfa_required", "Complete two-factor authentication to continue."
-            )
+            if decision is Decision.ENROL:
+                response = json_error(
+                    403,
+                    "mfa_enrolment_required",
+                    "A site you belong to requires two-factor authentication: turn it on to "
+                    "continue.",
+                )
+            else:
+                response = json_error(
+                    401, "mfa_required", "Complete two-factor authentication to continue."
+                )
         else:
+            page = "enrol" if decision is Decision.ENROL else "challenge"
             next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
-            response = RedirectResponse(
-                page_url(scope, settings, "challenge", next_path), status_code=303
-            )
+            response = RedirectResponse(page_url(scope, settings, page, next_path), status_code=303)
             response.headers["Cache-Control"] = "no-store"
         await response(scope, receive, send)
 

@@ -155,6 +155,7 @@ class Pages:
             "error": None,
             "notice": None,
             "next": settings.home_path,
+            "enrolment_notice": self.guard.enrolment_notice(request.scope),
             **context,
         }
         response = self.templates.TemplateResponse(
@@ -415,7 +416,13 @@ class Pages:
         return self._render(
             request,
             "settings.html",
-            {"enrolment": enrolment, "phone": phone, "active_form": "", **context},
+            {
+                "enrolment": enrolment,
+                "phone": phone,
+                "active_form": "",
+                "enforced_by": await self.service.enforcing_sites(caller.user_id),
+                **context,
+            },
             status_code,
             headers,
         )

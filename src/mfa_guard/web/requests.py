@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from mfa_guard.core.marker import Marker
 from mfa_guard.web.http import client_ip
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
 
 MAX_BODY_BYTES = 4096
+# Where the middleware leaves the marker of a request it let through.
+MARKER_SCOPE_KEY = "mfa_guard"
 
 
 class BadRequest(Exception):
@@ -36,6 +39,7 @@ class Caller:
     session: MutableMapping[str, Any]
     marker: Marker
     ip: str | None
+    scope: Scope
 
     def is_verified(self, guard: MFAGuard) -> bool:
         return self.marker.is_verified(guard.clock(), guard.settings.verified_lifetime_seconds)
@@ -49,17 +53,21 @@ class Caller:
         )
 
     def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
-        self.marker = self.marker.verified(method, epoch, guard.clock())
-        guard.save_marker(self.session, self.marker)
+        self._adopt(guard, self.marker.verified(method, epoch, guard.clock()))
 
     def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
         """After a change this session made itself (a new phone): it stays verified."""
-        self.marker = self.marker._replace(epoch=epoch, checked_at=guard.clock())
-        guard.save_marker(self.session, self.marker)
+        self._adopt(guard, self.marker._replace(epoch=epoch, checked_at=guard.clock()))
 
     async def recheck(self, guard: MFAGuard) -> None:
         """Re-read the enrolment now (after a change this request made)."""
         self.marker = await guard.recheck(self.session, self.user_id, self.marker, guard.clock())
+        self.scope[MARKER_SCOPE_KEY] = self.marker
+
+    def _adopt(self, guard: MFAGuard, marker: Marker) -> None:
+        self.marker = marker
+        guard.save_marker(self.session, marker)
+        self.scope[MARKER_SCOPE_KEY] = marker
 
 
 async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
@@ -68,11 +76,14 @@ async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
         return None
     session = guard.session_of(request.scope)
     marker = await guard.current_marker(session, user_id)
+    # As the middleware does for the app's routes: templates read the marker from the scope.
+    request.scope[MARKER_SCOPE_KEY] = marker
     return Caller(
         user_id=user_id,
         session=session,
         marker=marker,
         ip=client_ip(request.scope, guard.settings),
+        scope=request.scope,
     )
 
 

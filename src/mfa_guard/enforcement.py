@@ -1,0 +1,214 @@
+"""Site enforcement: owners turn on "every member must have 2FA", with a grace period.
+
+An operator must have 2FA as soon as any site they belong to enforces it and its grace deadline
+has passed. Sessions learn of a policy change within ``recheck_seconds``: the earliest deadline
+rides in each session's marker (see :class:`mfa_guard.core.marker.Marker`), so the middleware
+decides without a store call in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mfa_guard.clock import Clock
+from mfa_guard.core.marker import Marker
+from mfa_guard.events import AuditEvent, EventKind, EventSink
+from mfa_guard.services import Denied, Reason, publish
+from mfa_guard.stores.base import MFAStore
+from mfa_guard.stores.sites import Membership, Role, Site, SiteDirectory, SitePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member of a site and their second factor: the green padlock."""
+
+    user_id: str
+    role: Role
+    two_factor: bool
+    phone_verified: bool
+
+    @property
+    def method(self) -> str | None:
+        return "totp" if self.two_factor else None
+
+
+@dataclass(frozen=True, slots=True)
+class MembersWithoutMFA:
+    """Enforcing at once was refused: these members would be locked out of the site."""
+
+    members: tuple[MemberStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Enforcement:
+    """What a user is told about the sites of theirs that enforce 2FA."""
+
+    sites: tuple[Site, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return bool(self.sites)
+
+    @property
+    def deadline(self) -> float | None:
+        """The earliest instant a site requires 2FA of the user (maybe already past)."""
+        return min((site.policy.requires_by() or 0.0 for site in self.sites), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentNotice:
+    """The banner for a user without 2FA in a site that enforces it: by when, or now."""
+
+    deadline: float
+    overdue: bool
+
+    @property
+    def iso(self) -> str:
+        return iso(self.deadline) or ""
+
+    @property
+    def text(self) -> str:
+        """The deadline for people: ``27 Nov 2026, 20:45 UTC``."""
+        return datetime.fromtimestamp(self.deadline, UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+def enrolment_notice(marker: Marker | None, now: float) -> EnrolmentNotice | None:
+    """What to tell the user of ``marker``: ``None`` unless a site of theirs enforces 2FA and
+    they have not turned it on. No I/O: the deadline rides in the marker."""
+    if marker is None or marker.enrolled or marker.enrol_by is None:
+        return None
+    return EnrolmentNotice(deadline=marker.enrol_by, overdue=now >= marker.enrol_by)
+
+
+def iso(timestamp: float | None) -> str | None:
+    """A UTC ISO 8601 instant (``2026-11-27T20:45:00Z``), as the JSON API writes them."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class SiteService:
+    """Members' 2FA status and site policies, with the owner checks and audit events."""
+
+    def __init__(
+        self,
+        *,
+        store: MFAStore,
+        sites: SiteDirectory,
+        events: EventSink,
+        clock: Clock,
+        max_grace_hours: int,
+    ) -> None:
+        self.store = store
+        self.sites = sites
+        self._events = events
+        self._clock = clock
+        self.max_grace_hours = max_grace_hours
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        return await self.sites.memberships(user_id)
+
+    async def enforcement(self, user_id: str) -> Enforcement:
+        memberships = await self.sites.memberships(user_id)
+        return Enforcement(tuple(m.site for m in memberships if m.site.policy.enforce))
+
+    async def members(
+        self, actor: str, site_id: str, ip: str | None
+    ) -> list[MemberStatus] | Denied:
+        """Each member with their 2FA status; for the site's owners only."""
+        refused = await self._owner_only(actor, site_id, ip, "members")
+        if refused is not None:
+            return refused
+        return await self._statuses(site_id)
+
+    async def set_policy(
+        self,
+        actor: str,
+        site_id: str,
+        *,
+        enforce: bool,
+        grace_hours: float | None,
+        actor_enrolled: bool,
+        actor_verified: bool,
+        ip: str | None,
+    ) -> Site | MembersWithoutMFA | Denied:
+        """Turn enforcement on (``grace_hours``: from when; ``None`` = at once, refused while
+        members lack 2FA) or off. Owners only; an owner must have verified 2FA in this session
+        to turn it on, and, if they have 2FA, to change anything."""
+        refused = await self._owner_only(actor, site_id, ip, "policy")
+        if refused is not None:
+            return refused
+        if (enforce or actor_enrolled) and not actor_verified:
+            return Denied(Reason.OWNER_MFA_REQUIRED)
+        now = self._clock()
+        if not enforce:
+            policy = SitePolicy(enforce=False, changed_by=actor, changed_at=now)
+        else:
+            if grace_hours is None:
+                missing = [m for m in await self._statuses(site_id) if not m.two_factor]
+                if missing:
+                    return MembersWithoutMFA(tuple(missing))
+                grace_hours = 0
+            policy = SitePolicy(
+                enforce=True,
+                grace_deadline=now + grace_hours * 3600,
+                changed_by=actor,
+                changed_at=now,
+            )
+        if not await self.sites.set_policy(site_id, policy):
+            return Denied(Reason.SITE_NOT_FOUND)
+        detail = "enforce=off"
+        if policy.enforce:
+            detail = f"enforce=on deadline={iso(policy.grace_deadline)}"
+        await self._emit(EventKind.SITE_POLICY_CHANGED, actor, site_id, ip, detail)
+        site = await self.sites.site(site_id)
+        return site if site is not None else Denied(Reason.SITE_NOT_FOUND)
+
+    async def add_member(self, site_id: str, user_id: str, role: Role, *, by: str) -> bool:
+        """For the app (sign-up, invitations): adds the member with an audit event. A member
+        who joins an enforcing site after its deadline must enrol at once."""
+        if not await self.sites.add_member(site_id, user_id, role):
+            return False
+        await self._emit(
+            EventKind.SITE_MEMBER_ADDED, by, site_id, None, f"member={user_id} role={role}"
+        )
+        return True
+
+    async def remove_member(self, site_id: str, user_id: str, *, by: str) -> bool:
+        if not await self.sites.remove_member(site_id, user_id):
+            return False
+        await self._emit(EventKind.SITE_MEMBER_REMOVED, by, site_id, None, f"member={user_id}")
+        return True
+
+    async def _statuses(self, site_id: str) -> list[MemberStatus]:
+        members = await self.sites.members(site_id)
+        statuses = await self.store.statuses([m.user_id for m in members])
+        return [
+            MemberStatus(
+                user_id=m.user_id,
+                role=m.role,
+                two_factor=statuses[m.user_id].enrolled,
+                phone_verified=statuses[m.user_id].phone_verified,
+            )
+            for m in members
+        ]
+
+    async def _owner_only(
+        self, actor: str, site_id: str, ip: str | None, what: str
+    ) -> Denied | None:
+        role = await self.sites.role(site_id, actor)
+        if role is Role.OWNER:
+            return None
+        await self._emit(EventKind.SITE_ACCESS_DENIED, actor, site_id, ip, f"wanted={what}")
+        # A non-member learns nothing, not even that the site exists.
+        return Denied(Reason.SITE_NOT_FOUND if role is None else Reason.NOT_SITE_OWNER)
+
+    async def _emit(
+        self, kind: EventKind, actor: str, site_id: str, ip: str | None, detail: str
+    ) -> None:
+        event = AuditEvent(
+            kind=kind, user_id=actor, at=self._clock(), client_ip=ip, site=site_id, detail=detail
+        )
+        await publish(self._events, event)
