@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from collections.abc import Sequence
 from typing import Protocol
 
 from mfa_guard.core.marker import EnrolmentSummary
