@@ -32,6 +32,7 @@ from mfa_guard import (
     MFAStore,
 )
 from mfa_guard.sms import SMSProvider
+from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import FrozenClock, current_code
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
@@ -121,6 +122,7 @@ def build_app(
     *,
     template_directory: Path | None = None,
     sms_provider: SMSProvider | None = None,
+    sites: SiteDirectory | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -134,10 +136,21 @@ def build_app(
         clock=clock,
         template_directory=template_directory,
         sms=sms_provider,
+        sites=sites,
     )
+
+    async def banner(request: Request) -> Response:
+        notice = guard.enrolment_notice(request.scope)
+        if notice is None:
+            return JSONResponse(None)
+        return JSONResponse(
+            {"deadline": notice.deadline, "overdue": notice.overdue, "text": notice.text}
+        )
+
     app = Starlette(
         routes=[
             Route("/", home),
+            Route("/banner", banner),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/protected", protected),

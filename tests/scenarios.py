@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+from starlette.types import Message, Scope
 
 from mfa_guard.core import recovery, totp
 from mfa_guard.crypto import SecretBox
@@ -117,3 +118,35 @@ def assert_refused_page(response: httpx.Response, status_code: int) -> None:
     alert = ALERT.search(response.text)
     assert alert is not None
     assert alert.group(1).strip()
+
+
+async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[Message]:
+    """Opens ``/ws`` with the client's cookies, as a browser would, at the ASGI level."""
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    scope: Scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("203.0.113.7", 4000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    incoming: list[Message] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await ga.app(scope, receive, send)
+    return sent

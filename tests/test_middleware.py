@@ -19,6 +19,7 @@ from mfa_guard.guard import user_identity
 from mfa_guard.testing import CountingStore
 from mfa_guard.web.middleware import MFAGuardMiddleware
 from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, sign_in
+from tests.scenarios import websocket_messages
 
 
 def read_session(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -228,38 +229,6 @@ async def test_a_store_outage_fails_closed_and_verified_sessions_keep_working() 
         assert api.json()["error"]["code"] == "service_unavailable"
         store.down = False
         assert (await fresh.get("/protected")).status_code == 200
-
-
-async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[Message]:
-    """Opens ``/ws`` with the client's cookies, as a browser would, at the ASGI level."""
-    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
-        "client": ("203.0.113.7", 4000),
-        "server": ("testserver", 80),
-        "subprotocols": [],
-    }
-    incoming: list[Message] = [
-        {"type": "websocket.connect"},
-        {"type": "websocket.disconnect", "code": 1000},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await ga.app(scope, receive, send)
-    return sent
 
 
 async def test_websockets_of_unverified_sessions_are_closed_before_accept(
