@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import EventKind
-from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
+from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import assert_json_error, websocket_messages
 
@@ -545,3 +546,59 @@ async def test_site_events_reach_the_audit_log(
         "enforce=on deadline=2027-01-15T10:00:30Z ip=203.0.113.7"
     )
     assert not any(secret in line for line in lines)
+
+
+class DownDirectory(MemorySiteDirectory):
+    """A directory whose backend can be switched off: every read raises StoreUnavailable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def deadline(self, user_id: str) -> float | None:
+        self._check()
+        return await super().deadline(user_id)
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        self._check()
+        return await super().memberships(user_id)
+
+    async def role(self, site_id: str, user_id: str) -> Role | None:
+        self._check()
+        return await super().role(site_id, user_id)
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable()
+
+
+async def test_a_directory_outage_fails_closed_and_changes_nothing() -> None:
+    directory = DownDirectory()
+    await directory.save_site("acme", "Acme")
+    await directory.add_member("acme", OWNER, Role.OWNER)
+    await directory.add_member("acme", AGENT, Role.OPERATOR)
+    ga = build_app(sites=directory, recheck_seconds=RECHECK)
+    async with ga.client() as owner, ga.client() as agent:
+        await sign_in(owner, OWNER)
+        secret, _ = await enrol(ga, owner)
+        await sign_in(agent, AGENT)
+        directory.down = True
+        # A session that must re-check cannot be let through on a guess: 503, not open.
+        page = await agent.get("/protected")
+        assert (page.status_code, page.headers["retry-after"]) == (503, "5")
+        assert "Traceback" not in page.text
+        api = await agent.get("/api/data")
+        assert (api.status_code, api.json()["error"]["code"]) == (503, "service_unavailable")
+        for response in (
+            await agent.get("/mfa/api/status"),
+            await put_policy(owner, {"enforce": True, "grace_hours": 0}),
+            await owner.get("/mfa/api/sites/acme/members"),
+            await owner.post("/mfa/api/disable", json={"code": ga.code(secret, steps=1)}),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+        enrolment = await ga.store.get(OWNER)
+        assert enrolment is not None
+        assert enrolment.enrolled
+        directory.down = False
+        assert (await agent.get("/protected")).status_code == 200
