@@ -93,8 +93,14 @@ class TestPostgresStore(MFAStoreContract):
         await store.close()
 
 
-def test_metadata_holds_the_two_tables_for_migrations() -> None:
-    assert set(metadata.tables) == {"mfa_guard_enrolments", "mfa_guard_recovery_codes"}
+def test_metadata_holds_the_tables_for_migrations() -> None:
+    # The site directory's two tables are on it too (tests/test_sites_store.py).
+    assert set(metadata.tables) == {
+        "mfa_guard_enrolments",
+        "mfa_guard_recovery_codes",
+        "mfa_guard_sites",
+        "mfa_guard_site_members",
+    }
     enrolments = metadata.tables["mfa_guard_enrolments"]
     codes = metadata.tables["mfa_guard_recovery_codes"]
     assert [c.name for c in enrolments.primary_key] == ["user_id"]

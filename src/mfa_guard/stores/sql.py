@@ -1,8 +1,10 @@
-"""The SQL store: enrolments in two tables, on SQLAlchemy's async Core (SQLite or PostgreSQL).
+"""The SQL store and site directory, on SQLAlchemy's async Core (SQLite or PostgreSQL).
 
-Every method is one transaction whose deciding statement is a conditional write, so a check and
-its update cannot be split by another request, worker process or host: ``accept_step`` is a
-compare-and-set ``UPDATE``, ``use_recovery_code`` a ``DELETE`` whose row count says who won.
+Enrolments live in two tables, sites and their members in two more. Every method is one
+transaction whose deciding statement is a conditional write, so a check and its update cannot be
+split by another request, worker process or host: ``accept_step`` is a compare-and-set
+``UPDATE``, ``use_recovery_code`` a ``DELETE`` whose row count says who won, ``add_member`` an
+``INSERT … SELECT`` from the site's row.
 
 The tables live on :data:`metadata`; add it to an Alembic ``target_metadata`` to manage them with
 the application's own migrations (and pass ``create_tables=False``).
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -28,8 +32,10 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    false,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -45,7 +51,8 @@ from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.stores.base import Enrolment, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import Enrolment, FactorStatus, SMSChallenge, SMSPurpose
+from mfa_guard.stores.sites import Member, Membership, Role, Site, SitePolicy
 
 metadata = MetaData()
 
@@ -90,6 +97,41 @@ recovery_codes = Table(
     Column("code_hash", String(128), primary_key=True),
 )
 
+sites = Table(
+    "mfa_guard_sites",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    # The 2FA policy: while ``enforce`` is on, members need 2FA from ``grace_deadline`` on.
+    Column("enforce", Boolean, nullable=False, default=False, server_default=false()),
+    Column("grace_deadline", Double, nullable=True),
+    Column("policy_changed_by", String(255), nullable=True),
+    Column("policy_changed_at", Double, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
+    Column(
+        "updated_at",
+        DateTime(timezone=True),
+        nullable=True,
+        server_default=func.now(),
+        onupdate=func.now(),
+    ),
+)
+
+site_members = Table(
+    "mfa_guard_site_members",
+    metadata,
+    Column(
+        "site_id",
+        String(255),
+        ForeignKey("mfa_guard_sites.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("role", String(16), nullable=False),
+    # A user's sites (``deadline``, ``memberships``): the primary key leads with the site.
+    Index("ix_mfa_guard_site_members_user_id", "user_id"),
+)
+
 _DIALECTS = ("sqlite", "postgresql")
 # SQLSTATE classes meaning "the server is not answering", not "the statement was wrong":
 # connection exception, insufficient resources, operator intervention (shutdown, restart).
@@ -103,6 +145,9 @@ _UNAVAILABLE = (
     # Also covers ConnectionError and asyncio.TimeoutError, which are OSErrors since 3.11.
     OSError,
 )
+
+# Ids per ``IN (…)`` list: well under SQLite's bound-variable limit (999 before 3.32).
+_IN_CHUNK = 500
 
 
 def _enrolled() -> ColumnElement[bool]:
@@ -118,6 +163,104 @@ def _is_unavailable(exc: BaseException) -> bool:
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
     return False
+
+
+class _Database:
+    """The engine a store and its site directory share: its connection pool, the lock taking
+    turns on a single-connection pool, the one-time table creation and the error wrapping."""
+
+    def __init__(
+        self,
+        owner: str,
+        url: str | None,
+        engine: AsyncEngine | None,
+        *,
+        create_tables: bool,
+        engine_options: dict[str, Any],
+    ) -> None:
+        if engine is not None:
+            if url is not None:
+                raise ConfigurationError(f"{owner} takes a database URL or an engine, not both.")
+            if engine_options:
+                raise ConfigurationError(f"{owner} takes engine options only with a URL.")
+            self.owns_engine = False
+        elif url is not None:
+            engine = create_async_engine(url, **_engine_options(url, engine_options))
+            self.owns_engine = True
+        else:
+            raise ConfigurationError(f"{owner} needs a database URL or an engine.")
+        if engine.dialect.name not in _DIALECTS:
+            name = engine.dialect.name
+            if self.owns_engine:
+                # Nothing was connected yet, but the pool would warn when collected.
+                engine.sync_engine.dispose()
+            raise ConfigurationError(f"{owner} supports SQLite and PostgreSQL, not {name!r}.")
+        self.engine = engine
+        self._create_tables = create_tables
+        self._tables_ready = False
+        self._tables_lock = asyncio.Lock()
+        # A StaticPool (SQLite ``:memory:``) hands the same connection to every caller, whose
+        # transactions would then mix: take turns instead.
+        self._one_at_a_time = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    async def create_all(self) -> None:
+        async with self._guard():
+            await self._create_all()
+        self._tables_ready = True
+
+    async def close(self) -> None:
+        if self.owns_engine:
+            await self.engine.dispose()
+
+    def upsert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        if self.is_postgresql:
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def in_code_point_order(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        """Sort as Python sorts strings. SQLite compares bytes already; PostgreSQL would use
+        the database's locale (``Zoe`` after ``alice`` in ``en_US``), so ask for ``"C"``."""
+        return column.collate("C") if self.is_postgresql else column
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._guard():
+            await self._ensure_tables()
+            async with self.engine.begin() as conn:
+                yield conn
+
+    async def _create_all(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError):
+            # Another worker may have created a table between our check and our CREATE; the
+            # second pass sees it. A backend that is really down fails again.
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+
+    async def _ensure_tables(self) -> None:
+        if self._tables_ready or not self._create_tables:
+            return
+        async with self._tables_lock:
+            if not self._tables_ready:
+                await self._create_all()
+                self._tables_ready = True
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Take turns if the pool has a single connection; report a backend failure as such."""
+        try:
+            async with self._one_at_a_time or contextlib.nullcontext():
+                yield
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StoreUnavailable() from exc
+            raise
 
 
 class SQLStore:
@@ -138,30 +281,9 @@ class SQLStore:
         create_tables: bool = True,
         **engine_options: Any,
     ) -> None:
-        if engine is not None:
-            if url is not None:
-                raise ConfigurationError("SQLStore takes a database URL or an engine, not both.")
-            if engine_options:
-                raise ConfigurationError("SQLStore takes engine options only with a URL.")
-            self._owns_engine = False
-        elif url is not None:
-            engine = create_async_engine(url, **_engine_options(url, engine_options))
-            self._owns_engine = True
-        else:
-            raise ConfigurationError("SQLStore needs a database URL or an engine.")
-        if engine.dialect.name not in _DIALECTS:
-            name = engine.dialect.name
-            if self._owns_engine:
-                # Nothing was connected yet, but the pool would warn when collected.
-                engine.sync_engine.dispose()
-            raise ConfigurationError(f"SQLStore supports SQLite and PostgreSQL, not {name!r}.")
-        self._engine = engine
-        self._create_tables = create_tables
-        self._tables_ready = False
-        self._tables_lock = asyncio.Lock()
-        # A StaticPool (SQLite ``:memory:``) hands the same connection to every caller, whose
-        # transactions would then mix: take turns instead.
-        self._one_at_a_time = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        self._db = _Database(
+            "SQLStore", url, engine, create_tables=create_tables, engine_options=engine_options
+        )
 
     @classmethod
     def from_settings(cls, settings: MFAGuardSettings, **engine_options: Any) -> SQLStore:
@@ -177,18 +299,20 @@ class SQLStore:
 
     @property
     def engine(self) -> AsyncEngine:
-        return self._engine
+        return self._db.engine
+
+    def site_directory(self) -> SQLSiteDirectory:
+        """The site directory in this store's database, on the same engine (and its lock and
+        table creation); closing the directory leaves the engine to the store."""
+        return SQLSiteDirectory._sharing(self._db)
 
     async def create_all(self) -> None:
         """Create the tables that do not exist yet (what ``create_tables`` does on first use)."""
-        async with self._guard():
-            await self._create_all()
-        self._tables_ready = True
+        await self._db.create_all()
 
     async def close(self) -> None:
         """Dispose of the engine's connections, if the store created the engine."""
-        if self._owns_engine:
-            await self._engine.dispose()
+        await self._db.close()
 
     async def get(self, user_id: str) -> Enrolment | None:
         query = (
@@ -212,7 +336,7 @@ class SQLStore:
             .where(enrolments.c.user_id == user_id)
             .order_by(recovery_codes.c.code_hash)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             rows = (await conn.execute(query)).all()
         if not rows:
             return None
@@ -241,21 +365,39 @@ class SQLStore:
         query = select(_enrolled().label("enrolled"), enrolments.c.epoch).where(
             enrolments.c.user_id == user_id
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return EnrolmentSummary(enrolled=False, epoch=0)
         return EnrolmentSummary(enrolled=bool(row.enrolled), epoch=int(row.epoch))
 
+    async def statuses(self, user_ids: Sequence[str]) -> dict[str, FactorStatus]:
+        found = dict.fromkeys(user_ids, FactorStatus(enrolled=False))
+        if not found:
+            return found
+        wanted = list(found)
+        async with self._db.transaction() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                query = select(
+                    enrolments.c.user_id,
+                    _enrolled().label("enrolled"),
+                    enrolments.c.phone_verified_at.is_not(None).label("phone_verified"),
+                ).where(enrolments.c.user_id.in_(wanted[start : start + _IN_CHUNK]))
+                for row in await conn.execute(query):
+                    found[row.user_id] = FactorStatus(
+                        enrolled=bool(row.enrolled), phone_verified=bool(row.phone_verified)
+                    )
+        return found
+
     async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
-        statement = self._upsert_enrolment().values(
+        statement = self._db.upsert(enrolments).values(
             user_id=user_id, epoch=0, pending_secret=pending_secret
         )
         statement = statement.on_conflict_do_update(
             index_elements=[enrolments.c.user_id],
             set_={"pending_secret": statement.excluded.pending_secret, "updated_at": func.now()},
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(statement)
 
     async def confirm_enrolment(
@@ -285,7 +427,7 @@ class SQLStore:
             )
             .returning(enrolments.c.epoch)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             epoch = (await conn.execute(statement)).scalar_one_or_none()
             if epoch is None:
                 return None
@@ -302,7 +444,7 @@ class SQLStore:
             )
             .values(last_step=step)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(statement)
         return result.rowcount == 1
 
@@ -310,7 +452,7 @@ class SQLStore:
         statement = delete(recovery_codes).where(
             recovery_codes.c.user_id == user_id, recovery_codes.c.code_hash == code_hash
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(statement)
         return result.rowcount == 1
 
@@ -321,7 +463,7 @@ class SQLStore:
             .where(enrolments.c.user_id == user_id, _enrolled())
             .values(recovery_salt=recovery.salt, recovery_params=recovery.params)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             if (await conn.execute(statement)).rowcount != 1:
                 return False
             await _replace_codes(conn, user_id, recovery.hashes)
@@ -342,7 +484,7 @@ class SQLStore:
             "sms_expires_at": None,
         }
         statement = (
-            self._upsert_enrolment()
+            self._db.upsert(enrolments)
             .values(user_id=user_id, epoch=1, **cleared)
             .on_conflict_do_update(
                 index_elements=[enrolments.c.user_id],
@@ -350,7 +492,7 @@ class SQLStore:
             )
             .returning(enrolments.c.epoch)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             epoch = (await conn.execute(statement)).scalar_one()
             await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
         return int(epoch)
@@ -362,11 +504,11 @@ class SQLStore:
             "sms_phone": challenge.phone,
             "sms_expires_at": challenge.expires_at,
         }
-        statement = self._upsert_enrolment().values(user_id=user_id, epoch=0, **values)
+        statement = self._db.upsert(enrolments).values(user_id=user_id, epoch=0, **values)
         statement = statement.on_conflict_do_update(
             index_elements=[enrolments.c.user_id], set_={**values, "updated_at": func.now()}
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(statement)
 
     async def consume_sms_challenge(
@@ -389,7 +531,7 @@ class SQLStore:
             )
             .values(sms_purpose=None, sms_code_hash=None, sms_phone=None, sms_expires_at=None)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(pending)).first()
             challenge = None if row is None else _challenge(row)
             if challenge is None or challenge.code_hash != code_hash:
@@ -401,7 +543,7 @@ class SQLStore:
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         values = {"phone": phone, "phone_verified_at": now}
         statement = (
-            self._upsert_enrolment()
+            self._db.upsert(enrolments)
             .values(user_id=user_id, epoch=1, **values)
             .on_conflict_do_update(
                 index_elements=[enrolments.c.user_id],
@@ -409,50 +551,178 @@ class SQLStore:
             )
             .returning(enrolments.c.epoch)
         )
-        async with self._transaction() as conn:
+        async with self._db.transaction() as conn:
             epoch = (await conn.execute(statement)).scalar_one()
         return int(epoch)
 
-    def _upsert_enrolment(self) -> postgresql.Insert | sqlite.Insert:
-        if self._engine.dialect.name == "postgresql":
-            return postgresql.insert(enrolments)
-        return sqlite.insert(enrolments)
 
-    async def _create_all(self) -> None:
-        try:
-            async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError):
-            # Another worker may have created a table between our check and our CREATE; the
-            # second pass sees it. A backend that is really down fails again.
-            async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+class SQLSiteDirectory:
+    """Sites, their members and their 2FA policies in a SQL database, next to the enrolments.
 
-    async def _ensure_tables(self) -> None:
-        if self._tables_ready or not self._create_tables:
-            return
-        async with self._tables_lock:
-            if not self._tables_ready:
-                await self._create_all()
-                self._tables_ready = True
+    Built like :class:`SQLStore` (a ``url`` with engine options, or a shared ``engine``), or from
+    a store with :meth:`SQLStore.site_directory` to share the store's engine. Backend failures
+    raise :class:`~mfa_guard.errors.StoreUnavailable`.
+    """
 
-    @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        """Take turns if the pool has a single connection; report a backend failure as such."""
-        try:
-            async with self._one_at_a_time or contextlib.nullcontext():
-                yield
-        except Exception as exc:
-            if _is_unavailable(exc):
-                raise StoreUnavailable() from exc
-            raise
+    _db: _Database
+    _owns_db: bool
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._guard():
-            await self._ensure_tables()
-            async with self._engine.begin() as conn:
-                yield conn
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        create_tables: bool = True,
+        **engine_options: Any,
+    ) -> None:
+        self._db = _Database(
+            "SQLSiteDirectory",
+            url,
+            engine,
+            create_tables=create_tables,
+            engine_options=engine_options,
+        )
+        self._owns_db = True
+
+    @classmethod
+    def _sharing(cls, db: _Database) -> SQLSiteDirectory:
+        directory = cls.__new__(cls)
+        directory._db = db
+        directory._owns_db = False
+        return directory
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._db.engine
+
+    async def create_all(self) -> None:
+        """Create the tables that do not exist yet (what ``create_tables`` does on first use)."""
+        await self._db.create_all()
+
+    async def close(self) -> None:
+        """Dispose of the engine's connections, if this directory created the engine (a
+        directory from :meth:`SQLStore.site_directory` leaves that to the store)."""
+        if self._owns_db:
+            await self._db.close()
+
+    async def deadline(self, user_id: str) -> float | None:
+        # An enforcing policy without a deadline enforces at once, as SitePolicy.requires_by.
+        query = (
+            select(func.min(func.coalesce(sites.c.grace_deadline, 0.0)))
+            .select_from(sites.join(site_members))
+            .where(site_members.c.user_id == user_id, sites.c.enforce)
+        )
+        async with self._db.transaction() as conn:
+            deadline = (await conn.execute(query)).scalar_one()
+        return None if deadline is None else float(deadline)
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        query = (
+            select(*_SITE_COLUMNS, site_members.c.role)
+            .select_from(sites.join(site_members))
+            .where(site_members.c.user_id == user_id)
+            .order_by(
+                self._db.in_code_point_order(sites.c.name),
+                self._db.in_code_point_order(sites.c.id),
+            )
+        )
+        async with self._db.transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Membership(_site(row), Role(row.role)) for row in rows]
+
+    async def site(self, site_id: str) -> Site | None:
+        query = select(*_SITE_COLUMNS).where(sites.c.id == site_id)
+        async with self._db.transaction() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _site(row)
+
+    async def role(self, site_id: str, user_id: str) -> Role | None:
+        query = select(site_members.c.role).where(
+            site_members.c.site_id == site_id, site_members.c.user_id == user_id
+        )
+        async with self._db.transaction() as conn:
+            role = (await conn.execute(query)).scalar_one_or_none()
+        return None if role is None else Role(role)
+
+    async def members(self, site_id: str) -> list[Member]:
+        query = (
+            select(site_members.c.user_id, site_members.c.role)
+            .where(site_members.c.site_id == site_id)
+            .order_by(self._db.in_code_point_order(site_members.c.user_id))
+        )
+        async with self._db.transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Member(row.user_id, Role(row.role)) for row in rows]
+
+    async def set_policy(self, site_id: str, policy: SitePolicy) -> bool:
+        statement = (
+            update(sites)
+            .where(sites.c.id == site_id)
+            .values(
+                enforce=policy.enforce,
+                grace_deadline=policy.grace_deadline,
+                policy_changed_by=policy.changed_by,
+                policy_changed_at=policy.changed_at,
+            )
+        )
+        async with self._db.transaction() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount == 1
+
+    async def save_site(self, site_id: str, name: str) -> Site:
+        insert_site = self._db.upsert(sites).values(id=site_id, name=name)
+        statement = insert_site.on_conflict_do_update(
+            index_elements=[sites.c.id],
+            set_={"name": insert_site.excluded.name, "updated_at": func.now()},
+        ).returning(*_SITE_COLUMNS)
+        async with self._db.transaction() as conn:
+            row = (await conn.execute(statement)).one()
+        return _site(row)
+
+    async def add_member(self, site_id: str, user_id: str, role: Role) -> bool:
+        # The row comes from the site's own row, so an unknown site inserts nothing: no reliance
+        # on the foreign key, which SQLite enforces only with PRAGMA foreign_keys=ON.
+        from_site = select(
+            sites.c.id, literal(user_id, String(255)), literal(role.value, String(16))
+        ).where(sites.c.id == site_id)
+        insert_member = self._db.upsert(site_members).from_select(
+            ["site_id", "user_id", "role"], from_site
+        )
+        statement = insert_member.on_conflict_do_update(
+            index_elements=[site_members.c.site_id, site_members.c.user_id],
+            set_={"role": insert_member.excluded.role},
+        ).returning(site_members.c.site_id)
+        async with self._db.transaction() as conn:
+            added = (await conn.execute(statement)).first()
+        return added is not None
+
+    async def remove_member(self, site_id: str, user_id: str) -> bool:
+        statement = delete(site_members).where(
+            site_members.c.site_id == site_id, site_members.c.user_id == user_id
+        )
+        async with self._db.transaction() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount == 1
+
+
+_SITE_COLUMNS = (
+    sites.c.id,
+    sites.c.name,
+    sites.c.enforce,
+    sites.c.grace_deadline,
+    sites.c.policy_changed_by,
+    sites.c.policy_changed_at,
+)
+
+
+def _site(row: Any) -> Site:
+    policy = SitePolicy(
+        enforce=bool(row.enforce),
+        grace_deadline=row.grace_deadline,
+        changed_by=row.policy_changed_by,
+        changed_at=row.policy_changed_at,
+    )
+    return Site(id=row.id, name=row.name, policy=policy)
 
 
 async def _replace_codes(conn: AsyncConnection, user_id: str, hashes: tuple[str, ...]) -> None:
@@ -497,4 +767,12 @@ def _engine_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["SQLStore", "enrolments", "metadata", "recovery_codes"]
+__all__ = [
+    "SQLSiteDirectory",
+    "SQLStore",
+    "enrolments",
+    "metadata",
+    "recovery_codes",
+    "site_members",
+    "sites",
+]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import Enrolment, FactorStatus, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
 
 
 class FrozenClock:
@@ -49,6 +51,10 @@ class CountingStore:
     async def summary(self, user_id: str) -> EnrolmentSummary:
         self.calls["summary"] += 1
         return await self.inner.summary(user_id)
+
+    async def statuses(self, user_ids: Sequence[str]) -> dict[str, FactorStatus]:
+        self.calls["statuses"] += 1
+        return await self.inner.statuses(user_ids)
 
     async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
         self.calls["begin_enrolment"] += 1
@@ -93,4 +99,52 @@ class CountingStore:
         return await self.inner.set_phone(user_id, phone, now)
 
 
-__all__ = ["CountingStore", "FrozenClock", "current_code"]
+class CountingSiteDirectory:
+    """Wraps a site directory and counts its calls, as :class:`CountingStore` does a store."""
+
+    def __init__(self, inner: SiteDirectory) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    async def deadline(self, user_id: str) -> float | None:
+        self.calls["deadline"] += 1
+        return await self.inner.deadline(user_id)
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        self.calls["memberships"] += 1
+        return await self.inner.memberships(user_id)
+
+    async def site(self, site_id: str) -> Site | None:
+        self.calls["site"] += 1
+        return await self.inner.site(site_id)
+
+    async def role(self, site_id: str, user_id: str) -> Role | None:
+        self.calls["role"] += 1
+        return await self.inner.role(site_id, user_id)
+
+    async def members(self, site_id: str) -> list[Member]:
+        self.calls["members"] += 1
+        return await self.inner.members(site_id)
+
+    async def set_policy(self, site_id: str, policy: SitePolicy) -> bool:
+        self.calls["set_policy"] += 1
+        return await self.inner.set_policy(site_id, policy)
+
+    async def save_site(self, site_id: str, name: str) -> Site:
+        self.calls["save_site"] += 1
+        return await self.inner.save_site(site_id, name)
+
+    async def add_member(self, site_id: str, user_id: str, role: Role) -> bool:
+        self.calls["add_member"] += 1
+        return await self.inner.add_member(site_id, user_id, role)
+
+    async def remove_member(self, site_id: str, user_id: str) -> bool:
+        self.calls["remove_member"] += 1
+        return await self.inner.remove_member(site_id, user_id)
+
+
+__all__ = ["CountingSiteDirectory", "CountingStore", "FrozenClock", "current_code"]

@@ -21,7 +21,7 @@ import asyncio
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import Enrolment, FactorStatus, MFAStore, SMSChallenge, SMSPurpose
 
 # Stand-ins for Fernet tokens and scrypt hashes: a store keeps them, it never reads them.
 PENDING = "gAAAAA-pending-key-one"
@@ -31,6 +31,8 @@ STEP = 60_000_000
 RECOVERY = RecoveryCodeSet(salt="c2FsdA==", hashes=("h1", "h2", "h3", "h4"))
 NEW_RECOVERY = RecoveryCodeSet(salt="cGVwcGVy", hashes=("n1", "n2", "n3"), params="scrypt:16:8:1")
 CONCURRENT_REQUESTS = 50
+# A big site's member list, read in one call.
+MANY_USERS = 1_200
 # Stand-ins for keyed hashes of SMS codes, and numbers in E.164.
 SMS_HASH = "a" * 64
 OTHER_SMS_HASH = "b" * 64
@@ -514,3 +516,68 @@ class MFAStoreContract:
 
         assert (await current(store, "alice")).sms_challenge is None
         assert await store.consume_sms_challenge("alice", SMSPurpose.SIGN_IN, SMS_HASH, NOW) is None
+
+    async def test_statuses_of_unknown_users_are_not_enrolled(self, store: MFAStore) -> None:
+        statuses = await store.statuses(["alice", "bob", "alice"])
+
+        nothing = FactorStatus(enrolled=False, phone_verified=False)
+        assert statuses == {"alice": nothing, "bob": nothing}
+        assert await store.get("alice") is None
+
+    async def test_statuses_of_no_users_are_empty(self, store: MFAStore) -> None:
+        assert await store.statuses([]) == {}
+
+    async def test_statuses_show_who_is_enrolled(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.begin_enrolment("bob", PENDING)
+
+        statuses = await store.statuses(["alice", "bob", "carol"])
+
+        assert statuses == {
+            "alice": FactorStatus(enrolled=True, phone_verified=False),
+            "bob": FactorStatus(enrolled=False, phone_verified=False),
+            "carol": FactorStatus(enrolled=False, phone_verified=False),
+        }
+
+    async def test_statuses_show_a_verified_phone(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.set_phone("alice", PHONE, NOW)
+        await store.set_phone("bob", OTHER_PHONE, NOW)
+        # A code sent to a number is not a verified number.
+        await store.start_sms_challenge("carol", SIGN_IN_CHALLENGE)
+
+        statuses = await store.statuses(["alice", "bob", "carol"])
+
+        assert statuses == {
+            "alice": FactorStatus(enrolled=True, phone_verified=True),
+            "bob": FactorStatus(enrolled=False, phone_verified=True),
+            "carol": FactorStatus(enrolled=False, phone_verified=False),
+        }
+
+    async def test_statuses_of_disabled_users_are_not_enrolled(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        await store.set_phone("alice", PHONE, NOW)
+        await enrol(store, "bob")
+        await store.disable("alice")
+        await store.disable("bob")
+
+        statuses = await store.statuses(["alice", "bob"])
+
+        # The verified phone stays, as a setting of the account.
+        assert statuses == {
+            "alice": FactorStatus(enrolled=False, phone_verified=True),
+            "bob": FactorStatus(enrolled=False, phone_verified=False),
+        }
+
+    async def test_statuses_of_a_big_site_in_one_call(self, store: MFAStore) -> None:
+        user_ids = [f"user-{n:04}" for n in range(MANY_USERS)]
+        enrolled = {user_ids[0], user_ids[MANY_USERS // 2], user_ids[-1]}
+        for user_id in enrolled:
+            await enrol(store, user_id)
+        await store.set_phone(user_ids[1], PHONE, NOW)
+
+        statuses = await store.statuses(user_ids)
+
+        assert sorted(statuses) == user_ids
+        assert {u for u, status in statuses.items() if status.enrolled} == enrolled
+        assert {u for u, status in statuses.items() if status.phone_verified} == {user_ids[1]}
