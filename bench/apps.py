@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfa_guard import MemoryStore, MFAGuard, MFAGuardSettings, MFAStore
 from mfa_guard.core.marker import Marker, new_nonce
-from mfa_guard.testing import CountingStore, FrozenClock, current_code
+from mfa_guard.stores.sites import SiteDirectory
+from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock, current_code
 
 # Fixed keys: a cookie made in one process is valid in the servers the suite starts.
 ENCRYPTION_KEY = "dcBDoH527GucUHC_EeDwGCL_CILjT7xEML4Oid03-Sk="
@@ -95,6 +96,7 @@ class BenchApp:
     clock: FrozenClock
     guard: MFAGuard | None = None
     store: CountingStore | None = None
+    sites: CountingSiteDirectory | None = None
 
     def the_guard(self) -> MFAGuard:
         if self.guard is None:
@@ -106,6 +108,11 @@ class BenchApp:
             raise RuntimeError(f"the {self.variant} app has no store")
         return self.store
 
+    def the_sites(self) -> CountingSiteDirectory:
+        if self.sites is None:
+            raise RuntimeError(f"the {self.variant} app has no site directory")
+        return self.sites
+
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, client=("203.0.113.7", 4000)),
@@ -113,8 +120,14 @@ class BenchApp:
         )
 
 
-def build(variant: Variant, *, store: MFAStore | None = None, **overrides: Any) -> BenchApp:
-    """The same app in each variant; a guarded one counts its store calls."""
+def build(
+    variant: Variant,
+    *,
+    store: MFAStore | None = None,
+    sites: SiteDirectory | None = None,
+    **overrides: Any,
+) -> BenchApp:
+    """The same app in each variant; a guarded one counts its store (and directory) calls."""
     clock = FrozenClock(FROZEN_NOW)
     routes: list[BaseRoute] = [
         Route("/", home),
@@ -130,9 +143,12 @@ def build(variant: Variant, *, store: MFAStore | None = None, **overrides: Any) 
     if variant is not Variant.GUARDED:
         return BenchApp(Starlette(routes=routes, middleware=middleware), variant, clock)
     counting = CountingStore(store if store is not None else MemoryStore())
-    guard = MFAGuard(settings=settings_for(**overrides), store=counting, clock=clock)
+    directory = None if sites is None else CountingSiteDirectory(sites)
+    guard = MFAGuard(
+        settings=settings_for(**overrides), store=counting, clock=clock, sites=directory
+    )
     app = Starlette(routes=[*routes, guard.mount()], middleware=[*middleware, guard.middleware()])
-    return BenchApp(app, variant, clock, guard, counting)
+    return BenchApp(app, variant, clock, guard, counting, directory)
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -150,8 +166,11 @@ def read_session(cookie: str) -> dict[str, Any]:
     return data
 
 
-def verified_session(guard: MFAGuard, user_id: str, *, epoch: int) -> dict[str, Any]:
-    """What a session holds after ``user_id`` completed 2FA now (forged, not earned)."""
+def verified_session(
+    guard: MFAGuard, user_id: str, *, epoch: int, enrol_by: float | None = None
+) -> dict[str, Any]:
+    """What a session holds after ``user_id`` completed 2FA now (forged, not earned);
+    ``enrol_by``: the enforcement deadline of the user's sites."""
     now = guard.clock()
     marker = Marker(
         subject=guard.subject(user_id),
@@ -161,6 +180,7 @@ def verified_session(guard: MFAGuard, user_id: str, *, epoch: int) -> dict[str, 
         enrolled=True,
         verified_at=now,
         method="totp",
+        enrol_by=enrol_by,
     )
     return {"user": user_id, "mfa_guard": marker.dump()}
 

@@ -1,6 +1,6 @@
-"""Figure 4, growth: the hot path with 10 and with 100,000 enrolled users, and the memory of the
-in-memory rate-limit storage after failures from 100,000 distinct users, then after their
-windows expired."""
+"""Figure 4, growth: the hot path with 10 enrolled users in 1 site and with 100,000 in 1,000
+sites that enforce 2FA, and the memory of the in-memory rate-limit storage after failures from
+100,000 distinct users, then after their windows expired."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from mfa_guard import MemoryStore
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.crypto import SecretBox
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 
 GROWTH_BUDGET = 1.05
 # Enough requests before timing for the guard's per-user caches to reach their steady state.
@@ -49,10 +50,17 @@ class Population:
     cookies: list[str]
 
 
-async def populate(users: int, sessions: int) -> Population:
+async def populate(users: int, sessions: int, sites: int) -> Population:
     store = MemoryStore()
-    bench = build(Variant.GUARDED, store=store)
+    directory = MemorySiteDirectory()
+    bench = build(Variant.GUARDED, store=store, sites=directory)
     guard = bench.the_guard()
+    # Every site enforces 2FA, and its deadline has passed: each user is in one of them.
+    deadline = bench.clock() - 3600
+    policy = SitePolicy(enforce=True, grace_deadline=deadline, changed_at=deadline)
+    for site in range(sites):
+        await directory.save_site(f"site{site:04d}", f"Site {site}")
+        await directory.set_policy(f"site{site:04d}", policy)
     # The store keeps what it is given; one encrypted secret serves every user.
     token = SecretBox([ENCRYPTION_KEY]).encrypt("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
     recovery = RecoveryCodeSet(salt="bench", hashes=())
@@ -64,8 +72,9 @@ async def populate(users: int, sessions: int) -> Population:
         )
         if epoch != 1:
             raise RuntimeError(f"enrolling {user_id} gave epoch {epoch}")
+        await directory.add_member(f"site{index % sites:04d}", user_id, Role.OPERATOR)
     cookies = [
-        sign_session(verified_session(guard, _user(index % users), epoch=1))
+        sign_session(verified_session(guard, _user(index % users), epoch=1, enrol_by=deadline))
         for index in range(sessions)
     ]
     guard.subject.cache_clear()
@@ -87,20 +96,24 @@ def spread(cookies: list[str], seed: int) -> Iterator[Scope]:
 
 
 async def hot_path(report: Report, *, pairs: int, sessions: int) -> None:
-    few = await populate(10, sessions)
-    many = await populate(100_000, sessions)
+    few = await populate(10, sessions, sites=1)
+    many = await populate(100_000, sessions, sites=1_000)
     a = Side(few.bench.app, spread(few.cookies, 1))
     b = Side(many.bench.app, spread(many.cookies, 2))
     for side in (a, b):
         await timed_batch(side.app, side.scopes, WARMUP_REQUESTS, 200)
     for population in (few, many):
         population.bench.the_store().calls.clear()
+        population.bench.the_sites().calls.clear()
     ratio = await side_by_side(a, b, pairs)
-    calls = few.bench.the_store().total + many.bench.the_store().total
+    calls = sum(
+        population.bench.the_store().total + population.bench.the_sites().total
+        for population in (few, many)
+    )
     verdict = at_most(ratio.median, GROWTH_BUDGET) if calls == 0 else Verdict.FAIL
     report.add(
         Line(
-            "growth, 100,000 vs 10 enrolled users",
+            "growth, 100,000 users in 1,000 enforcing sites vs 10 in 1",
             f"time ratio {ratio}",
             f"<= {GROWTH_BUDGET:.2f}",
             verdict,
@@ -113,8 +126,7 @@ async def hot_path(report: Report, *, pairs: int, sessions: int) -> None:
         f"cache answered {hits:.0%} of the 100,000-user side's lookups"
     )
     if calls:
-        report.note(f"{calls} store calls during the run, budget 0")
-    report.add(Line("growth, 1,000 sites", "n/a: no site directory yet", "<= 1.05", Verdict.NA))
+        report.note(f"{calls} store and directory calls during the run, budget 0")
 
 
 async def ratelimit_memory(report: Report, *, users: int) -> None:

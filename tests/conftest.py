@@ -6,7 +6,9 @@ import httpx
 import pytest
 
 # Helpers outside test modules: let pytest explain their failed asserts in detail too.
-pytest.register_assert_rewrite("mfa_guard.testing.contract", "tests.scenarios")
+pytest.register_assert_rewrite(
+    "mfa_guard.testing.contract", "mfa_guard.testing.sites_contract", "tests.scenarios"
+)
 
 from tests.apps import GuardedApp, build_app  # noqa: E402
 
