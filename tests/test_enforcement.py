@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from mfa_guard import MemoryStore
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import EventKind
 from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
+from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import assert_json_error, websocket_messages
 
@@ -602,3 +604,37 @@ async def test_a_directory_outage_fails_closed_and_changes_nothing() -> None:
         assert enrolment.enrolled
         directory.down = False
         assert (await agent.get("/protected")).status_code == 200
+
+
+async def test_with_a_site_directory_the_hot_path_still_makes_no_call() -> None:
+    store = CountingStore(MemoryStore())
+    directory = CountingSiteDirectory(await acme_directory())
+    ga = build_app(store=store, sites=directory, recheck_seconds=RECHECK)
+    async with ga.client() as owner, ga.client() as agent:
+        await sign_in(owner, OWNER)
+        await enrol(ga, owner)
+        await sign_in(agent, AGENT)
+        await agent.get("/protected")
+        await acme_enforce(directory, ga)
+        ga.clock.advance(RECHECK)
+        for client in (owner, agent):
+            # Past the re-check interval: one store call and one directory call, no more.
+            store.calls.clear()
+            directory.calls.clear()
+            await client.get("/protected")
+            assert (dict(store.calls), dict(directory.calls)) == (
+                {"summary": 1},
+                {"deadline": 1},
+            )
+        store.calls.clear()
+        directory.calls.clear()
+        for _ in range(5):
+            assert (await owner.get("/protected")).status_code == 200
+            assert (await agent.get("/protected")).status_code == 303
+        assert (store.total, directory.total) == (0, 0)
+
+
+async def acme_enforce(directory: CountingSiteDirectory, ga: GuardedApp) -> None:
+    now = ga.clock()
+    policy = SitePolicy(enforce=True, grace_deadline=now, changed_by=OWNER, changed_at=now)
+    assert await directory.set_policy("acme", policy)
