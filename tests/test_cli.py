@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -8,6 +9,9 @@ from cryptography.fernet import Fernet
 
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
+from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.sites import Role, SitePolicy
+from mfa_guard.stores.sql import SQLStore
 
 
 def test_keygen_prints_a_key_the_settings_accept(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,3 +45,83 @@ def test_init_db_says_when_the_database_is_down(capsys: pytest.CaptureFixture[st
     url = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
     assert main(["init-db", "--database-url", url]) == 1
     assert "unavailable" in capsys.readouterr().err
+
+
+async def seeded(url: str) -> None:
+    """Acme (an owner with 2FA, an operator without) and Solo, in the SQL store at ``url``."""
+    store = SQLStore(url)
+    try:
+        directory = store.site_directory()
+        await directory.save_site("acme", "Acme")
+        await directory.add_member("acme", "owner@acme.test", Role.OWNER)
+        await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)
+        await directory.save_site("solo", "Solo")
+        await directory.add_member("solo", "solo@example.test", Role.OWNER)
+        policy = SitePolicy(enforce=True, grace_deadline=1_800_000_000.0, changed_at=0.0)
+        assert await directory.set_policy("acme", policy)
+        recovery = RecoveryCodeSet(salt="00", hashes=("11",))
+        for user in ("owner@acme.test", "solo@example.test"):
+            await store.begin_enrolment(user, "token")
+            assert await store.confirm_enrolment(user, "token", step=1, recovery=recovery, now=1.0)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path}/mfa.db"
+    await seeded(url)
+    return url
+
+
+def test_status_lists_every_sites_green_padlocks(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--database-url", database]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "SITE  MEMBER             ROLE      2FA  SMS",
+        "acme  agent@acme.test    operator  OFF  -",
+        "acme  owner@acme.test    owner     on   -",
+        "solo  solo@example.test  owner     on   -",
+        "acme (Acme): enforces 2FA from 2027-01-15T08:00:00Z; 1 of 2 without 2FA",
+        "solo (Solo): does not enforce 2FA; 0 of 1 without 2FA",
+    ]
+
+
+def test_status_of_one_site_and_only_members_without_2fa(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--site", "acme", "--without-2fa", "--database-url", database]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        "SITE  MEMBER           ROLE      2FA  SMS",
+        "acme  agent@acme.test  operator  OFF  -",
+    ]
+    assert main(["status", "--site", "nope", "--database-url", database]) == 3
+    assert "there is no site 'nope'" in capsys.readouterr().err
+
+
+def test_reset_user_turns_2fa_off_and_writes_an_audit_event(
+    database: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mfa_guard.audit")
+    assert (
+        main(["reset-user", "owner@acme.test", "--by", "support", "--database-url", database]) == 0
+    )
+    assert "two-factor authentication is off" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records if r.name == "mfa_guard.audit"] == [
+        "mfa_guard event=admin_reset user=owner@acme.test method=- by=support ip=-"
+    ]
+    assert main(["reset-user", "owner@acme.test", "--database-url", database]) == 3
+    assert main(["status", "--site", "acme", "--without-2fa", "--database-url", database]) == 0
+    assert "owner@acme.test" in capsys.readouterr().out
+
+
+def test_status_and_reset_user_say_when_the_database_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
+    assert main(["status", "--database-url", url]) == 1
+    assert main(["reset-user", "someone", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("unavailable") == 2

@@ -26,7 +26,7 @@ def _init_db(args: argparse.Namespace) -> int:
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.stores.sql import SQLStore
 
-    url = args.database_url or os.environ.get("MFA_GUARD_DATABASE_URL") or DEFAULT_DATABASE_URL
+    url = _database_url(args)
 
     async def create() -> None:
         store = SQLStore(url, create_tables=False)
@@ -42,6 +42,124 @@ def _init_db(args: argparse.Namespace) -> int:
         return 1
     print(f"mfa_guard tables are ready in {make_url(url).render_as_string(hide_password=True)}")
     return 0
+
+
+# Exit codes scripts can rely on (2 is argparse's usage error).
+OK, UNAVAILABLE, USAGE, NOTHING_TO_DO = 0, 1, 2, 3
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return str(
+        args.database_url or os.environ.get("MFA_GUARD_DATABASE_URL") or DEFAULT_DATABASE_URL
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from mfa_guard.enforcement import MemberStatus, iso, member_statuses
+    from mfa_guard.errors import MFAGuardError
+    from mfa_guard.stores.sites import Site
+    from mfa_guard.stores.sql import SQLStore, sites
+
+    async def report() -> list[tuple[Site, list[MemberStatus]]]:
+        store = SQLStore(_database_url(args))
+        try:
+            directory = store.site_directory()
+            if args.site:
+                site_ids = [args.site]
+            else:
+                await directory.create_all()
+                async with directory.engine.connect() as conn:
+                    rows = await conn.execute(select(sites.c.id).order_by(sites.c.id))
+                    site_ids = [row.id for row in rows]
+            found = []
+            for site_id in site_ids:
+                site = await directory.site(site_id)
+                if site is not None:
+                    found.append((site, await member_statuses(store, directory, site_id)))
+            return found
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(report())
+    except MFAGuardError as exc:
+        print(f"mfa-guard status: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    if args.site and not found:
+        print(f"mfa-guard status: there is no site {args.site!r}", file=sys.stderr)
+        return NOTHING_TO_DO
+    rows = [("SITE", "MEMBER", "ROLE", "2FA", "SMS")]
+    for site, members in found:
+        for member in members:
+            if args.without_2fa and member.two_factor:
+                continue
+            rows.append(
+                (
+                    site.id,
+                    member.user_id,
+                    member.role.value,
+                    "on" if member.two_factor else "OFF",
+                    "yes" if member.phone_verified else "-",
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    for site, members in found:
+        policy = site.policy
+        missing = sum(not m.two_factor for m in members)
+        state = (
+            "enforces 2FA from " + str(iso(policy.requires_by()))
+            if policy.enforce
+            else ("does not enforce 2FA")
+        )
+        print(f"{site.id} ({site.name}): {state}; {missing} of {len(members)} without 2FA")
+    return OK
+
+
+def _reset_user(args: argparse.Namespace) -> int:
+    import time
+
+    from mfa_guard.errors import MFAGuardError
+    from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
+    from mfa_guard.stores.sql import SQLStore
+
+    async def reset() -> bool:
+        store = SQLStore(_database_url(args))
+        try:
+            enrolment = await store.get(args.user)
+            if enrolment is None or not (enrolment.enrolled or enrolment.pending_secret):
+                return False
+            await store.disable(args.user)
+            event = AuditEvent(
+                kind=EventKind.ADMIN_RESET,
+                user_id=args.user,
+                at=time.time(),
+                detail=f"by={args.by}" if args.by else None,
+            )
+            await LoggingEventSink().emit(event)
+            return True
+        finally:
+            await store.close()
+
+    try:
+        done = asyncio.run(reset())
+    except MFAGuardError as exc:
+        print(f"mfa-guard reset-user: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    if not done:
+        print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
+        return NOTHING_TO_DO
+    print(
+        f"{args.user}: two-factor authentication is off and every session of theirs must sign "
+        "in again with it at its next re-check; they enrol again (at once if a site of theirs "
+        "enforces 2FA)."
+    )
+    return OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +185,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     init_db.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     init_db.set_defaults(run=_init_db)
+    status = commands.add_parser(
+        "status",
+        help="list the members of each site with their 2FA status (the green padlocks)",
+        description=(
+            "List each site's members, their role and whether they have 2FA, then each site's "
+            "policy. Exit 0; 1 when the database is unavailable; 3 for an unknown --site."
+        ),
+    )
+    status.add_argument("--site", help="only this site (its id)")
+    status.add_argument(
+        "--without-2fa", action="store_true", help="only the members who have no 2FA yet"
+    )
+    status.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
+    status.set_defaults(run=_status)
+    reset_user = commands.add_parser(
+        "reset-user",
+        help="turn a user's 2FA off (lost device): they enrol again",
+        description=(
+            "Turn USER's 2FA off: their secret, recovery codes and pending SMS code are removed "
+            "and every session of theirs loses its verified state at its next re-check. Writes "
+            "an admin_reset audit event. Exit 0 when reset; 1 when the database is unavailable; "
+            "3 when the user had no 2FA."
+        ),
+    )
+    reset_user.add_argument("user", help="the user id, as the app's identity gives it")
+    reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
+    reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
+    reset_user.set_defaults(run=_reset_user)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     SMS_FAILED = "sms_failed"
     PHONE_VERIFIED = "phone_verified"
     DISABLE_REFUSED = "disable_refused"
+    ADMIN_RESET = "admin_reset"
     SITE_POLICY_CHANGED = "site_policy_changed"
     SITE_ACCESS_DENIED = "site_access_denied"
     SITE_MEMBER_ADDED = "site_member_added"
@@ -39,6 +40,7 @@ _WARNINGS = frozenset(
         EventKind.SMS_LIMITED,
         EventKind.SMS_FAILED,
         EventKind.SITE_ACCESS_DENIED,
+        EventKind.ADMIN_RESET,
     }
 )
 
@@ -70,10 +72,11 @@ class LoggingEventSink:
         if event.site is None:
             logger.log(
                 level,
-                "mfa_guard event=%s user=%s method=%s ip=%s",
+                "mfa_guard event=%s user=%s method=%s%s ip=%s",
                 event.kind.value,
                 event.user_id,
                 event.method or "-",
+                "" if event.detail is None else " " + event.detail,
                 event.client_ip or "-",
             )
             return
