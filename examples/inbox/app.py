@@ -1,7 +1,9 @@
 """The demo app: password sign-in (the first factor) guarded by mfa_guard (the second).
 
 Operators live in memory; only the MFA data needs a database, a SQLite file under ``data_dir``
-next to the generated encryption key and session secret, so a restart keeps enrolments.
+next to the generated encryption key and session secret, so a restart keeps enrolments. Two sites
+are seeded at start-up (see :mod:`examples.inbox.sites`): Acme, whose owner can force its
+operators to turn on 2FA, and Solo. ``/signup`` makes a new operator of Acme.
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
 codes can be tried without a phone or an SMS provider account.
@@ -12,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +42,21 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from examples.inbox.forms import FormRefused, checked_form, csrf_token, field
+from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
 from mfa_guard import MFAGuard, MFAGuardSettings
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
+from mfa_guard.enforcement import iso
+from mfa_guard.errors import MFAGuardError
+from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
+from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from mfa_guard.stores.sql import SQLStore
-from mfa_guard.web.http import same_origin
+from mfa_guard.web.http import client_ip, report_failure, same_origin
+
+logger = logging.getLogger("examples.inbox")
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = HERE / ".data"
@@ -54,9 +67,11 @@ DEMO_PASSWORD = "demo"
 DEMO_ACCOUNTS = ("owner@acme.test", "agent@acme.test", "solo@example.test")
 INBOX_PATH = "/inbox"
 LOGIN_PATH = "/login"
+SIGNUP_PATH = "/signup"
 OUTBOX_PATH = "/outbox"
-# The kit's default exempt paths, and the outbox: a user being challenged must read the code.
-EXEMPT_PATHS = ["/login", "/logout", "/static", "/health", OUTBOX_PATH]
+# The kit's default exempt paths; sign-up, which starts a new session as sign-in does; and the
+# outbox: a user being challenged must read the code.
+EXEMPT_PATHS = ["/login", "/logout", "/static", "/health", SIGNUP_PATH, OUTBOX_PATH]
 # Texts go to the outbox; numbers of these countries may get them (France, the UK, North
 # America, Germany, Spain, Italy, Belgium, Switzerland, the Netherlands).
 SMS_DEFAULTS: dict[str, Any] = {
@@ -67,6 +82,10 @@ SMS_DEFAULTS: dict[str, Any] = {
 # Inputs longer than this are refused before any hashing.
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
+# New accounts' passwords (NIST SP 800-63B 5.1.1.2); the seeded ones all stay "demo".
+MIN_NEW_PASSWORD_LENGTH = 8
+# A plain address: the demo's accounts are e-mail addresses, and so are its users' ids.
+EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
 
 # scrypt cost for the demo's passwords: 16 MiB and a few tens of milliseconds per check.
 SCRYPT_N = 2**14
@@ -115,6 +134,18 @@ class Accounts:
 
     def __contains__(self, email: str) -> bool:
         return email in self._hashes
+
+    async def add(self, email: str, password: str) -> bool:
+        """A new account; ``False`` if the address already has one."""
+        email = _normalise_email(email)
+        if email in self._hashes:
+            return False
+        salt = secrets.token_bytes(16)
+        hashed = await anyio.to_thread.run_sync(_hash_password, password, salt)
+        if email in self._hashes:  # taken by another sign-up while this one was hashing
+            return False
+        self._hashes[email] = (salt, hashed)
+        return True
 
     async def authenticate(self, email: str, password: str) -> str | None:
         """The account's canonical e-mail address if the password matches, else ``None``."""
@@ -174,6 +205,21 @@ def _field(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def sign_up_problem(email: str, password: str) -> str | None:
+    """Why the sign-up form's input is refused, or ``None``."""
+    if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL_LENGTH:
+        return "Enter an e-mail address such as name@example.com."
+    if not MIN_NEW_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        return (
+            f"Choose a password of {MIN_NEW_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters."
+        )
+    return None
+
+
+def _utc_text(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
 def _new_fernet_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
@@ -216,22 +262,40 @@ def create_app(
         store = SQLStore.from_settings(settings)
     else:
         store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
+    sites = MemorySiteDirectory()
     clock = clock or system_clock
     # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
     outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
-    guard = MFAGuard(settings=settings, store=store, clock=clock, sms=outbox)
+    guard = MFAGuard(settings=settings, store=store, clock=clock, sms=outbox, sites=sites)
     shows_outbox = outbox is not None and guard.sms is outbox
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
+    templates.env.filters["utc"] = _utc_text
+    templates.env.filters["iso"] = iso
+    mfa_settings = f"{settings.mount_path}/settings"
 
     def render(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200
     ) -> Response:
-        response = templates.TemplateResponse(
-            request, name, {"issuer": settings.issuer, **context}, status_code=status_code
-        )
+        user = request.user.display_name if request.user.is_authenticated else None
+        full = {
+            "issuer": settings.issuer,
+            "user": user,
+            "mfa_settings": mfa_settings,
+            "enrol_path": f"{settings.mount_path}/enrol",
+            # The kit's banner data, read from the marker the middleware left in the scope.
+            "enrolment_notice": guard.enrolment_notice(request.scope),
+            # Called by the templates with a form only: other pages start no session.
+            "csrf_token": lambda: csrf_token(request.session),
+            **context,
+        }
+        response = templates.TemplateResponse(request, name, full, status_code=status_code)
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def error_page(request: Request, status_code: int, heading: str, message: str) -> Response:
+        context = {"heading": heading, "message": message}
+        return render(request, "error.html", context, status_code)
 
     async def home(request: Request) -> Response:
         target = INBOX_PATH if request.user.is_authenticated else LOGIN_PATH
@@ -259,6 +323,34 @@ def create_app(
         request.session["user"] = user
         return RedirectResponse(next_path, status_code=303)
 
+    async def signup_form(request: Request) -> Response:
+        return render(request, "signup.html", {"email": "", "error": None})
+
+    async def signup(request: Request) -> Response:
+        """A new operator of Acme. When a site of theirs enforces 2FA, the set-up starts at
+        once: they land on the QR code, as Crisp shows it during sign-up."""
+        form = await checked_form(request, settings)
+        email = _normalise_email(field(form, "email"))
+        password = field(form, "password")
+        problem = sign_up_problem(email, password)
+        status_code = 400
+        if problem is None and not await accounts.add(email, password):
+            problem, status_code = "That e-mail address already has an account: sign in.", 409
+        if problem is not None:
+            context = {"email": email[:MAX_EMAIL_LENGTH], "error": problem}
+            return render(request, "signup.html", context, status_code=status_code)
+        service = guard.site_service
+        if not await service.add_member(SIGN_UP_SITE, email, Role.OPERATOR, by=email):
+            logger.warning("the demo site %r is missing: %s joined no site", SIGN_UP_SITE, email)
+        request.session.clear()  # a new sign-in starts a new session
+        request.session["user"] = email
+        if not (await service.enforcement(email)).required:
+            return RedirectResponse(INBOX_PATH, status_code=303)
+        setup = await guard.service.begin_setup(email, email, client_ip(request.scope, settings))
+        if isinstance(setup, Denied):  # a phone first (require_phone_for_enrolment)
+            logger.info("%s must add a phone before the QR code: %s", email, setup.reason)
+        return RedirectResponse(f"{settings.mount_path}/enrol?next={INBOX_PATH}", status_code=303)
+
     async def logout(request: Request) -> Response:
         if not same_origin(request.scope, settings):
             return PlainTextResponse("Cross-site sign-out refused.", status_code=403)
@@ -270,12 +362,22 @@ def create_app(
             return RedirectResponse(f"{LOGIN_PATH}?next={INBOX_PATH}", status_code=303)
         # The guard's middleware leaves the session's marker here when it lets a request in.
         marker = request.scope.get("mfa_guard")
+        memberships = await guard.site_service.memberships(request.user.display_name)
         context = {
-            "user": request.user.display_name,
             "conversations": CONVERSATIONS,
             "two_factor_on": isinstance(marker, Marker) and marker.enrolled,
-            "mfa_settings": f"{settings.mount_path}/settings",
             "outbox": OUTBOX_PATH if shows_outbox else None,
+            "sites": [
+                {
+                    "name": membership.site.name,
+                    "role": membership.role.value,
+                    "enforced": membership.site.policy.enforce,
+                    "team": team_path(membership.site.id),
+                    "settings": settings_path(membership.site.id),
+                    "owner": membership.role is Role.OWNER,
+                }
+                for membership in memberships
+            ],
         }
         return render(request, "inbox.html", context)
 
@@ -295,9 +397,28 @@ def create_app(
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def form_refused(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, FormRefused):
+            raise exc
+        return error_page(request, exc.status_code, exc.heading, exc.message)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, MFAGuardError):
+            raise exc
+        report_failure(exc)
+        response = error_page(
+            request,
+            503,
+            "Service unavailable",
+            "The inbox cannot reach its data right now. Please try again soon.",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
+            await seed_sites(sites)
             yield
         finally:
             await guard.aclose()
@@ -308,8 +429,11 @@ def create_app(
             Route("/", home),
             Route(LOGIN_PATH, login_form, methods=["GET"]),
             Route(LOGIN_PATH, login, methods=["POST"]),
+            Route(SIGNUP_PATH, signup_form, methods=["GET"]),
+            Route(SIGNUP_PATH, signup, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route(INBOX_PATH, inbox),
+            *SitePages(guard, render, login_path=LOGIN_PATH).routes(),
             Route("/health", health),
             Route(OUTBOX_PATH, outbox_messages),
             guard.mount(),
@@ -322,9 +446,12 @@ def create_app(
             Middleware(AuthenticationMiddleware, backend=SessionAuth(accounts)),
             guard.middleware(),
         ],
+        exception_handlers={FormRefused: form_refused, MFAGuardError: unavailable},
         lifespan=lifespan,
     )
     app.state.guard = guard
     app.state.store = store
+    app.state.sites = sites
+    app.state.accounts = accounts
     app.state.outbox = outbox
     return app
