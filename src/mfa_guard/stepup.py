@@ -1,0 +1,116 @@
+"""Step-up: routes that demand a second factor verified within the last ``max_age`` seconds.
+
+The middleware lets a session through for ``verified_lifetime_seconds`` after its challenge; a
+sensitive route (delete the account, export the data, change a payout address) can ask for more:
+a code entered a few minutes ago::
+
+    from mfa_guard.stepup import require_recent_mfa
+
+    @require_recent_mfa(guard, max_age=300)
+    async def close_account(request: Request) -> Response: ...
+
+A page navigation without a recent enough verification is sent to the challenge and back
+(``303``); an API call gets ``401 mfa_reauthentication_required``; a user without 2FA, who cannot
+step up, is sent to enrolment (``403 mfa_enrolment_required`` for API calls).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from mfa_guard.errors import ConfigurationError, MFAGuardError
+from mfa_guard.web.http import (
+    NAVIGATION_METHODS,
+    UNAVAILABLE_MESSAGE,
+    json_error,
+    page_url,
+    report_failure,
+    requested_path,
+    unavailable_json,
+    wants_json,
+)
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def require_recent_mfa(
+    guard: MFAGuard, max_age: int | None = None
+) -> Callable[[Endpoint], Endpoint]:
+    """Decorates a Starlette endpoint: it runs only for a session whose second factor was
+    verified within ``max_age`` seconds (default: the ``recent_mfa_seconds`` setting)."""
+    age = guard.settings.recent_mfa_seconds if max_age is None else max_age
+    if not 0 < age <= guard.settings.verified_lifetime_seconds:
+        raise ConfigurationError(
+            "require_recent_mfa: max_age must be between 1 and verified_lifetime_seconds "
+            f"({guard.settings.verified_lifetime_seconds}), not {age}"
+        )
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            refusal = await recent_mfa_refusal(guard, request, age)
+            if refusal is not None:
+                return refusal
+            return await endpoint(request)
+
+        return guarded
+
+    return decorate
+
+
+async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) -> Response | None:
+    """``None`` when the session verified its second factor within ``max_age`` seconds, else
+    the answer that sends it to step up (the same rules as the decorator)."""
+    scope = request.scope
+    settings = guard.settings
+    as_json = wants_json(scope, settings)
+    user_id = guard.identity(scope)
+    if user_id is None:
+        if as_json:
+            return json_error(401, "not_authenticated", "Sign in first.")
+        return _redirect(settings.home_path)
+    try:
+        marker = await guard.current_marker(guard.session_of(scope), user_id)
+    except MFAGuardError as exc:
+        if as_json:
+            return unavailable_json(exc)
+        report_failure(exc)
+        return PlainTextResponse(UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"})
+    now = guard.clock()
+    next_path = requested_path(scope) if request.method in NAVIGATION_METHODS else None
+    if not marker.enrolled:
+        if as_json:
+            return json_error(
+                403,
+                "mfa_enrolment_required",
+                "This action needs two-factor authentication: turn it on first.",
+            )
+        return _redirect(page_url(scope, settings, "enrol", next_path))
+    verified_at = marker.verified_at
+    if (
+        verified_at is not None
+        and marker.is_verified(now, settings.verified_lifetime_seconds)
+        and 0 <= now - verified_at <= max_age
+    ):
+        return None
+    if as_json:
+        return json_error(
+            401,
+            "mfa_reauthentication_required",
+            "Confirm a current code (POST api/verify) to continue.",
+        )
+    return _redirect(page_url(scope, settings, "challenge", next_path))
+
+
+def _redirect(url: str) -> Response:
+    response = RedirectResponse(url, status_code=303)
+    response.headers["Cache-Control"] = "no-store"
+    return response
