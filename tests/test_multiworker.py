@@ -67,6 +67,7 @@ class Site:
 
     a: str
     b: str
+    env: dict[str, str]
 
     def __getitem__(self, index: int) -> str:
         return (self.a, self.b)[index % 2]
@@ -136,6 +137,23 @@ def _demo_process(env: dict[str, str], log: Path) -> Iterator[Server]:
         _stop(process)
 
 
+def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``mfa-guard …`` as an operator runs it, against the servers' database."""
+    return subprocess.run(  # noqa: S603 (the kit's own CLI, arguments from the test)
+        [sys.executable, "-m", "mfa_guard.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run_cli(site.env, *args)
+
+
 def _wait_until_healthy(server: Server) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     with httpx.Client(timeout=2) as client:
@@ -192,15 +210,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             }
         )
         # What a deployment runs once before starting its workers.
-        init_db = subprocess.run(
-            [sys.executable, "-m", "mfa_guard.cli", "init-db"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        init_db = _run_cli(env, "init-db")
         assert init_db.returncode == 0, init_db.stderr
 
         servers = []
@@ -210,7 +220,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             # the shared folder, the second reads them (see the report on simultaneous starts).
             _wait_until_healthy(server)
             servers.append(server)
-        yield Site(servers[0].url, servers[1].url)
+        yield Site(servers[0].url, servers[1].url, env)
 
         for server in servers:
             assert server.process.poll() is None, f"{server.url} died:\n{server.log_tail()}"
@@ -388,3 +398,48 @@ async def test_a_session_verified_on_one_server_follows_changes_made_on_the_othe
 
         await eventually(laptop_is_challenged, "A challenged the session after re-enrolment")
         assert (await laptop.get(f"{site.b}/inbox")).headers["location"] == CHALLENGE
+
+
+async def test_a_site_policy_changed_on_one_server_reaches_sessions_on_the_other(
+    site: Site,
+) -> None:
+    # Earlier tests enrolled both: support resets them, as for a lost phone (mfa-guard
+    # reset-user on the shared database), so the agent starts without 2FA.
+    for user in (OWNER, AGENT):
+        assert _cli(site, "reset-user", user, "--by", "support").returncode == 0
+    async with (
+        httpx.AsyncClient(timeout=30) as owner,
+        httpx.AsyncClient(timeout=30) as agent,
+    ):
+        await sign_in(owner, site.a, OWNER)
+        await enrol(owner, site.a)
+        await sign_in(agent, site.b, AGENT)
+        assert (await agent.get(f"{site.b}/inbox")).status_code == 200
+
+        # The owner forces 2FA on Acme through A, at once: the agent's session on B is sent to
+        # enrolment at its next re-check, with no restart and nothing shared in process.
+        forced = await owner.put(
+            f"{site.a}/mfa/api/sites/acme/policy", json={"enforce": True, "grace_hours": 0}
+        )
+        assert forced.status_code == 200, forced.text
+
+        async def agent_must_enrol() -> bool:
+            inbox = await agent.get(f"{site.b}/inbox")
+            if inbox.status_code == 200:
+                return False
+            assert inbox.headers["location"] == "/mfa/enrol?next=/inbox"
+            return True
+
+        await eventually(agent_must_enrol, "B sent the agent to enrolment")
+        api = await agent.get(f"{site.a}/inbox", headers={"accept": "application/json"})
+        assert api.status_code == 403
+        assert error_code(api) == "mfa_enrolment_required"
+
+        # Turned off through B, the agent's session on A gets the inbox back.
+        lifted = await owner.put(f"{site.b}/mfa/api/sites/acme/policy", json={"enforce": False})
+        assert lifted.status_code == 200, lifted.text
+
+        async def agent_is_free() -> bool:
+            return (await agent.get(f"{site.a}/inbox")).status_code == 200
+
+        await eventually(agent_is_free, "A let the agent in again")
