@@ -8,6 +8,7 @@ import html
 import os
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,17 @@ class Demo:
         return policy
 
 
-@pytest.fixture
-async def demo(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
-    app = create_app(tmp_path, clock=clock)
+@asynccontextmanager
+async def running_demo(data_dir: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
+    app = create_app(data_dir, clock=clock)
     async with app.router.lifespan_context(app):
         yield Demo(app, clock)
+
+
+@pytest.fixture
+async def demo(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
+    async with running_demo(tmp_path, clock) as demo:
+        yield demo
 
 
 async def sign_in(browser: httpx.AsyncClient, email: str, password: str = DEMO_PASSWORD) -> None:
@@ -150,6 +157,31 @@ async def test_the_demo_sites_are_seeded_at_start_up(demo: Demo) -> None:
         Member(OWNER, Role.OWNER),
     ]
     assert await sites.members("solo") == [Member(SOLO, Role.OWNER)]
+
+
+async def test_a_restart_keeps_the_policy_and_forgets_the_sign_ups(
+    tmp_path: Path, clock: FrozenClock
+) -> None:
+    async with running_demo(tmp_path, clock) as demo, demo.browser() as owner:
+        await owner_with_2fa(demo, owner)
+        assert (await post_policy(owner, enforce=True, grace="168")).status_code == 303
+        async with demo.browser() as newcomer:
+            assert (await sign_up(newcomer)).status_code == 303
+        enforced = await demo.policy()
+
+    async with running_demo(tmp_path, clock) as demo:
+        assert await demo.policy() == enforced
+        sites = demo.app.state.sites
+        # Sign-ups live in memory: gone with the process, and off the team.
+        assert await sites.members("acme") == [
+            Member(AGENT, Role.OPERATOR),
+            Member(OWNER, Role.OWNER),
+        ]
+        async with demo.browser() as newcomer:
+            refused = await newcomer.post(
+                "/login", data={"email": NEWCOMER, "password": NEW_PASSWORD}
+            )
+            assert refused.status_code == 400
 
 
 async def test_seeding_again_restores_the_members_and_keeps_the_policy() -> None:

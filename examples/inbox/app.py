@@ -2,8 +2,9 @@
 
 Operators live in memory; only the MFA data needs a database, a SQLite file under ``data_dir``
 next to the generated encryption key and session secret, so a restart keeps enrolments. Two sites
-are seeded at start-up (see :mod:`examples.inbox.sites`): Acme, whose owner can force its
-operators to turn on 2FA, and Solo. ``/signup`` makes a new operator of Acme.
+are seeded at start-up into the same database (see :mod:`examples.inbox.sites`): Acme, whose
+owner can force its operators to turn on 2FA, and Solo; a restart keeps their policies.
+``/signup`` makes a new operator of Acme (in memory too: a restart forgets them).
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
 codes can be tried without a phone or an SMS provider account.
@@ -52,7 +53,7 @@ from mfa_guard.enforcement import iso
 from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
-from mfa_guard.stores.sites import MemorySiteDirectory, Role
+from mfa_guard.stores.sites import Role
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.web.http import client_ip, report_failure, same_origin
 
@@ -262,7 +263,8 @@ def create_app(
         store = SQLStore.from_settings(settings)
     else:
         store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
-    sites = MemorySiteDirectory()
+    # Sites, members and policies in the same database (and engine) as the enrolments.
+    sites = store.site_directory()
     clock = clock or system_clock
     # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
     outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
