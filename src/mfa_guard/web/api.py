@@ -18,6 +18,7 @@ from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
+from mfa_guard.web import openapi
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
 
@@ -126,6 +127,7 @@ class API:
     def __init__(self, guard: MFAGuard) -> None:
         self.guard = guard
         self.service = guard.service
+        self._openapi: dict[str, Any] | None = None
 
     def routes(self) -> list[Route]:
         table: list[tuple[str, str, Handler, bool]] = [
@@ -151,6 +153,7 @@ class API:
             Route(path, self._endpoint(handler, method, mutates=mutates), methods=ALL_METHODS)
             for path, method, handler, mutates in table
         ]
+        routes.append(Route("/api/openapi.json", self.openapi, methods=["GET", "HEAD"]))
         routes.append(Route("/api/{rest:path}", _not_found, methods=ALL_METHODS))
         return routes
 
@@ -183,6 +186,12 @@ class API:
                 return unavailable_json(exc)
 
         return endpoint
+
+    async def openapi(self, request: Request) -> Response:
+        """The OpenAPI 3.1 document of this API (public: it holds no user data)."""
+        if self._openapi is None:
+            self._openapi = openapi.document(self.guard)
+        return JSONResponse(self._openapi)
 
     async def status(self, request: Request, caller: Caller) -> Response:
         enrolment = await self.service.enrolment(caller.user_id)
