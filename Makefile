@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest clean bench
+.PHONY: install demo test lint typecheck pytest clean bench screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png).
+screenshots: $(STAMP)
+	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data
