@@ -14,8 +14,13 @@ from pathlib import Path
 import uvicorn
 
 from examples.inbox.app import DEMO_ACCOUNTS, DEMO_PASSWORD, create_app
+from examples.inbox.sites import DEMO_SITES, DemoSite
 
 HOST = "127.0.0.1"
+
+
+def _members(site: DemoSite) -> str:
+    return ", ".join(f"{email} {role.value}" for email, role in site.members)
 
 
 def main() -> None:
@@ -29,6 +34,8 @@ def main() -> None:
     print("Sign in with one of these accounts:")
     for email in DEMO_ACCOUNTS:
         print(f"  {email:<20} password: {DEMO_PASSWORD}")
+    print("Sites: " + "; ".join(f"{site.name} ({_members(site)})" for site in DEMO_SITES))
+    print(f"New operators of Acme sign up at http://{HOST}:{port}/signup")
     uvicorn.run(app, host=HOST, port=port)
 
 
