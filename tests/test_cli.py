@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,10 @@ from cryptography.fernet import Fernet
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
 from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.stores.sites import Role, SitePolicy
 from mfa_guard.stores.sql import SQLStore
+from tests.test_ratelimit import redis_or_skip
 
 
 def test_keygen_prints_a_key_the_settings_accept(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,6 +105,15 @@ def test_status_of_one_site_and_only_members_without_2fa(
     assert "there is no site 'nope'" in capsys.readouterr().err
 
 
+@pytest.fixture
+def app_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's settings, as an operator's shell holds them (no .env file here)."""
+    monkeypatch.setenv("MFA_GUARD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    monkeypatch.delenv("MFA_GUARD_STORAGE_URI", raising=False)
+    monkeypatch.delenv("MFA_GUARD_DEBUG", raising=False)
+
+
+@pytest.mark.usefixtures("app_environment")
 def test_reset_user_turns_2fa_off_and_writes_an_audit_event(
     database: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -117,6 +130,49 @@ def test_reset_user_turns_2fa_off_and_writes_an_audit_event(
     assert "owner@acme.test" in capsys.readouterr().out
 
 
+@pytest.mark.redis
+@pytest.mark.usefixtures("app_environment")
+def test_reset_user_clears_the_failure_count_in_shared_storage(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who lost their device often locked themselves out trying: they can enrol again."""
+    uri = redis_or_skip()
+    monkeypatch.setenv("MFA_GUARD_STORAGE_URI", uri)
+    monkeypatch.setenv("MFA_GUARD_RATE_LIMITS__FAILURES", "2/hour")
+    user = "owner@acme.test"
+
+    async def attempt() -> float | None:
+        limiter = FailureLimiter(storage_from_uri(uri), "2/hour")
+        try:
+            return await limiter.acquire(user, time.time())
+        finally:
+            await limiter.aclose()
+
+    async def lock_out() -> None:
+        limiter = FailureLimiter(storage_from_uri(uri), "2/hour")
+        try:
+            await limiter.reset(user)
+            while await limiter.acquire(user, time.time()) is None:
+                pass
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(lock_out())
+    assert main(["reset-user", user, "--database-url", database]) == 0
+    assert "failed-attempt count is cleared" in capsys.readouterr().out
+    assert asyncio.run(attempt()) is None
+
+
+def test_reset_user_refuses_invalid_settings(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MFA_GUARD_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("MFA_GUARD_DEBUG", raising=False)
+    assert main(["reset-user", "owner@acme.test", "--database-url", database]) == 2
+    assert "no encryption key" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("app_environment")
 def test_status_and_reset_user_say_when_the_database_is_down(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

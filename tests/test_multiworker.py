@@ -151,7 +151,10 @@ def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def _cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run_cli(site.env, *args)
+    """With the app's settings, as an operator's shell holds them: the encryption key the
+    servers generated in their data folder."""
+    key = (Path(site.env["INBOX_DATA_DIR"]) / "encryption.key").read_text().strip()
+    return _run_cli({**site.env, "MFA_GUARD_ENCRYPTION_KEYS": key}, *args)
 
 
 def _wait_until_healthy(server: Server) -> None:
@@ -403,10 +406,13 @@ async def test_a_session_verified_on_one_server_follows_changes_made_on_the_othe
 async def test_a_site_policy_changed_on_one_server_reaches_sessions_on_the_other(
     site: Site,
 ) -> None:
-    # Earlier tests enrolled both: support resets them, as for a lost phone (mfa-guard
-    # reset-user on the shared database), so the agent starts without 2FA.
+    # Earlier tests enrolled both and spent their failure budgets: support resets them, as for
+    # a lost phone (mfa-guard reset-user on the shared database and Redis), so the agent starts
+    # without 2FA and the owner can enrol again at once.
     for user in (OWNER, AGENT):
-        assert _cli(site, "reset-user", user, "--by", "support").returncode == 0
+        reset = _cli(site, "reset-user", user, "--by", "support")
+        assert reset.returncode == 0, reset.stderr
+        assert "failed-attempt count is cleared" in reset.stdout
     async with (
         httpx.AsyncClient(timeout=30) as owner,
         httpx.AsyncClient(timeout=30) as agent,

@@ -124,27 +124,48 @@ def _status(args: argparse.Namespace) -> int:
 def _reset_user(args: argparse.Namespace) -> int:
     import time
 
+    from pydantic import ValidationError
+
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
+    from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
     from mfa_guard.stores.sql import SQLStore
 
+    try:
+        # The app's own settings: where its failure counts live, and under which limits.
+        settings = MFAGuardSettings()
+    except ValidationError as exc:
+        print(f"mfa-guard reset-user: the settings are invalid:\n{exc}", file=sys.stderr)
+        return USAGE
+    shared = not settings.storage_uri.startswith(("memory://", "async+memory"))
+
     async def reset() -> bool:
-        store = SQLStore(_database_url(args))
+        store = SQLStore(args.database_url or settings.database_url)
         try:
             enrolment = await store.get(args.user)
             if enrolment is None or not (enrolment.enrolled or enrolment.pending_secret):
                 return False
             await store.disable(args.user)
-            event = AuditEvent(
-                kind=EventKind.ADMIN_RESET,
-                user_id=args.user,
-                at=time.time(),
-                detail=f"by={args.by}" if args.by else None,
-            )
-            await LoggingEventSink().emit(event)
-            return True
         finally:
             await store.close()
+        if shared:
+            # A user who lost their device has often locked themselves out trying: the new
+            # enrolment must not wait for the window.
+            limiter = FailureLimiter(
+                storage_from_uri(settings.storage_uri), settings.rate_limits.failures
+            )
+            try:
+                await limiter.reset(args.user)
+            finally:
+                await limiter.aclose()
+        event = AuditEvent(
+            kind=EventKind.ADMIN_RESET,
+            user_id=args.user,
+            at=time.time(),
+            detail=f"by={args.by}" if args.by else None,
+        )
+        await LoggingEventSink().emit(event)
+        return True
 
     try:
         done = asyncio.run(reset())
@@ -159,6 +180,10 @@ def _reset_user(args: argparse.Namespace) -> int:
         "in again with it at its next re-check; they enrol again (at once if a site of theirs "
         "enforces 2FA)."
     )
+    if shared:
+        print("Their failed-attempt count is cleared.")
+    else:
+        print("Failure counts live in each app process (memory://): they expire with their window.")
     return OK
 
 
@@ -204,9 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="turn a user's 2FA off (lost device): they enrol again",
         description=(
             "Turn USER's 2FA off: their secret, recovery codes and pending SMS code are removed "
-            "and every session of theirs loses its verified state at its next re-check. Writes "
-            "an admin_reset audit event. Exit 0 when reset; 1 when the database is unavailable; "
-            "3 when the user had no 2FA."
+            "and every session of theirs loses its verified state at its next re-check; their "
+            "failed-attempt count is cleared (with a shared MFA_GUARD_STORAGE_URI). Reads the "
+            "app's settings (MFA_GUARD_*, .env). Writes an admin_reset audit event. Exit 0 when "
+            "reset; 1 when the database or the rate-limit storage is unavailable; 2 when the "
+            "settings are invalid; 3 when the user had no 2FA."
         ),
     )
     reset_user.add_argument("user", help="the user id, as the app's identity gives it")
