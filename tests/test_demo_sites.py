@@ -615,3 +615,17 @@ async def test_unreadable_forms_are_refused_without_a_server_error(
     assert refused.status_code in (400, 403)
     assert "Request refused" in refused.text
     assert not (await demo.policy()).enforce
+
+
+async def test_an_owner_verified_minutes_ago_confirms_a_code_before_the_change(demo: Demo) -> None:
+    async with demo.browser() as owner:
+        secret = await owner_with_2fa(demo, owner)
+        demo.clock.advance(301)  # past recent_mfa_seconds: step-up
+        stepped_up = await post_policy(owner, enforce=True, grace="168")
+        assert stepped_up.status_code == 303
+        assert stepped_up.headers["location"] == "/mfa/challenge?next=/sites/acme/settings"
+        assert not (await demo.policy()).enforce
+        assert (await answer_challenge(owner, secret, demo.clock)).status_code == 303
+        saved = await post_policy(owner, enforce=True, grace="168")
+    assert saved.status_code == 303
+    assert (await demo.policy()).enforce

@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from mfa_guard import MemoryStore
+from mfa_guard.core.marker import Marker
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import EventKind
+from mfa_guard.services import Denied, Reason
 from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
@@ -306,27 +308,47 @@ async def test_grace_hours_0_enforces_at_once_and_the_agent_must_enrol(acme: Acm
         assert (await put_policy(owner, {"enforce": True})).status_code == 200
 
 
-async def test_enforcing_needs_the_owners_own_verified_2fa(acme: Acme) -> None:
+async def test_enforcing_needs_the_owners_own_2fa_verified_within_minutes(acme: Acme) -> None:
     async with acme.ga.client() as owner:
         await sign_in(owner, OWNER)
         refused = await put_policy(owner, {"enforce": True, "grace_hours": 0})
         assert refused.status_code == 403
         assert assert_json_error(refused) == "verified_mfa_required"
         secret, _ = await enrol(acme.ga, owner)
+        # Verified at enrolment; recent_mfa_seconds (300) later it is no longer recent enough.
+        acme.ga.clock.advance(301)
+        for body in ({"enforce": True, "grace_hours": 1}, {"enforce": False}):
+            refused = await put_policy(owner, body)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (
+                401,
+                "mfa_reauthentication_required",
+            )
     acme.ga.clock.advance(30)
     async with acme.ga.client() as new_session:
         # Enrolled, but not verified in this session: no change of any kind.
         await sign_in(new_session, OWNER)
-        for body in ({"enforce": True, "grace_hours": 1}, {"enforce": False}):
-            refused = await put_policy(new_session, body)
-            assert (refused.status_code, refused.json()["error"]["code"]) == (
-                403,
-                "verified_mfa_required",
-            )
+        refused = await put_policy(new_session, {"enforce": False})
+        assert refused.status_code == 401
         verified = await new_session.post("/mfa/api/verify", json={"code": acme.ga.code(secret)})
         assert verified.status_code == 200
         ok = await put_policy(new_session, {"enforce": True, "grace_hours": 1})
         assert ok.status_code == 200
+    site = await acme.directory.site("acme")
+    assert site is not None
+    assert site.policy.grace_deadline == acme.ga.clock() + 3600
+
+
+async def test_the_service_checks_the_grace_period_for_apps_too(acme: Acme) -> None:
+    service = acme.ga.guard.site_service
+    now = acme.ga.clock()
+    # An owner who verified 2FA a second ago: only the grace period is wrong.
+    marker = Marker("subject", "nonce", now, 1, True, now - 1, "totp")
+    for hours in (-1.0, float("inf"), float("nan"), 721.0):
+        refused = await service.set_policy(
+            OWNER, "acme", enforce=True, grace_hours=hours, marker=marker, ip=None
+        )
+        assert isinstance(refused, Denied)
+        assert refused.reason is Reason.INVALID_GRACE
 
 
 async def test_turning_enforcement_off_is_always_allowed_to_owners(acme: Acme) -> None:

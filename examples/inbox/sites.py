@@ -18,7 +18,6 @@ from starlette.routing import Route
 
 from examples.inbox.forms import checked_form, field
 from mfa_guard import MFAGuard
-from mfa_guard.core.marker import Marker
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.services import Denied, Reason
 from mfa_guard.stores.sites import Role, Site, SiteDirectory
@@ -161,19 +160,23 @@ class SitePages:
             )
         # The owner's own 2FA state, read now as the kit's API does: a policy change is not
         # decided on a marker up to recheck_seconds old.
-        marker = await self._own_marker(request, user)
-        now = self.guard.clock()
+        marker = await self.guard.session_marker(request.scope, recheck=True)
+        if marker is None:
+            return self._to_login(request)
         result = await self.guard.site_service.set_policy(
             user,
             site_id,
             enforce=enforce,
             grace_hours=None if choice is None or not enforce else choice.hours,
-            actor_enrolled=marker.enrolled,
-            actor_verified=marker.enrolled
-            and marker.is_verified(now, self.guard.settings.verified_lifetime_seconds),
+            marker=marker,
             ip=client_ip(request.scope, self.guard.settings),
         )
         if isinstance(result, Denied):
+            if result.reason is Reason.REAUTHENTICATION_REQUIRED:
+                # Step-up: a current code first, then back to this page to submit again.
+                back = quote(settings_path(site_id), safe="/")
+                mount = self.guard.settings.mount_path
+                return RedirectResponse(f"{mount}/challenge?next={back}", status_code=303)
             if result.reason is Reason.OWNER_MFA_REQUIRED:
                 status_code = DENIED_STATUS[result.reason]
                 return await self._refused(
@@ -218,16 +221,6 @@ class SitePages:
             if (choice is not AT_ONCE_ANYWAY or missing)
             and (choice.hours or 0) <= self.guard.settings.max_grace_hours
         ]
-
-    async def _own_marker(self, request: Request, user: str) -> Marker:
-        session = self.guard.session_of(request.scope)
-        now = self.guard.clock()
-        marker = request.scope.get("mfa_guard")
-        if not isinstance(marker, Marker):
-            marker, _ = self.guard.fresh_marker(session, user, now)
-        marker = await self.guard.recheck(session, user, marker, now)
-        request.scope["mfa_guard"] = marker
-        return marker
 
     async def _site_and_members(
         self, request: Request, user: str

@@ -8,6 +8,7 @@ decides without a store call in between.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from mfa_guard.clock import Clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import Denied, Reason, publish
+from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.sites import Membership, Role, Site, SiteDirectory, SitePolicy
 
@@ -116,13 +118,14 @@ class SiteService:
         sites: SiteDirectory,
         events: EventSink,
         clock: Clock,
-        max_grace_hours: int,
+        settings: MFAGuardSettings,
     ) -> None:
         self.store = store
         self.sites = sites
         self._events = events
         self._clock = clock
-        self.max_grace_hours = max_grace_hours
+        self._settings = settings
+        self.max_grace_hours = settings.max_grace_hours
 
     async def memberships(self, user_id: str) -> list[Membership]:
         return await self.sites.memberships(user_id)
@@ -147,19 +150,30 @@ class SiteService:
         *,
         enforce: bool,
         grace_hours: float | None,
-        actor_enrolled: bool,
-        actor_verified: bool,
+        marker: Marker,
         ip: str | None,
     ) -> Site | MembersWithoutMFA | Denied:
         """Turn enforcement on (``grace_hours``: from when; ``None`` = at once, refused while
-        members lack 2FA) or off. Owners only; an owner must have verified 2FA in this session
-        to turn it on, and, if they have 2FA, to change anything."""
+        members lack 2FA) or off. For the site's owners; ``marker`` is the owner's session state,
+        read fresh (``guard.session_marker(scope, recheck=True)``): turning enforcement on needs
+        the owner's own 2FA, and an owner who has 2FA must have verified it within
+        ``recent_mfa_seconds`` for any change (step-up, as for new recovery codes)."""
         refused = await self._owner_only(actor, site_id, ip, "policy")
         if refused is not None:
             return refused
-        if (enforce or actor_enrolled) and not actor_verified:
-            return Denied(Reason.OWNER_MFA_REQUIRED)
+        if grace_hours is not None and not (
+            math.isfinite(grace_hours) and 0 <= grace_hours <= self.max_grace_hours
+        ):
+            return Denied(
+                Reason.INVALID_GRACE,
+                detail=f"The grace period must be from 0 to {self.max_grace_hours} hours.",
+            )
         now = self._clock()
+        if not marker.enrolled:
+            if enforce:
+                return Denied(Reason.OWNER_MFA_REQUIRED)
+        elif not self._recently_verified(marker, now):
+            return Denied(Reason.REAUTHENTICATION_REQUIRED)
         if not enforce:
             policy = SitePolicy(enforce=False, changed_by=actor, changed_at=now)
         else:
@@ -182,6 +196,15 @@ class SiteService:
         await self._emit(EventKind.SITE_POLICY_CHANGED, actor, site_id, ip, detail)
         site = await self.sites.site(site_id)
         return site if site is not None else Denied(Reason.SITE_NOT_FOUND)
+
+    def _recently_verified(self, marker: Marker, now: float) -> bool:
+        settings = self._settings
+        verified_at = marker.verified_at
+        return (
+            verified_at is not None
+            and marker.is_verified(now, settings.verified_lifetime_seconds)
+            and 0 <= now - verified_at <= settings.recent_mfa_seconds
+        )
 
     async def add_member(self, site_id: str, user_id: str, role: Role, *, by: str) -> bool:
         """For the app (sign-up, invitations): adds the member with an audit event. A member

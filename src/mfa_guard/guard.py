@@ -150,8 +150,24 @@ class MFAGuard:
             sites=self.sites,
             events=self.events,
             clock=self.clock,
-            max_grace_hours=self.settings.max_grace_hours,
+            settings=self.settings,
         )
+
+    async def session_marker(self, scope: Scope, *, recheck: bool = False) -> Marker | None:
+        """The signed-in user's marker for this request (``None`` when nobody is signed in):
+        the one the middleware left in the scope, or the session's; with ``recheck``, re-read
+        from the stores now and written back (before a sensitive change, as the kit's own
+        routes do)."""
+        user_id = self.identity(scope)
+        if user_id is None:
+            return None
+        session = self.session_of(scope)
+        now = self.clock()
+        marker, fresh = self.fresh_marker(session, user_id, now)
+        if recheck or not fresh or marker is None:
+            marker = await self.recheck(session, user_id, marker, now)
+        scope[SESSION_KEY] = marker
+        return marker
 
     def enrolment_notice(self, scope: Scope) -> EnrolmentNotice | None:
         """For the app's templates: the banner to show when a site of the signed-in user

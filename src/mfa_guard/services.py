@@ -67,6 +67,8 @@ class Reason(StrEnum):
     SITE_NOT_FOUND = "site_not_found"
     NOT_SITE_OWNER = "not_site_owner"
     OWNER_MFA_REQUIRED = "verified_mfa_required"
+    REAUTHENTICATION_REQUIRED = "mfa_reauthentication_required"
+    INVALID_GRACE = "invalid_grace_hours"
 
 
 _MESSAGES = {
@@ -94,9 +96,13 @@ _MESSAGES = {
     Reason.SITE_NOT_FOUND: "There is no such site.",
     Reason.NOT_SITE_OWNER: "Only the site's owners can do this.",
     Reason.OWNER_MFA_REQUIRED: (
-        "Turn on two-factor authentication for your own account and verify it in this session "
-        "before changing the site's policy."
+        "Turn on two-factor authentication for your own account before enforcing it on the "
+        "site."
     ),
+    Reason.REAUTHENTICATION_REQUIRED: (
+        "Confirm a current code (POST api/verify) before changing the site's policy."
+    ),
+    Reason.INVALID_GRACE: "The grace period is out of range.",
 }
 
 

@@ -45,6 +45,8 @@ DENIED_STATUS = {
     Reason.SITE_NOT_FOUND: 404,
     Reason.NOT_SITE_OWNER: 403,
     Reason.OWNER_MFA_REQUIRED: 403,
+    Reason.REAUTHENTICATION_REQUIRED: 401,
+    Reason.INVALID_GRACE: 400,
 }
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
@@ -268,8 +270,7 @@ class API:
             site_id,
             enforce=enforce,
             grace_hours=grace_hours,
-            actor_enrolled=caller.marker.enrolled,
-            actor_verified=caller.marker.enrolled and caller.is_verified(self.guard),
+            marker=caller.marker,
             ip=caller.ip,
         )
         if isinstance(result, Denied):
