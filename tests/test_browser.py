@@ -10,18 +10,16 @@ download its own browsers here. ``make screenshots`` runs this test with
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from examples.inbox import DEMO_PASSWORD, create_app
 from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
 
 from mfa_guard.testing import current_code
+from tests.live import served
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,26 +52,8 @@ def _chromium() -> Path:
 @pytest.fixture
 def served_demo(tmp_path: Path) -> Iterator[str]:
     """The demo on a real uvicorn server (real clock, fresh data folder) on a free port."""
-    app = create_app(tmp_path / "data")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-    assert not thread.is_alive()
+    with served(create_app(tmp_path / "data")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import stat
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from examples.inbox import DEMO_PASSWORD, create_app
 from examples.inbox.app import demo_settings
 
 from mfa_guard.testing import FrozenClock, current_code
+from tests.live import served
 
 USER = "solo@example.test"
 PHONE = "+33 6 12 34 56 78"
@@ -239,26 +236,8 @@ async def test_restart_keeps_the_enrolment(tmp_path: Path, clock: FrozenClock) -
 @pytest.fixture
 def served_inbox(tmp_path: Path, clock: FrozenClock) -> Iterator[str]:
     """The demo behind a real uvicorn server on a free 127.0.0.1 port; yields its base URL."""
-    app = create_app(tmp_path, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-    assert not thread.is_alive()
+    with served(create_app(tmp_path, clock=clock)) as url:
+        yield url
 
 
 def test_the_story_over_a_real_server(served_inbox: str, clock: FrozenClock) -> None:
