@@ -1,0 +1,215 @@
+"""SECURITY.md checklist 12 for texts: Redis stopped mid-run refuses every SMS path with a generic
+503 and sends nothing (the send budget cannot be counted, so nothing is sent on a guess), a
+verified session keeps working, nothing is lost, and texts flow again once Redis is back.
+
+Redis is a throwaway ``redis-server`` this module starts and stops (its own process only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+import pytest
+
+from mfa_guard.core import totp
+from mfa_guard.crypto import SecretBox
+from mfa_guard.events import EventKind
+from mfa_guard.sms import OutboxSMS
+from tests.apps import GuardedApp, build_app, sign_in
+from tests.scenarios import USER, State, assert_refused_page, page_token, recovery_code_set
+
+MOBILE = "+33612345678"
+OTHER_MOBILE = "+33699887766"
+SMS = {
+    "enabled": True,
+    "provider": "outbox",
+    "allowed_calling_codes": [33, 44],
+    # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
+    "resend_cooldown": "100/second",
+}
+TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
+RECHECK_SECONDS = 60
+TIMEOUT = 10.0
+# What a 503 must never show the client: the cause is for the operator's log only.
+LEAKS = ("Traceback", 'File "', "redis", "coredis", "limits", "127.0.0.1")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A skip on a developer's machine without Redis; a failure in CI, where it must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the outage tests must run)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class RedisServer:
+    """A ``redis-server`` of this test's own, without persistence: it restarts empty."""
+
+    def __init__(self, executable: str, port: int, log: Path) -> None:
+        self.executable = executable
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.log = log
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as output:
+            self._process = await asyncio.create_subprocess_exec(
+                self.executable,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + TIMEOUT
+        while not await self._answers():
+            if self._process.returncode is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start:\n{self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await asyncio.wait_for(process.wait(), TIMEOUT)
+
+    async def _answers(self) -> bool:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.port), 1
+            )
+        except OSError:
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            return await asyncio.wait_for(reader.readline(), 1) == b"+PONG\r\n"
+        except OSError:
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(executable, free_port(), tmp_path / "redis.log")
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+
+
+def last_texted_code(outbox: OutboxSMS) -> str:
+    assert outbox.messages, "a text was sent"
+    match = TEXTED_CODE.search(outbox.messages[-1].text)
+    assert match is not None, outbox.messages[-1].text
+    return match.group(1)
+
+
+def assert_unavailable_json(response: httpx.Response) -> None:
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+    for leak in LEAKS:
+        assert leak.lower() not in response.text.lower(), (leak, response.text)
+
+
+async def enrolled_with_a_phone(ga: GuardedApp) -> str:
+    """The user enrolled with a verified phone, straight in the store; returns the TOTP key."""
+    secret = totp.new_secret()
+    encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)
+    now = ga.clock()
+    await ga.store.begin_enrolment(USER, encrypted)
+    epoch = await ga.store.confirm_enrolment(
+        USER, encrypted, step=int(now // 30), recovery=recovery_code_set(), now=now
+    )
+    assert epoch is not None
+    await ga.store.set_phone(USER, MOBILE, now)
+    return secret
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_refuses_every_text_with_503_and_sends_none(
+    redis_server: RedisServer,
+) -> None:
+    outbox = OutboxSMS()
+    ga = build_app(
+        sms_provider=outbox,
+        sms=SMS,
+        storage_uri=redis_server.url,
+        recheck_seconds=RECHECK_SECONDS,
+    )
+    try:
+        async with ga.client() as verified, ga.client() as challenged:
+            secret = await enrolled_with_a_phone(ga)
+            await sign_in(verified)
+            await sign_in(challenged)
+            ga.clock.advance(30)  # the enrolment used this step
+            done = await verified.post("/mfa/api/verify", json={"code": ga.code(secret)})
+            assert done.status_code == 200, done.text
+            sent = await challenged.post("/mfa/api/sms/send", json={})
+            assert sent.status_code == 202, sent.text
+            code = last_texted_code(outbox)
+            token = await page_token(challenged, State.CHALLENGED)
+            before = await ga.store.get(USER)
+
+            await redis_server.stop()
+
+            # The send budget cannot be counted: no text goes out on a guess.
+            assert_unavailable_json(await challenged.post("/mfa/api/sms/send", json={}))
+            assert_unavailable_json(
+                await verified.post("/mfa/api/phone", json={"phone": OTHER_MOBILE})
+            )
+            page = await challenged.post("/mfa/sms", data={"csrf_token": token})
+            assert_refused_page(page, 503)
+            # Nor can the failure count: the texted code is not tried, so not spent.
+            assert_unavailable_json(
+                await challenged.post("/mfa/api/verify", json={"method": "sms", "code": code})
+            )
+            assert (await challenged.get("/protected")).status_code == 303
+            assert len(outbox.messages) == 1
+            assert EventKind.SMS_SENT in ga.events.kinds()
+
+            # The verified session works on, from its marker and then its store re-check.
+            assert (await verified.get("/protected")).status_code == 200
+            ga.clock.advance(RECHECK_SECONDS + 1)
+            assert (await verified.get("/api/data")).json() == {"data": 42}
+            assert await ga.store.get(USER) == before  # nothing lost, nothing spent
+
+            # Redis is back (empty): the waiting code signs in, and texts go out again.
+            await redis_server.start()
+            signed_in = await challenged.post(
+                "/mfa/api/verify", json={"method": "sms", "code": code}
+            )
+            assert signed_in.status_code == 200, signed_in.text
+            assert (await challenged.get("/protected")).status_code == 200
+            again = await verified.post("/mfa/api/sms/send", json={})
+            assert again.status_code == 202, again.text
+            assert len(outbox.messages) == 2
+    finally:
+        await ga.guard.aclose()
