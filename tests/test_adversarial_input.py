@@ -1,6 +1,7 @@
 """SECURITY.md checklist item 1 on the endpoints tests/test_bad_input.py leaves out: the SMS
 endpoints (JSON and forms) and the site endpoints. Bad input is a 4xx with a message, never a 500;
-it sends no text, counts no failed attempt and changes nothing."""
+it sends no text, counts no failed attempt and changes nothing. And checklist item 9 for the SMS
+endpoints, which tests/test_csrf.py leaves out: a post from another site or a GET sends nothing."""
 
 from __future__ import annotations
 
@@ -403,6 +404,81 @@ async def test_the_phone_form_shows_a_bad_number_again_without_a_text(
     before = await snapshot(guarded, client)
     response = await client.post("/mfa/settings/phone", **bad.request(token))
     assert_refused_page(response, 400)
+    assert await snapshot(guarded, client) == before
+    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+
+
+# -- SMS posts from another site, and GETs (checklist 9) ---------------------------------------
+
+CROSS_SITE = [
+    pytest.param({"origin": "https://evil.test"}, id="origin-evil"),
+    pytest.param({"origin": "null"}, id="origin-null"),
+    pytest.param({"sec-fetch-site": "cross-site"}, id="fetch-site-cross-site"),
+    pytest.param({"sec-fetch-site": "same-site"}, id="fetch-site-same-site"),
+    pytest.param(
+        {"origin": "https://evil.test", "sec-fetch-site": "same-origin"}, id="origin-evil-lying"
+    ),
+]
+
+
+def sms_fields(path: str, outbox: OutboxSMS) -> dict[str, str]:
+    """What a page of another site would post: a number of its own, or the right code."""
+    if path.endswith("/phone"):
+        return {"phone": "+447911123456"}
+    if path.endswith("/phone/verify"):
+        return {"code": texted_code(outbox, NEW_MOBILE)}
+    return {}
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+@pytest.mark.parametrize("path", ["/mfa/api/phone", "/mfa/api/phone/verify", "/mfa/api/sms/send"])
+async def test_an_sms_post_from_another_site_is_refused_and_sends_nothing(
+    guarded: GuardedApp,
+    client: httpx.AsyncClient,
+    outbox: OutboxSMS,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    await get_ready(guarded, client)
+    sent = len(outbox.messages)
+    before = await snapshot(guarded, client)
+    response = await client.post(path, json=sms_fields(path, outbox), headers=headers)
+    assert response.status_code == 403, response.text
+    assert assert_json_error(response) == "cross_site_request"
+    assert await snapshot(guarded, client) == before
+    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+@pytest.mark.parametrize("path", SMS_FORMS)
+async def test_an_sms_form_with_its_token_from_another_site_is_refused(
+    guarded: GuardedApp,
+    client: httpx.AsyncClient,
+    outbox: OutboxSMS,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    await get_ready(guarded, client)
+    fields = {"csrf_token": await page_token(client, State.VERIFIED)}
+    fields |= sms_fields(path.replace("/settings", "/api"), outbox)
+    sent = len(outbox.messages)
+    before = await snapshot(guarded, client)
+    assert_refused_page(await client.post(path, data=fields, headers=headers), 403)
+    assert await snapshot(guarded, client) == before
+    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+
+
+@pytest.mark.parametrize("path", ["/mfa/api/phone", "/mfa/api/phone/verify", "/mfa/api/sms/send"])
+async def test_a_get_to_an_sms_endpoint_sends_nothing(
+    guarded: GuardedApp, client: httpx.AsyncClient, outbox: OutboxSMS, path: str
+) -> None:
+    await get_ready(guarded, client)
+    sent = len(outbox.messages)
+    before = await snapshot(guarded, client)
+    response = await client.get(path, params=sms_fields(path, outbox))
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert assert_json_error(response) == "method_not_allowed"
     assert await snapshot(guarded, client) == before
     await assert_nothing_was_spent(guarded, client, outbox, True, sent)
 
