@@ -31,6 +31,7 @@ from mfa_guard import (
     MFAGuardSettings,
     MFAStore,
 )
+from mfa_guard.notifications import Notifier, NotifyingSink
 from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import FrozenClock, current_code
@@ -123,6 +124,7 @@ def build_app(
     template_directory: Path | None = None,
     sms_provider: SMSProvider | None = None,
     sites: SiteDirectory | None = None,
+    notifier: Notifier | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -132,7 +134,7 @@ def build_app(
     guard = MFAGuard(
         settings=settings,
         store=store,
-        events=events,
+        events=events if notifier is None else NotifyingSink(events, notifier),
         clock=clock,
         template_directory=template_directory,
         sms=sms_provider,

@@ -45,12 +45,13 @@ from starlette.templating import Jinja2Templates
 
 from examples.inbox.forms import FormRefused, checked_form, csrf_token, field
 from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
-from mfa_guard import MFAGuard, MFAGuardSettings
+from mfa_guard import LoggingEventSink, MFAGuard, MFAGuardSettings
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import MFAGuardError
+from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
@@ -268,7 +269,15 @@ def create_app(
     clock = clock or system_clock
     # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
     outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
-    guard = MFAGuard(settings=settings, store=store, clock=clock, sms=outbox, sites=sites)
+    guard = MFAGuard(
+        settings=settings,
+        store=store,
+        clock=clock,
+        sms=outbox,
+        sites=sites,
+        # A real app e-mails these; the demo logs "would notify …" lines instead.
+        events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
+    )
     shows_outbox = outbox is not None and guard.sms is outbox
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
