@@ -96,8 +96,7 @@ _MESSAGES = {
     Reason.SITE_NOT_FOUND: "There is no such site.",
     Reason.NOT_SITE_OWNER: "Only the site's owners can do this.",
     Reason.OWNER_MFA_REQUIRED: (
-        "Turn on two-factor authentication for your own account before enforcing it on the "
-        "site."
+        "Turn on two-factor authentication for your own account before enforcing it on the site."
     ),
     Reason.REAUTHENTICATION_REQUIRED: (
         "Confirm a current code (POST api/verify) before changing the site's policy."
