@@ -3,13 +3,20 @@ example API's whole story for a client with a bearer token."""
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
+import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+from cryptography.fernet import Fernet
 from examples.fastapi_api.app import EXPORT_MAX_AGE, build
 from examples.fastapi_api.tokens import TOKEN_LIFETIME, TokenSessionMiddleware
 from fastapi import Depends, FastAPI, WebSocket
@@ -696,3 +703,66 @@ async def test_the_example_wires_the_token_session_between_cookie_and_authentica
     example = build(settings_for(), clock=FrozenClock())
     stack: list[object] = [middleware.cls for middleware in example.app.user_middleware]
     assert stack == [SessionMiddleware, TokenSessionMiddleware, AuthenticationMiddleware]
+
+
+# docs/fastapi.md: the guide's app, exactly as a reader copies it
+
+
+def guide_app() -> types.ModuleType:
+    page = Path(__file__).resolve().parent.parent / "docs" / "fastapi.md"
+    fence = re.compile(r'^```python title="app.py"\n(.*?)^```$', re.M | re.S)
+    (code,) = fence.findall(page.read_text(encoding="utf-8"))
+    module = types.ModuleType("fastapi_guide_app")
+    exec(compile(code, str(page), "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+@pytest.fixture
+def guide_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the guide's step 2 exports, in a folder of its own (its SQLite file, no stray .env).
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("MFA_GUARD_") or name == "WEB_CONCURRENCY":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MFA_GUARD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    monkeypatch.setenv("SESSION_SECRET", secrets.token_urlsafe(32))
+
+
+@pytest.mark.usefixtures("guide_environment")
+async def test_the_guides_app_runs_as_printed() -> None:
+    guide = guide_app()
+    app: FastAPI = guide.app
+    ((email, password),) = guide.PASSWORDS.items()
+    transport = httpx.ASGITransport(app=app)
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    async with app.router.lifespan_context(app), client() as ada, client() as laptop:
+        assert error_code(await ada.get("/api/inbox")) == (401, "not_authenticated")
+        wrong = await ada.post("/login", json={"email": "eve@example.com", "password": ""})
+        assert error_code(wrong) == (401, "invalid_credentials")
+        await ada.post("/login", json={"email": email, "password": password})
+        # No second factor yet: the inbox opens, closing the account needs one.
+        assert (await ada.get("/api/inbox")).json()["verified_at"] is None
+        assert error_code(await ada.delete("/api/account")) == (403, "mfa_enrolment_required")
+
+        setup = await ada.post("/mfa/api/totp/setup", json={})
+        code = current_code(setup.json()["secret"], time.time())
+        confirm = await ada.post("/mfa/api/totp/confirm", json={"code": code})
+        recovery_codes = confirm.json()["recovery_codes"]
+        assert (await ada.delete("/api/account")).json() == {"closed": email}
+
+        # A new session owes its code: a recovery code completes it.
+        await laptop.post("/login", json={"email": email, "password": password})
+        assert error_code(await laptop.get("/api/inbox")) == (401, "mfa_required")
+        verified = await laptop.post(
+            "/mfa/api/verify", json={"method": "recovery", "code": recovery_codes[0]}
+        )
+        assert verified.status_code == 200, verified.text
+        assert (await laptop.get("/api/inbox")).status_code == 200
+
+        document = (await laptop.get("/openapi.json")).json()
+        assert {"/login", "/api/inbox", "/mfa/api/verify"} <= set(document["paths"])
+        assert "403" in document["paths"]["/api/inbox"]["get"]["responses"]
+        schemathesis.openapi.from_dict(document)
