@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from mfa_guard.events import EventKind
+from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SiteDirectory, SitePolicy
 from mfa_guard.stores.sql import SQLStore
@@ -61,7 +61,7 @@ def outbox() -> OutboxSMS:
 def guarded(outbox: OutboxSMS) -> GuardedApp:
     # One failed attempt locks the account: a bad request counted as a failure would make the
     # right code at the end of a scenario fail.
-    return build_app(sms_provider=outbox, sms=SMS, rate_limits={"failures": "1/minute"})
+    return build_app(sms_provider=outbox, sms=SMS, rate_limits={"failures": "1/minute;100/day"})
 
 
 async def in_chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -252,16 +252,6 @@ async def test_a_bad_phone_number_is_refused_without_a_text(
     await assert_nothing_was_spent(guarded, client, outbox, ready, sent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/sms.py normalise_phone hands the raw text to libphonenumber, which reads "
-        "full-width and Arabic-Indic digits as ASCII ones and drops a trailing NUL or an "
-        "extension: the number is texted (202) instead of refused (SECURITY.md checklist 1). "
-        "The text goes to the same E.164 number, so the per-number limit still holds "
-        "(test_adversarial.py::test_every_spelling_of_one_number_shares_its_send_limit)."
-    ),
-)
 @pytest.mark.parametrize(
     "phone",
     [
@@ -590,15 +580,6 @@ async def test_a_policy_that_is_no_policy_is_refused_and_changes_nothing(
     assert EventKind.SITE_POLICY_CHANGED not in acme.ga.events.kinds()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "web/api.py grace_field calls math.isfinite on the parsed number: a JSON integer too "
-        "large for a float (401 digits, well inside the 4 kB body) raises OverflowError, and "
-        "PUT /api/sites/{site}/policy answers 500 instead of 400 invalid_input "
-        "(SECURITY.md checklist 1)."
-    ),
-)
 async def test_a_grace_period_too_large_for_a_float_is_refused(
     acme: Acme, owner: httpx.AsyncClient
 ) -> None:
@@ -670,15 +651,6 @@ async def test_a_line_break_in_a_site_id_is_a_404_that_injects_no_header(
     assert await site_snapshot(acme, owner) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "events.py LoggingEventSink writes the site id of a site_access_denied event as it came "
-        "in the path: a carriage return (which Starlette's router lets through, unlike a line "
-        "feed) puts forged text on its own line of the mfa_guard.audit log (log injection, "
-        "CWE-117). Any signed-in user can do it, member or not."
-    ),
-)
 async def test_a_site_id_cannot_forge_a_line_of_the_audit_log(
     acme: Acme, owner: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -686,11 +658,19 @@ async def test_a_site_id_cannot_forge_a_line_of_the_audit_log(
     forged = "x%0dmfa_guard event=verified user=admin@acme.test method=totp ip=10.0.0.1"
     response = await owner.get(f"/mfa/api/sites/{forged}/members")
     assert response.status_code == 404, response.text
+    # A control character makes no site id: refused before any lookup (and any audit line).
     lines = [r.getMessage() for r in caplog.records if r.name == "mfa_guard.audit"]
-    assert lines
     for line in lines:
         assert "\r" not in line
         assert "\n" not in line
+    # And an app's own user id with a line break is escaped by the audit sink itself.
+    await LoggingEventSink().emit(
+        AuditEvent(EventKind.VERIFIED, "eve\r\nmfa_guard event=verified user=admin", 0.0)
+    )
+    forged_line = caplog.records[-1].getMessage()
+    assert "\r" not in forged_line
+    assert "\n" not in forged_line
+    assert "user=eve\\r\\nmfa_guard" in forged_line
 
 
 @pytest.fixture
@@ -719,15 +699,6 @@ async def postgres_acme() -> AsyncIterator[Acme]:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A NUL in the site id of GET /api/sites/{site}/members or PUT /api/sites/{site}/policy "
-        "reaches PostgreSQL, which refuses it (SQLSTATE 22021, invalid byte sequence for UTF8); "
-        "stores/sql.py lets that DBAPIError out (it is not a 'server unavailable' error), so the "
-        "answer is a 500, not the 404 site_not_found (SECURITY.md checklist 1)."
-    ),
-)
 @pytest.mark.parametrize("site", ["acme%00", "%00"])
 async def test_a_site_id_with_a_nul_is_the_same_404_on_postgresql(
     postgres_acme: Acme, site: str

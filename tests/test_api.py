@@ -142,7 +142,7 @@ async def test_a_code_is_accepted_once(guarded: GuardedApp, client: httpx.AsyncC
 
 
 async def test_fifty_concurrent_copies_of_one_code_give_exactly_one_success() -> None:
-    ga = build_app(rate_limits={"failures": "100/minute"})
+    ga = build_app(rate_limits={"failures": "100/day"})
     async with ga.client() as client:
         secret, _ = await challenged(ga, client)
         code = ga.code(secret)
@@ -229,7 +229,7 @@ async def test_a_challenged_session_cannot_regenerate_recovery_codes(
 
 
 async def test_failures_are_limited_per_user_across_sessions_and_ips() -> None:
-    ga = build_app(rate_limits={"failures": "5/minute;20/hour"})
+    ga = build_app(rate_limits={"failures": "5/minute;20/hour;100/day"})
     async with ga.client() as first:
         secret, _ = await challenged(ga, first)
         right = ga.code(secret)
@@ -256,7 +256,7 @@ async def test_failures_are_limited_per_user_across_sessions_and_ips() -> None:
 
 
 async def test_a_success_resets_the_failure_count() -> None:
-    ga = build_app(rate_limits={"failures": "3/minute"})
+    ga = build_app(rate_limits={"failures": "3/minute;100/day"})
     async with ga.client() as client:
         secret, _ = await challenged(ga, client)
         wrong = str((int(ga.code(secret)) + 500_000) % 1_000_000).zfill(6)
@@ -274,7 +274,7 @@ async def test_a_success_resets_the_failure_count() -> None:
 
 
 async def test_recovery_codes_are_throttled_like_codes() -> None:
-    ga = build_app(rate_limits={"failures": "3/minute"})
+    ga = build_app(rate_limits={"failures": "3/minute;100/day"})
     async with ga.client() as client:
         _, codes = await challenged(ga, client)
         for _ in range(3):

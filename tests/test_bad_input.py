@@ -38,7 +38,7 @@ SCENARIO_STATES = (State.SIGNED_OUT, State.PENDING, State.CHALLENGED, State.VERI
 def guarded() -> GuardedApp:
     # One failed attempt locks the account: a malformed request counted as a failure would make
     # the correct code at the end of a scenario fail.
-    return build_app(rate_limits={"failures": "1/minute"})
+    return build_app(rate_limits={"failures": "1/minute;100/day"})
 
 
 async def assert_no_failure_was_counted(

@@ -41,7 +41,7 @@ async def test_factor_changes_and_new_recovery_codes_are_notified() -> None:
 
 async def test_a_lockout_is_notified_once_however_many_attempts_it_refuses() -> None:
     notifier = MemoryNotifier()
-    ga = build_app(notifier=notifier, rate_limits={"failures": "2/minute"})
+    ga = build_app(notifier=notifier, rate_limits={"failures": "2/minute;100/day"})
     async with ga.client() as client:
         await sign_in(client, f"locked-{id(notifier)}@example.test")
         await enrol(ga, client)

@@ -63,7 +63,7 @@ class Recorder:
 
 
 async def test_every_answer_of_a_walk_through_the_api_conforms_to_the_document() -> None:
-    ga = await acme_app(rate_limits={"failures": "3/minute"})
+    ga = await acme_app(rate_limits={"failures": "3/minute;100/day"})
     recorder = Recorder()
 
     def client() -> httpx.AsyncClient:

@@ -399,7 +399,7 @@ async def test_a_redis_outage_fails_closed_and_the_same_app_recovers(
     ga = build_app(
         store=store,
         storage_uri=redis_server.url,
-        rate_limits={"failures": "3/minute"},
+        rate_limits={"failures": "3/minute;100/day"},
         recheck_seconds=RECHECK_SECONDS,
     )
     try:

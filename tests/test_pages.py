@@ -127,7 +127,7 @@ async def test_a_recovery_code_on_the_challenge_page(
 
 
 async def test_the_locked_challenge_page_says_when_to_retry() -> None:
-    ga = build_app(rate_limits={"failures": "2/minute"})
+    ga = build_app(rate_limits={"failures": "2/minute;100/day"})
     async with ga.client() as client:
         await sign_in(client)
         await enrol(ga, client)

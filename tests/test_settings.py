@@ -16,13 +16,13 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MFA_GUARD_ENCRYPTION_KEYS", f"{ENCRYPTION_KEY},{other_key}")
     monkeypatch.setenv("MFA_GUARD_ISSUER", "Acme Inbox")
     monkeypatch.setenv("MFA_GUARD_TOTP__DIGITS", "8")
-    monkeypatch.setenv("MFA_GUARD_RATE_LIMITS__FAILURES", "3/minute;10/hour")
+    monkeypatch.setenv("MFA_GUARD_RATE_LIMITS__FAILURES", "3/minute;10/hour;100/day")
     monkeypatch.setenv("MFA_GUARD_EXEMPT_PATHS", "/login, /static/")
     settings = MFAGuardSettings(_env_file=None)
     assert [k.get_secret_value() for k in settings.encryption_keys] == [ENCRYPTION_KEY, other_key]
     assert settings.issuer == "Acme Inbox"
     assert settings.totp.digits == 8
-    assert settings.rate_limits.failures == "3/minute;10/hour"
+    assert settings.rate_limits.failures == "3/minute;10/hour;100/day"
     assert settings.exempt_paths == ["/login", "/static"]
     assert ENCRYPTION_KEY not in repr(settings)
 

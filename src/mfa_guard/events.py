@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -64,10 +65,24 @@ class EventSink(Protocol):
     async def emit(self, event: AuditEvent) -> None: ...
 
 
+def _one_line(value: str | None) -> str | None:
+    """``value`` with control characters escaped: a user id or a site id that came from a
+    request must not start a forged line of the audit log (CWE-117)."""
+    if value is None or value.isprintable():
+        return value
+    return value.encode("unicode_escape").decode("ascii")
+
+
 class LoggingEventSink:
     """The default sink: one line per event on the ``mfa_guard.audit`` logger."""
 
     async def emit(self, event: AuditEvent) -> None:
+        event = dataclasses.replace(
+            event,
+            user_id=_one_line(event.user_id) or "",
+            site=_one_line(event.site),
+            detail=_one_line(event.detail),
+        )
         level = logging.WARNING if event.kind in _WARNINGS else logging.INFO
         if event.site is None:
             logger.log(

@@ -7,6 +7,7 @@ them with ``_env_file=None`` and explicit values.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Annotated, Any, Literal, Self
 
 import limits
@@ -23,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
+DAY = 24 * 3600
 MAX_CONSECUTIVE_FAILURES = 100
 
 
@@ -89,6 +91,15 @@ class RateLimitSettings(BaseModel):
                     f"rate_limits.failures allows {item.amount} failures in one window; NIST "
                     f"SP 800-63B allows at most {MAX_CONSECUTIVE_FAILURES}"
                 )
+        # In any 24 hours a window of length L lets at most amount * ceil(day / L) through;
+        # the tightest window bounds the whole. Short windows alone would let thousands in.
+        per_day = min(item.amount * math.ceil(DAY / item.get_expiry()) for item in items)
+        if per_day > MAX_CONSECUTIVE_FAILURES:
+            raise ValueError(
+                f"rate_limits.failures lets {per_day} failures a day through; at most "
+                f"{MAX_CONSECUTIVE_FAILURES} (NIST SP 800-63B): add a daily limit, e.g. "
+                f"'{value};{MAX_CONSECUTIVE_FAILURES}/day'"
+            )
         return value
 
 

@@ -43,9 +43,18 @@ class PhoneProblem:
     message: str
 
 
+# What people type in a phone number: ASCII digits and separators. libphonenumber would also read
+# full-width or Arabic-Indic digits and drop a NUL; the kit refuses them rather than guess.
+_PHONE_CHARACTERS = frozenset("0123456789+-.() \t")
+
+
 def normalise_phone(raw: str, allowed_calling_codes: Collection[int]) -> str | PhoneProblem:
     """The number in E.164 if it is a valid mobile number of an allowed country."""
-    if len(raw) > MAX_PHONE_LENGTH or not raw.strip().startswith(("+", "00")):
+    if (
+        len(raw) > MAX_PHONE_LENGTH
+        or not raw.strip().startswith(("+", "00"))
+        or not set(raw) <= _PHONE_CHARACTERS
+    ):
         return PhoneProblem(
             "invalid_phone",
             "Enter the mobile number in international format, starting with + and the country "

@@ -70,8 +70,10 @@ def denied_response(denied: Denied, now: float) -> JSONResponse:
 
 
 def site_param(request: Request) -> str:
+    """The site id of the path; one no directory can hold (too long, a control character such
+    as NUL, which PostgreSQL refuses) is the same 404 as an unknown site."""
     site_id = str(request.path_params["site"])
-    if not site_id or len(site_id) > MAX_SITE_ID:
+    if not site_id or len(site_id) > MAX_SITE_ID or not site_id.isprintable():
         raise BadRequest(404, Reason.SITE_NOT_FOUND.value, "There is no such site.")
     return site_id
 
@@ -80,12 +82,9 @@ def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
     value = data.get("grace_hours")
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= max_hours
-    ):
+    # Compared before any conversion: a JSON integer too large for a float is just too large.
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or value != value or not 0 <= value <= max_hours:
         raise BadRequest(
             400,
             "invalid_input",
