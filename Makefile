@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest clean bench screenshots
+.PHONY: install demo test lint typecheck pytest docs settings-doc clean bench screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The docs site (mkdocs-material) into site/; --strict turns every broken link or anchor into a
+# failure. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0, not a build warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Rewrite the settings table of docs/configuration.md from MFAGuardSettings.
+settings-doc: $(STAMP)
+	$(BIN)/python -m mfa_guard.settings_doc
+
+test: lint typecheck docs pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -38,4 +47,4 @@ screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site
