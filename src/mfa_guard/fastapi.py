@@ -43,7 +43,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import Scope
 
 from mfa_guard.core.marker import Marker
-from mfa_guard.core.policy import ENROL, Decision, decide
+from mfa_guard.core.policy import Decision, decide
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.stepup import recent_mfa_refusal, require_recent_mfa
 from mfa_guard.web import openapi as kit_openapi
@@ -264,14 +264,14 @@ def _refusal(guard: MFAGuard, scope: Scope, decision: Decision) -> Response:
     """The middleware's answers, for a route that a dependency guards."""
     settings = guard.settings
     if wants_json(scope, settings):
-        if decision is ENROL:
+        if decision is Decision.ENROL:
             return json_error(
                 403,
                 "mfa_enrolment_required",
                 "A site you belong to requires two-factor authentication: turn it on to continue.",
             )
         return json_error(401, "mfa_required", "Complete two-factor authentication to continue.")
-    page = "enrol" if decision is ENROL else "challenge"
+    page = "enrol" if decision is Decision.ENROL else "challenge"
     next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
     return _redirect(page_url(scope, settings, page, next_path))
 
