@@ -206,6 +206,7 @@ def test_no_request_is_a_500_and_a_refused_one_changes_nothing(
         cookie: str,
     ) -> None:
         method, path = endpoint
+        content_type: str | None
         if proper:
             # A well-formed request of this session with random field values: past the
             # content-type, origin, cookie and CSRF checks, into the handlers themselves.

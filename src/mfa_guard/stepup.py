@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from mfa_guard.errors import ConfigurationError, MFAGuardError
+from mfa_guard.errors import ConfigurationError, SecretDecryptionError, StoreUnavailable
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     UNAVAILABLE_MESSAGE,
@@ -77,9 +77,11 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
         if as_json:
             return json_error(401, "not_authenticated", "Sign in first.")
         return _redirect(settings.home_path)
+    # A missing session is the app's wiring error (ConfigurationError): raised, not a 503.
+    session = guard.session_of(scope)
     try:
-        marker = await guard.current_marker(guard.session_of(scope), user_id)
-    except MFAGuardError as exc:
+        marker = await guard.current_marker(session, user_id)
+    except (StoreUnavailable, SecretDecryptionError) as exc:
         if as_json:
             return unavailable_json(exc)
         report_failure(exc)

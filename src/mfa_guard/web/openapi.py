@@ -431,7 +431,8 @@ def document(guard: MFAGuard) -> dict[str, Any]:
             "version": __version__,
             "description": "Two-factor authentication: enrolment, verification, SMS, recovery "
             "codes and site enforcement. Every request needs the app's own sign-in (its session "
-            "cookie). State-changing requests must be same-origin. Errors are "
+            "cookie, or whatever authentication the app accepts). State-changing requests from "
+            "browsers must be same-origin. Errors are "
             '{"error": {"code", "message"}}.',
         },
         "paths": paths,
