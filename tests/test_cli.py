@@ -181,3 +181,21 @@ def test_status_and_reset_user_say_when_the_database_is_down(
     assert main(["reset-user", "someone", "--database-url", url]) == 1
     err = capsys.readouterr().err
     assert err.count("unavailable") == 2
+
+
+@pytest.mark.usefixtures("app_environment")
+@pytest.mark.parametrize("command", [["init-db"], ["status"], ["reset-user", "someone"]])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql+aiomysql://root@127.0.0.1/app", "supports SQLite and PostgreSQL, not 'mysql'"),
+        ("not a url", "not a SQLAlchemy URL"),
+    ],
+)
+def test_a_database_the_store_cannot_use_is_a_usage_error_not_a_traceback(
+    command: list[str], url: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert problem in err
+    assert "Traceback" not in err

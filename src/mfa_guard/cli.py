@@ -27,6 +27,9 @@ def _init_db(args: argparse.Namespace) -> int:
     from mfa_guard.stores.sql import SQLStore
 
     url = _database_url(args)
+    if problem := _url_problem(url):
+        print(f"mfa-guard init-db: {problem}", file=sys.stderr)
+        return USAGE
 
     async def create() -> None:
         store = SQLStore(url, create_tables=False)
@@ -54,6 +57,20 @@ def _database_url(args: argparse.Namespace) -> str:
     )
 
 
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the SQL store's database, before any driver is imported."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return "the database URL is not a SQLAlchemy URL (e.g. postgresql+asyncpg://host/db)"
+    if backend not in ("sqlite", "postgresql"):
+        return f"the SQL store supports SQLite and PostgreSQL, not {backend!r}"
+    return None
+
+
 def _status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -62,8 +79,13 @@ def _status(args: argparse.Namespace) -> int:
     from mfa_guard.stores.sites import Site
     from mfa_guard.stores.sql import SQLStore, sites
 
+    url = _database_url(args)
+    if problem := _url_problem(url):
+        print(f"mfa-guard status: {problem}", file=sys.stderr)
+        return USAGE
+
     async def report() -> list[tuple[Site, list[MemberStatus]]]:
-        store = SQLStore(_database_url(args))
+        store = SQLStore(url)
         try:
             directory = store.site_directory()
             if args.site:
@@ -138,9 +160,13 @@ def _reset_user(args: argparse.Namespace) -> int:
         print(f"mfa-guard reset-user: the settings are invalid:\n{exc}", file=sys.stderr)
         return USAGE
     shared = not settings.storage_uri.startswith(("memory://", "async+memory"))
+    url = args.database_url or settings.database_url
+    if problem := _url_problem(url):
+        print(f"mfa-guard reset-user: {problem}", file=sys.stderr)
+        return USAGE
 
     async def reset() -> bool:
-        store = SQLStore(args.database_url or settings.database_url)
+        store = SQLStore(url)
         try:
             enrolment = await store.get(args.user)
             if enrolment is None or not (enrolment.enrolled or enrolment.pending_secret):

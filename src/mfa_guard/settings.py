@@ -72,7 +72,8 @@ class RateLimitSettings(BaseModel):
         default="5/minute;20/hour;100/day",
         description=(
             "Failed second-factor attempts allowed per user, across sessions and IPs "
-            "(limits notation, several separated by ';')."
+            "(`limits` notation, several separated by `;`); at most 100 failures a day in all "
+            "(NIST SP 800-63B)."
         ),
     )
 
@@ -117,23 +118,26 @@ class SMSSettings(BaseModel):
     """SMS codes: off by default (NIST SP 800-63B 5.1.3.3 restricts them); heavily limited."""
 
     enabled: bool = Field(
-        default=False, description="Offer SMS codes to users with a verified phone."
+        default=False,
+        description="Offer SMS codes to users who have TOTP on and a verified mobile number.",
     )
     provider: Literal["console", "outbox", "twilio"] = Field(
         default="console",
-        description="Where texts go when the app passes no provider: console (development), "
-        "outbox (tests, demo) or twilio.",
+        description="Where texts go when the app passes no provider: `console` (debug only: "
+        "prints codes), `outbox` (tests, demo) or `twilio`.",
     )
     code_ttl_seconds: int = Field(
-        default=600, description="How long an SMS code stays valid (at most 600 s)."
+        default=600, description="How long an SMS code stays valid: 60 to 600 seconds."
     )
     allowed_calling_codes: Annotated[list[int], NoDecode] = Field(
         default=[],
         description="Country calling codes numbers may have, e.g. 33,44,1 (required when enabled).",
     )
-    per_user: str = Field(default="10/day", description="Texts per user.")
-    per_number: str = Field(default="3/10 minutes", description="Texts per phone number.")
-    per_ip: str = Field(default="10/hour", description="Texts per client IP.")
+    per_user: str = Field(default="10/day", description="Texts per user (`limits` notation).")
+    per_number: str = Field(
+        default="3/10 minutes", description="Texts per phone number (`limits` notation)."
+    )
+    per_ip: str = Field(default="10/hour", description="Texts per client IP (`limits` notation).")
     resend_cooldown: str = Field(
         default="1/30 seconds", description="Texts per user in a burst: the resend cooldown."
     )
@@ -141,7 +145,9 @@ class SMSSettings(BaseModel):
     global_daily: str = Field(default="500/day", description="Texts in all, per day.")
     twilio_account_sid: str | None = Field(default=None, description="Twilio account SID.")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio auth token.")
-    twilio_from_number: str | None = Field(default=None, description="Twilio sender number.")
+    twilio_from_number: str | None = Field(
+        default=None, description="Twilio sender number in E.164, or an alphanumeric sender ID."
+    )
     twilio_messaging_service_sid: str | None = Field(
         default=None, description="Twilio messaging service (instead of a sender number)."
     )
@@ -194,19 +200,32 @@ class MFAGuardSettings(BaseSettings):
 
     issuer: str = Field(
         default="mfa_guard",
-        description="Name shown in authenticator apps (label prefix and issuer parameter).",
+        description=(
+            "Name shown in authenticator apps (label prefix and issuer parameter); not empty, "
+            "no `:`."
+        ),
     )
     totp: TOTPSettings = Field(default_factory=TOTPSettings)
     mount_path: str = Field(
-        default="/mfa", description="Where the kit's pages and API are mounted."
+        default="/mfa",
+        description=(
+            "Where the kit's pages and API are mounted. Starts with `/`, does not end with `/`, "
+            "is not `/`; always exempt."
+        ),
     )
     home_path: str = Field(
         default="/",
-        description="Where a user lands after the challenge when no safe next= is given.",
+        description=(
+            "Where a user lands after the challenge when no safe `next=` is given, and where the "
+            "kit's pages send a signed-out visitor; a local path."
+        ),
     )
     exempt_paths: Annotated[list[str], NoDecode] = Field(
         default=["/login", "/logout", "/static", "/health"],
-        description="Path prefixes the middleware never guards (comma-separated in env).",
+        description=(
+            "Path prefixes the middleware never guards. A prefix covers itself and everything "
+            "under it (`/static` covers `/static/app.css`, not `/statically`); `/` is refused."
+        ),
     )
     api_prefixes: Annotated[list[str], NoDecode] = Field(
         default=["/api"],
@@ -214,18 +233,26 @@ class MFAGuardSettings(BaseSettings):
     )
     verified_lifetime_seconds: int = Field(
         default=12 * 3600,
-        description="Absolute lifetime of a verified second factor in one session, in seconds.",
+        description=(
+            "Absolute lifetime of a verified second factor in one session, in seconds (at least "
+            "60)."
+        ),
     )
     recheck_seconds: int = Field(
         default=60,
         description=(
             "How long a session trusts its cached enrolment state before one store call "
-            "re-checks it (0 = every request)."
+            "re-checks it (0 = every request): how soon a change made elsewhere (a revocation, "
+            "a site policy) reaches open sessions."
         ),
     )
     recent_mfa_seconds: int = Field(
         default=300,
-        description="How recent a verification must be to regenerate recovery codes, in seconds.",
+        description=(
+            "How recent a verification must be for new recovery codes, a new phone number of an "
+            "enrolled user or a site policy change, and the default `max_age` of "
+            "`require_recent_mfa`, in seconds (30 to `verified_lifetime_seconds`)."
+        ),
     )
     max_grace_hours: int = Field(
         default=30 * 24,
@@ -240,33 +267,56 @@ class MFAGuardSettings(BaseSettings):
     sms: SMSSettings = Field(default_factory=SMSSettings)
     require_phone_for_enrolment: bool = Field(
         default=False,
-        description="Ask for a verified phone number before TOTP enrolment (the Crisp rule).",
+        description=(
+            "Ask for a verified phone number before TOTP enrolment (the Crisp rule). Needs "
+            "`sms.enabled`."
+        ),
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default=[],
         description=(
-            "Proxy addresses (IPs or networks) whose X-Forwarded-For names the client IP; "
-            "from anyone else the header is ignored."
+            "Proxy addresses (IPs or networks, e.g. `10.0.0.2,10.1.0.0/16`) whose "
+            "`X-Forwarded-For` names the client IP (for the per-IP SMS limit and the audit "
+            "events); from anyone else the header is ignored."
         ),
     )
     storage_uri: str = Field(
         default="memory://",
-        description="Rate-limit storage in limits notation: memory:// or redis://host:port/db.",
+        description=(
+            "Rate-limit storage in `limits` notation: `memory://`, or `redis://host:port/db` as "
+            "soon as several processes serve the app."
+        ),
     )
     database_url: str = Field(
         default="sqlite+aiosqlite:///mfa_guard.db",
-        description="SQLAlchemy async URL of the SQL store (SQLite or PostgreSQL).",
+        description=(
+            "SQLAlchemy async URL of the SQL store (SQLite or PostgreSQL). `MFAGuard` does not "
+            "read it: use `SQLStore.from_settings(settings)`; the CLI reads it."
+        ),
     )
     database_pool_size: int = Field(
-        default=5, ge=1, description="Connections the SQL store keeps open per worker process."
+        default=5,
+        ge=1,
+        description=(
+            "Connections the SQL store keeps open per worker process (PostgreSQL, through "
+            "`SQLStore.from_settings`)."
+        ),
     )
     database_max_overflow: int = Field(
-        default=10, ge=0, description="Extra connections the SQL store may open under load."
+        default=10,
+        ge=0,
+        description=(
+            "Extra connections the SQL store may open under load (PostgreSQL, through "
+            "`SQLStore.from_settings`)."
+        ),
     )
     database_pool_timeout: float = Field(
         default=10.0,
         gt=0,
-        description="Seconds to wait for a free connection before answering 503.",
+        description=(
+            "Seconds to wait for a free connection before answering 503 (PostgreSQL, through "
+            "`SQLStore.from_settings`)."
+        ),
     )
     workers: int = Field(
         default=1,
@@ -288,16 +338,24 @@ class MFAGuardSettings(BaseSettings):
         default=[],
         description=(
             "Fernet keys encrypting TOTP secrets at rest, newest first, comma-separated; "
-            "older keys still decrypt (generate one with `mfa-guard keygen`)."
+            "older keys still decrypt (generate one with `mfa-guard keygen`); required unless "
+            "`debug`."
         ),
     )
     trusted_origins: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Extra origins (scheme://host[:port]) allowed to post to the kit's routes.",
+        description=(
+            "Extra origins (`scheme://host[:port]`) allowed to post to the kit's routes, "
+            "besides the request's own origin."
+        ),
     )
     debug: bool = Field(
         default=False,
-        description="Development mode: allows running without encryption keys (ephemeral key).",
+        description=(
+            "Development mode: runs without encryption keys on an ephemeral key (enrolments are "
+            "unreadable after a restart) and allows the console SMS provider; never in "
+            "production."
+        ),
     )
 
     _split = field_validator(
