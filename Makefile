@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest docs settings-doc clean bench screenshots
+.PHONY: install demo test lint typecheck pytest docs settings-doc messages clean bench screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ docs: $(STAMP)
 # Rewrite the settings table of docs/configuration.md from MFAGuardSettings.
 settings-doc: $(STAMP)
 	$(BIN)/python -m mfa_guard.settings_doc
+
+# The pages' translations: extract every msgid (templates, pages.py, the refusal texts) into
+# src/mfa_guard/web/locale/messages.pot, merge it into each messages.po, compile the .mo files.
+messages: $(STAMP)
+	$(BIN)/python -m mfa_guard.web.i18n
 
 test: lint typecheck docs pytest
 

@@ -272,6 +272,13 @@ class MFAGuardSettings(BaseSettings):
             "`sms.enabled`."
         ),
     )
+    languages: list[str] = Field(
+        default=["en", "fr"],
+        description=(
+            "Languages the HTML pages may speak, chosen from the request's `Accept-Language`; "
+            "English when none fits. `en` and `fr` ship."
+        ),
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default=[],
         description=(

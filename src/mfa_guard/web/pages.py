@@ -25,8 +25,10 @@ from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
+from mfa_guard.web import i18n
 from mfa_guard.web.api import DENIED_STATUS
 from mfa_guard.web.http import report_failure, same_origin
+from mfa_guard.web.i18n import N_
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    i18n.install(env)
     return Jinja2Templates(env=env)
 
 
@@ -126,8 +129,10 @@ class Pages:
                 return self._error(
                     request,
                     503,
-                    "Service unavailable",
-                    "Two-factor authentication is unavailable right now. Please try again soon.",
+                    N_("Service unavailable"),
+                    N_(
+                        "Two-factor authentication is unavailable right now. Please try again soon."
+                    ),
                 )
 
         return endpoint
@@ -144,7 +149,9 @@ class Pages:
         headers: dict[str, str] | None = None,
     ) -> Response:
         settings = self.guard.settings
+        lang = i18n.request_language(request, settings.languages)
         full = {
+            "lang": lang,
             "base": self._base(request),
             "issuer": settings.issuer,
             "digits": settings.totp.digits,
@@ -158,6 +165,12 @@ class Pages:
             "enrolment_notice": self.guard.enrolment_notice(request.scope),
             **context,
         }
+        # The messages come in English (refusals from the service, notices from here): the
+        # English text is the msgid.
+        translations = i18n.translations(lang)
+        for key in ("error", "notice", "heading", "message"):
+            if isinstance(full.get(key), str):
+                full[key] = translations.gettext(full[key])
         response = self.templates.TemplateResponse(
             request, f"mfa_guard/{name}", full, status_code=status_code, headers=headers
         )
@@ -187,7 +200,7 @@ class Pages:
         return self._error(
             request,
             503,
-            "Text message not sent",
+            N_("Text message not sent"),
             exc.message,
             back=back,
             headers={"Retry-After": "30"},
@@ -212,16 +225,20 @@ class Pages:
     async def _form(self, request: Request) -> FormData:
         """The posted form, after the CSRF checks (Origin and the session's token)."""
         if not same_origin(request.scope, self.guard.settings):
-            raise FormRejected(403, "Request refused", "Cross-site form posts are not allowed.")
+            raise FormRejected(
+                403, N_("Request refused"), N_("Cross-site form posts are not allowed.")
+            )
         if declared_too_large(request):
-            raise FormRejected(413, "Request refused", "The form is too large.")
+            raise FormRejected(413, N_("Request refused"), N_("The form is too large."))
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            raise FormRejected(415, "Request refused", "Send the form from the page.")
+            raise FormRejected(415, N_("Request refused"), N_("Send the form from the page."))
         try:
             form = await request.form(max_files=0, max_fields=16, max_part_size=MAX_BODY_BYTES)
         except Exception as exc:  # python-multipart raises several types on malformed bodies
-            raise FormRejected(400, "Request refused", "The form could not be read.") from exc
+            raise FormRejected(
+                400, N_("Request refused"), N_("The form could not be read.")
+            ) from exc
         expected = request.session.get(CSRF_SESSION_KEY)
         sent = _field(form, "csrf_token")
         if not (
@@ -231,9 +248,11 @@ class Pages:
         ):
             raise FormRejected(
                 403,
-                "Request refused",
-                "This form has expired or did not come from this site. Go back, reload the "
-                "page and try again.",
+                N_("Request refused"),
+                N_(
+                    "This form has expired or did not come from this site. Go back, reload the "
+                    "page and try again."
+                ),
             )
         return form
 
@@ -305,15 +324,20 @@ class Pages:
             return self._denied(request, "sms.html", result, context)
         context = await self._challenge_context(caller, next_path, Method.SMS, sent=True)
         return self._render(
-            request, "challenge.html", {**context, "notice": self._sent_notice(result)}
+            request, "challenge.html", {**context, "notice": self._sent_notice(request, result)}
         )
 
-    def _sent_notice(self, sent: TextSent) -> str:
+    def _sent_notice(self, request: Request, sent: TextSent) -> str:
         minutes = max(1, int(sent.expires_at - self.guard.clock()) // 60)
-        return (
-            f"We sent a code to {sms_codes.mask_phone(sent.phone)}. "
-            f"It is valid for {minutes} minute{'' if minutes == 1 else 's'}."
+        translations = i18n.translations(
+            i18n.request_language(request, self.guard.settings.languages)
         )
+        text = translations.ngettext(
+            "We sent a code to %(number)s. It is valid for %(num)d minute.",
+            "We sent a code to %(number)s. It is valid for %(num)d minutes.",
+            minutes,
+        )
+        return text % {"number": sms_codes.mask_phone(sent.phone), "num": minutes}
 
     # -- enrolment -------------------------------------------------------------------------
 
@@ -368,7 +392,7 @@ class Pages:
             {
                 "next": next_path,
                 "codes": result.recovery_codes,
-                "notice": "Two-factor authentication is on.",
+                "notice": N_("Two-factor authentication is on."),
             },
         )
 
@@ -447,7 +471,7 @@ class Pages:
             {
                 "next": f"{self._base(request)}/settings",
                 "codes": result,
-                "notice": "Your old recovery codes no longer work.",
+                "notice": N_("Your old recovery codes no longer work."),
             },
         )
 
@@ -463,7 +487,7 @@ class Pages:
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result, active_form="disable")
         return await self._settings_page(
-            request, caller, notice="Two-factor authentication is off."
+            request, caller, notice=N_("Two-factor authentication is off.")
         )
 
     async def phone(self, request: Request, caller: Caller) -> Response:
@@ -485,7 +509,7 @@ class Pages:
                 request, caller, result, active_form="phone", phone={"input": raw[:MAX_PHONE_ECHO]}
             )
         return await self._settings_page(
-            request, caller, notice=self._sent_notice(result), active_form="phone-code"
+            request, caller, notice=self._sent_notice(request, result), active_form="phone-code"
         )
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
@@ -497,4 +521,6 @@ class Pages:
             return await self._settings_refused(request, caller, result, active_form="phone-code")
         # This session made the change: it keeps its verified state under the new epoch.
         caller.adopt_epoch(self.guard, result)
-        return await self._settings_page(request, caller, notice="Your mobile number is verified.")
+        return await self._settings_page(
+            request, caller, notice=N_("Your mobile number is verified.")
+        )

@@ -1,0 +1,104 @@
+"""The pages in French for a browser that asks for it, English otherwise; and every English text
+the pages can show has a French translation in the catalog."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from babel.messages.pofile import read_po
+
+from mfa_guard.web import i18n
+from tests.apps import GuardedApp, build_app, enrol, sign_in
+
+FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9"}
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def test_a_french_browser_gets_the_pages_in_french(
+    guarded: GuardedApp, client: httpx.AsyncClient
+) -> None:
+    await sign_in(client)
+    settings = await client.get("/mfa/settings", headers=FRENCH)
+    assert '<html lang="fr">' in settings.text
+    assert "Authentification à deux facteurs" in settings.text
+    assert "Activer l\u2019authentification à deux facteurs" in settings.text
+    enrol_page = await client.get("/mfa/enrol", headers=FRENCH)
+    assert "Configurer une application d\u2019authentification" in enrol_page.text
+    assert "Set up" not in enrol_page.text
+
+    await enrol(guarded, client)
+    on = await client.get("/mfa/settings", headers=FRENCH)
+    assert "10 codes de récupération restants." in on.text
+
+
+async def test_a_refusal_is_in_french(guarded: GuardedApp, client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    await enrol(guarded, client)
+    await client.post("/logout")
+    await sign_in(client)
+    page = await client.get("/mfa/challenge", headers=FRENCH)
+    match = CSRF.search(page.text)
+    assert match
+    refused = await client.post(
+        "/mfa/challenge",
+        data={"csrf_token": match.group(1), "method": "totp", "code": "000000"},
+        headers=FRENCH,
+    )
+    assert refused.status_code in (400, 401, 403, 422)
+    assert "Ce code n\u2019est pas valide. Vérifiez-le et réessayez." in refused.text
+    form_expired = await client.post(
+        "/mfa/challenge", data={"csrf_token": "stale", "code": "1"}, headers=FRENCH
+    )
+    assert "Requête refusée" in form_expired.text
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        ("", "en"),
+        ("de-DE,de;q=0.9", "en"),
+        ("en-GB,en;q=0.9,fr;q=0.8", "en"),
+        ("de;q=1, fr;q=0.5", "fr"),
+        ("FR", "fr"),
+        ("fr;q=0", "en"),
+        ("fr;q=bad", "en"),
+    ],
+)
+def test_the_language_follows_accept_language(header: str, language: str) -> None:
+    assert i18n.choose_language(header, ["en", "fr"]) == language
+
+
+async def test_the_languages_setting_restricts_the_choice() -> None:
+    ga = build_app(languages=["en"])
+    async with ga.client() as client:
+        await sign_in(client)
+        page = await client.get("/mfa/settings", headers=FRENCH)
+    assert '<html lang="en">' in page.text
+    assert "Turn on two-factor authentication" in page.text
+
+
+def test_every_message_has_a_french_translation() -> None:
+    expected = {message.id for message in i18n.extract() if message.id}
+    with (i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po").open("rb") as file:
+        catalog = read_po(file, locale="fr")
+    untranslated = []
+    for msgid in expected:
+        message = catalog.get(msgid)
+        string = None if message is None else message.string
+        strings = [string] if isinstance(string, str) else list(string or [""])
+        if message is None or message.fuzzy or not all(strings):
+            untranslated.append(msgid)
+    assert not untranslated, "run `make messages` and translate:\n" + "\n".join(
+        str(msgid) for msgid in untranslated
+    )
+
+
+def test_the_compiled_catalog_is_up_to_date() -> None:
+    translations = i18n.translations("fr")
+    with (i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po").open("rb") as file:
+        catalog = read_po(file, locale="fr")
+    for message in catalog:
+        if message.id and isinstance(message.id, str):
+            assert translations.gettext(message.id) == message.string, message.id
