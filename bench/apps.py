@@ -144,8 +144,11 @@ def build(
         return BenchApp(Starlette(routes=routes, middleware=middleware), variant, clock)
     counting = CountingStore(store if store is not None else MemoryStore())
     directory = None if sites is None else CountingSiteDirectory(sites)
+    # The guard reads the clock through the bound method: a plain call, as the production
+    # clock (a function) is, not an instance call through ``type(clock).__call__``, which costs
+    # the hot path 0.2 % more than what it measures.
     guard = MFAGuard(
-        settings=settings_for(**overrides), store=counting, clock=clock, sites=directory
+        settings=settings_for(**overrides), store=counting, clock=clock.__call__, sites=directory
     )
     app = Starlette(routes=[*routes, guard.mount()], middleware=[*middleware, guard.middleware()])
     return BenchApp(app, variant, clock, guard, counting, directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mfa_guard import MemoryStore, StoreUnavailable
 from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.errors import ConfigurationError
 from mfa_guard.guard import user_identity
 from mfa_guard.testing import CountingStore
 from mfa_guard.web.middleware import MFAGuardMiddleware
@@ -30,8 +32,13 @@ def read_session(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def write_session(client: httpx.AsyncClient, data: dict[str, Any]) -> None:
+    """Replaces the session cookie, where the app's responses set it (so they replace it too)."""
     payload = base64.b64encode(json.dumps(data).encode())
-    client.cookies.set("session", TimestampSigner(SESSION_SECRET).sign(payload).decode())
+    domains = [cookie.domain for cookie in client.cookies.jar if cookie.name == "session"]
+    client.cookies.delete("session")
+    client.cookies.set(
+        "session", TimestampSigner(SESSION_SECRET).sign(payload).decode(), domain=domains[-1]
+    )
 
 
 async def challenged(
@@ -128,8 +135,9 @@ async def test_verifying_rotates_the_session_nonce(guarded: GuardedApp) -> None:
         guarded.clock.advance(30)
         await client.post("/mfa/api/verify", json={"code": guarded.code(secret)})
         after = read_session(client)["mfa_guard"]
-    assert after["n"] != before["n"]
-    assert after["vat"] == guarded.clock()
+    # [version, subject, nonce, checked_at, epoch, enrolled, verified_at, method, enrol_by]
+    assert after[2] != before[2]
+    assert after[6] == guarded.clock()
 
 
 async def test_the_session_cookie_holds_no_user_id_or_secret_in_the_marker(
@@ -154,6 +162,71 @@ async def test_a_marker_copied_onto_another_users_session_is_ignored(guarded: Gu
         forged = read_session(mallory) | {"mfa_guard": stolen}
         write_session(mallory, forged)
         assert (await mallory.get("/protected")).status_code == 303
+
+
+async def test_a_marker_of_the_previous_version_is_rechecked_and_challenged_once() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store)
+    async with ga.client() as client:
+        await sign_in(client)
+        secret, _ = await enrol(ga, client)
+        assert (await client.get("/protected")).status_code == 200
+        current = read_session(client)["mfa_guard"]
+        # Version 1: an object, with an HMAC-SHA256 subject, written before the upgrade.
+        _, _, nonce, checked_at, epoch, _, verified_at, method, enrol_by = current
+        old = {
+            "v": 1,
+            "sub": "x" * 24,
+            "n": nonce,
+            "chk": checked_at,
+            "ep": epoch,
+            "enr": True,
+            "vat": verified_at,
+            "m": method,
+            "eb": enrol_by,
+        }
+        write_session(client, read_session(client) | {"mfa_guard": old})
+        store.calls.clear()
+        response = await client.get("/protected")
+        assert response.status_code == 303
+        assert dict(store.calls) == {"summary": 1}
+        # Re-checked into the current version: once verified again, no more store calls.
+        assert read_session(client)["mfa_guard"][0] == 2
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        store.calls.clear()
+        assert (await client.get("/protected")).status_code == 200
+        assert store.total == 0
+
+
+@pytest.mark.parametrize(
+    ("position", "value"),
+    [(5, 1), (4, True), (6, True), (3, "1800000000"), (1, 42), (7, "magic")],
+    ids=[
+        "enrolled as 1",
+        "epoch as true",
+        "verified_at as true",
+        "checked_at as text",
+        "subject as a number",
+        "unknown method",
+    ],
+)
+async def test_a_marker_with_a_field_of_the_wrong_type_counts_as_none(
+    position: int, value: object
+) -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store)
+    async with ga.client() as client:
+        secret = await challenged(ga, client)
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        marker = read_session(client)["mfa_guard"]
+        marker[position] = value
+        write_session(client, read_session(client) | {"mfa_guard": marker})
+        store.calls.clear()
+        # Re-checked from the store as if the session had no marker: challenged again.
+        assert (await client.get("/protected")).status_code == 303
+        assert dict(store.calls) == {"summary": 1}
 
 
 async def test_a_tampered_cookie_is_treated_as_no_session(guarded: GuardedApp) -> None:
@@ -243,6 +316,66 @@ async def test_websockets_of_unverified_sessions_are_closed_before_accept(
         accepted = await websocket_messages(guarded, client)
     assert accepted[0]["type"] == "websocket.accept"
     assert {"type": "websocket.send", "text": "hello"} in accepted
+
+
+class DictSession(collections.UserDict[str, Any]):
+    """A session that is a MutableMapping without being a dict."""
+
+
+async def test_a_session_of_any_mutable_mapping_class_is_guarded() -> None:
+    ga = build_app()
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"the middleware answered {message}")
+
+    middleware = MFAGuardMiddleware(inner, guard=ga.guard)
+    for _ in range(2):  # the class is checked once, then known
+        scope: Scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/protected",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "user": SimpleUser("plain@acme.test"),
+            "session": DictSession(),
+        }
+        await middleware(scope, receive, send)
+        assert "mfa_guard" in scope["session"]
+    assert reached == ["/protected", "/protected"]
+
+
+async def test_a_request_without_a_session_is_a_configuration_error() -> None:
+    ga = build_app()
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("reached the app")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        raise AssertionError("answered")
+
+    scope: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/protected",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "user": SimpleUser("plain@acme.test"),
+        "session": ["not", "a", "mapping"],
+    }
+    with pytest.raises(ConfigurationError, match="needs a session"):
+        await MFAGuardMiddleware(inner, guard=ga.guard)(scope, receive, send)
 
 
 async def test_lifespan_and_other_scopes_pass_through() -> None:

@@ -8,13 +8,13 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starlette.authentication import BaseUser
+from starlette.authentication import BaseUser, SimpleUser, UnauthenticatedUser
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
 from mfa_guard.clock import Clock, system_clock
-from mfa_guard.core.marker import Marker, SubjectHasher
+from mfa_guard.core.marker import Marker, subject_hasher
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import ConfigurationError
@@ -40,22 +40,48 @@ AccountNameGetter = Callable[[Scope], str]
 
 def user_identity(scope: Scope) -> str | None:
     """The default identity: ``scope["user"].identity`` (or ``display_name``) when authenticated."""
-    user = scope.get("user")
-    if user is None or not user.is_authenticated:
-        return None
-    # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: decided once per
-    # class, since raising and catching on every request costs more than the rest of the guard.
+    user: Any = scope.get("user")
     kind = type(user)
-    inherited = _INHERITS_IDENTITY.get(kind)
-    if inherited is None:
-        inherited = _INHERITS_IDENTITY[kind] = getattr(kind, "identity", None) is BaseUser.identity
-    identity = None if inherited else getattr(user, "identity", None)
+    if kind is SimpleUser:  # Starlette's own: always authenticated, named by its username
+        name = user.username
+        if type(name) is str:
+            return name or None
+        return str(name) if name else None
+    if kind is UnauthenticatedUser or user is None:
+        return None
+    # How to read any other user is decided once per class: this runs on every request.
+    read = _IDENTITY_READERS.get(kind)
+    if read is None:
+        read = _IDENTITY_READERS[kind] = _identity_reader(kind)
+    return read(user)
+
+
+def _identity_reader(kind: type) -> Callable[[Any], str | None]:
+    # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: so does a subclass
+    # that does not define its own, and raising and catching on every request costs more than
+    # the rest of the guard.
+    if getattr(kind, "identity", None) is BaseUser.identity:
+        return _display_name
+    return _identity_or_display_name
+
+
+def _display_name(user: Any) -> str | None:
+    if not user.is_authenticated:
+        return None
+    name = getattr(user, "display_name", None)
+    return str(name) if name else None
+
+
+def _identity_or_display_name(user: Any) -> str | None:
+    if not user.is_authenticated:
+        return None
+    identity = getattr(user, "identity", None)
     if identity is None:
         identity = getattr(user, "display_name", None)
     return str(identity) if identity else None
 
 
-_INHERITS_IDENTITY: dict[type, bool] = {}
+_IDENTITY_READERS: dict[type, Callable[[Any], str | None]] = {}
 
 
 def user_display_name(scope: Scope) -> str:
@@ -125,9 +151,10 @@ class MFAGuard:
             require_phone=settings.require_phone_for_enrolment,
             sites=sites,
         )
-        # Bounded cache: one HMAC per user, not one per request.
-        self.subject = functools.lru_cache(maxsize=16_384)(SubjectHasher(box.marker_key))
+        # One keyed hash per request, no cache: what a request costs does not grow with users.
+        self.subject = subject_hasher(box.marker_key)
         self.template_directory = template_directory
+        self._recheck = settings.recheck_seconds
 
     async def aclose(self) -> None:
         """Closes the rate-limit storage's and the SMS provider's connections; call it from the
@@ -198,9 +225,7 @@ class MFAGuard:
         user's) and whether it was re-checked within ``recheck_seconds``: the hot path, with no
         I/O and no coroutine."""
         marker = Marker.load(session.get(SESSION_KEY), self.subject(user_id))
-        return marker, marker is not None and not marker.is_stale(
-            now, self.settings.recheck_seconds
-        )
+        return marker, marker is not None and 0 <= now - marker.checked_at < self._recheck
 
     async def recheck(
         self, session: MutableMapping[str, Any], user_id: str, marker: Marker | None, now: float
@@ -234,14 +259,22 @@ class MFAGuard:
         session[SESSION_KEY] = marker.dump()
 
     def session_of(self, scope: Scope) -> MutableMapping[str, Any]:
-        session = scope.get("session")
-        # Starlette's session is a dict: the exact check is ten times cheaper than the ABC's.
-        if type(session) is not dict and not isinstance(session, MutableMapping):
-            raise ConfigurationError(
-                "mfa_guard needs a session: add starlette's SessionMiddleware before "
-                "AuthenticationMiddleware and the guard's middleware"
-            )
-        return session
+        session: Any = scope.get("session")
+        # Starlette's Session is a dict subclass: the ABC check is made once per class, as it
+        # costs ten times more than the lookup.
+        if type(session) not in SESSION_TYPES:
+            if not isinstance(session, MutableMapping):
+                raise ConfigurationError(
+                    "mfa_guard needs a session: add starlette's SessionMiddleware before "
+                    "AuthenticationMiddleware and the guard's middleware"
+                )
+            SESSION_TYPES.add(type(session))
+        mapping: MutableMapping[str, Any] = session
+        return mapping
+
+
+# The classes of session already checked to be a MutableMapping.
+SESSION_TYPES: set[type] = {dict}
 
 
 def _check_shared_state(settings: MFAGuardSettings, store: MFAStore) -> None:

@@ -3,37 +3,49 @@
 Starlette's cookie session is signed, not encrypted, so the marker holds only a keyed hash of the
 user id (``subject``), timestamps, the method name, a random nonce, the user's epoch and the
 earliest instant a site of theirs requires 2FA (``enrol_by``).
+
+In the session it is a JSON array, ``[VERSION, subject, nonce, checked_at, epoch, enrolled,
+verified_at, method, enrol_by]``: read on every guarded request, so one unpacking, not nine
+lookups. A marker of another version is not read at all: the session is re-checked (one store
+call) and, if the user has 2FA, challenged once.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-VERSION = 1
-METHODS = frozenset({"totp", "recovery", "sms"})
+# 2: a JSON array, and a keyed BLAKE2b subject (1 was an object with an HMAC-SHA256 subject).
+VERSION = 2
+METHODS = ("totp", "recovery", "sms")
+# The subject: 18 bytes (144 bits) of keyed BLAKE2b, as 36 hex digits.
+SUBJECT_BYTES = 18
 
 
 def subject_of(user_id: str, key: bytes) -> str:
     """A keyed hash of the user id: binds the marker to one user without revealing who."""
-    return SubjectHasher(key)(user_id)
+    return subject_hasher(key)(user_id)
 
 
-class SubjectHasher:
-    """``subject_of`` with the key's HMAC state computed once (a copy per user id is cheaper
-    than a new HMAC: this runs on every guarded request)."""
+def subject_hasher(key: bytes) -> Callable[[str], str]:
+    """``subject_of`` for one key: BLAKE2b in its keyed mode (RFC 7693), a MAC in itself, with
+    its key block set up once. It runs on every guarded request (about 0.4 µs): no cache, so
+    what a request costs does not grow with the number of users."""
+    if not 16 <= len(key) <= hashlib.blake2b.MAX_KEY_SIZE:
+        raise ValueError("the marker key must be 16 to 64 bytes")
+    # A closure over the bound method, not an object with __call__: cheaper to call.
+    start = hashlib.blake2b(key=key, digest_size=SUBJECT_BYTES).copy
 
-    def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+    def subject(user_id: str) -> str:
+        mac = start()
+        mac.update(user_id.encode())
+        return mac.hexdigest()
 
-    def __call__(self, user_id: str) -> str:
-        mac = self._keyed.copy()
-        mac.update(user_id.encode("utf-8"))
-        return base64.urlsafe_b64encode(mac.digest()[:18]).decode("ascii")
+    return subject
 
 
 def new_nonce() -> str:
@@ -108,44 +120,41 @@ class Marker(NamedTuple):
     def is_verified(self, now: float, lifetime_seconds: int) -> bool:
         return self.verified_at is not None and now - self.verified_at < lifetime_seconds
 
-    def dump(self) -> dict[str, Any]:
-        return {
-            "v": VERSION,
-            "sub": self.subject,
-            "n": self.nonce,
-            "chk": self.checked_at,
-            "ep": self.epoch,
-            "enr": self.enrolled,
-            "vat": self.verified_at,
-            "m": self.method,
-            "eb": self.enrol_by,
-        }
+    def dump(self) -> list[Any]:
+        return [VERSION, *self]
 
     @classmethod
     def load(cls, raw: object, subject: str) -> Marker | None:
-        """The marker stored in a session, or ``None`` if absent, malformed or another user's."""
-        # Exact type checks: the session comes from JSON, and bool must not pass for a number.
-        if type(raw) is not dict or raw.get("v") != VERSION:
+        """The marker stored in a session, or ``None`` if absent, malformed, of another version
+        or another user's."""
+        # Exact type checks: the session comes from JSON, and a bool must not pass for a number.
+        if type(raw) is not list or len(raw) != 9:
             return None
-        sub = raw.get("sub")
-        if type(sub) is not str or not hmac.compare_digest(sub, subject):
+        version, sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by = raw
+        if version != VERSION or type(version) is not int or type(sub) is not str:
             return None
-        nonce, checked, epoch = raw.get("n"), raw.get("chk"), raw.get("ep")
-        enrolled, verified_at, method = raw.get("enr"), raw.get("vat"), raw.get("m")
-        if type(nonce) is not str or type(enrolled) is not bool or type(epoch) is not int:
+        try:
+            if not hmac.compare_digest(sub, subject):
+                return None
+        except TypeError:  # non-ASCII text, which compare_digest refuses: not ours either
+            return None
+        if type(nonce) is not str or type(epoch) is not int or type(enrolled) is not bool:
             return None
         if type(checked) not in _NUMBERS:
             return None
         if verified_at is not None and type(verified_at) not in _NUMBERS:
             return None
-        if method is not None and method not in METHODS:
+        # A tuple, not a set: a string fresh from JSON has no cached hash, so comparing it
+        # with three names is cheaper than hashing it.
+        if method is not None and (type(method) is not str or method not in METHODS):
             return None
-        enrol_by = raw.get("eb")
         if enrol_by is not None and type(enrol_by) not in _NUMBERS:
             return None
-        return cls(
-            sub, nonce, cast("float", checked), epoch, enrolled, verified_at, method, enrol_by
+        # From the checked values: ``cls(...)`` would add a Python-level __new__.
+        marker: Marker = tuple.__new__(
+            cls, (sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by)
         )
+        return marker
 
 
-_NUMBERS = (int, float)
+_NUMBERS = (float, int)

@@ -17,10 +17,17 @@ def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Dec
     """An enrolled user passes while their second factor is verified, else is challenged. A
     user without 2FA passes, unless a site of theirs enforces it and its grace period is over:
     then they must enrol."""
+    # Runs on every guarded request: the members are read once below, not through the Enum
+    # class (about 0.1 µs each), and Marker.is_verified is inlined.
     if marker.enrolled:
-        if marker.is_verified(now, verified_lifetime_seconds):
-            return Decision.ALLOW
-        return Decision.CHALLENGE
-    if marker.enrol_by is not None and now >= marker.enrol_by:
-        return Decision.ENROL
-    return Decision.ALLOW
+        verified_at = marker.verified_at
+        if verified_at is not None and now - verified_at < verified_lifetime_seconds:
+            return ALLOW
+        return CHALLENGE
+    enrol_by = marker.enrol_by
+    if enrol_by is not None and now >= enrol_by:
+        return ENROL
+    return ALLOW
+
+
+ALLOW, CHALLENGE, ENROL = Decision.ALLOW, Decision.CHALLENGE, Decision.ENROL

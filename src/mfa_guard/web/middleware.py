@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mfa_guard.core.policy import Decision, decide
+from mfa_guard.core.marker import Marker
+from mfa_guard.core.policy import ALLOW, ENROL, Decision, decide
 from mfa_guard.errors import StoreUnavailable
+from mfa_guard.guard import SESSION_KEY, SESSION_TYPES
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     UNAVAILABLE_MESSAGE,
-    app_path,
     json_error,
     page_url,
     report_failure,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 # RFC 6455 7.4.1: policy violation.
 WS_POLICY_VIOLATION = 1008
+_GUARDED = frozenset({"http", "websocket"})
 
 
 class MFAGuardMiddleware:
@@ -44,35 +46,38 @@ class MFAGuardMiddleware:
         self._exempt = frozenset(prefixes)
         self._exempt_under = tuple(prefix + "/" for prefix in prefixes)
         self._lifetime = settings.verified_lifetime_seconds
+        self._recheck = settings.recheck_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        path = app_path(scope)
-        if path in self._exempt or path.startswith(self._exempt_under):
-            await self.app(scope, receive, send)
-            return
-        guard = self.guard
-        user_id = guard.identity(scope)
-        if user_id is None:
-            await self.app(scope, receive, send)
-            return
-        now = guard.clock()
-        session = guard.session_of(scope)
-        marker, fresh = guard.fresh_marker(session, user_id, now)
-        if not fresh or marker is None:
-            try:
-                marker = await guard.recheck(session, user_id, marker, now)
-            except StoreUnavailable as exc:
-                await self._unavailable(scope, receive, send, exc)
-                return
-        decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
-        if decision is Decision.ALLOW:
-            scope[MARKER_SCOPE_KEY] = marker
-            await self.app(scope, receive, send)
-            return
-        await self._refuse(scope, receive, send, decision)
+        # Every request of the app comes through here, so the common cases (anonymous, exempt,
+        # a fresh marker) make no call they can avoid and fall through to the one ``await``
+        # below. The identity comes first: an anonymous request passes wherever it goes.
+        if scope["type"] in _GUARDED and (user_id := self.guard.identity(scope)) is not None:
+            # app_path(scope), inlined.
+            path: str = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :] or "/"
+            if path not in self._exempt and not path.startswith(self._exempt_under):
+                guard = self.guard
+                session: Any = scope.get("session")
+                if type(session) not in SESSION_TYPES:
+                    session = guard.session_of(scope)
+                now = guard.clock()
+                marker = Marker.load(session.get(SESSION_KEY), guard.subject(user_id))
+                # Not marker.is_stale(now, recheck_seconds): the same test, without the call.
+                if marker is None or not 0 <= now - marker.checked_at < self._recheck:
+                    try:
+                        marker = await guard.recheck(session, user_id, marker, now)
+                    except StoreUnavailable as exc:
+                        await self._unavailable(scope, receive, send, exc)
+                        return
+                decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
+                if decision is not ALLOW:
+                    await self._refuse(scope, receive, send, decision)
+                    return
+                scope[MARKER_SCOPE_KEY] = marker
+        await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         """To the challenge, or to enrolment when a site of the user enforces 2FA."""
@@ -82,7 +87,7 @@ class MFAGuardMiddleware:
         settings = self.guard.settings
         response: Response
         if wants_json(scope, settings):
-            if decision is Decision.ENROL:
+            if decision is ENROL:
                 response = json_error(
                     403,
                     "mfa_enrolment_required",
@@ -94,7 +99,7 @@ class MFAGuardMiddleware:
                     401, "mfa_required", "Complete two-factor authentication to continue."
                 )
         else:
-            page = "enrol" if decision is Decision.ENROL else "challenge"
+            page = "enrol" if decision is ENROL else "challenge"
             next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
             response = RedirectResponse(page_url(scope, settings, page, next_path), status_code=303)
             response.headers["Cache-Control"] = "no-store"
