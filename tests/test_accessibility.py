@@ -226,3 +226,15 @@ def test_every_page_in_every_state_passes_axe(page: Page) -> None:
     page.get_by_label("Recovery code").fill(recovery_codes[0])
     page.get_by_role("button", name="Use recovery code").click()
     expect(page).to_have_url(re.compile(r"/inbox$"))
+
+
+def test_the_french_pages_pass_axe(page: Page) -> None:
+    page.set_extra_http_headers({"Accept-Language": "fr-FR,fr;q=0.9"})
+    sign_in(page)
+    page.goto("/mfa/settings")
+    expect(page.locator("html")).to_have_attribute("lang", "fr")
+    check(page, "settings in French")
+    page.goto("/mfa/enrol")
+    page.get_by_role("button", name="Configurer une application d\u2019authentification").click()
+    expect(page.locator(".qr svg")).to_be_visible()
+    check(page, "enrolment with the QR code, in French")

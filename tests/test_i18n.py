@@ -102,3 +102,13 @@ def test_the_compiled_catalog_is_up_to_date() -> None:
     for message in catalog:
         if message.id and isinstance(message.id, str):
             assert translations.gettext(message.id) == message.string, message.id
+
+
+async def test_values_in_a_translated_sentence_are_escaped() -> None:
+    ga = build_app(issuer="<b>Acme</b>")
+    async with ga.client() as client:
+        await sign_in(client)
+        await enrol(ga, client)
+        page = await client.get("/mfa/challenge", headers=FRENCH)
+    assert "pour &lt;b&gt;Acme&lt;/b&gt;." in page.text
+    assert "<b>Acme</b>" not in page.text
