@@ -37,6 +37,7 @@ ENDPOINTS = [
     ("POST", "/mfa/api/phone"),
     ("POST", "/mfa/api/phone/verify"),
     ("POST", "/mfa/api/sms/send"),
+    ("POST", "/mfa/api/sessions/revoke"),
     ("GET", "/mfa/api/status"),
     ("GET", "/mfa/api/sites"),
     ("GET", "/mfa/api/sites/acme/members"),

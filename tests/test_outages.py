@@ -672,6 +672,7 @@ STORE_CALLS: dict[str, Callable[[MFAStore], Awaitable[object]]] = {
         USER, SMSPurpose.SIGN_IN, SMS_CHALLENGE.code_hash, 60.0
     ),
     "set_phone": lambda store: store.set_phone(USER, SMS_CHALLENGE.phone, 60.0),
+    "revoke_sessions": lambda store: store.revoke_sessions(USER),
 }
 
 

@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     PHONE_VERIFIED = "phone_verified"
     DISABLE_REFUSED = "disable_refused"
     ADMIN_RESET = "admin_reset"
+    SESSIONS_REVOKED = "sessions_revoked"
     SITE_POLICY_CHANGED = "site_policy_changed"
     SITE_ACCESS_DENIED = "site_access_denied"
     SITE_MEMBER_ADDED = "site_member_added"

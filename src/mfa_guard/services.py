@@ -435,6 +435,16 @@ class MFAService:
         await self._emit(EventKind.DISABLED, user_id, method, ip)
         return epoch
 
+    async def revoke_other_sessions(self, user_id: str, ip: str | None) -> int | Denied:
+        """Ends the verified state of every session of the user (at its next re-check): the
+        new epoch, which the asking session adopts to stay verified."""
+        enrolment = await self.enrolment(user_id)
+        if not enrolment.enrolled:
+            return Denied(Reason.NOT_ENROLLED)
+        epoch = await self.store.revoke_sessions(user_id)
+        await self._emit(EventKind.SESSIONS_REVOKED, user_id, None, ip)
+        return epoch
+
     async def enforcing_sites(self, user_id: str) -> list[str]:
         """The names of the user's sites that enforce 2FA (grace period or not)."""
         if self.sites is None:

@@ -129,6 +129,11 @@ class MFAStore(Protocol):
         has not expired at ``now``; ``None`` otherwise (the pending challenge then stays)."""
         ...
 
+    async def revoke_sessions(self, user_id: str) -> int:
+        """Bump the user's epoch and return it, changing nothing else: every session verified
+        under the old epoch must verify again ("sign out my other sessions")."""
+        ...
+
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         """Record ``phone`` (E.164) as the user's verified number. A new number is a new
         authenticator: the epoch is bumped (other sessions re-verify). Returns the epoch."""

@@ -116,6 +116,11 @@ class MemoryStore:
         self._users[user_id] = dataclasses.replace(current, sms_challenge=None)
         return challenge
 
+    async def revoke_sessions(self, user_id: str) -> int:
+        current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        self._users[user_id] = dataclasses.replace(current, epoch=current.epoch + 1)
+        return current.epoch + 1
+
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
         epoch = current.epoch + 1

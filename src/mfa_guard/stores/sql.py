@@ -540,6 +540,20 @@ class SQLStore:
                 return None
         return challenge
 
+    async def revoke_sessions(self, user_id: str) -> int:
+        statement = (
+            self._db.upsert(enrolments)
+            .values(user_id=user_id, epoch=1)
+            .on_conflict_do_update(
+                index_elements=[enrolments.c.user_id],
+                set_={"epoch": enrolments.c.epoch + 1, "updated_at": func.now()},
+            )
+            .returning(enrolments.c.epoch)
+        )
+        async with self._db.transaction() as conn:
+            epoch = (await conn.execute(statement)).scalar_one()
+        return int(epoch)
+
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         values = {"phone": phone, "phone_verified_at": now}
         statement = (

@@ -94,6 +94,10 @@ class CountingStore:
         self.calls["consume_sms_challenge"] += 1
         return await self.inner.consume_sms_challenge(user_id, purpose, code_hash, now)
 
+    async def revoke_sessions(self, user_id: str) -> int:
+        self.calls["revoke_sessions"] += 1
+        return await self.inner.revoke_sessions(user_id)
+
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         self.calls["set_phone"] += 1
         return await self.inner.set_phone(user_id, phone, now)

@@ -18,6 +18,7 @@ The tests need pytest-asyncio (``asyncio_mode = "auto"``) or an equivalent runne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
@@ -329,6 +330,26 @@ class MFAStoreContract:
         epochs.append(await store.disable("alice"))
 
         assert epochs == sorted(set(epochs))
+
+    async def test_revoking_sessions_bumps_the_epoch_and_keeps_the_enrolment(
+        self, store: MFAStore
+    ) -> None:
+        epoch = await enrol(store, "alice")
+        before = await store.get("alice")
+        assert await store.revoke_sessions("alice") == epoch + 1
+        after = await store.get("alice")
+        assert before is not None
+        assert after is not None
+        assert after == dataclasses.replace(before, epoch=epoch + 1)
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=epoch + 1)
+        # A user the store has never seen starts at epoch 1, not enrolled.
+        assert await store.revoke_sessions("bob") == 1
+        assert await store.summary("bob") == EnrolmentSummary(enrolled=False, epoch=1)
+
+    async def test_concurrent_revocations_each_get_their_own_epoch(self, store: MFAStore) -> None:
+        await enrol(store, "alice")
+        epochs = await asyncio.gather(*(store.revoke_sessions("alice") for _ in range(20)))
+        assert sorted(epochs) == list(range(2, 22))
 
     async def test_concurrent_disables_each_get_their_own_epoch(self, store: MFAStore) -> None:
         epochs = await asyncio.gather(*(store.disable("alice") for _ in range(20)))

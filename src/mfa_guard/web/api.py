@@ -141,6 +141,7 @@ class API:
             ("/api/phone", "POST", self.phone, True),
             ("/api/phone/verify", "POST", self.phone_verify, True),
             ("/api/sms/send", "POST", self.sms_send, True),
+            ("/api/sessions/revoke", "POST", self.revoke_sessions, True),
         ]
         if self.guard.sites is not None:
             table += [
@@ -359,6 +360,19 @@ class API:
             return denied_response(result, self.guard.clock())
         await caller.recheck(self.guard)
         return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
+
+    async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
+        await json_body(request)
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+        result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
+        if isinstance(result, Denied):
+            return denied_response(result, self.guard.clock())
+        # This session asked: it stays verified under the new epoch; every other one must
+        # verify again at its next re-check.
+        caller.adopt_epoch(self.guard, result)
+        return JSONResponse({"other_sessions_revoked": True}, headers={"Cache-Control": "no-store"})
 
     async def phone(self, request: Request, caller: Caller) -> Response:
         raw = string_field(await json_body(request), "phone")

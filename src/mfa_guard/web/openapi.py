@@ -307,6 +307,22 @@ def document(guard: MFAGuard) -> dict[str, Any]:
                 body_required=True,
             )
         },
+        f"{api}/sessions/revoke": {
+            "post": _operation(
+                "Sign out every other session of the user from its verified second factor",
+                {
+                    "200": {
+                        "description": "Every other session verifies again at its next re-check",
+                        "content": {
+                            JSON: {"schema": _object({"other_sessions_revoked": {"const": True}})}
+                        },
+                    }
+                },
+                [*_BODY_ERRORS, "409"],
+                body="Empty",
+                body_required=True,
+            )
+        },
         f"{api}/phone": {
             "post": _operation(
                 "Register a mobile number: a code is texted to it",
