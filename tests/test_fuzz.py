@@ -48,6 +48,7 @@ ENDPOINTS = [
     ("POST", "/mfa/enrol/confirm"),
     ("POST", "/mfa/settings/recovery-codes"),
     ("POST", "/mfa/settings/disable"),
+    ("POST", "/mfa/settings/sessions"),
     ("POST", "/mfa/settings/phone"),
     ("POST", "/mfa/settings/phone/verify"),
     ("GET", "/mfa/challenge"),

@@ -3,11 +3,14 @@ within the re-check interval, and the session that asked stays verified."""
 
 from __future__ import annotations
 
+import re
+
 from mfa_guard.events import EventKind
 from tests.apps import build_app, enrol, sign_in
 
 USER = "solo@example.test"
 RECHECK = 60
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 async def test_other_sessions_must_verify_again_within_the_recheck_interval() -> None:
@@ -60,3 +63,24 @@ async def test_revoking_needs_a_verified_session_of_an_enrolled_user() -> None:
         )
         assert cross_site.status_code == 403
     assert EventKind.SESSIONS_REVOKED not in ga.events.kinds()
+
+
+async def test_the_settings_page_signs_out_the_other_sessions() -> None:
+    ga = build_app(recheck_seconds=RECHECK)
+    async with ga.client() as laptop, ga.client() as phone:
+        await sign_in(laptop, USER)
+        secret, _ = await enrol(ga, laptop)
+        await sign_in(phone, USER)
+        ga.clock.advance(30)
+        assert (await phone.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        page = await laptop.get("/mfa/settings")
+        token = CSRF.search(page.text)
+        assert token is not None
+        done = await laptop.post("/mfa/settings/sessions", data={"csrf_token": token.group(1)})
+        assert done.status_code == 200
+        assert "Your other sessions must enter a code again to continue." in done.text
+        ga.clock.advance(RECHECK)
+        assert (await phone.get("/protected")).status_code == 303
+        assert (await laptop.get("/protected")).status_code == 200
+        french = await laptop.get("/mfa/settings", headers={"accept-language": "fr"})
+        assert "Déconnecter mes autres sessions" in french.text

@@ -106,6 +106,7 @@ class Pages:
                 "/settings/recovery-codes", self._page(self.new_recovery_codes), methods=["POST"]
             ),
             Route("/settings/disable", self._page(self.disable), methods=["POST"]),
+            Route("/settings/sessions", self._page(self.revoke_sessions), methods=["POST"]),
             Route("/settings/phone", self._page(self.phone), methods=["POST"]),
             Route("/settings/phone/verify", self._page(self.phone_verify), methods=["POST"]),
         ]
@@ -473,6 +474,22 @@ class Pages:
                 "codes": result,
                 "notice": N_("Your old recovery codes no longer work."),
             },
+        )
+
+    async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
+        """Every other session of the user verifies again at its next re-check."""
+        await self._form(request)
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
+        result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
+        if isinstance(result, Denied):
+            return await self._settings_refused(request, caller, result)
+        caller.adopt_epoch(self.guard, result)
+        return await self._settings_page(
+            request,
+            caller,
+            notice=N_("Your other sessions must enter a code again to continue."),
         )
 
     async def disable(self, request: Request, caller: Caller) -> Response:
