@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
@@ -138,13 +139,16 @@ class RedisServer:
 
 class TCPProxy:
     """Forwards a free local port to a server. ``cut()`` closes every forwarded connection and
-    closes new ones as soon as they are accepted; ``restore()`` forwards again."""
+    closes new ones as soon as they are accepted; ``restore()`` forwards again.
+    ``lose_next_reply()``: the server's next answer is not passed on and every connection is
+    closed, as when the network fails after the server did the work."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._cut = False
+        self._lose_reply = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[object]] = set()
 
@@ -159,6 +163,17 @@ class TCPProxy:
 
     def restore(self) -> None:
         self._cut = False
+
+    def lose_next_reply(self) -> None:
+        self._lose_reply = True
+
+    def _passes(self, reply: bytes) -> bool:
+        if not self._lose_reply:
+            return True
+        self._lose_reply = False
+        for writer in list(self._writers):
+            writer.transport.abort()
+        return False
 
     async def close(self) -> None:
         self.cut()
@@ -191,16 +206,24 @@ class TCPProxy:
                 return
             self._writers |= pair
             try:
-                await asyncio.gather(_pipe(client_in, server), _pipe(server_in, client))
+                await asyncio.gather(
+                    _pipe(client_in, server), _pipe(server_in, client, self._passes)
+                )
             finally:
                 self._writers -= pair
         finally:
             self._handlers.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    passes: Callable[[bytes], bool] = lambda data: True,
+) -> None:
     try:
         while data := await reader.read(65536):
+            if not passes(data):
+                return
             writer.write(data)
             await writer.drain()
     except OSError:  # the other end, or cut(), reset the connection
@@ -693,3 +716,59 @@ async def test_a_database_behind_a_cut_network_is_unavailable_to_every_store_met
     for _ in range(2):  # on the pooled connection, then on a new one
         with pytest.raises(StoreUnavailable):
             await STORE_CALLS[method](proxied_store)
+
+
+@pytest.mark.postgres
+async def test_dead_pooled_connections_cost_no_failed_call(
+    proxied_store: SQLStore, postgres_proxy: TCPProxy
+) -> None:
+    """A blip (or a server restart) between requests kills the pooled connections. The next
+    calls work, with no ping before each: a connection asyncpg has seen close is replaced as
+    the pool hands it out; one it has not (the statement meets a dead socket) is run again on
+    a new connection, as reads and compare-and-set writes may be."""
+    store = proxied_store
+    await store.begin_enrolment(USER, "pending")
+    assert await store.confirm_enrolment(USER, "pending", step=1, recovery=RECOVERY, now=30.0)
+    step = 1
+    for seen in (False, True):
+        await asyncio.gather(*(store.summary(USER) for _ in range(3)))  # pooled connections
+        postgres_proxy.cut()
+        postgres_proxy.restore()
+        if seen:
+            await asyncio.sleep(0.1)  # the client's event loop sees the sockets close
+        step += 1
+        assert await store.accept_step(USER, step)
+        enrolment = await store.get(USER)
+        assert enrolment is not None
+        assert enrolment.last_step == step
+        assert await store.summary(USER) == EnrolmentSummary(enrolled=True, epoch=1)
+
+
+@pytest.mark.postgres
+async def test_a_step_whose_answer_is_lost_is_still_accepted_at_most_once(
+    postgres_proxy: TCPProxy, postgres_schema: str
+) -> None:
+    """The network fails after the server accepted a step, before its answer comes back. The
+    store runs the compare-and-set again on a new connection, which finds the step taken: the
+    code is refused (the user waits for the next one), never accepted twice."""
+    url = make_url(POSTGRES_URL).set(host="127.0.0.1", port=postgres_proxy.port)
+    store = SQLStore(
+        url.render_as_string(hide_password=False),
+        connect_args={"server_settings": {"search_path": postgres_schema}},
+        pool_size=1,
+        max_overflow=0,
+    )
+    try:
+        await store.begin_enrolment(USER, "pending")
+        assert await store.confirm_enrolment(USER, "pending", step=1, recovery=RECOVERY, now=30.0)
+        assert not await store.accept_step(USER, 1)  # the statement is prepared on the connection
+        postgres_proxy.lose_next_reply()
+        assert not await store.accept_step(USER, 2)
+        enrolment = await store.get(USER)
+        assert enrolment is not None
+        assert enrolment.last_step == 2  # the first run's write stands, alone
+        assert not await store.accept_step(USER, 2)
+        assert await store.accept_step(USER, 3)
+    finally:
+        postgres_proxy.restore()
+        await store.close()

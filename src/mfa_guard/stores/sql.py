@@ -4,7 +4,8 @@ Enrolments live in two tables, sites and their members in two more. Every method
 transaction whose deciding statement is a conditional write, so a check and its update cannot be
 split by another request, worker process or host: ``accept_step`` is a compare-and-set
 ``UPDATE``, ``use_recovery_code`` a ``DELETE`` whose row count says who won, ``add_member`` an
-``INSERT … SELECT`` from the site's row.
+``INSERT … SELECT`` from the site's row. A method of one statement runs it in autocommit (the
+statement is its own transaction): one round trip, not ``BEGIN``, the statement and ``COMMIT``.
 
 The tables live on :data:`metadata`; add it to an Alembic ``target_metadata`` to manage them with
 the application's own migrations (and pass ``create_tables=False``).
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
+    Executable,
     ForeignKey,
     Index,
     Integer,
@@ -31,7 +33,9 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
+    event,
     false,
     func,
     insert,
@@ -42,9 +46,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfa_guard.core.marker import EnrolmentSummary
@@ -54,6 +58,7 @@ from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import Enrolment, FactorStatus, SMSChallenge, SMSPurpose
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SitePolicy
 
+T = TypeVar("T")
 metadata = MetaData()
 
 enrolments = Table(
@@ -186,6 +191,8 @@ class _Database:
             self.owns_engine = False
         elif url is not None:
             engine = create_async_engine(url, **_engine_options(url, engine_options))
+            if engine.dialect.driver == "asyncpg":
+                event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
             self.owns_engine = True
         else:
             raise ConfigurationError(f"{owner} needs a database URL or an engine.")
@@ -196,6 +203,10 @@ class _Database:
                 engine.sync_engine.dispose()
             raise ConfigurationError(f"{owner} supports SQLite and PostgreSQL, not {name!r}.")
         self.engine = engine
+        # A statement on its own needs no transaction round trips: in autocommit it commits as
+        # it runs. The option engine shares the pool; the level is set and reset on each
+        # connection as it is handed out and back, with no round trip.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._create_tables = create_tables
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
@@ -228,10 +239,39 @@ class _Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Several statements as one transaction (``BEGIN`` … ``COMMIT``)."""
         async with self._guard():
             await self._ensure_tables()
             async with self.engine.begin() as conn:
                 yield conn
+
+    async def run(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        read: Callable[[CursorResult[Any]], T],
+        *,
+        retry: bool,
+    ) -> T:
+        """One statement, committed as it runs, and what ``read`` takes from its result.
+
+        With ``retry``, a statement that met a dead connection (``connection_invalidated``: a
+        server restart or a network cut left it in the pool, or it died under the statement)
+        runs once more on a new one, which the pool opens as the dead one is thrown away. Only
+        for statements a second run cannot make wrong: reads, writes of the same values, and
+        compare-and-set writes, whose second run after a first one that did reach the server
+        finds its own change and reports no match, as the user's own retry would.
+        """
+        async with self._guard():
+            await self._ensure_tables()
+            try:
+                async with self._autocommit.connect() as conn:
+                    return read(await conn.execute(statement, params))
+            except sa_exc.DBAPIError as exc:
+                if not (retry and exc.connection_invalidated):
+                    raise
+            async with self._autocommit.connect() as conn:
+                return read(await conn.execute(statement, params))
 
     async def _create_all(self) -> None:
         try:
@@ -261,6 +301,81 @@ class _Database:
             if _is_unavailable(exc):
                 raise StoreUnavailable() from exc
             raise
+
+
+# The statements every verify and re-check makes, built once with bound parameters: building
+# and caching a statement per call costs more than running it.
+_GET = (
+    select(
+        enrolments.c.epoch,
+        enrolments.c.secret,
+        enrolments.c.confirmed_at,
+        enrolments.c.last_step,
+        enrolments.c.pending_secret,
+        enrolments.c.recovery_salt,
+        enrolments.c.recovery_params,
+        enrolments.c.phone,
+        enrolments.c.phone_verified_at,
+        enrolments.c.sms_purpose,
+        enrolments.c.sms_code_hash,
+        enrolments.c.sms_phone,
+        enrolments.c.sms_expires_at,
+        recovery_codes.c.code_hash,
+    )
+    .select_from(enrolments.outerjoin(recovery_codes))
+    .where(enrolments.c.user_id == bindparam("uid"))
+    .order_by(recovery_codes.c.code_hash)
+)
+_SUMMARY = select(_enrolled().label("enrolled"), enrolments.c.epoch).where(
+    enrolments.c.user_id == bindparam("uid")
+)
+_ACCEPT_STEP = (
+    update(enrolments)
+    .where(
+        enrolments.c.user_id == bindparam("uid"),
+        _enrolled(),
+        or_(enrolments.c.last_step.is_(None), enrolments.c.last_step < bindparam("step")),
+    )
+    .values(last_step=bindparam("step"))
+)
+_USE_RECOVERY_CODE = delete(recovery_codes).where(
+    recovery_codes.c.user_id == bindparam("uid"),
+    recovery_codes.c.code_hash == bindparam("code_hash"),
+)
+# An enforcing policy without a deadline enforces at once, as SitePolicy.requires_by.
+_DEADLINE = (
+    select(func.min(func.coalesce(sites.c.grace_deadline, 0.0)))
+    .select_from(sites.join(site_members))
+    .where(site_members.c.user_id == bindparam("uid"), sites.c.enforce)
+)
+
+
+def _all(result: CursorResult[Any]) -> Sequence[Any]:
+    return result.all()
+
+
+def _first(result: CursorResult[Any]) -> Any:
+    return result.first()
+
+
+def _one(result: CursorResult[Any]) -> Any:
+    return result.one()
+
+
+def _scalar(result: CursorResult[Any]) -> Any:
+    return result.scalar_one()
+
+
+def _scalar_or_none(result: CursorResult[Any]) -> Any:
+    return result.scalar_one_or_none()
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return result.rowcount
+
+
+def _nothing(result: CursorResult[Any]) -> None:
+    return None
 
 
 class SQLStore:
@@ -315,29 +430,7 @@ class SQLStore:
         await self._db.close()
 
     async def get(self, user_id: str) -> Enrolment | None:
-        query = (
-            select(
-                enrolments.c.epoch,
-                enrolments.c.secret,
-                enrolments.c.confirmed_at,
-                enrolments.c.last_step,
-                enrolments.c.pending_secret,
-                enrolments.c.recovery_salt,
-                enrolments.c.recovery_params,
-                enrolments.c.phone,
-                enrolments.c.phone_verified_at,
-                enrolments.c.sms_purpose,
-                enrolments.c.sms_code_hash,
-                enrolments.c.sms_phone,
-                enrolments.c.sms_expires_at,
-                recovery_codes.c.code_hash,
-            )
-            .select_from(enrolments.outerjoin(recovery_codes))
-            .where(enrolments.c.user_id == user_id)
-            .order_by(recovery_codes.c.code_hash)
-        )
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(_GET, {"uid": user_id}, _all, retry=True)
         if not rows:
             return None
         first = rows[0]
@@ -362,11 +455,7 @@ class SQLStore:
         )
 
     async def summary(self, user_id: str) -> EnrolmentSummary:
-        query = select(_enrolled().label("enrolled"), enrolments.c.epoch).where(
-            enrolments.c.user_id == user_id
-        )
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._db.run(_SUMMARY, {"uid": user_id}, _first, retry=True)
         if row is None:
             return EnrolmentSummary(enrolled=False, epoch=0)
         return EnrolmentSummary(enrolled=bool(row.enrolled), epoch=int(row.epoch))
@@ -397,8 +486,8 @@ class SQLStore:
             index_elements=[enrolments.c.user_id],
             set_={"pending_secret": statement.excluded.pending_secret, "updated_at": func.now()},
         )
-        async with self._db.transaction() as conn:
-            await conn.execute(statement)
+        # The same values twice are the same write: retried.
+        await self._db.run(statement, {}, _nothing, retry=True)
 
     async def confirm_enrolment(
         self,
@@ -435,26 +524,16 @@ class SQLStore:
         return int(epoch)
 
     async def accept_step(self, user_id: str, step: int) -> bool:
-        statement = (
-            update(enrolments)
-            .where(
-                enrolments.c.user_id == user_id,
-                _enrolled(),
-                or_(enrolments.c.last_step.is_(None), enrolments.c.last_step < step),
-            )
-            .values(last_step=step)
+        # A compare-and-set: retried, a step is still accepted at most once.
+        count = await self._db.run(
+            _ACCEPT_STEP, {"uid": user_id, "step": step}, _rowcount, retry=True
         )
-        async with self._db.transaction() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
+        return count == 1
 
     async def use_recovery_code(self, user_id: str, code_hash: str) -> bool:
-        statement = delete(recovery_codes).where(
-            recovery_codes.c.user_id == user_id, recovery_codes.c.code_hash == code_hash
-        )
-        async with self._db.transaction() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
+        # The DELETE's row count decides: retried, a code is still used at most once.
+        params = {"uid": user_id, "code_hash": code_hash}
+        return await self._db.run(_USE_RECOVERY_CODE, params, _rowcount, retry=True) == 1
 
     async def replace_recovery_codes(self, user_id: str, recovery: RecoveryCodeSet) -> bool:
         # Updating the user's row first locks it, so concurrent replacements take turns.
@@ -508,8 +587,7 @@ class SQLStore:
         statement = statement.on_conflict_do_update(
             index_elements=[enrolments.c.user_id], set_={**values, "updated_at": func.now()}
         )
-        async with self._db.transaction() as conn:
-            await conn.execute(statement)
+        await self._db.run(statement, {}, _nothing, retry=True)
 
     async def consume_sms_challenge(
         self, user_id: str, purpose: SMSPurpose, code_hash: str, now: float
@@ -550,9 +628,9 @@ class SQLStore:
             )
             .returning(enrolments.c.epoch)
         )
-        async with self._db.transaction() as conn:
-            epoch = (await conn.execute(statement)).scalar_one()
-        return int(epoch)
+        # Not retried: a second run would bump the epoch twice (harmless, but not what was
+        # asked).
+        return int(await self._db.run(statement, {}, _scalar, retry=False))
 
     async def set_phone(self, user_id: str, phone: str, now: float) -> int:
         values = {"phone": phone, "phone_verified_at": now}
@@ -565,9 +643,8 @@ class SQLStore:
             )
             .returning(enrolments.c.epoch)
         )
-        async with self._db.transaction() as conn:
-            epoch = (await conn.execute(statement)).scalar_one()
-        return int(epoch)
+        # Not retried: a second run would count a second new phone.
+        return int(await self._db.run(statement, {}, _scalar, retry=False))
 
 
 class SQLSiteDirectory:
@@ -620,14 +697,7 @@ class SQLSiteDirectory:
             await self._db.close()
 
     async def deadline(self, user_id: str) -> float | None:
-        # An enforcing policy without a deadline enforces at once, as SitePolicy.requires_by.
-        query = (
-            select(func.min(func.coalesce(sites.c.grace_deadline, 0.0)))
-            .select_from(sites.join(site_members))
-            .where(site_members.c.user_id == user_id, sites.c.enforce)
-        )
-        async with self._db.transaction() as conn:
-            deadline = (await conn.execute(query)).scalar_one()
+        deadline = await self._db.run(_DEADLINE, {"uid": user_id}, _scalar, retry=True)
         return None if deadline is None else float(deadline)
 
     async def memberships(self, user_id: str) -> list[Membership]:
@@ -640,22 +710,19 @@ class SQLSiteDirectory:
                 self._db.in_code_point_order(sites.c.id),
             )
         )
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(query, {}, _all, retry=True)
         return [Membership(_site(row), Role(row.role)) for row in rows]
 
     async def site(self, site_id: str) -> Site | None:
         query = select(*_SITE_COLUMNS).where(sites.c.id == site_id)
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._db.run(query, {}, _first, retry=True)
         return None if row is None else _site(row)
 
     async def role(self, site_id: str, user_id: str) -> Role | None:
         query = select(site_members.c.role).where(
             site_members.c.site_id == site_id, site_members.c.user_id == user_id
         )
-        async with self._db.transaction() as conn:
-            role = (await conn.execute(query)).scalar_one_or_none()
+        role = await self._db.run(query, {}, _scalar_or_none, retry=True)
         return None if role is None else Role(role)
 
     async def members(self, site_id: str) -> list[Member]:
@@ -664,8 +731,7 @@ class SQLSiteDirectory:
             .where(site_members.c.site_id == site_id)
             .order_by(self._db.in_code_point_order(site_members.c.user_id))
         )
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(query, {}, _all, retry=True)
         return [Member(row.user_id, Role(row.role)) for row in rows]
 
     async def set_policy(self, site_id: str, policy: SitePolicy) -> bool:
@@ -679,9 +745,9 @@ class SQLSiteDirectory:
                 policy_changed_at=policy.changed_at,
             )
         )
-        async with self._db.transaction() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
+        # Setting the same policy twice is setting it once: retried. (A second run matches
+        # the row again: PostgreSQL and SQLite count matched rows, not changed ones.)
+        return await self._db.run(statement, {}, _rowcount, retry=True) == 1
 
     async def save_site(self, site_id: str, name: str) -> Site:
         insert_site = self._db.upsert(sites).values(id=site_id, name=name)
@@ -689,9 +755,7 @@ class SQLSiteDirectory:
             index_elements=[sites.c.id],
             set_={"name": insert_site.excluded.name, "updated_at": func.now()},
         ).returning(*_SITE_COLUMNS)
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(statement)).one()
-        return _site(row)
+        return _site(await self._db.run(statement, {}, _one, retry=True))
 
     async def add_member(self, site_id: str, user_id: str, role: Role) -> bool:
         # The row comes from the site's own row, so an unknown site inserts nothing: no reliance
@@ -706,17 +770,15 @@ class SQLSiteDirectory:
             index_elements=[site_members.c.site_id, site_members.c.user_id],
             set_={"role": insert_member.excluded.role},
         ).returning(site_members.c.site_id)
-        async with self._db.transaction() as conn:
-            added = (await conn.execute(statement)).first()
-        return added is not None
+        return await self._db.run(statement, {}, _first, retry=True) is not None
 
     async def remove_member(self, site_id: str, user_id: str) -> bool:
         statement = delete(site_members).where(
             site_members.c.site_id == site_id, site_members.c.user_id == user_id
         )
-        async with self._db.transaction() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
+        # Not retried: a second run after a first that reached the server would say "no such
+        # member" of one it just removed.
+        return await self._db.run(statement, {}, _rowcount, retry=False) == 1
 
 
 _SITE_COLUMNS = (
@@ -759,6 +821,15 @@ def _challenge(row: Any) -> SMSChallenge | None:
     )
 
 
+def _refuse_closed(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    """A pool ``checkout`` hook: a pooled asyncpg connection that has seen its socket close (a
+    server restart, a network cut) is thrown away and replaced, with no round trip to find out.
+    """
+    driver = record.driver_connection
+    if driver is not None and driver.is_closed():
+        raise sa_exc.DisconnectionError("the pooled connection was closed by the server")
+
+
 def _engine_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """Defaults for an engine the store creates; the caller's options win."""
     parsed = make_url(url)
@@ -770,12 +841,12 @@ def _engine_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     if parsed.get_backend_name() == "sqlite":
         # Seconds to wait for another writer (another worker) before "database is locked".
         connect_args["timeout"] = 30
-    elif parsed.get_backend_name() == "postgresql":
-        # A server restart leaves dead pooled connections behind; test each one on checkout.
-        defaults["pool_pre_ping"] = True
-        if parsed.get_driver_name() == "asyncpg":
-            # Fail closed within seconds, rather than asyncpg's minute, when the server is gone.
-            connect_args["timeout"] = 10
+    elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
+        # Fail closed within seconds, rather than asyncpg's minute, when the server is gone.
+        connect_args["timeout"] = 10
+    # No pool_pre_ping for PostgreSQL (a round trip before every call): a pooled connection
+    # asyncpg knows is closed is replaced on checkout (_refuse_closed), and a statement that
+    # meets a dead one anyway runs again on a new one where that is safe (_Database.run).
     merged = {**defaults, **options}
     merged["connect_args"] = {**connect_args, **options.get("connect_args", {})}
     return merged
