@@ -148,6 +148,9 @@ async def available(backend: str) -> str | None:
 # -- counting calls ------------------------------------------------------------------------
 
 _inside = contextvars.ContextVar("bench_inside_call", default=False)
+# Seconds a call waits in the structure pass: longer than it takes a request to issue the calls
+# it makes together.
+ANSWER_DELAY = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +163,16 @@ class Call:
 
 @dataclass
 class CallTrace:
-    """Every store and ``limits`` storage call, with its start and end times."""
+    """Every store and ``limits`` storage call, with its start and end times.
+
+    ``answer_later``: each call waits ``ANSWER_DELAY`` before it runs, as a call to a server
+    waits for its answer. An in-process backend (memory, or SQLite's thread for a moment)
+    answers at once, so calls made together would seem to run one after another; with the
+    delay, the calls a request makes together overlap, and only those it makes one after
+    another chain (see :func:`critical_path`). Latencies are not kept in that mode."""
 
     calls: list[Call] = field(default_factory=list)
+    answer_later: bool = False
 
     def clear(self) -> None:
         self.calls.clear()
@@ -206,6 +216,8 @@ class CallTrace:
             token = _inside.set(True)
             started = perf_counter()
             try:
+                if self.answer_later:
+                    await asyncio.sleep(ANSWER_DELAY)
                 return await original(*args, **kwargs)
             finally:
                 _inside.reset(token)
@@ -239,12 +251,34 @@ def summary(calls: list[Call]) -> str:
 def critical_path(calls: list[Call]) -> int:
     """The most calls that ran one after another (each starting after the previous ended):
     the round trips a request waits for in sequence, however the rest overlap."""
-    chain, last_end = 0, float("-inf")
+    return len(waves(calls))
+
+
+def waves(calls: list[Call]) -> list[list[Call]]:
+    """The calls in the turns a request waits for: a longest chain of calls each starting
+    after the previous one ended, every call put with the link of the chain it started
+    before the end of (so calls made together share a turn)."""
+    chain: list[Call] = []
+    last_end = float("-inf")
     for call in sorted(calls, key=lambda c: c.ended):
         if call.started >= last_end:
-            chain += 1
+            chain.append(call)
             last_end = call.ended
-    return chain
+    turns: list[list[Call]] = [[] for _ in chain]
+    for call in sorted(calls, key=lambda c: c.started):
+        index = next((i for i, link in enumerate(chain) if call.started < link.ended), None)
+        turns[len(chain) - 1 if index is None else index].append(call)
+    return turns
+
+
+def describe_waves(turns: list[list[Call]]) -> str:
+    """``store get, limits acquire_entry x3 together; then store accept_step``."""
+    parts = []
+    for turn in turns:
+        counts = Counter(f"{call.kind} {call.name}" for call in turn)
+        names = ", ".join(name if n == 1 else f"{name} x{n}" for name, n in counts.items())
+        parts.append(names + (" together" if len(turn) > 1 else ""))
+    return "; then ".join(parts)
 
 
 # -- counting round trips on the wire -------------------------------------------------------
