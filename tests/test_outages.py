@@ -33,7 +33,7 @@ from mfa_guard.errors import StoreUnavailable
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
-from mfa_guard.stores.base import MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import MFAStore, SMSChallenge, SMSPurpose, StoredSecrets
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import TOKEN, USER, assert_refused_page
@@ -696,6 +696,10 @@ STORE_CALLS: dict[str, Callable[[MFAStore], Awaitable[object]]] = {
     ),
     "set_phone": lambda store: store.set_phone(USER, SMS_CHALLENGE.phone, 60.0),
     "revoke_sessions": lambda store: store.revoke_sessions(USER),
+    "stored_secrets": lambda store: store.stored_secrets(None, 10),
+    "replace_secrets": lambda store: store.replace_secrets(
+        StoredSecrets(USER, "old", None), StoredSecrets(USER, "new", None)
+    ),
 }
 
 

@@ -48,7 +48,7 @@ def _init_db(args: argparse.Namespace) -> int:
 
 
 # Exit codes scripts can rely on (2 is argparse's usage error).
-OK, UNAVAILABLE, USAGE, NOTHING_TO_DO = 0, 1, 2, 3
+OK, UNAVAILABLE, USAGE, NOTHING_TO_DO, INCOMPLETE = 0, 1, 2, 3, 4
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -213,6 +213,63 @@ def _reset_user(args: argparse.Namespace) -> int:
     return OK
 
 
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mfa_guard.crypto import SecretBox
+    from mfa_guard.errors import MFAGuardError
+    from mfa_guard.rotation import RotationReport, rotate_keys
+    from mfa_guard.stores.sql import SQLStore
+
+    try:
+        settings = MFAGuardSettings()
+    except ValidationError as exc:
+        print(f"mfa-guard rotate-keys: the settings are invalid:\n{exc}", file=sys.stderr)
+        return USAGE
+    if not settings.encryption_keys:
+        print(
+            "mfa-guard rotate-keys: set MFA_GUARD_ENCRYPTION_KEYS (newest first)", file=sys.stderr
+        )
+        return USAGE
+    url = args.database_url or settings.database_url
+    if problem := _url_problem(url):
+        print(f"mfa-guard rotate-keys: {problem}", file=sys.stderr)
+        return USAGE
+    box = SecretBox(settings.encryption_keys)
+
+    def progress(report: RotationReport) -> None:
+        print(
+            f"checked {report.checked:,}: rotated {report.rotated:,}, already under the newest "
+            f"key {report.current:,}, changed meanwhile {report.changed_meanwhile:,}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def run() -> RotationReport:
+        store = SQLStore(url)
+        try:
+            return await rotate_keys(store, box, batch=args.batch, progress=progress)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except MFAGuardError as exc:
+        print(f"mfa-guard rotate-keys: {exc.message} (rerun to go on)", file=sys.stderr)
+        return UNAVAILABLE
+    if not report.done:
+        print(
+            f"{report.changed_meanwhile:,} users changed their 2FA during the run: run "
+            "mfa-guard rotate-keys again"
+        )
+        return INCOMPLETE
+    print(
+        f"every stored secret ({report.checked:,}) is under the newest key "
+        f"({report.rotated:,} re-encrypted now): the older keys can be removed"
+    )
+    return OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mfa-guard", description="mfa_guard operations.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +323,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     reset_user.set_defaults(run=_reset_user)
+    rotate = commands.add_parser(
+        "rotate-keys",
+        help="re-encrypt every stored TOTP secret under the newest key",
+        description=(
+            "Re-encrypt every stored TOTP secret (and pending one) that is not under the newest "
+            "key of MFA_GUARD_ENCRYPTION_KEYS, in batches, showing progress; safe to interrupt "
+            "and rerun (each write is a compare-and-set, what is current is skipped). Exit 0 "
+            "when every secret is under the newest key (the old keys can go); 1 when the "
+            "database is unavailable or a secret opens with no configured key; 2 on invalid "
+            "settings; 4 when users changed their 2FA during the run (run it again)."
+        ),
+    )
+    rotate.add_argument("--batch", type=int, default=500, help="users per batch (default 500)")
+    rotate.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
+    rotate.set_defaults(run=_rotate_keys)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

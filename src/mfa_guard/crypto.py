@@ -23,6 +23,7 @@ class SecretBox:
         if not raw:
             raise ValueError("SecretBox needs at least one key")
         self._fernet = MultiFernet([Fernet(k) for k in raw])
+        self._newest = Fernet(raw[0])
         # The marker key derives from the oldest key, so adding a new key for a rotation does
         # not end every verified session; retiring the old key does.
         self.marker_key = hmac.new(
@@ -50,6 +51,14 @@ class SecretBox:
                 "a stored TOTP secret cannot be decrypted with any configured key; "
                 "was a key removed from MFA_GUARD_ENCRYPTION_KEYS?"
             ) from exc
+
+    def is_current(self, token: str) -> bool:
+        """Whether ``token`` is encrypted under the newest key (nothing to rotate)."""
+        try:
+            self._newest.decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeError):
+            return False
+        return True
 
     def rotate(self, token: str) -> str:
         """The same secret, encrypted under the newest key."""

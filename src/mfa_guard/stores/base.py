@@ -33,6 +33,15 @@ class FactorStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSecrets:
+    """A user's encrypted TOTP secrets, as key rotation reads and rewrites them."""
+
+    user_id: str
+    secret: str | None
+    pending_secret: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Enrolment:
     """One user's second-factor state. Secrets are Fernet tokens, recovery codes hashes."""
 
@@ -127,6 +136,17 @@ class MFAStore(Protocol):
     ) -> SMSChallenge | None:
         """Atomically remove and return the pending challenge if it has this purpose and hash and
         has not expired at ``now``; ``None`` otherwise (the pending challenge then stays)."""
+        ...
+
+    async def stored_secrets(self, after: str | None, limit: int) -> list[StoredSecrets]:
+        """Up to ``limit`` users holding a secret or a pending secret, ordered by user id,
+        after the user id ``after`` (``None``: from the first): key rotation pages through
+        them."""
+        ...
+
+    async def replace_secrets(self, old: StoredSecrets, new: StoredSecrets) -> bool:
+        """Compare-and-set: write ``new``'s secrets if the user's are still ``old``'s; ``False``
+        when another request changed them in between (nothing written)."""
         ...
 
     async def revoke_sessions(self, user_id: str) -> int:

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, FactorStatus, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import (
+    Enrolment,
+    FactorStatus,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+)
 
 
 class MemoryStore:
@@ -115,6 +121,30 @@ class MemoryStore:
             return None
         self._users[user_id] = dataclasses.replace(current, sms_challenge=None)
         return challenge
+
+    async def stored_secrets(self, after: str | None, limit: int) -> list[StoredSecrets]:
+        found = sorted(
+            (
+                StoredSecrets(e.user_id, e.secret, e.pending_secret)
+                for e in self._users.values()
+                if (e.secret is not None or e.pending_secret is not None)
+                and (after is None or e.user_id > after)
+            ),
+            key=lambda stored: stored.user_id,
+        )
+        return found[:limit]
+
+    async def replace_secrets(self, old: StoredSecrets, new: StoredSecrets) -> bool:
+        current = self._users.get(old.user_id)
+        if current is None or (current.secret, current.pending_secret) != (
+            old.secret,
+            old.pending_secret,
+        ):
+            return False
+        self._users[old.user_id] = dataclasses.replace(
+            current, secret=new.secret, pending_secret=new.pending_secret
+        )
+        return True
 
     async def revoke_sessions(self, user_id: str) -> int:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)

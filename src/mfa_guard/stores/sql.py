@@ -55,7 +55,13 @@ from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.stores.base import Enrolment, FactorStatus, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import (
+    Enrolment,
+    FactorStatus,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+)
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SitePolicy
 
 T = TypeVar("T")
@@ -617,6 +623,32 @@ class SQLStore:
             if (await conn.execute(consume)).rowcount != 1:
                 return None
         return challenge
+
+    async def stored_secrets(self, after: str | None, limit: int) -> list[StoredSecrets]:
+        query = (
+            select(enrolments.c.user_id, enrolments.c.secret, enrolments.c.pending_secret)
+            .where(or_(enrolments.c.secret.is_not(None), enrolments.c.pending_secret.is_not(None)))
+            .order_by(enrolments.c.user_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(enrolments.c.user_id > after)
+        rows = await self._db.run(query, {}, _all, retry=True)
+        return [StoredSecrets(row.user_id, row.secret, row.pending_secret) for row in rows]
+
+    async def replace_secrets(self, old: StoredSecrets, new: StoredSecrets) -> bool:
+        statement = (
+            update(enrolments)
+            .where(
+                enrolments.c.user_id == old.user_id,
+                enrolments.c.secret.is_not_distinct_from(old.secret),
+                enrolments.c.pending_secret.is_not_distinct_from(old.pending_secret),
+            )
+            .values(secret=new.secret, pending_secret=new.pending_secret, updated_at=func.now())
+        )
+        # A compare-and-set: a second run after a first that landed finds the new values and
+        # reports a change, which a rerun of the rotation then counts as already current.
+        return await self._db.run(statement, {}, _rowcount, retry=True) == 1
 
     async def revoke_sessions(self, user_id: str) -> int:
         statement = (

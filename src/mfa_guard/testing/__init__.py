@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, FactorStatus, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import (
+    Enrolment,
+    FactorStatus,
+    MFAStore,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+)
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
 
 
@@ -93,6 +100,14 @@ class CountingStore:
     ) -> SMSChallenge | None:
         self.calls["consume_sms_challenge"] += 1
         return await self.inner.consume_sms_challenge(user_id, purpose, code_hash, now)
+
+    async def stored_secrets(self, after: str | None, limit: int) -> list[StoredSecrets]:
+        self.calls["stored_secrets"] += 1
+        return await self.inner.stored_secrets(after, limit)
+
+    async def replace_secrets(self, old: StoredSecrets, new: StoredSecrets) -> bool:
+        self.calls["replace_secrets"] += 1
+        return await self.inner.replace_secrets(old, new)
 
     async def revoke_sessions(self, user_id: str) -> int:
         self.calls["revoke_sessions"] += 1

@@ -22,7 +22,14 @@ import dataclasses
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.stores.base import Enrolment, FactorStatus, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import (
+    Enrolment,
+    FactorStatus,
+    MFAStore,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+)
 
 # Stand-ins for Fernet tokens and scrypt hashes: a store keeps them, it never reads them.
 PENDING = "gAAAAA-pending-key-one"
@@ -345,6 +352,38 @@ class MFAStoreContract:
         # A user the store has never seen starts at epoch 1, not enrolled.
         assert await store.revoke_sessions("bob") == 1
         assert await store.summary("bob") == EnrolmentSummary(enrolled=False, epoch=1)
+
+    async def test_stored_secrets_page_through_users_with_a_secret(self, store: MFAStore) -> None:
+        for user in ("carol", "alice", "dave"):
+            await enrol(store, user)
+        await store.begin_enrolment("bob", "bob-pending")  # pending only
+        await store.set_phone("erin", PHONE, NOW)  # no secret at all
+        first = await store.stored_secrets(None, 2)
+        assert first == [
+            StoredSecrets("alice", PENDING, None),
+            StoredSecrets("bob", None, "bob-pending"),
+        ]
+        rest = await store.stored_secrets(first[-1].user_id, 10)
+        assert [s.user_id for s in rest] == ["carol", "dave"]
+        assert await store.stored_secrets("dave", 10) == []
+
+    async def test_replacing_secrets_is_a_compare_and_set(self, store: MFAStore) -> None:
+        epoch = await enrol(store, "alice")
+        await store.begin_enrolment("bob", "bob-pending")
+        [alice, bob] = await store.stored_secrets(None, 10)
+        assert await store.replace_secrets(alice, StoredSecrets("alice", "rotated", None))
+        enrolment = await store.get("alice")
+        assert enrolment is not None
+        assert (enrolment.secret, enrolment.enrolled) == ("rotated", True)
+        # Changed since it was read: nothing is written.
+        assert not await store.replace_secrets(alice, StoredSecrets("alice", "stale", None))
+        await store.begin_enrolment("bob", "newer-pending")
+        assert not await store.replace_secrets(bob, StoredSecrets("bob", None, "stale"))
+        bob_now = await store.get("bob")
+        assert bob_now is not None
+        assert bob_now.pending_secret == "newer-pending"  # noqa: S105 (a token, for the test)
+        # The same secret under another key: no new authenticator, no epoch bump.
+        assert await store.summary("alice") == EnrolmentSummary(enrolled=True, epoch=epoch)
 
     async def test_concurrent_revocations_each_get_their_own_epoch(self, store: MFAStore) -> None:
         await enrol(store, "alice")
