@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -48,10 +49,11 @@ class MFAGuardMiddleware:
         self._lifetime = settings.verified_lifetime_seconds
         self._recheck = settings.recheck_seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Every request of the app comes through here, so the common cases (anonymous, exempt,
-        # a fresh marker) make no call they can avoid and fall through to the one ``await``
-        # below. The identity comes first: an anonymous request passes wherever it goes.
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Every request of the app comes through here. Not a coroutine: a request that may
+        # pass gets the app's own awaitable, so passing through costs no frame of the guard's
+        # own; only a re-check, a refusal or an outage makes one. The identity comes first: an
+        # anonymous request passes wherever it goes.
         if scope["type"] in _GUARDED and (user_id := self.guard.identity(scope)) is not None:
             # app_path(scope), inlined.
             path: str = scope["path"]
@@ -67,16 +69,36 @@ class MFAGuardMiddleware:
                 marker = Marker.load(session.get(SESSION_KEY), guard.subject(user_id))
                 # Not marker.is_stale(now, recheck_seconds): the same test, without the call.
                 if marker is None or not 0 <= now - marker.checked_at < self._recheck:
-                    try:
-                        marker = await guard.recheck(session, user_id, marker, now)
-                    except StoreUnavailable as exc:
-                        await self._unavailable(scope, receive, send, exc)
-                        return
+                    return self._recheck_then_admit(
+                        scope, receive, send, session, user_id, marker, now
+                    )
                 decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
                 if decision is not ALLOW:
-                    await self._refuse(scope, receive, send, decision)
-                    return
+                    return self._refuse(scope, receive, send, decision)
                 scope[MARKER_SCOPE_KEY] = marker
+        return self.app(scope, receive, send)
+
+    async def _recheck_then_admit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session: MutableMapping[str, Any],
+        user_id: str,
+        marker: Marker | None,
+        now: float,
+    ) -> None:
+        """A marker missing or due for its re-check: one store call, then the same decision."""
+        try:
+            marker = await self.guard.recheck(session, user_id, marker, now)
+        except StoreUnavailable as exc:
+            await self._unavailable(scope, receive, send, exc)
+            return
+        decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
+        if decision is not ALLOW:
+            await self._refuse(scope, receive, send, decision)
+            return
+        scope[MARKER_SCOPE_KEY] = marker
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
