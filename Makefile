@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest docs settings-doc messages clean bench screenshots
+.PHONY: install demo test lint typecheck pytest docs settings-doc messages clean bench screenshots dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,15 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
+# A wheel and an sdist in dist/, checked by twine (the metadata PyPI would show). The tools get a
+# venv of their own: twine's packaging and the redis client's cannot share one.
+DIST_VENV := .venv-dist
+dist:
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet --upgrade pip build twine
+	rm -rf dist
+	$(DIST_VENV)/bin/python -m build --outdir dist .
+	$(DIST_VENV)/bin/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site
+	rm -rf $(VENV) $(DIST_VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site dist
