@@ -199,3 +199,37 @@ def test_a_database_the_store_cannot_use_is_a_usage_error_not_a_traceback(
     err = capsys.readouterr().err
     assert problem in err
     assert "Traceback" not in err
+
+
+def test_check_config_prints_the_settings_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    key, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    monkeypatch.setenv("MFA_GUARD_ENCRYPTION_KEYS", f"{key},{old}")
+    monkeypatch.setenv("MFA_GUARD_SMS__TWILIO_AUTH_TOKEN", "twilio-secret-token")
+    monkeypatch.setenv("MFA_GUARD_WORKERS", "4")
+    monkeypatch.delenv("MFA_GUARD_STORAGE_URI", raising=False)
+    monkeypatch.delenv("MFA_GUARD_DEBUG", raising=False)
+    assert main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "issuer = mfa_guard" in out.splitlines()
+    assert "totp.digits = 6" in out.splitlines()
+    assert "encryption_keys = ['**********', '**********']" in out.splitlines()
+    assert key not in out
+    assert old not in out
+    assert "twilio-secret-token" not in out + err
+    assert "warning: 4 workers with rate limits in memory://" in err
+    assert "warning: 2 encryption keys: run `mfa-guard rotate-keys`" in err
+
+
+def test_check_config_lists_every_problem(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MFA_GUARD_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("MFA_GUARD_DEBUG", raising=False)
+    monkeypatch.setenv("MFA_GUARD_TOTP__DIGITS", "7")
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "totp.digits" in err

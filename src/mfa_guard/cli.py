@@ -270,6 +270,60 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     return OK
 
 
+def _flatten(values: dict[str, object], prefix: str = "") -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for name, value in values.items():
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", value))
+    return rows
+
+
+def _advice(settings: MFAGuardSettings) -> list[str]:
+    """What is valid but unwise, in the kit's own terms."""
+    advice = []
+    local = settings.storage_uri.startswith(("memory://", "async+memory"))
+    if settings.debug:
+        advice.append("debug is on: never in production (ephemeral key, console SMS allowed)")
+    if settings.workers > 1 and local:
+        advice.append(
+            f"{settings.workers} workers with rate limits in memory://: each process counts "
+            "failures on its own; set MFA_GUARD_STORAGE_URI=redis://…"
+        )
+    if settings.workers > 1 and settings.database_url.startswith("sqlite"):
+        advice.append("several workers on SQLite: use PostgreSQL (MFA_GUARD_DATABASE_URL)")
+    if len(settings.encryption_keys) > 1:
+        advice.append(
+            f"{len(settings.encryption_keys)} encryption keys: run `mfa-guard rotate-keys`, "
+            "then retire the old ones"
+        )
+    if settings.sms.enabled and settings.sms.provider == "console" and not settings.debug:
+        advice.append("the console SMS provider prints codes to the logs: MFAGuard refuses it")
+    return advice
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        settings = MFAGuardSettings()
+    except ValidationError as exc:
+        print("mfa-guard check-config: the settings are invalid:", file=sys.stderr)
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"  {where}: {error['msg']}", file=sys.stderr)
+        return USAGE
+    for name, value in _flatten(settings.model_dump(mode="json")):
+        # Secrets come masked from the model (SecretStr): never printed.
+        print(f"{name} = {value}")
+    url_problem = _url_problem(settings.database_url)
+    advice = _advice(settings) + ([f"database_url: {url_problem}"] if url_problem else [])
+    for line in advice:
+        print(f"warning: {line}", file=sys.stderr)
+    return OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mfa-guard", description="mfa_guard operations.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -323,6 +377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     reset_user.set_defaults(run=_reset_user)
+    check = commands.add_parser(
+        "check-config",
+        help="print the effective settings (secrets masked) and every problem found",
+        description=(
+            "Read the settings as the app does (MFA_GUARD_* variables and .env), print each "
+            "effective value with secrets masked, then a warning line on stderr for each "
+            "valid but unwise choice. Exit 0 when the settings are valid (even with warnings); "
+            "2 when they are not, with every problem listed."
+        ),
+    )
+    check.set_defaults(run=_check_config)
     rotate = commands.add_parser(
         "rotate-keys",
         help="re-encrypt every stored TOTP secret under the newest key",
