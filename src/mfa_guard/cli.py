@@ -143,27 +143,36 @@ def _status(args: argparse.Namespace) -> int:
     return OK
 
 
+def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSettings, str] | int:
+    """The app's settings and the database URL to work on, or the exit code of a refusal."""
+    from pydantic import ValidationError
+
+    try:
+        settings = MFAGuardSettings()
+    except ValidationError as exc:
+        print(f"mfa-guard {command}: the settings are invalid:\n{exc}", file=sys.stderr)
+        return USAGE
+    url = args.database_url or settings.database_url
+    if problem := _url_problem(url):
+        print(f"mfa-guard {command}: {problem}", file=sys.stderr)
+        return USAGE
+    return settings, url
+
+
 def _reset_user(args: argparse.Namespace) -> int:
     import time
-
-    from pydantic import ValidationError
 
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
     from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
     from mfa_guard.stores.sql import SQLStore
 
-    try:
-        # The app's own settings: where its failure counts live, and under which limits.
-        settings = MFAGuardSettings()
-    except ValidationError as exc:
-        print(f"mfa-guard reset-user: the settings are invalid:\n{exc}", file=sys.stderr)
-        return USAGE
+    # The app's own settings: where its failure counts live, and under which limits.
+    loaded = _app_settings("reset-user", args)
+    if isinstance(loaded, int):
+        return loaded
+    settings, url = loaded
     shared = not settings.storage_uri.startswith(("memory://", "async+memory"))
-    url = args.database_url or settings.database_url
-    if problem := _url_problem(url):
-        print(f"mfa-guard reset-user: {problem}", file=sys.stderr)
-        return USAGE
 
     async def reset() -> bool:
         store = SQLStore(url)
@@ -214,26 +223,20 @@ def _reset_user(args: argparse.Namespace) -> int:
 
 
 def _rotate_keys(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
 
     from mfa_guard.crypto import SecretBox
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.rotation import RotationReport, rotate_keys
     from mfa_guard.stores.sql import SQLStore
 
-    try:
-        settings = MFAGuardSettings()
-    except ValidationError as exc:
-        print(f"mfa-guard rotate-keys: the settings are invalid:\n{exc}", file=sys.stderr)
-        return USAGE
+    loaded = _app_settings("rotate-keys", args)
+    if isinstance(loaded, int):
+        return loaded
+    settings, url = loaded
     if not settings.encryption_keys:
         print(
             "mfa-guard rotate-keys: set MFA_GUARD_ENCRYPTION_KEYS (newest first)", file=sys.stderr
         )
-        return USAGE
-    url = args.database_url or settings.database_url
-    if problem := _url_problem(url):
-        print(f"mfa-guard rotate-keys: {problem}", file=sys.stderr)
         return USAGE
     box = SecretBox(settings.encryption_keys)
 
