@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import Message, Scope
 
 from mfa_guard import ConfigurationError, MemoryEventSink, MemoryStore, MFAGuard
 from mfa_guard.core.marker import EnrolmentSummary
@@ -41,6 +40,7 @@ from mfa_guard.fastapi import (
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import FrozenClock, current_code
 from tests.apps import SESSION_SECRET, GuardedApp, SessionAuth, enrol, login, settings_for, sign_in
+from tests.scenarios import websocket_messages
 
 MAX_AGE = 300
 
@@ -228,35 +228,6 @@ async def test_a_store_outage_answers_503_and_never_lets_a_session_through() -> 
         assert error_code(await fresh.post("/api/account/close")) == (503, "service_unavailable")
         store.down = False
         assert (await fresh.get("/api/reports")).status_code == 200
-
-
-async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[Message]:
-    """Opens ``/ws`` with the client's cookies, at the ASGI level."""
-    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
-        "client": ("203.0.113.7", 4000),
-        "server": ("testserver", 80),
-        "subprotocols": [],
-    }
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await ga.app(scope, receive, send)
-    return sent
 
 
 async def test_a_websocket_route_closes_unverified_sessions_before_accept() -> None:
