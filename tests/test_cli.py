@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -233,3 +234,35 @@ def test_check_config_lists_every_problem(
     assert main(["check-config"]) == 2
     err = capsys.readouterr().err
     assert "totp.digits" in err
+
+
+def test_demo_serves_the_inbox_on_the_port_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import uvicorn
+
+    served: dict[str, object] = {}
+
+    def run(app: object, *, host: str, port: int) -> None:
+        served.update(app=app, host=host, port=port)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    # The demo sets up console logging; the suite's own stays as it was.
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+    kit_logger = logging.getLogger("mfa_guard")
+    monkeypatch.setattr(kit_logger, "level", kit_logger.level)
+    monkeypatch.setenv("INBOX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PORT", "1")  # restored after the test; the option wins
+    for name in ("MFA_GUARD_ENCRYPTION_KEYS", "MFA_GUARD_DATABASE_URL", "MFA_GUARD_STORAGE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["demo", "--port", "8123"]) == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
+    assert "Acme Inbox demo on http://127.0.0.1:8123/" in capsys.readouterr().out
+
+
+def test_demo_outside_the_source_says_where_it_lives(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "examples.inbox.__main__", None)  # not importable
+    assert main(["demo"]) == 2
+    assert "comes with the source" in capsys.readouterr().err
