@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.cli import main
@@ -22,32 +18,14 @@ from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, metadata, site_memb
 from mfa_guard.testing import CountingSiteDirectory
 from mfa_guard.testing.contract import PHONE, enrol
 from mfa_guard.testing.sites_contract import NOW, SiteDirectoryContract, enforcing, site_with
-from tests.test_stores import POSTGRES_URL, UNREACHABLE_POSTGRES_URL, sqlite_url
-
-
-async def _execute(url: str, statement: str) -> None:
-    engine = create_async_engine(url, connect_args={"timeout": 5})
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
+from tests.test_stores import POSTGRES_URL, UNREACHABLE_POSTGRES_URL, fresh_schema, sqlite_url
 
 
 @pytest.fixture(scope="session")
 def sites_schema() -> Iterator[str]:
     """A schema of its own, apart from the store tests' one and from parallel runs."""
-    schema = f"mfa_guard_sites_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_execute(POSTGRES_URL, f"CREATE SCHEMA {schema}"))
-    except (OSError, sa_exc.DBAPIError) as exc:
-        where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        reason = f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(f"{reason} (start it or set MFA_GUARD_TEST_POSTGRES_URL)")
-    yield schema
-    asyncio.run(_execute(POSTGRES_URL, f"DROP SCHEMA {schema} CASCADE"))
+    with fresh_schema("mfa_guard_sites_test") as schema:
+        yield schema
 
 
 def in_schema(schema: str) -> dict[str, object]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -38,10 +39,11 @@ async def _execute(url: str, statement: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def postgres_schema() -> Iterator[str]:
-    """A schema of its own for this test session, so parallel runs share the server safely."""
-    schema = f"mfa_guard_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def fresh_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own (dropped after), so parallel runs share the server safely;
+    a failure when CI=true, a skip elsewhere, if the server is not there."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_execute(POSTGRES_URL, f"CREATE SCHEMA {schema}"))
     except (OSError, sa_exc.DBAPIError) as exc:
@@ -52,6 +54,12 @@ def postgres_schema() -> Iterator[str]:
         pytest.skip(f"{reason} (start it or set MFA_GUARD_TEST_POSTGRES_URL)")
     yield schema
     asyncio.run(_execute(POSTGRES_URL, f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[str]:
+    with fresh_schema("mfa_guard_test") as schema:
+        yield schema
 
 
 async def empty_postgres_store(schema: str) -> SQLStore:
