@@ -6,16 +6,7 @@ Redis is a throwaway ``redis-server`` this module starts and stops (its own proc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
-import shutil
-import socket
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import NoReturn
 
 import httpx
 import pytest
@@ -26,6 +17,7 @@ from mfa_guard.events import EventKind
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app, sign_in
 from tests.scenarios import USER, State, assert_refused_page, page_token, recovery_code_set
+from tests.test_outages import RedisServer, redis_server  # noqa: F401 (the fixture)
 
 MOBILE = "+33612345678"
 OTHER_MOBILE = "+33699887766"
@@ -41,87 +33,6 @@ RECHECK_SECONDS = 60
 TIMEOUT = 10.0
 # What a 503 must never show the client: the cause is for the operator's log only.
 LEAKS = ("Traceback", 'File "', "redis", "coredis", "limits", "127.0.0.1")
-
-
-def unavailable(reason: str) -> NoReturn:
-    """A skip on a developer's machine without Redis; a failure in CI, where it must run."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the outage tests must run)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-class RedisServer:
-    """A ``redis-server`` of this test's own, without persistence: it restarts empty."""
-
-    def __init__(self, executable: str, port: int, log: Path) -> None:
-        self.executable = executable
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.log = log
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as output:
-            self._process = await asyncio.create_subprocess_exec(
-                self.executable,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + TIMEOUT
-        while not await self._answers():
-            if self._process.returncode is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start:\n{self.log.read_text()[-2000:]}")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), TIMEOUT)
-
-    async def _answers(self) -> bool:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.port), 1
-            )
-        except OSError:
-            return False
-        try:
-            writer.write(b"PING\r\n")
-            return await asyncio.wait_for(reader.readline(), 1) == b"+PONG\r\n"
-        except OSError:
-            return False
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        unavailable("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(executable, free_port(), tmp_path / "redis.log")
-    try:
-        await server.start()
-        yield server
-    finally:
-        await server.stop()
 
 
 def last_texted_code(outbox: OutboxSMS) -> str:
@@ -155,7 +66,7 @@ async def enrolled_with_a_phone(ga: GuardedApp) -> str:
 
 @pytest.mark.redis
 async def test_a_redis_outage_refuses_every_text_with_503_and_sends_none(
-    redis_server: RedisServer,
+    redis_server: RedisServer,  # noqa: F811 (the fixture imported above)
 ) -> None:
     outbox = OutboxSMS()
     ga = build_app(
