@@ -165,6 +165,13 @@ def _enrolled() -> ColumnElement[bool]:
     return and_(enrolments.c.secret.is_not(None), enrolments.c.confirmed_at.is_not(None))
 
 
+def _lost_a_race(exc: BaseException) -> bool:
+    """A CREATE that met a table another worker made meanwhile (SQLite reports it as an
+    OperationalError, PostgreSQL as a duplicate table or a unique violation)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "already exists" in text or "duplicate" in text
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE):
         return True
@@ -280,14 +287,18 @@ class _Database:
                 return read(await conn.execute(statement, params))
 
     async def _create_all(self) -> None:
-        try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError):
-            # Another worker may have created a table between our check and our CREATE; the
-            # second pass sees it. A backend that is really down fails again.
-            async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+        # Another worker may create a table between our check and our CREATE: each pass sees
+        # the tables the others made, so one pass per table settles it. A backend that is really
+        # down fails every pass, and the last failure is raised.
+        passes = len(metadata.tables) + 1
+        for attempt in range(passes):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                return
+            except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError) as exc:
+                if attempt == passes - 1 or (_is_unavailable(exc) and not _lost_a_race(exc)):
+                    raise
 
     async def _ensure_tables(self) -> None:
         if self._tables_ready or not self._create_tables:
