@@ -48,12 +48,11 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.stepup import recent_mfa_refusal, require_recent_mfa
 from mfa_guard.web import openapi as kit_openapi
 from mfa_guard.web.http import (
-    NAVIGATION_METHODS,
     UNAVAILABLE_MESSAGE,
     json_error,
-    page_url,
+    refusal_response,
     report_failure,
-    requested_path,
+    see_other,
     unavailable_json,
     wants_json,
 )
@@ -204,7 +203,7 @@ class RequireMFA:
             return MFASession(user_id, marker)
         if websocket:
             raise WebSocketException(WS_POLICY_VIOLATION)
-        raise MFARefusal(_refusal(guard, scope, decision))
+        raise MFARefusal(refusal_response(scope, guard.settings, decision))
 
 
 class RequireRecentMFA:
@@ -250,7 +249,7 @@ class RequireRecentMFA:
 def _not_authenticated(guard: MFAGuard, scope: Scope) -> Response:
     if wants_json(scope, guard.settings):
         return json_error(401, "not_authenticated", "Sign in first.")
-    return _redirect(guard.settings.home_path)
+    return see_other(guard.settings.home_path)
 
 
 def _unavailable(guard: MFAGuard, scope: Scope, exc: StoreUnavailable) -> Response:
@@ -258,28 +257,6 @@ def _unavailable(guard: MFAGuard, scope: Scope, exc: StoreUnavailable) -> Respon
         return unavailable_json(exc)  # logs why
     report_failure(exc)
     return PlainTextResponse(UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"})
-
-
-def _refusal(guard: MFAGuard, scope: Scope, decision: Decision) -> Response:
-    """The middleware's answers, for a route that a dependency guards."""
-    settings = guard.settings
-    if wants_json(scope, settings):
-        if decision is Decision.ENROL:
-            return json_error(
-                403,
-                "mfa_enrolment_required",
-                "A site you belong to requires two-factor authentication: turn it on to continue.",
-            )
-        return json_error(401, "mfa_required", "Complete two-factor authentication to continue.")
-    page = "enrol" if decision is Decision.ENROL else "challenge"
-    next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
-    return _redirect(page_url(scope, settings, page, next_path))
-
-
-def _redirect(url: str) -> Response:
-    response = RedirectResponse(url, status_code=303)
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def refusal_responses() -> dict[int | str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from mfa_guard.errors import ConfigurationError, SecretDecryptionError, StoreUnavailable
 from mfa_guard.web.http import (
@@ -31,6 +31,7 @@ from mfa_guard.web.http import (
     page_url,
     report_failure,
     requested_path,
+    see_other,
     unavailable_json,
     wants_json,
 )
@@ -76,7 +77,7 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
     if user_id is None:
         if as_json:
             return json_error(401, "not_authenticated", "Sign in first.")
-        return _redirect(settings.home_path)
+        return see_other(settings.home_path)
     # A missing session is the app's wiring error (ConfigurationError): raised, not a 503.
     session = guard.session_of(scope)
     try:
@@ -95,7 +96,7 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
                 "mfa_enrolment_required",
                 "This action needs two-factor authentication: turn it on first.",
             )
-        return _redirect(page_url(scope, settings, "enrol", next_path))
+        return see_other(page_url(scope, settings, "enrol", next_path))
     verified_at = marker.verified_at
     if (
         verified_at is not None
@@ -109,10 +110,4 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
             "mfa_reauthentication_required",
             "Confirm a current code (POST api/verify) to continue.",
         )
-    return _redirect(page_url(scope, settings, "challenge", next_path))
-
-
-def _redirect(url: str) -> Response:
-    response = RedirectResponse(url, status_code=303)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return see_other(page_url(scope, settings, "challenge", next_path))

@@ -8,9 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import Scope
 
+from mfa_guard.core.policy import Decision
 from mfa_guard.errors import MFAGuardError, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
 
@@ -134,3 +135,27 @@ def same_origin(scope: Scope, settings: MFAGuardSettings) -> bool:
     host = headers.get("host", "").lower()
     scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme"))
     return bool(host) and origin.lower() == f"{scheme}://{host}"
+
+
+def see_other(url: str) -> Response:
+    """A ``303`` the browser must not cache (it depends on the session)."""
+    response = RedirectResponse(url, status_code=303)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def refusal_response(scope: Scope, settings: MFAGuardSettings, decision: Decision) -> Response:
+    """What a request the decision refuses gets: to the challenge, or to enrolment when a site
+    of the user enforces 2FA; JSON errors for API calls. The middleware's answer, and the
+    FastAPI dependencies'."""
+    enrol = decision is Decision.ENROL
+    if wants_json(scope, settings):
+        if enrol:
+            return json_error(
+                403,
+                "mfa_enrolment_required",
+                "A site you belong to requires two-factor authentication: turn it on to continue.",
+            )
+        return json_error(401, "mfa_required", "Complete two-factor authentication to continue.")
+    next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
+    return see_other(page_url(scope, settings, "enrol" if enrol else "challenge", next_path))

@@ -3,20 +3,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
-from mfa_guard.core.policy import ALLOW, ENROL, Decision, decide
+from mfa_guard.core.policy import ALLOW, Decision, decide
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.guard import SESSION_KEY, SESSION_TYPES
 from mfa_guard.web.http import (
-    NAVIGATION_METHODS,
     UNAVAILABLE_MESSAGE,
-    json_error,
-    page_url,
+    refusal_response,
     report_failure,
-    requested_path,
     unavailable_json,
     wants_json,
 )
@@ -106,25 +103,7 @@ class MFAGuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
-        settings = self.guard.settings
-        response: Response
-        if wants_json(scope, settings):
-            if decision is ENROL:
-                response = json_error(
-                    403,
-                    "mfa_enrolment_required",
-                    "A site you belong to requires two-factor authentication: turn it on to "
-                    "continue.",
-                )
-            else:
-                response = json_error(
-                    401, "mfa_required", "Complete two-factor authentication to continue."
-                )
-        else:
-            page = "enrol" if decision is ENROL else "challenge"
-            next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
-            response = RedirectResponse(page_url(scope, settings, page, next_path), status_code=303)
-            response.headers["Cache-Control"] = "no-store"
+        response = refusal_response(scope, self.guard.settings, decision)
         await response(scope, receive, send)
 
     async def _unavailable(
