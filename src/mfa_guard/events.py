@@ -32,6 +32,9 @@ class EventKind(StrEnum):
     SITE_ACCESS_DENIED = "site_access_denied"
     SITE_MEMBER_ADDED = "site_member_added"
     SITE_MEMBER_REMOVED = "site_member_removed"
+    DEVICE_TRUSTED = "device_trusted"
+    DEVICE_RECOGNISED = "device_recognised"
+    DEVICE_REVOKED = "device_revoked"
 
 
 _WARNINGS = frozenset(

@@ -1,8 +1,9 @@
 """Notifications: tell the user when something happened to their second factor.
 
-A user should hear about a factor added or removed, a recovery code used, a new phone, a lock-out
-or an admin reset: if it was not them, that message is how they find out. The kit does not send
-e-mail; it calls your :class:`Notifier` with a :class:`Notification`, and you send it::
+A user should hear about a factor added or removed, a recovery code used, a new phone, a lock-out,
+an admin reset or a newly remembered browser: if it was not them, that message is how they find
+out. The kit does not send e-mail; it calls your :class:`Notifier` with a :class:`Notification`,
+and you send it::
 
     guard = MFAGuard(..., events=NotifyingSink(LoggingEventSink(), MyMailer()))
 
@@ -33,6 +34,7 @@ class Notice(StrEnum):
     PHONE_CHANGED = "phone_changed"
     LOCKED_OUT = "locked_out"
     ADMIN_RESET = "admin_reset"
+    DEVICE_TRUSTED = "device_trusted"
 
 
 _NOTICES = {
@@ -43,6 +45,7 @@ _NOTICES = {
     EventKind.PHONE_VERIFIED: Notice.PHONE_CHANGED,
     EventKind.LOCKED_OUT: Notice.LOCKED_OUT,
     EventKind.ADMIN_RESET: Notice.ADMIN_RESET,
+    EventKind.DEVICE_TRUSTED: Notice.DEVICE_TRUSTED,
 }
 
 _TEXTS = {
@@ -55,6 +58,10 @@ _TEXTS = {
         "Too many wrong codes were entered for your account; sign-in is paused for a while."
     ),
     Notice.ADMIN_RESET: "An administrator turned off two-factor authentication for your account.",
+    Notice.DEVICE_TRUSTED: (
+        "A browser was remembered for your account: it skips the second step when signing in. "
+        "Forget it on your security settings page if it was not you."
+    ),
 }
 
 
@@ -67,6 +74,8 @@ class Notification:
     at: float
     method: str | None = None
     client_ip: str | None = None
+    # The remembered browser's name, for ``device_trusted``.
+    detail: str | None = None
 
     @property
     def text(self) -> str:
@@ -104,6 +113,7 @@ class NotifyingSink:
             at=event.at,
             method=event.method,
             client_ip=event.client_ip,
+            detail=event.detail,
         )
         try:
             await self.notifier.notify(notification)

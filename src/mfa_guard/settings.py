@@ -189,6 +189,48 @@ class SMSSettings(BaseModel):
         return self
 
 
+class TrustedDeviceSettings(BaseModel):
+    """"Remember this browser": off by default; a remembered browser skips the challenge."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Offer \"remember this browser\" on the challenge: a random token in its own cookie, "
+            "stored hashed, listed and revocable on the settings page and the API."
+        ),
+    )
+    days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description=(
+            "How long a remembered browser skips the challenge, in days from when it was "
+            "remembered (not sliding)."
+        ),
+    )
+    max_per_user: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Remembered browsers kept per user; remembering one more forgets the least "
+            "recently used."
+        ),
+    )
+    cookie_name: str = Field(
+        default="mfa_guard_device",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of the device cookie (letters, digits, `_` and `-`).",
+    )
+    cookie_secure: bool = Field(
+        default=True,
+        description=(
+            "Send the device cookie over HTTPS only (`Secure`); turn it off only to try the kit "
+            "on plain `http://`."
+        ),
+    )
+
+
 class MFAGuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
@@ -265,6 +307,7 @@ class MFAGuardSettings(BaseSettings):
     )
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     sms: SMSSettings = Field(default_factory=SMSSettings)
+    trusted_devices: TrustedDeviceSettings = Field(default_factory=TrustedDeviceSettings)
     require_phone_for_enrolment: bool = Field(
         default=False,
         description=(
