@@ -24,14 +24,13 @@ import anyio.to_thread
 
 from mfa_guard.clock import Clock
 from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.policy import DEVICE_METHOD
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import concurrently, publish
 from mfa_guard.settings import TrustedDeviceSettings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.devices import DeviceStore, TrustedDevice
 
-# What ``Marker.method`` says of a session verified by a remembered browser.
-DEVICE_METHOD = "device"
 DAY = 86_400
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from mfa_guard.clock import Clock
 from mfa_guard.core.marker import Marker
+from mfa_guard.core.policy import is_recent
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import Denied, Reason, publish
 from mfa_guard.settings import MFAGuardSettings
@@ -199,11 +200,11 @@ class SiteService:
 
     def _recently_verified(self, marker: Marker, now: float) -> bool:
         settings = self._settings
-        verified_at = marker.verified_at
-        return (
-            verified_at is not None
-            and marker.is_verified(now, settings.verified_lifetime_seconds)
-            and 0 <= now - verified_at <= settings.recent_mfa_seconds
+        return is_recent(
+            marker,
+            now,
+            lifetime_seconds=settings.verified_lifetime_seconds,
+            max_age=settings.recent_mfa_seconds,
         )
 
     async def add_member(self, site_id: str, user_id: str, role: Role, *, by: str) -> bool:

@@ -242,7 +242,7 @@ class RequireRecentMFA:
         # The marker recent_mfa_refusal just accepted, read back from the session: no I/O.
         marker, _ = guard.fresh_marker(session, user_id, guard.clock())
         if marker is None:
-            marker = await guard.current_marker(session, user_id)
+            marker = await guard.current_marker(session, user_id, scope=scope)
         return MFASession(user_id, marker)
 
 

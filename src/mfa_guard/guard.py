@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.authentication import BaseUser, SimpleUser, UnauthenticatedUser
 from starlette.middleware import Middleware
+from starlette.requests import cookie_parser
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
 from mfa_guard.clock import Clock, system_clock
-from mfa_guard.core.marker import Marker, subject_hasher
+from mfa_guard.core.marker import EnrolmentSummary, Marker, subject_hasher
+from mfa_guard.core.policy import DEVICE_METHOD
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
+from mfa_guard.devices import TrustedDevices, is_token, token_hash
 from mfa_guard.errors import ConfigurationError
 from mfa_guard.events import EventSink, LoggingEventSink
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
@@ -25,8 +28,10 @@ from mfa_guard.services import MFAService, SMSChannel, concurrently
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.sms import SMSProvider, provider_from_settings
 from mfa_guard.stores.base import MFAStore
+from mfa_guard.stores.devices import DeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import SiteDirectory
+from mfa_guard.web.http import client_ip
 
 if TYPE_CHECKING:
     from mfa_guard.enforcement import EnrolmentNotice, SiteService
@@ -103,6 +108,7 @@ class MFAGuard:
         template_directory: str | Path | None = None,
         sms: SMSProvider | None = None,
         sites: SiteDirectory | None = None,
+        devices: DeviceStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -151,6 +157,20 @@ class MFAGuard:
             require_phone=settings.require_phone_for_enrolment,
             sites=sites,
         )
+        self.trusted_devices: TrustedDevices | None = None
+        if settings.trusted_devices.enabled:
+            if devices is None:
+                raise ConfigurationError(
+                    "trusted devices (MFA_GUARD_TRUSTED_DEVICES__ENABLED) need a device store: "
+                    "MFAGuard(devices=SQLDeviceStore.sharing(store)) or MemoryDeviceStore()"
+                )
+            self.trusted_devices = TrustedDevices(
+                store=store,
+                devices=devices,
+                settings=settings.trusted_devices,
+                events=self.events,
+                clock=clock,
+            )
         # One keyed hash per request, no cache: what a request costs does not grow with users.
         self.subject = subject_hasher(box.marker_key)
         self.template_directory = template_directory
@@ -192,7 +212,7 @@ class MFAGuard:
         now = self.clock()
         marker, fresh = self.fresh_marker(session, user_id, now)
         if recheck or not fresh or marker is None:
-            marker = await self.recheck(session, user_id, marker, now)
+            marker = await self.recheck(session, user_id, marker, now, scope=scope)
         scope[SESSION_KEY] = marker
         return marker
 
@@ -228,32 +248,99 @@ class MFAGuard:
         return marker, marker is not None and 0 <= now - marker.checked_at < self._recheck
 
     async def recheck(
-        self, session: MutableMapping[str, Any], user_id: str, marker: Marker | None, now: float
+        self,
+        session: MutableMapping[str, Any],
+        user_id: str,
+        marker: Marker | None,
+        now: float,
+        *,
+        scope: Scope | None = None,
     ) -> Marker:
         """The marker re-stamped from the user's enrolment (one store call) and, with a site
         directory, their sites' earliest enforcement deadline (one directory call, at the same
-        time), written back."""
-        if self.sites is None:
-            summary, enrol_by = await self.store.summary(user_id), None
-        else:
-            summary, enrol_by = await concurrently(
-                self.store.summary(user_id), self.sites.deadline(user_id)
+        time), written back. A session verified by a remembered browser also has its device
+        checked again, at the same time, from the request's cookie in ``scope``: forgotten,
+        expired or absent, the session is verified no more."""
+        by_device = (
+            marker is not None and marker.method == DEVICE_METHOD and marker.verified_at is not None
+        )
+        device: TrustedDevice | None = None
+        if by_device:
+            token = None if scope is None else self.device_token(scope)
+            (summary, enrol_by), device = await concurrently(
+                self._enrolment_state(user_id), self._device(user_id, token, now)
             )
+        else:
+            summary, enrol_by = await self._enrolment_state(user_id)
         if marker is None:
             marker = Marker.fresh(self.subject(user_id), summary, now, enrol_by)
         else:
             marker = marker.refreshed(summary, now, enrol_by)
+        if by_device and (device is None or not device.is_trusted(summary.epoch, now)):
+            marker = marker._replace(verified_at=None, method=None)
         self.save_marker(session, marker)
         return marker
 
-    async def current_marker(self, session: MutableMapping[str, Any], user_id: str) -> Marker:
+    async def _enrolment_state(self, user_id: str) -> tuple[EnrolmentSummary, float | None]:
+        if self.sites is None:
+            return await self.store.summary(user_id), None
+        return await concurrently(self.store.summary(user_id), self.sites.deadline(user_id))
+
+    async def _device(self, user_id: str, token: str | None, now: float) -> TrustedDevice | None:
+        devices = self.trusted_devices
+        if devices is None or token is None:
+            return None
+        return await devices.devices.recognise(user_id, token_hash(token), now)
+
+    def device_token(self, scope: Scope) -> str | None:
+        """The device token in the request's cookie, if trusted devices are on and it has the
+        shape of one (anything else is never looked up)."""
+        devices = self.trusted_devices
+        if devices is None:
+            return None
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie":
+                token = cookie_parser(value.decode("latin-1")).get(devices.settings.cookie_name)
+                if token is not None and is_token(token):
+                    return token
+        return None
+
+    async def admit_by_device(
+        self,
+        scope: Scope,
+        session: MutableMapping[str, Any],
+        user_id: str,
+        marker: Marker,
+        now: float,
+    ) -> Marker | None:
+        """For a session about to be sent to the challenge: verified by the browser's trusted
+        device instead, if it has one (one round trip, the enrolment read with it); ``None``
+        otherwise."""
+        devices = self.trusted_devices
+        token = self.device_token(scope)
+        if devices is None or token is None:
+            return None
+        recognised = await devices.recognise(user_id, token, client_ip(scope, self.settings))
+        if recognised is None:
+            return None
+        summary = recognised.summary
+        marker = marker.refreshed(summary, now, marker.enrol_by).verified(
+            DEVICE_METHOD, summary.epoch, now
+        )
+        self.save_marker(session, marker)
+        return marker
+
+    async def current_marker(
+        self, session: MutableMapping[str, Any], user_id: str, *, scope: Scope | None = None
+    ) -> Marker:
         """This session's marker for ``user_id``: from the session while it is fresh, else
-        re-checked with one store call."""
+        re-checked with one store call (``scope``: the request, whose device cookie a session
+        verified by a remembered browser is re-checked with)."""
         now = self.clock()
         marker, fresh = self.fresh_marker(session, user_id, now)
         if fresh and marker is not None:
             return marker
-        return await self.recheck(session, user_id, marker, now)
+        return await self.recheck(session, user_id, marker, now, scope=scope)
 
     def save_marker(self, session: MutableMapping[str, Any], marker: Marker) -> None:
         session[SESSION_KEY] = marker.dump()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from mfa_guard.core.policy import is_recent
 from mfa_guard.errors import ConfigurationError, SecretDecryptionError, StoreUnavailable
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
@@ -81,7 +82,7 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
     # A missing session is the app's wiring error (ConfigurationError): raised, not a 503.
     session = guard.session_of(scope)
     try:
-        marker = await guard.current_marker(session, user_id)
+        marker = await guard.current_marker(session, user_id, scope=scope)
     except (StoreUnavailable, SecretDecryptionError) as exc:
         if as_json:
             return unavailable_json(exc)
@@ -97,12 +98,7 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
                 "This action needs two-factor authentication: turn it on first.",
             )
         return see_other(page_url(scope, settings, "enrol", next_path))
-    verified_at = marker.verified_at
-    if (
-        verified_at is not None
-        and marker.is_verified(now, settings.verified_lifetime_seconds)
-        and 0 <= now - verified_at <= max_age
-    ):
+    if is_recent(marker, now, lifetime_seconds=settings.verified_lifetime_seconds, max_age=max_age):
         return None
     if as_json:
         return json_error(

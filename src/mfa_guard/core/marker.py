@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 # 2: a JSON array, and a keyed BLAKE2b subject (1 was an object with an HMAC-SHA256 subject).
 VERSION = 2
-METHODS = ("totp", "recovery", "sms")
+# "device": verified by a remembered browser (mfa_guard.devices).
+METHODS = ("totp", "recovery", "sms", "device")
 # The subject: 18 bytes (144 bits) of keyed BLAKE2b, as 36 hex digits.
 SUBJECT_BYTES = 18
 

@@ -31,3 +31,20 @@ def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Dec
 
 
 ALLOW, CHALLENGE, ENROL = Decision.ALLOW, Decision.CHALLENGE, Decision.ENROL
+
+
+# What Marker.method says of a session verified by a remembered browser (mfa_guard.devices).
+DEVICE_METHOD = "device"
+
+
+def is_recent(marker: Marker, now: float, *, lifetime_seconds: int, max_age: int) -> bool:
+    """Whether the session's second factor was verified within ``max_age`` seconds (step-up:
+    new recovery codes, a new phone, a site policy, ``require_recent_mfa``). A remembered
+    browser is not a recent second factor: it asked for no code."""
+    verified_at = marker.verified_at
+    return (
+        verified_at is not None
+        and marker.method != DEVICE_METHOD
+        and now - verified_at < lifetime_seconds
+        and 0 <= now - verified_at <= max_age
+    )

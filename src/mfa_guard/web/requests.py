@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from mfa_guard.core.marker import Marker
+from mfa_guard.core.policy import is_recent
 from mfa_guard.web.http import client_ip
 
 if TYPE_CHECKING:
@@ -45,11 +46,12 @@ class Caller:
         return self.marker.is_verified(guard.clock(), guard.settings.verified_lifetime_seconds)
 
     def is_recently_verified(self, guard: MFAGuard) -> bool:
-        verified_at = self.marker.verified_at
-        return (
-            self.is_verified(guard)
-            and verified_at is not None
-            and guard.clock() - verified_at <= guard.settings.recent_mfa_seconds
+        settings = guard.settings
+        return is_recent(
+            self.marker,
+            guard.clock(),
+            lifetime_seconds=settings.verified_lifetime_seconds,
+            max_age=settings.recent_mfa_seconds,
         )
 
     def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
@@ -61,7 +63,9 @@ class Caller:
 
     async def recheck(self, guard: MFAGuard) -> None:
         """Re-read the enrolment now (after a change this request made)."""
-        self.marker = await guard.recheck(self.session, self.user_id, self.marker, guard.clock())
+        self.marker = await guard.recheck(
+            self.session, self.user_id, self.marker, guard.clock(), scope=self.scope
+        )
         self.scope[MARKER_SCOPE_KEY] = self.marker
 
     def _adopt(self, guard: MFAGuard, marker: Marker) -> None:
@@ -75,7 +79,7 @@ async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
     if user_id is None:
         return None
     session = guard.session_of(request.scope)
-    marker = await guard.current_marker(session, user_id)
+    marker = await guard.current_marker(session, user_id, scope=request.scope)
     # As the middleware does for the app's routes: templates read the marker from the scope.
     request.scope[MARKER_SCOPE_KEY] = marker
     return Caller(
