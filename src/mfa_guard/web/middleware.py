@@ -7,7 +7,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
-from mfa_guard.core.policy import ALLOW, Decision, decide
+from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, decide
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.guard import SESSION_KEY, SESSION_TYPES
 from mfa_guard.web.http import (
@@ -71,7 +71,9 @@ class MFAGuardMiddleware:
                     )
                 decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
                 if decision is not ALLOW:
-                    return self._refuse(scope, receive, send, decision)
+                    return self._refuse_or_admit(
+                        scope, receive, send, decision, session, user_id, marker, now
+                    )
                 scope[MARKER_SCOPE_KEY] = marker
         return self.app(scope, receive, send)
 
@@ -87,16 +89,44 @@ class MFAGuardMiddleware:
     ) -> None:
         """A marker missing or due for its re-check: one store call, then the same decision."""
         try:
-            marker = await self.guard.recheck(session, user_id, marker, now)
+            marker = await self.guard.recheck(session, user_id, marker, now, scope=scope)
         except StoreUnavailable as exc:
             await self._unavailable(scope, receive, send, exc)
             return
         decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
         if decision is not ALLOW:
-            await self._refuse(scope, receive, send, decision)
+            await self._refuse_or_admit(
+                scope, receive, send, decision, session, user_id, marker, now
+            )
             return
         scope[MARKER_SCOPE_KEY] = marker
         await self.app(scope, receive, send)
+
+    async def _refuse_or_admit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        decision: Decision,
+        session: MutableMapping[str, Any],
+        user_id: str,
+        marker: Marker,
+        now: float,
+    ) -> None:
+        """A session the decision would challenge, verified by its remembered browser if it has
+        one (one round trip, made only here); else the refusal."""
+        guard = self.guard
+        if decision is CHALLENGE and guard.trusted_devices is not None:
+            try:
+                admitted = await guard.admit_by_device(scope, session, user_id, marker, now)
+            except StoreUnavailable as exc:
+                await self._unavailable(scope, receive, send, exc)
+                return
+            if admitted is not None:
+                scope[MARKER_SCOPE_KEY] = admitted
+                await self.app(scope, receive, send)
+                return
+        await self._refuse(scope, receive, send, decision)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         """To the challenge, or to enrolment when a site of the user enforces 2FA."""
