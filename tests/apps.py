@@ -33,6 +33,7 @@ from mfa_guard import (
 )
 from mfa_guard.notifications import Notifier, NotifyingSink
 from mfa_guard.sms import SMSProvider
+from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import FrozenClock, current_code
 
@@ -101,9 +102,9 @@ class GuardedApp:
     events: MemoryEventSink
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        kwargs.setdefault("base_url", "http://testserver")
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, client=("203.0.113.7", 4000)),
-            base_url="http://testserver",
             **kwargs,
         )
 
@@ -125,6 +126,7 @@ def build_app(
     sms_provider: SMSProvider | None = None,
     sites: SiteDirectory | None = None,
     notifier: Notifier | None = None,
+    devices: DeviceStore | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -139,6 +141,8 @@ def build_app(
         template_directory=template_directory,
         sms=sms_provider,
         sites=sites,
+        # Used only with trusted_devices={"enabled": True}.
+        devices=devices if devices is not None else MemoryDeviceStore(),
     )
 
     async def banner(request: Request) -> Response:

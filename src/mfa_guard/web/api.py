@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi
+from mfa_guard.web.devices import device_json, forget_browsers, remember_browser
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
 
@@ -50,6 +50,8 @@ DENIED_STATUS = {
 }
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
+# Device ids are 16 characters; anything much longer is no device.
+MAX_DEVICE_ID = 64
 
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -149,27 +151,40 @@ class API:
                 ("/api/sites/{site}/members", "GET", self.site_members, False),
                 ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
             ]
+        if self.guard.trusted_devices is not None:
+            table += [
+                ("/api/devices", "GET", self.devices, False),
+                ("/api/devices", "DELETE", self.forget_devices, True),
+                ("/api/devices/{device}", "DELETE", self.forget_device, True),
+            ]
+        by_path: dict[str, dict[str, tuple[Handler, bool]]] = {}
+        for path, method, handler, mutates in table:
+            by_path.setdefault(path, {})[method] = (handler, mutates)
         routes = [
             # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
             # app's own (often text/plain) error page.
-            Route(path, self._endpoint(handler, method, mutates=mutates), methods=ALL_METHODS)
-            for path, method, handler, mutates in table
+            Route(path, self._endpoint(handlers), methods=ALL_METHODS)
+            for path, handlers in by_path.items()
         ]
         routes.append(Route("/api/openapi.json", self.openapi, methods=["GET", "HEAD"]))
         routes.append(Route("/api/{rest:path}", _not_found, methods=ALL_METHODS))
         return routes
 
     def _endpoint(
-        self, handler: Handler, method: str, *, mutates: bool
+        self, handlers: dict[str, tuple[Handler, bool]]
     ) -> Callable[[Request], Awaitable[Response]]:
-        allowed = {method, "HEAD"} if method == "GET" else {method}
+        if "GET" in handlers:
+            handlers = {**handlers, "HEAD": handlers["GET"]}
+        allow = ", ".join(sorted(handlers))
+        use = " or ".join(method for method in sorted(handlers) if method != "HEAD")
 
-        @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            if request.method not in allowed:
-                response = json_error(405, "method_not_allowed", f"Use {method} here.")
-                response.headers["Allow"] = ", ".join(sorted(allowed))
+            chosen = handlers.get(request.method)
+            if chosen is None:
+                response = json_error(405, "method_not_allowed", f"Use {use} here.")
+                response.headers["Allow"] = allow
                 return response
+            handler, mutates = chosen
             try:
                 if mutates and not same_origin(request.scope, self.guard.settings):
                     return json_error(
@@ -319,16 +334,66 @@ class API:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
         code = string_field(data, "code")
+        remember = data.get("remember_device", False)
+        if not isinstance(remember, bool):
+            raise BadRequest(
+                400, "invalid_input", "The field 'remember_device' must be true or false."
+            )
+        if remember and self.guard.trusted_devices is None:
+            # Refused before the code is checked: the code is not spent.
+            return json_error(
+                409, "trusted_devices_disabled", "Remembering a browser is not offered here."
+            )
         result = await self.service.verify(
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
         caller.mark_verified(self.guard, result.method.value, result.epoch)
-        return JSONResponse(
-            {"verified": True, "method": result.method.value},
+        response = JSONResponse(
+            {"verified": True, "method": result.method.value, "device_remembered": remember},
             headers={"Cache-Control": "no-store"},
         )
+        if remember:
+            await remember_browser(self.guard, caller, result.epoch, response)
+        return response
+
+    async def devices(self, request: Request, caller: Caller) -> Response:
+        """The user's remembered browsers, most recently used first."""
+        if (refused := await self._needs_verified(caller)) is not None:
+            return refused
+        devices = self.guard.trusted_devices
+        listed = [] if devices is None else await devices.trusted(caller.user_id)
+        return JSONResponse(
+            {"devices": [device_json(self.guard, caller, device) for device in listed]},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def forget_device(self, request: Request, caller: Caller) -> Response:
+        if (refused := await self._needs_verified(caller)) is not None:
+            return refused
+        device_id = str(request.path_params["device"])
+        devices = self.guard.trusted_devices
+        if (
+            devices is None
+            or len(device_id) > MAX_DEVICE_ID
+            or not await devices.forget(caller.user_id, device_id, caller.ip)
+        ):
+            return json_error(404, "device_not_found", "There is no such remembered browser.")
+        return JSONResponse({"forgotten": 1}, headers={"Cache-Control": "no-store"})
+
+    async def forget_devices(self, request: Request, caller: Caller) -> Response:
+        if (refused := await self._needs_verified(caller)) is not None:
+            return refused
+        devices = self.guard.trusted_devices
+        count = 0 if devices is None else await devices.forget_all(caller.user_id, caller.ip)
+        return JSONResponse({"forgotten": count}, headers={"Cache-Control": "no-store"})
+
+    async def _needs_verified(self, caller: Caller) -> Response | None:
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+        return None
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
@@ -344,6 +409,7 @@ class API:
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
+        await forget_browsers(self.guard, caller)
         return JSONResponse({"recovery_codes": result}, headers={"Cache-Control": "no-store"})
 
     async def disable(self, request: Request, caller: Caller) -> Response:

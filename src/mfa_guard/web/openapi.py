@@ -62,7 +62,7 @@ SCHEMAS: dict[str, Schema] = {
             "authenticated": {"const": True},
             "enrolled": {"type": "boolean"},
             "verified": {"type": "boolean"},
-            "verified_method": {"enum": ["totp", "recovery", "sms", None]},
+            "verified_method": {"enum": ["totp", "recovery", "sms", "device", None]},
             "methods": {
                 "type": "array",
                 "items": {"enum": ["totp", "recovery", "sms"]},
@@ -90,9 +90,26 @@ SCHEMAS: dict[str, Schema] = {
         {
             "method": {"enum": ["totp", "recovery", "sms"], "default": "totp"},
             "code": {"type": "string", "maxLength": 64},
+            "remember_device": {
+                "type": "boolean",
+                "default": False,
+                "description": "Remember this browser (trusted devices must be on: else 409 "
+                "trusted_devices_disabled, before the code is checked).",
+            },
         },
         required=["code"],
     ),
+    "Device": _object(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string", "examples": ["Firefox on Ubuntu"]},
+            "created_at": _INSTANT,
+            "last_used_at": _INSTANT,
+            "expires_at": _INSTANT,
+            "current": {"type": "boolean", "description": "The browser making this request."},
+        }
+    ),
+    "Forgotten": _object({"forgotten": {"type": "integer", "minimum": 0}}),
     "Phone": _object({"phone": {"type": "string", "examples": ["+44 7911 123456"]}}),
     "TextSent": _object(
         {
@@ -151,9 +168,10 @@ _ERRORS = {
     "(mfa_required, mfa_reauthentication_required).",
     "403": "A cross-site request (cross_site_request), or not allowed (not_site_owner, "
     "verified_mfa_required).",
-    "404": "No such site, or not a member of it (site_not_found).",
+    "404": "No such site, or not a member of it (site_not_found); no such remembered browser "
+    "(device_not_found).",
     "409": "Conflicts with the current state (already_enrolled, not_enrolled, "
-    "mfa_enforced_by_site, members_without_mfa, sms_disabled, …).",
+    "mfa_enforced_by_site, members_without_mfa, sms_disabled, trusted_devices_disabled, …).",
     "413": "The body is over 4096 bytes (payload_too_large).",
     "415": "The body is not application/json (unsupported_media_type).",
     "422": "The code is wrong or already used (invalid_code, code_already_used).",
@@ -273,6 +291,7 @@ def document(guard: MFAGuard) -> dict[str, Any]:
                                     {
                                         "verified": {"const": True},
                                         "method": {"enum": ["totp", "recovery", "sms"]},
+                                        "device_remembered": {"type": "boolean"},
                                     }
                                 )
                             }
@@ -432,6 +451,51 @@ def document(guard: MFAGuard) -> dict[str, Any]:
                 body="PolicyChange",
                 body_required=True,
                 parameters=_SITE,
+            )
+        }
+    if guard.trusted_devices is not None:
+        paths[f"{api}/devices"] = {
+            "get": _operation(
+                "The user's remembered browsers, most recently used first",
+                {
+                    "200": {
+                        "description": "The remembered browsers still trusted",
+                        "content": {
+                            JSON: {
+                                "schema": _object(
+                                    {
+                                        "devices": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Device"},
+                                        }
+                                    }
+                                )
+                            }
+                        },
+                    }
+                },
+                ["401", "503"],
+            ),
+            "delete": _operation(
+                "Forget every remembered browser of the user",
+                _ok("200", "Forgotten", "How many were forgotten"),
+                ["401", "403", "503"],
+            ),
+        }
+        paths[f"{api}/devices/{{device}}"] = {
+            "delete": _operation(
+                "Forget one remembered browser",
+                _ok("200", "Forgotten", "It was forgotten (1)"),
+                ["401", "403", "404", "503"],
+                parameters=[
+                    {
+                        "name": "device",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "description": "The device's id (from GET devices).",
+                    }
+                ],
             )
         }
     paths[f"{api}/openapi.json"] = {

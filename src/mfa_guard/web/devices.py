@@ -1,0 +1,64 @@
+"""What the API and the pages share of trusted devices: the cookie, and a device as JSON."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+
+from mfa_guard.devices import Remembered, token_hash
+from mfa_guard.enforcement import iso
+from mfa_guard.stores.devices import TrustedDevice
+from mfa_guard.web.requests import Caller
+
+if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
+
+
+async def remember_browser(
+    guard: MFAGuard, caller: Caller, epoch: int, response: Response
+) -> Remembered | None:
+    """Remembers the caller's browser (after a second factor verified under ``epoch``) and sets
+    its cookie on ``response``: ``HttpOnly``, ``SameSite=Lax``, ``Secure`` unless turned off,
+    for the whole site, as long as the device is trusted."""
+    devices = guard.trusted_devices
+    if devices is None:
+        return None
+    user_agent = ""
+    for name, value in caller.scope.get("headers", ()):
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+    remembered = await devices.remember(caller.user_id, epoch, user_agent, caller.ip)
+    response.set_cookie(
+        devices.settings.cookie_name,
+        remembered.token,
+        max_age=devices.max_age,
+        path="/",
+        secure=devices.settings.cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return remembered
+
+
+def is_this_browser(guard: MFAGuard, caller: Caller, device: TrustedDevice) -> bool:
+    token = guard.device_token(caller.scope)
+    return token is not None and token_hash(token) == device.token_hash
+
+
+def device_json(guard: MFAGuard, caller: Caller, device: TrustedDevice) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "name": device.name,
+        "created_at": iso(device.created_at),
+        "last_used_at": iso(device.last_seen_at),
+        "expires_at": iso(device.expires_at),
+        "current": is_this_browser(guard, caller, device),
+    }
+
+
+async def forget_browsers(guard: MFAGuard, caller: Caller) -> None:
+    """After new recovery codes (a factor change, with no epoch bump): every remembered browser
+    of the user must verify again."""
+    if guard.trusted_devices is not None:
+        await guard.trusted_devices.forget_all(caller.user_id, caller.ip)
