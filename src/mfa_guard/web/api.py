@@ -424,6 +424,7 @@ class API:
         )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
+        await forget_browsers(self.guard, caller)
         await caller.recheck(self.guard)
         return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
 
@@ -436,8 +437,10 @@ class API:
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
         # This session asked: it stays verified under the new epoch; every other one must
-        # verify again at its next re-check.
+        # verify again at its next re-check. The epoch bump made every remembered browser
+        # untrusted: they are forgotten.
         caller.adopt_epoch(self.guard, result)
+        await forget_browsers(self.guard, caller)
         return JSONResponse({"other_sessions_revoked": True}, headers={"Cache-Control": "no-store"})
 
     async def phone(self, request: Request, caller: Caller) -> Response:

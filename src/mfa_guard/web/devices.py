@@ -58,7 +58,8 @@ def device_json(guard: MFAGuard, caller: Caller, device: TrustedDevice) -> dict[
 
 
 async def forget_browsers(guard: MFAGuard, caller: Caller) -> None:
-    """After new recovery codes (a factor change, with no epoch bump): every remembered browser
-    of the user must verify again."""
+    """After a factor change or "sign out my other sessions": every remembered browser of the
+    user must verify again. An epoch bump already made them untrusted; this removes their rows
+    (and is what makes new recovery codes, which bump no epoch, forget them)."""
     if guard.trusted_devices is not None:
         await guard.trusted_devices.forget_all(caller.user_id, caller.ip)
