@@ -42,6 +42,9 @@ ENDPOINTS = [
     ("GET", "/mfa/api/sites"),
     ("GET", "/mfa/api/sites/acme/members"),
     ("PUT", "/mfa/api/sites/acme/policy"),
+    ("GET", "/mfa/api/devices"),
+    ("DELETE", "/mfa/api/devices"),
+    ("DELETE", "/mfa/api/devices/some-device"),
     ("POST", "/mfa/challenge"),
     ("POST", "/mfa/sms"),
     ("POST", "/mfa/enrol"),
@@ -51,11 +54,25 @@ ENDPOINTS = [
     ("POST", "/mfa/settings/sessions"),
     ("POST", "/mfa/settings/phone"),
     ("POST", "/mfa/settings/phone/verify"),
+    ("POST", "/mfa/settings/devices/forget"),
+    ("POST", "/mfa/settings/devices/forget-all"),
     ("GET", "/mfa/challenge"),
     ("GET", "/mfa/enrol"),
     ("GET", "/mfa/settings"),
 ]
-FIELDS = ["code", "method", "phone", "next", "csrf_token", "enforce", "grace_hours", "pad"]
+FIELDS = [
+    "code",
+    "method",
+    "phone",
+    "next",
+    "csrf_token",
+    "enforce",
+    "grace_hours",
+    "remember_device",
+    "remember",
+    "device",
+    "pad",
+]
 CONTENT_TYPES = [
     "application/json",
     "application/json; charset=utf-8",
@@ -114,10 +131,14 @@ def extra_headers(draw: st.DrawFn) -> dict[str, str]:
 
 @st.composite
 def cookies(draw: st.DrawFn, session: str) -> str:
-    """The session's own cookie, or it garbled, or a forged one, or none."""
-    choice = draw(st.sampled_from(["own", "garbled", "forged", "none"]))
+    """The session's own cookie, or it garbled, or a forged one, or none; the own one may come
+    with a device cookie of any shape."""
+    choice = draw(st.sampled_from(["own", "garbled", "forged", "none", "device"]))
     if choice == "own":
         return f"session={session}"
+    if choice == "device":
+        token = draw(st.text(alphabet="AZaz09_-", min_size=43, max_size=43) | header_values)
+        return f"session={session}; mfa_guard_device={token}"
     if choice == "garbled":
         cut = draw(st.integers(min_value=0, max_value=len(session)))
         return f"session={session[:cut]}{draw(header_values)}"
@@ -133,7 +154,11 @@ class Fuzzed:
         self.runner = runner
         directory = MemorySiteDirectory()
         self.ga: GuardedApp = build_app(
-            sms_provider=OutboxSMS(), sms=SMS, sites=directory, recheck_seconds=60
+            sms_provider=OutboxSMS(),
+            sms=SMS,
+            sites=directory,
+            recheck_seconds=60,
+            trusted_devices={"enabled": True},
         )
 
         async def prepare() -> str:
@@ -152,7 +177,9 @@ class Fuzzed:
     async def snapshot(self) -> tuple[Any, ...]:
         site = await self.directory.site("acme")
         # Audit events and failure counts are what a refused attempt leaves, by design.
-        return (await self.ga.store.get(USER), site)
+        devices = self.ga.guard.trusted_devices
+        remembered = [] if devices is None else await devices.devices.devices(USER)
+        return (await self.ga.store.get(USER), site, [d.id for d in remembered])
 
     async def send(
         self, method: str, path: str, content_type: str | None, body: bytes, headers: dict[str, str]
