@@ -37,6 +37,7 @@ from mfa_guard.fastapi import (
     install_refusal_handler,
     refusal_responses,
 )
+from mfa_guard.stores.devices import MemoryDeviceStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import FrozenClock, current_code
 from tests.apps import SESSION_SECRET, GuardedApp, SessionAuth, enrol, login, settings_for, sign_in
@@ -70,6 +71,7 @@ def report_app(
     store: MemoryStore | None = None,
     sites: MemorySiteDirectory | None = None,
     middleware: bool = False,
+    devices: MemoryDeviceStore | None = None,
     **overrides: Any,
 ) -> FastAPIApp:
     """A FastAPI app as its author writes it: sessions, authentication, the kit in one call, and
@@ -78,7 +80,12 @@ def report_app(
     events = MemoryEventSink()
     store = store if store is not None else MemoryStore()
     guard = MFAGuard(
-        settings=settings_for(**overrides), store=store, clock=clock, events=events, sites=sites
+        settings=settings_for(**overrides),
+        store=store,
+        clock=clock,
+        events=events,
+        sites=sites,
+        devices=devices,
     )
     app = FastAPI(
         middleware=[
@@ -176,6 +183,24 @@ async def test_an_enrolled_session_without_its_code_is_challenged_until_it_verif
         # The verification lasts verified_lifetime_seconds, as for the middleware.
         ga.clock.advance(ga.guard.settings.verified_lifetime_seconds)
         assert error_code(await client.get("/api/reports")) == (401, "mfa_required")
+
+
+async def test_a_remembered_browser_passes_the_dependency_but_not_the_step_up() -> None:
+    ga = report_app(devices=MemoryDeviceStore(), trusted_devices={"enabled": True})
+    async with ga.client(base_url="https://testserver") as client:
+        secret = await challenged(ga, client, "owner@acme.test")
+        ga.clock.advance(30)
+        remembered = await client.post(
+            "/mfa/api/verify", json={"code": ga.code(secret), "remember_device": True}
+        )
+        assert remembered.json()["device_remembered"] is True
+        await sign_in(client, "owner@acme.test")  # a new session; the device cookie stays
+
+        passed = await client.get("/api/reports")
+        step_up = await client.post("/api/account/close")
+
+    assert (passed.status_code, passed.json()["method"]) == (200, "device")
+    assert error_code(step_up) == (401, "mfa_reauthentication_required")
 
 
 async def test_a_user_without_2fa_passes_until_a_site_of_theirs_enforces_it() -> None:

@@ -194,13 +194,25 @@ class RequireMFA:
             raise MFARefusal(_unavailable(guard, scope, exc)) from exc
         if marker is None:  # the identity vanished in between: nobody signed in
             raise MFARefusal(_not_authenticated(guard, scope))
+        now = guard.clock()
         decision = decide(
-            marker,
-            guard.clock(),
-            verified_lifetime_seconds=guard.settings.verified_lifetime_seconds,
+            marker, now, verified_lifetime_seconds=guard.settings.verified_lifetime_seconds
         )
         if decision is Decision.ALLOW:
             return MFASession(user_id, marker)
+        if decision is Decision.CHALLENGE and guard.trusted_devices is not None:
+            # As the middleware does: a remembered browser verifies the session instead.
+            try:
+                admitted = await guard.admit_by_device(
+                    scope, guard.session_of(scope), user_id, marker, now
+                )
+            except StoreUnavailable as exc:
+                if websocket:
+                    report_failure(exc)
+                    raise WebSocketException(WS_TRY_AGAIN_LATER) from exc
+                raise MFARefusal(_unavailable(guard, scope, exc)) from exc
+            if admitted is not None:
+                return MFASession(user_id, admitted)
         if websocket:
             raise WebSocketException(WS_POLICY_VIOLATION)
         raise MFARefusal(refusal_response(scope, guard.settings, decision))
