@@ -8,11 +8,14 @@ import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_skeleton
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,12 +24,15 @@ from starlette.templating import Jinja2Templates
 
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.redirects import safe_next
+from mfa_guard.enforcement import iso
 from mfa_guard.errors import MFAGuardError
-from mfa_guard.services import Denied, Method, Reason, TextSent
+from mfa_guard.services import Denied, Method, Reason, TextSent, concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
+from mfa_guard.stores.devices import TrustedDevice
 from mfa_guard.web import i18n
-from mfa_guard.web.api import DENIED_STATUS
+from mfa_guard.web.api import DENIED_STATUS, MAX_DEVICE_ID
+from mfa_guard.web.devices import forget_browsers, is_this_browser, remember_browser
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
@@ -57,6 +63,35 @@ def csrf_token(session: Any) -> str:
     return token
 
 
+def _locale(language: str) -> Locale:
+    try:
+        return Locale.parse(language)
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse(i18n.DEFAULT_LANGUAGE)
+
+
+def human_date(timestamp: float, language: str, *, with_time: bool = False) -> str:
+    """A date as the page's language writes it ("5 Mar 2025", "5 mars 2025"); ``with_time``
+    adds the time of day, in UTC ("5 Mar 2025, 14:07 UTC")."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    locale = _locale(language)
+    day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
+    if not with_time:
+        return day
+    time_of_day = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
+    return f"{locale.datetime_formats['medium'].format(time_of_day, day)} UTC"
+
+
+@jinja2.pass_context
+def _date_filter(context: jinja2.runtime.Context, timestamp: float) -> str:
+    return human_date(timestamp, context["lang"])
+
+
+@jinja2.pass_context
+def _date_time_filter(context: jinja2.runtime.Context, timestamp: float) -> str:
+    return human_date(timestamp, context["lang"], with_time=True)
+
+
 def _templates(directory: str | Path | None) -> Jinja2Templates:
     loaders: list[jinja2.BaseLoader] = []
     if directory is not None:
@@ -66,6 +101,9 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
         loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined
     )
     i18n.install(env)
+    env.filters["human_date"] = _date_filter
+    env.filters["human_date_time"] = _date_time_filter
+    env.filters["iso"] = iso
     return Jinja2Templates(env=env)
 
 
@@ -94,7 +132,7 @@ class Pages:
         self.templates = _templates(guard.template_directory)
 
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route(
                 "/challenge", self._page(self.challenge), methods=["GET", "POST"], name="challenge"
             ),
@@ -110,6 +148,16 @@ class Pages:
             Route("/settings/phone", self._page(self.phone), methods=["POST"]),
             Route("/settings/phone/verify", self._page(self.phone_verify), methods=["POST"]),
         ]
+        if self.guard.trusted_devices is not None:
+            routes += [
+                Route("/settings/devices/forget", self._page(self.forget_device), methods=["POST"]),
+                Route(
+                    "/settings/devices/forget-all",
+                    self._page(self.forget_devices),
+                    methods=["POST"],
+                ),
+            ]
+        return routes
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -268,8 +316,16 @@ class Pages:
     async def _challenge_context(
         self, caller: Caller, next_path: str, method: Method, *, sent: bool = False
     ) -> dict[str, Any]:
-        """The challenge page's context; ``sms`` is set only for a user SMS is offered to."""
-        context: dict[str, Any] = {"next": next_path, "method": method.value, "sms": None}
+        """The challenge page's context; ``sms`` is set only for a user SMS is offered to,
+        ``remember_days`` only when trusted devices are on."""
+        devices = self.guard.trusted_devices
+        context: dict[str, Any] = {
+            "next": next_path,
+            "method": method.value,
+            "sms": None,
+            "remember_days": None if devices is None else devices.settings.days,
+            "remember": False,
+        }
         if self.service.sms is None:
             return context  # no store call for apps without SMS
         enrolment = await self.service.enrolment(caller.user_id)
@@ -291,6 +347,8 @@ class Pages:
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
         method = _method(_field(form, "method"))
+        # "Remember this browser", ticked: ignored when trusted devices are off.
+        remember = self.guard.trusted_devices is not None and _field(form, "remember") != ""
         result = await self.service.verify(
             caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
         )
@@ -298,9 +356,14 @@ class Pages:
             if result.reason is Reason.NOT_ENROLLED:
                 return RedirectResponse(next_path, status_code=303)
             context = await self._challenge_context(caller, next_path, method)
+            context["remember"] = remember  # the box stays as the user left it
             return self._denied(request, "challenge.html", result, context)
         caller.mark_verified(self.guard, result.method.value, result.epoch)
-        return RedirectResponse(next_path, status_code=303)
+        response = RedirectResponse(next_path, status_code=303)
+        if remember:
+            # The device cookie rides on the redirect.
+            await remember_browser(self.guard, caller, result.epoch, response)
+        return response
 
     async def sms(self, request: Request, caller: Caller) -> Response:
         """Texts a sign-in code, then shows the challenge page with the code form focused."""
@@ -426,7 +489,9 @@ class Pages:
         await caller.recheck(self.guard)
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return self._to_challenge(request)
-        enrolment = await self.service.enrolment(caller.user_id)
+        enrolment, devices = await concurrently(
+            self.service.enrolment(caller.user_id), self._remembered(caller)
+        )
         phone: dict[str, Any] | None = None
         phone_context = context.pop("phone", {})
         if self.service.sms is not None:
@@ -446,11 +511,38 @@ class Pages:
                 "phone": phone,
                 "active_form": "",
                 "enforced_by": await self.service.enforcing_sites(caller.user_id),
+                "devices": devices if enrolment.enrolled else None,
+                "trusted_devices": self.guard.trusted_devices is not None,
+                "device_days": self._device_days(),
                 **context,
             },
             status_code,
             headers,
         )
+
+    def _device_days(self) -> int | None:
+        devices = self.guard.trusted_devices
+        return None if devices is None else devices.settings.days
+
+    async def _remembered(self, caller: Caller) -> list[dict[str, Any]] | None:
+        """The settings page's list of remembered browsers (``None`` when there is none to
+        show: trusted devices off, or the user has no 2FA)."""
+        devices = self.guard.trusted_devices
+        if devices is None or not caller.marker.enrolled:
+            return None
+        return [
+            self._device_row(caller, device) for device in await devices.trusted(caller.user_id)
+        ]
+
+    def _device_row(self, caller: Caller, device: TrustedDevice) -> dict[str, Any]:
+        return {
+            "id": device.id,
+            "name": device.name,
+            "created_at": device.created_at,
+            "last_used_at": device.last_seen_at,
+            "expires_at": device.expires_at,
+            "current": is_this_browser(self.guard, caller, device),
+        }
 
     def _to_challenge(self, request: Request) -> Response:
         return RedirectResponse(
@@ -466,14 +558,18 @@ class Pages:
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
             return await self._settings_page(request, caller, 409, error=result.message)
+        # A factor change: every remembered browser must enter a code again.
+        await forget_browsers(self.guard, caller)
+        notice = N_("Your old recovery codes no longer work.")
+        if self.guard.trusted_devices is not None:
+            notice = N_(
+                "Your old recovery codes no longer work, and every remembered browser must "
+                "enter a code again."
+            )
         return self._render(
             request,
             "recovery_codes.html",
-            {
-                "next": f"{self._base(request)}/settings",
-                "codes": result,
-                "notice": N_("Your old recovery codes no longer work."),
-            },
+            {"next": f"{self._base(request)}/settings", "codes": result, "notice": notice},
         )
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
@@ -486,11 +582,78 @@ class Pages:
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result)
         caller.adopt_epoch(self.guard, result)
-        return await self._settings_page(
-            request,
-            caller,
-            notice=N_("Your other sessions must enter a code again to continue."),
+        notice = N_("Your other sessions must enter a code again to continue.")
+        if self.guard.trusted_devices is not None:
+            # The new epoch forgets every remembered browser too, this one included.
+            notice = N_(
+                "Your other sessions must enter a code again to continue, and every "
+                "remembered browser is forgotten."
+            )
+        return await self._settings_page(request, caller, notice=notice)
+
+    async def forget_device(self, request: Request, caller: Caller) -> Response:
+        """Forgets one remembered browser (the form's ``device``): it must enter a code again."""
+        form = await self._form(request)
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
+        device_id = _field(form, "device")
+        if not device_id:
+            return await self._settings_page(
+                request, caller, 400, error=N_("Choose a browser to forget.")
+            )
+        devices = self.guard.trusted_devices
+        this_browser = None
+        if devices is not None and len(device_id) <= MAX_DEVICE_ID and device_id.isprintable():
+            # Whether it is this browser, known before it is gone.
+            this_browser = next(
+                (
+                    is_this_browser(self.guard, caller, device)
+                    for device in await devices.devices.devices(caller.user_id)
+                    if device.id == device_id
+                ),
+                None,
+            )
+        if (
+            devices is None
+            or this_browser is None
+            or not await devices.forget(caller.user_id, device_id, caller.ip)
+        ):
+            return await self._settings_page(
+                request, caller, 404, error=N_("There is no such remembered browser.")
+            )
+        response = await self._settings_page(request, caller, notice=N_("Browser forgotten."))
+        if this_browser:
+            self._drop_device_cookie(response)
+        return response
+
+    async def forget_devices(self, request: Request, caller: Caller) -> Response:
+        """Forgets every remembered browser of the user."""
+        await self._form(request)
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
+        devices = self.guard.trusted_devices
+        if devices is not None:
+            await devices.forget_all(caller.user_id, caller.ip)
+        response = await self._settings_page(
+            request, caller, notice=N_("Every remembered browser must enter a code again.")
         )
+        if self.guard.device_token(request.scope) is not None:
+            self._drop_device_cookie(response)
+        return response
+
+    def _drop_device_cookie(self, response: Response) -> None:
+        """This browser was forgotten: its cookie goes too (it would open nothing anyway)."""
+        devices = self.guard.trusted_devices
+        if devices is not None:
+            response.delete_cookie(
+                devices.settings.cookie_name,
+                path="/",
+                secure=devices.settings.cookie_secure,
+                httponly=True,
+                samesite="lax",
+            )
 
     async def disable(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
