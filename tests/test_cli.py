@@ -43,7 +43,11 @@ def test_init_db_creates_the_tables_and_can_run_again(
     assert "tables are ready" in capsys.readouterr().out
     with sqlite3.connect(tmp_path / "mfa.db") as db:
         tables = {row[0] for row in db.execute("select name from sqlite_master")}
-    assert {"mfa_guard_enrolments", "mfa_guard_recovery_codes"} <= tables
+    assert {
+        "mfa_guard_enrolments",
+        "mfa_guard_recovery_codes",
+        "mfa_guard_trusted_devices",
+    } <= tables
 
 
 def test_init_db_says_when_the_database_is_down(capsys: pytest.CaptureFixture[str]) -> None:

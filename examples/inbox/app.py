@@ -7,7 +7,8 @@ owner can force its operators to turn on 2FA, and Solo; a restart keeps their po
 ``/signup`` makes a new operator of Acme (in memory too: a restart forgets them).
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
-codes can be tried without a phone or an SMS provider account.
+codes can be tried without a phone or an SMS provider account. "Remember this browser" is on: the
+remembered browsers live in the same database, listed on the kit's settings page.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
 from mfa_guard.stores.sql import SQLStore
+from mfa_guard.stores.sql_devices import SQLDeviceStore
 from mfa_guard.web.http import client_ip, report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
@@ -81,6 +83,9 @@ SMS_DEFAULTS: dict[str, Any] = {
     "provider": "outbox",
     "allowed_calling_codes": [33, 44, 1, 49, 34, 39, 32, 41, 31],
 }
+# "Remember this browser for 30 days" on the challenge. cookie_secure is off so the device cookie
+# works on http://127.0.0.1, as the session's https_only is; turn it on behind TLS.
+TRUSTED_DEVICES_DEFAULTS: dict[str, Any] = {"enabled": True, "cookie_secure": False}
 # Inputs longer than this are refused before any hashing.
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
@@ -232,7 +237,8 @@ def _new_session_secret() -> str:
 
 def demo_settings(encryption_key: str) -> MFAGuardSettings:
     """Settings from the environment (``MFA_GUARD_*``, ``.env``), with the demo's defaults for
-    the encryption key, issuer, exempt paths and SMS when the environment does not set them."""
+    the encryption key, issuer, exempt paths, SMS and trusted devices when the environment does
+    not set them."""
     defaults: dict[str, Any] = {}
     if not os.environ.get("MFA_GUARD_ENCRYPTION_KEYS"):
         defaults["encryption_keys"] = [encryption_key]
@@ -245,6 +251,11 @@ def demo_settings(encryption_key: str) -> MFAGuardSettings:
         name: value
         for name, value in SMS_DEFAULTS.items()
         if not os.environ.get(f"MFA_GUARD_SMS__{name.upper()}")
+    }
+    defaults["trusted_devices"] = {
+        name: value
+        for name, value in TRUSTED_DEVICES_DEFAULTS.items()
+        if not os.environ.get(f"MFA_GUARD_TRUSTED_DEVICES__{name.upper()}")
     }
     return MFAGuardSettings(**defaults)
 
@@ -275,6 +286,8 @@ def create_app(
         clock=clock,
         sms=outbox,
         sites=sites,
+        # Remembered browsers, in the enrolments' database too (used when trusted devices are on).
+        devices=SQLDeviceStore.sharing(store),
         # A real app e-mails these; the demo logs "would notify …" lines instead.
         events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
     )

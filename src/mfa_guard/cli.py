@@ -24,6 +24,7 @@ def _init_db(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from mfa_guard.errors import MFAGuardError
+    from mfa_guard.stores import sql_devices  # noqa: F401  (puts the devices' table on the metadata)
     from mfa_guard.stores.sql import SQLStore
 
     url = _database_url(args)
