@@ -27,6 +27,9 @@ from tests.live import served
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 15_000
 OWNER = "owner@acme.test"
+SOLO = "solo@example.test"
+TOTP_PERIOD = 30
+FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9"}
 PHONE = "+33 6 12 34 56 78"
 TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 CODE_INPUTS = "#code, #sms-code, #recovery-code, #phone-code, #disable-code"
@@ -131,9 +134,9 @@ def texted_code(page: Page) -> str:
     return match.group(1)
 
 
-def sign_in(page: Page) -> None:
+def sign_in(page: Page, email: str = OWNER) -> None:
     page.goto("/login")
-    page.get_by_label("E-mail address").fill(OWNER)
+    page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password").fill(DEMO_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
@@ -238,3 +241,68 @@ def test_the_french_pages_pass_axe(page: Page) -> None:
     page.get_by_role("button", name="Configurer une application d\u2019authentification").click()
     expect(page.locator(".qr svg")).to_be_visible()
     check(page, "enrolment with the QR code, in French")
+
+
+def a_fresh_time_step() -> float:
+    """Now, at least 10 seconds before the authenticator's next time step (waiting for it if
+    need be): the codes of the step before now and of now's stay valid for a while."""
+    if time.time() % TOTP_PERIOD > TOTP_PERIOD - 10:
+        time.sleep(TOTP_PERIOD - time.time() % TOTP_PERIOD + 0.5)
+    return time.time()
+
+
+def test_remembered_browsers_pass_axe_in_english_and_french(page: Page) -> None:
+    """The challenge with "Remember this browser", the settings page with a browser listed, its
+    refusal and its notice; then the same in French."""
+    now = a_fresh_time_step()
+    sign_in(page, SOLO)
+    page.goto("/mfa/enrol")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    key = page.locator("#manual-key").inner_text()
+    page.get_by_label("Code from your app").fill(current_code(key, now - TOTP_PERIOD))
+    page.get_by_role("button", name="Confirm and turn on").click()
+    expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+    page.goto("/mfa/settings")
+    check(page, "settings, 2FA on, no remembered browser")
+
+    page.goto("/inbox")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, SOLO)
+    expect(page).to_have_url(re.compile(r"/mfa/challenge"))
+    box = page.get_by_label("Remember this browser for 30 days")
+    expect(box).not_to_be_checked()
+    box.check()
+    check(page, "challenge, the remember box ticked")
+    page.get_by_label("Authentication code").fill("000000")
+    page.get_by_role("button", name="Verify", exact=True).click()
+    expect(page.locator("#form-error")).to_be_visible()
+    expect(page.get_by_label("Remember this browser for 30 days")).to_be_checked()
+    check(page, "challenge, code refused, the box still ticked")
+    page.get_by_label("Authentication code").fill(current_code(key, now))
+    page.get_by_role("button", name="Verify", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/inbox$"))
+
+    page.goto("/mfa/settings")
+    expect(page.locator("#remembered-browsers li")).to_have_count(1)
+    check(page, "settings, a remembered browser")
+    # A browser forgotten meanwhile (elsewhere): the settings page with the refusal.
+    page.locator('input[name="device"]').evaluate("e => e.value = 'gone'")
+    page.locator("#remembered-browsers li").get_by_role("button").click()
+    expect(page.locator("#form-error")).to_be_visible()
+    check(page, "settings, no such remembered browser")
+
+    page.set_extra_http_headers(FRENCH)
+    page.goto("/mfa/settings")
+    expect(page.locator("html")).to_have_attribute("lang", "fr")
+    expect(page.get_by_role("heading", name="Navigateurs mémorisés")).to_be_visible()
+    check(page, "settings, a remembered browser, in French")
+    page.locator("#remembered-browsers li").get_by_role("button").click()
+    expect(page.get_by_role("status")).to_contain_text("Navigateur oublié.")
+    check(page, "settings, the browser forgotten, in French")
+
+    # A browser with no remembered device: the French challenge with its box.
+    page.context.clear_cookies()
+    sign_in(page, SOLO)
+    expect(page).to_have_url(re.compile(r"/mfa/challenge"))
+    expect(page.get_by_label("Mémoriser ce navigateur pendant 30 jours")).not_to_be_checked()
+    check(page, "challenge with the remember box, in French")

@@ -1,22 +1,34 @@
 """Crisp's story in a real browser (Chromium through Playwright) against the demo on a real
 uvicorn server and the real clock: Acme's owner turns on 2FA and forces it on the operators; the
-agent, sent to enrolment, scans the QR code; the owner's Team page shows two green padlocks.
+agent, sent to enrolment, scans the QR code; the owner's Team page shows two green padlocks. Then
+"Remember this browser": a remembered browser signs in without a code until it is forgotten on
+the settings page.
 
 Chromium is Debian's (``apt-get install chromium``; ``.ci/run`` installs it): Playwright cannot
-download its own browsers here. ``make screenshots`` runs this test with
-``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/enrol.png`` and ``docs/images/team.png``.
+download its own browsers here. ``make screenshots`` runs these tests with
+``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/enrol.png``, ``docs/images/team.png`` and
+``docs/images/devices.png``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from examples.inbox import DEMO_PASSWORD, create_app
-from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Response,
+    expect,
+    sync_playwright,
+)
 
 from mfa_guard.testing import current_code
 from tests.live import served
@@ -30,6 +42,19 @@ TIMEOUT_MS = 15_000
 
 OWNER = "owner@acme.test"
 AGENT = "agent@acme.test"
+SOLO = "solo@example.test"
+# The remembered browsers' names come from their User-Agent; these two read well in the
+# screenshot ("Chrome on Windows", "Mobile Safari on iOS (iPhone)") where headless Chromium's own
+# would say "HeadlessChrome on Linux".
+LAPTOP_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+PHONE_AGENT = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+TOTP_PERIOD = 30
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +92,13 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
-def person(browser: Browser, base_url: str) -> tuple[BrowserContext, Page]:
+def person(
+    browser: Browser, base_url: str, user_agent: str | None = None
+) -> tuple[BrowserContext, Page]:
     """A browser profile of one's own (cookies apart), as each person has."""
-    context = browser.new_context(base_url=base_url, viewport={"width": 900, "height": 900})
+    context = browser.new_context(
+        base_url=base_url, viewport={"width": 900, "height": 900}, user_agent=user_agent
+    )
     context.set_default_timeout(TIMEOUT_MS)
     return context, context.new_page()
 
@@ -81,26 +110,41 @@ def sign_in(page: Page, email: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def scan_the_qr_code_and_confirm(page: Page) -> list[str]:
+def scan_the_qr_code_and_confirm(page: Page, at: float | None = None) -> list[str]:
     """On the enrolment page with its QR code: what an authenticator app does, with the key for
-    manual entry; returns the recovery codes shown afterwards."""
+    manual entry (its code of the moment ``at``, now by default); returns the recovery codes
+    shown afterwards."""
     expect(page.locator(".qr svg")).to_be_visible()
     key = page.locator("#manual-key").inner_text()
-    page.get_by_label("Code from your app").fill(current_code(key, time.time()))
+    page.get_by_label("Code from your app").fill(
+        current_code(key, time.time() if at is None else at)
+    )
     page.get_by_role("button", name="Confirm and turn on").click()
     expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
     return page.locator("#recovery-codes code").all_inner_texts()
 
 
-def screenshot(page: Page, tmp_path: Path, name: str) -> None:
-    """Always into tmp_path (checked to be a PNG); into docs/images with
-    MFA_GUARD_SCREENSHOTS=1 (``make screenshots``)."""
+def screenshot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) -> None:
+    """The whole page, or only ``part`` of it: always into tmp_path (checked to be a PNG); into
+    docs/images with MFA_GUARD_SCREENSHOTS=1 (``make screenshots``)."""
     places = [tmp_path / name]
     if os.environ.get("MFA_GUARD_SCREENSHOTS") == "1":
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         places.append(DOCS_IMAGES / name)
     for place in places:
-        page.screenshot(path=place, full_page=True)
+        if part is None:
+            page.screenshot(path=place, full_page=True)
+        else:
+            box = part.bounding_box()
+            assert box is not None, f"{name}: the part to show is not on the page"
+            margin = 16  # inside the page's own padding
+            clip = {
+                "x": box["x"] - margin,
+                "y": box["y"] - margin,
+                "width": box["width"] + 2 * margin,
+                "height": box["height"] + 2 * margin,
+            }
+            page.screenshot(path=place, clip=clip, full_page=True)
         image = place.read_bytes()
         assert image.startswith(PNG_SIGNATURE), place
         assert len(image) > 1000, place
@@ -197,3 +241,94 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
 
     agent_context.close()
     owner_context.close()
+
+
+def a_fresh_time_step() -> float:
+    """Now, at least 10 seconds before the authenticator's next time step (waiting for it if
+    need be), so the codes of the steps just before and after now stay valid for a while."""
+    if time.time() % TOTP_PERIOD > TOTP_PERIOD - 10:
+        time.sleep(TOTP_PERIOD - time.time() % TOTP_PERIOD + 0.5)
+    return time.time()
+
+
+def answer_the_challenge(page: Page, key: str, at: float, *, remember: bool) -> None:
+    page.get_by_label("Authentication code").fill(current_code(key, at))
+    if remember:
+        box = page.get_by_label("Remember this browser for 30 days")
+        expect(box).not_to_be_checked()
+        box.check()
+    page.get_by_role("button", name="Verify", exact=True).click()
+
+
+def test_a_remembered_browser_signs_in_without_a_code_until_it_is_forgotten(
+    browser: Browser, served_demo: str, tmp_path: Path
+) -> None:
+    laptop_context, laptop = person(browser, served_demo, LAPTOP_AGENT)
+    phone_context, phone = person(browser, served_demo, PHONE_AGENT)
+    inbox = f"{served_demo}/inbox"
+    # A time step's code is accepted once: the enrolment takes the step before now, the phone
+    # now's, the laptop the next one (each within the one step of drift allowed).
+    now = a_fresh_time_step()
+
+    # The laptop turns 2FA on.
+    sign_in(laptop, SOLO)
+    expect(laptop).to_have_url(inbox)
+    laptop.get_by_role("link", name="Two-factor settings").click()
+    laptop.get_by_role("link", name="Turn on two-factor authentication").click()
+    laptop.get_by_role("button", name="Set up an authenticator app").click()
+    expect(laptop.locator(".qr svg")).to_be_visible()
+    key = laptop.locator("#manual-key").inner_text()
+    scan_the_qr_code_and_confirm(laptop, at=now - TOTP_PERIOD)
+    laptop.get_by_role("link", name="I have saved my codes — continue").click()
+    expect(laptop).to_have_url(inbox)
+
+    # The phone signs in with a code and is remembered.
+    sign_in(phone, SOLO)
+    expect(phone).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    answer_the_challenge(phone, key, now, remember=True)
+    expect(phone).to_have_url(inbox)
+
+    # The laptop signs out and in: a code, "Remember this browser" ticked.
+    laptop.get_by_role("button", name="Sign out").click()
+    sign_in(laptop, SOLO)
+    expect(laptop).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    answer_the_challenge(laptop, key, now + TOTP_PERIOD, remember=True)
+    expect(laptop).to_have_url(inbox)
+    [cookie] = [c for c in laptop_context.cookies() if c["name"] == "mfa_guard_device"]
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Lax"
+
+    # Out and in again: straight to the inbox, no code asked.
+    laptop.get_by_role("button", name="Sign out").click()
+    sign_in(laptop, SOLO)
+    expect(laptop).to_have_url(inbox)
+
+    # The settings page lists both browsers, this one marked.
+    laptop.get_by_role("link", name="Two-factor settings").click()
+    remembered = laptop.locator("#remembered-browsers")
+    expect(remembered.get_by_role("heading", name="Remembered browsers")).to_be_visible()
+    expect(remembered.locator("li")).to_have_count(2)
+    this_browser = remembered.locator("li[data-current]")
+    expect(this_browser).to_contain_text("Chrome on Windows")
+    expect(this_browser).to_contain_text("This browser")
+    expect(remembered.locator("li:not([data-current])")).to_contain_text(
+        "Mobile Safari on iOS (iPhone)"
+    )
+    screenshot(laptop, tmp_path, "devices.png", part=remembered)
+
+    # Forgotten: this session came in by the browser, so it is asked for a code at once...
+    this_browser.get_by_role("button", name="Forget Chrome on Windows").click()
+    expect(laptop).to_have_url(re.compile(r"/mfa/challenge\?next=/mfa/settings$"))
+    assert not [c for c in laptop_context.cookies() if c["name"] == "mfa_guard_device"]
+    # ... and so is the next sign-in.
+    sign_in(laptop, SOLO)
+    expect(laptop).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    expect(laptop.get_by_label("Authentication code")).to_be_visible()
+
+    # The phone is still remembered.
+    phone.get_by_role("button", name="Sign out").click()
+    sign_in(phone, SOLO)
+    expect(phone).to_have_url(inbox)
+
+    phone_context.close()
+    laptop_context.close()
