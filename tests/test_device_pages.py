@@ -584,3 +584,16 @@ async def test_without_trusted_devices_the_notices_are_as_before() -> None:
         )
         assert "Your old recovery codes no longer work." in codes.text
         assert "remembered browser" not in codes.text
+
+
+async def test_a_session_let_in_by_its_browser_that_signs_out_the_others_must_enter_a_code(
+    ga: GuardedApp, browser: httpx.AsyncClient
+) -> None:
+    await remembered(ga, browser)
+    assert (await sign_in_again(browser)).status_code == 200  # in by the device
+    page = await browser.get("/mfa/settings")
+    revoked = await browser.post("/mfa/settings/sessions", data={"csrf_token": csrf_of(page)})
+    # The new epoch forgets this browser too: the session it let in is verified no more.
+    assert revoked.status_code == 303
+    assert revoked.headers["location"] == "/mfa/challenge?next=/mfa/settings"
+    assert EventKind.SESSIONS_REVOKED in ga.events.kinds()
