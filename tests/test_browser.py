@@ -138,13 +138,16 @@ def screenshot(page: Page, tmp_path: Path, name: str, part: Locator | None = Non
             box = part.bounding_box()
             assert box is not None, f"{name}: the part to show is not on the page"
             margin = 16  # inside the page's own padding
-            clip = {
-                "x": box["x"] - margin,
-                "y": box["y"] - margin,
-                "width": box["width"] + 2 * margin,
-                "height": box["height"] + 2 * margin,
-            }
-            page.screenshot(path=place, clip=clip, full_page=True)
+            page.screenshot(
+                path=place,
+                clip={
+                    "x": box["x"] - margin,
+                    "y": box["y"] - margin,
+                    "width": box["width"] + 2 * margin,
+                    "height": box["height"] + 2 * margin,
+                },
+                full_page=True,
+            )
         image = place.read_bytes()
         assert image.startswith(PNG_SIGNATURE), place
         assert len(image) > 1000, place
