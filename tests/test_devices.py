@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -16,8 +17,10 @@ from mfa_guard.events import EventKind
 from mfa_guard.notifications import MemoryNotifier, Notice
 from mfa_guard.stores.devices import MemoryDeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
+from mfa_guard.stores.sql_devices import SQLDeviceStore
 from mfa_guard.testing import CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
+from tests.test_stores import POSTGRES_URL, fresh_schema
 
 USER = "solo@example.test"
 RECHECK = 60
@@ -28,6 +31,12 @@ IPHONE = (
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
 )
 COOKIE = "mfa_guard_device"
+
+
+@pytest.fixture(scope="module")
+def devices_schema() -> Iterator[str]:
+    with fresh_schema("mfa_guard_device_api_test") as schema:
+        yield schema
 
 
 def devices_app(**overrides: Any) -> GuardedApp:
@@ -389,3 +398,26 @@ async def test_the_user_is_told_of_a_newly_remembered_browser() -> None:
     (told,) = [n for n in notifier.notifications if n.notice is Notice.DEVICE_TRUSTED]
     assert told.user_id == USER
     assert told.detail == "Firefox on Ubuntu"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("device_id", ["bad%00id", "a%09b", "x" * 65, "%E2%80%AE"])
+async def test_an_id_no_store_can_hold_is_the_same_404_on_postgresql(
+    device_id: str, devices_schema: str
+) -> None:
+    devices = SQLDeviceStore(
+        POSTGRES_URL, connect_args={"server_settings": {"search_path": devices_schema}}
+    )
+    await devices.remove_all(USER)
+    ga = devices_app(devices=devices)
+    try:
+        async with browser(ga) as client:
+            await enrolled_and_remembered(ga, client)
+
+            refused = await client.delete(f"/mfa/api/devices/{device_id}")
+
+            listed = (await client.get("/mfa/api/devices")).json()["devices"]
+    finally:
+        await devices.close()
+    assert (refused.status_code, refused.json()["error"]["code"]) == (404, "device_not_found")
+    assert len(listed) == 1

@@ -374,9 +374,12 @@ class API:
             return refused
         device_id = str(request.path_params["device"])
         devices = self.guard.trusted_devices
+        # An id no store can hold (too long, a control character such as NUL, which PostgreSQL
+        # refuses) is the same 404 as an unknown one, answered without a lookup.
         if (
             devices is None
             or len(device_id) > MAX_DEVICE_ID
+            or not device_id.isprintable()
             or not await devices.forget(caller.user_id, device_id, caller.ip)
         ):
             return json_error(404, "device_not_found", "There is no such remembered browser.")
