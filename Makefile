@@ -47,7 +47,7 @@ test: lint typecheck docs pytest
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png).
+# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png, devices.png).
 screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
