@@ -567,7 +567,29 @@ async def test_signing_out_other_sessions_forgets_every_browser(
         "is forgotten." in revoked.text
     )
     assert devices_on(revoked) == []
+    devices = ga.guard.trusted_devices
+    assert devices is not None
+    assert await devices.devices.devices(USER) == []
     assert (await sign_in_again(browser)).status_code == 303
+
+
+async def test_turning_2fa_off_forgets_every_browser(
+    ga: GuardedApp, browser: httpx.AsyncClient
+) -> None:
+    secret = await remembered(ga, browser)
+    page = await browser.get("/mfa/settings")
+    ga.clock.advance(30)
+
+    off = await browser.post(
+        "/mfa/settings/disable",
+        data={"csrf_token": csrf_of(page), "method": "totp", "code": ga.code(secret)},
+    )
+
+    assert off.status_code == 200
+    assert "Two-factor authentication is off." in off.text
+    devices = ga.guard.trusted_devices
+    assert devices is not None
+    assert await devices.devices.devices(USER) == []
 
 
 async def test_without_trusted_devices_the_notices_are_as_before() -> None:

@@ -582,6 +582,7 @@ class Pages:
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result)
         caller.adopt_epoch(self.guard, result)
+        await forget_browsers(self.guard, caller)
         notice = N_("Your other sessions must enter a code again to continue.")
         if self.guard.trusted_devices is not None:
             # The new epoch forgets every remembered browser too, this one included.
@@ -666,6 +667,7 @@ class Pages:
         )
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result, active_form="disable")
+        await forget_browsers(self.guard, caller)
         return await self._settings_page(
             request, caller, notice=N_("Two-factor authentication is off.")
         )
