@@ -33,6 +33,7 @@ from limits.aio.storage.base import MovingWindowSupport, SlidingWindowCounterSup
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from mfa_guard import MemoryStore, MFAStore
 from mfa_guard.stores.sql import SQLStore
@@ -59,6 +60,8 @@ LIMITS_METHODS = tuple(
             for name, value in vars(base).items()
             if not name.startswith("_") and inspect.iscoroutinefunction(value)
         }
+        # The kit's storages take every window of a budget in one call (mfa_guard.ratelimit).
+        | {"acquire_entries", "clear_keys"}
     )
 )
 
@@ -123,6 +126,31 @@ async def _postgres(statement: str) -> None:
             await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+# PostgreSQL on its own, through asyncpg on a connection of the store's pool: the statements a
+# verify waits for, without the kit or SQLAlchemy. The UPDATE writes the row's own value, but is
+# a write all the same: its commit waits for the WAL to reach the disk, as accept_step's does.
+_FLOOR_SELECT = "SELECT epoch FROM mfa_guard_enrolments WHERE user_id = $1"
+_FLOOR_COMMIT = "UPDATE mfa_guard_enrolments SET epoch = epoch WHERE user_id = $1"
+
+
+async def postgres_floor(store: MFAStore, user_id: str) -> tuple[float, float]:
+    """Seconds for a one-row SELECT and for a committed one-row UPDATE, on asyncpg alone."""
+    if not isinstance(store, SQLStore):
+        raise TypeError("the floor is measured on the PostgreSQL store")
+    raw = await store.engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        started = perf_counter()
+        await driver.fetch(_FLOOR_SELECT, user_id)
+        selected = perf_counter()
+        await driver.execute(_FLOOR_COMMIT, user_id)
+        committed = perf_counter()
+    finally:
+        await greenlet_spawn(raw.close)
+    return selected - started, committed - selected
 
 
 def flush_redis() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import perf_counter, thread_time
 
 import httpx
 
@@ -27,6 +27,7 @@ from bench.backends import (
     critical_path,
     describe_waves,
     memory,
+    postgres_floor,
     postgres_redis,
     sqlite,
     summary,
@@ -52,19 +53,24 @@ class Subject:
     client: httpx.AsyncClient
     secret: str
     latencies: list[float] = field(default_factory=list)
+    # CPU time of the event loop's thread while each verify was in flight: the kit's and the
+    # libraries' own work, which a busy machine or a slow disk does not change.
+    cpu: list[float] = field(default_factory=list)
     in_request: list[list[Call]] = field(default_factory=list)
     after_answer: list[list[Call]] = field(default_factory=list)
     # The calls before the answer, from the pass where every call is answered a turn later.
     structure: list[list[Call]] = field(default_factory=list)
+    last_cpu: float = 0.0
 
     async def verify(self, trace: CallTrace) -> float:
         """One timed verify; the calls it made are kept."""
         bench = self.bench
         bench.clock.advance(30)
         code = current_code(self.secret, bench.clock())
-        started = perf_counter()
+        started, cpu_started = perf_counter(), thread_time()
         response = await self.client.post("/mfa/api/verify", json={"code": code})
-        answered = perf_counter()
+        answered, cpu_answered = perf_counter(), thread_time()
+        self.last_cpu = cpu_answered - cpu_started
         # Work the verify left running after its answer (clearing the failure count).
         await bench.the_guard().service.drain()
         ended = perf_counter()
@@ -108,7 +114,7 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
                 await stack.enter_async_context(subject(await stack.enter_async_context(b())))
                 for b in (memory, sqlite, postgres_redis)
             ]
-            await measure(subjects, trace, verifies=verifies, warmup=warmup)
+            floor = await measure(subjects, trace, verifies=verifies, warmup=warmup)
             await measure_structure(subjects, trace, verifies=max(10, verifies // 15))
             mem, _, pg = subjects
             for one in subjects:
@@ -124,20 +130,39 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
                     at_most(p50_pg / p50_mem, LATENCY_BUDGET),
                 )
             )
+            select_p50, commit_p50 = (percentile(times, 0.5) for times in floor)
+            report.note(
+                "PostgreSQL alone, between the verifies (asyncpg, no kit, no SQLAlchemy): a "
+                f"one-row SELECT p50 {_ms(select_p50)}, a committed one-row UPDATE p50 "
+                f"{_ms(commit_p50)} (the WAL flush); memory's p50 plus both: "
+                f"{(p50_mem + select_p50 + commit_p50) / p50_mem:.2f} x memory"
+            )
             await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
 
 
-async def measure(subjects: list[Subject], trace: CallTrace, *, verifies: int, warmup: int) -> None:
-    """Verify on each backend in turn, so a busy moment of the machine hits all of them."""
+async def measure(
+    subjects: list[Subject], trace: CallTrace, *, verifies: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Verify on each backend in turn, so a busy moment of the machine hits all of them; after
+    each turn, PostgreSQL's own time for a read and a committed write (the floor)."""
+    selects: list[float] = []
+    commits: list[float] = []
+    servers = next(one for one in subjects if one.backend.servers)
     for round_ in range(warmup + verifies):
         for one in subjects:
             latency = await one.verify(trace)
             if round_ >= warmup:
                 one.latencies.append(latency)
+                one.cpu.append(one.last_cpu)
             else:
                 one.in_request.clear()
                 one.after_answer.clear()
         trace.clear()
+        select, commit = await postgres_floor(servers.backend.store, USER)
+        if round_ >= warmup:
+            selects.append(select)
+            commits.append(commit)
+    return selects, commits
 
 
 async def measure_structure(subjects: list[Subject], trace: CallTrace, *, verifies: int) -> None:
@@ -162,7 +187,8 @@ def report_subject(report: Report, one: Subject, wire: Wire | None) -> None:
     report.add(
         Line(
             f"verify latency, {name}",
-            f"p50 {_ms(p50)}, p99 {_ms(p99)} ({len(one.latencies)} verifies)",
+            f"p50 {_ms(p50)}, p99 {_ms(p99)}, CPU p50 {_ms(percentile(one.cpu, 0.5))} "
+            f"({len(one.latencies)} verifies)",
             "",
             Verdict.INFO,
         )

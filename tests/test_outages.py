@@ -588,6 +588,28 @@ async def test_a_quiet_redis_restart_costs_no_request() -> None:
         server.wait(STOP_TIMEOUT)
 
 
+@pytest.mark.redis
+async def test_a_redis_that_lost_its_scripts_still_counts_every_attempt(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis whose script cache was emptied (``SCRIPT FLUSH``, a failover to a replica that
+    never ran them) answers NOSCRIPT to the kit's pipelined windows: loaded again, each runs
+    once, so no attempt is lost or counted twice."""
+    failures = FailureLimiter(storage_from_uri(redis_server.url), "3/minute;5/hour")
+    try:
+        assert await failures.acquire(USER, 0.0) is None
+        reader, writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+        writer.write(b"SCRIPT FLUSH\r\n")
+        assert await reader.readline() == b"+OK\r\n"
+        writer.close()
+        await writer.wait_closed()
+        assert [await failures.acquire(USER, 0.0) for _ in range(2)] == [None, None]
+        # The first attempt after the flush was counted: the fourth is over 3 a minute.
+        assert await failures.acquire(USER, 0.0) is not None
+    finally:
+        await failures.aclose()
+
+
 # -- PostgreSQL: the enrolment store ---------------------------------------------------------
 
 

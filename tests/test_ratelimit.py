@@ -7,9 +7,12 @@ import socket
 import uuid
 
 import pytest
+from limits import parse_many
+from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.ratelimit import FailureLimiter, _key, storage_from_uri
 
 REDIS_URL = os.environ.get("MFA_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
@@ -73,12 +76,59 @@ def test_an_unknown_storage_scheme_is_a_configuration_error() -> None:
 @pytest.mark.parametrize(
     ("uri", "storage"),
     [
-        ("redis://:secret@127.0.0.1:6379/3", "RedisStorage"),
-        ("rediss://127.0.0.1:6380/0", "RedisStorage"),
-        ("redis+sentinel://127.0.0.1:26379/mymaster", "RedisSentinelStorage"),
-        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "RedisClusterStorage"),
+        ("redis://:secret@127.0.0.1:6379/3", RedisStorage),
+        ("rediss://127.0.0.1:6380/0", RedisStorage),
+        ("redis+sentinel://127.0.0.1:26379/mymaster", RedisSentinelStorage),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", RedisClusterStorage),
     ],
 )
-def test_every_redis_deployment_limits_accepts_is_accepted(uri: str, storage: str) -> None:
-    # Built without connecting: the URI alone decides the storage.
-    assert type(storage_from_uri(uri)).__name__ == storage
+def test_every_redis_deployment_limits_accepts_is_accepted(uri: str, storage: type) -> None:
+    # Built without connecting: the URI alone decides the storage, on redis-py.
+    built = storage_from_uri(uri)
+    assert isinstance(built, storage)
+    assert isinstance(built, RedisStorage)
+    assert type(built.bridge).__name__ == "RedispyBridge"
+
+
+@pytest.mark.redis
+async def test_a_budget_taken_in_one_call_is_the_one_limits_reads() -> None:
+    """The kit takes every window of a budget in one round trip (a pipeline of ``limits``'
+    own script): the keys and counts are those ``limits`` reads back window by window."""
+    url = redis_or_skip()
+    storage = storage_from_uri(url)
+    limiter = FailureLimiter(storage, "2/minute;3/hour")
+    user = f"user-{uuid.uuid4()}"
+    try:
+        assert [await limiter.acquire(user, 0.0) for _ in range(2)] == [None, None]
+        refused = await limiter.acquire(user, 0.0)
+        assert refused is not None
+        assert 1.0 <= refused <= 60.0
+        minute, hour = parse_many("2/minute;3/hour")
+        reader = MovingWindowRateLimiter(storage)
+        key = _key(user)
+        minute_left = await reader.get_window_stats(minute, "mfa_guard", "failures", key)
+        hour_left = await reader.get_window_stats(hour, "mfa_guard", "failures", key)
+        # The refused attempt took no slot in the minute, and one in the hour (as ``limits``'
+        # own hits, made window by window, would).
+        assert (minute_left.remaining, hour_left.remaining) == (0, 0)
+        await limiter.reset(user)
+        assert (await reader.get_window_stats(hour, "mfa_guard", "failures", key)).remaining == 3
+    finally:
+        await limiter.aclose()
+
+
+@pytest.mark.parametrize("uri", ["memory://", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_budgets_of_one_user_are_counted_apart(uri: str) -> None:
+    storage = storage_from_uri(redis_or_skip() if uri == "redis" else uri)
+    codes = FailureLimiter(storage, "1/minute")
+    recovery = FailureLimiter(storage, "1/minute", budget="recovery")
+    user = f"user-{uuid.uuid4()}"
+    try:
+        assert await codes.acquire(user, 0.0) is None
+        assert await codes.acquire(user, 0.0) is not None
+        assert await recovery.acquire(user, 0.0) is None
+        await codes.reset(user)
+        assert await codes.acquire(user, 0.0) is None
+        assert await recovery.acquire(user, 0.0) is not None
+    finally:
+        await codes.aclose()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import time
 import uuid
@@ -102,12 +103,15 @@ class TestPostgresStore(MFAStoreContract):
 
 
 def test_metadata_holds_the_tables_for_migrations() -> None:
-    # The site directory's two tables are on it too (tests/test_sites_store.py).
+    # The site directory's two tables are on it too (tests/test_sites_store.py), and the trusted
+    # devices' table once its module is imported (as `mfa-guard init-db` does).
+    importlib.import_module("mfa_guard.stores.sql_devices")
     assert set(metadata.tables) == {
         "mfa_guard_enrolments",
         "mfa_guard_recovery_codes",
         "mfa_guard_sites",
         "mfa_guard_site_members",
+        "mfa_guard_trusted_devices",
     }
     enrolments = metadata.tables["mfa_guard_enrolments"]
     codes = metadata.tables["mfa_guard_recovery_codes"]

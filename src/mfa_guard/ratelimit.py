@@ -6,11 +6,12 @@ import asyncio
 import hashlib
 import inspect
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
@@ -20,6 +21,8 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 
 _NAMESPACE = "mfa_guard"
 T = TypeVar("T")
+# One limit of a budget, as ``limits``' moving window takes it: (key, amount, seconds).
+Window = tuple[str, int, int]
 
 
 class _MemoryStorage(MemoryStorage):
@@ -32,17 +35,87 @@ class _MemoryStorage(MemoryStorage):
         if key in self.events:
             self.events[key] = []
 
+    async def acquire_entries(self, windows: Sequence[Window]) -> list[bool]:
+        """A slot in each moving window (see :meth:`_RedisStorage.acquire_entries`)."""
+        return [await self.acquire_entry(key, amount, expiry) for key, amount, expiry in windows]
+
+    async def clear_keys(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            await self.clear(key)
+
+
+class _RedisStorage(RedisStorage):
+    """``limits``' Redis storage on redis-py, taking several windows in one round trip.
+
+    ``limits`` takes one moving window per call, so a budget of three windows
+    (``5/minute;20/hour;100/day``) costs three scripts sent and answered one by one. Here the
+    same script of ``limits`` (``acquire_moving_window.lua``, each run atomic on its own key,
+    as when called one by one) runs on every key in one pipeline: one write, one read, the
+    keys and the algorithm unchanged, so ``limits`` still reads and clears them.
+    """
+
+    async def acquire_entries(self, windows: Sequence[Window]) -> list[bool]:
+        from redis.exceptions import NoScriptError
+
+        bridge = self.bridge
+        script = bridge.lua_acquire_moving_window  # type: ignore[attr-defined]
+        client = bridge.get_connection()  # type: ignore[attr-defined]
+        now = time.time()
+        calls = [(bridge.prefixed_key(key), now, amount, expiry) for key, amount, expiry in windows]
+        try:
+            replies = await self._run(client, script.sha, calls)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                # Redis restarted (or flushed its scripts): none of those ran. Load, run them.
+                await client.script_load(script.script)
+                again = await self._run(client, script.sha, [calls[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except self.base_exceptions as exc:
+            raise StorageError(exc) from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StorageError(reply) from reply
+        return [bool(reply) for reply in replies]
+
+    async def clear_keys(self, keys: Sequence[str]) -> None:
+        """Every key in one ``DEL``."""
+        bridge = self.bridge
+        try:
+            await bridge.get_connection().delete(  # type: ignore[attr-defined]
+                *(bridge.prefixed_key(key) for key in keys)
+            )
+        except self.base_exceptions as exc:
+            raise StorageError(exc) from exc
+
+    @staticmethod
+    async def _run(client: Any, sha: str, calls: list[tuple[str, float, int, int]]) -> list[Any]:
+        pipeline = client.pipeline(transaction=False)
+        for key, now, amount, expiry in calls:
+            pipeline.evalsha(sha, 1, key, now, amount, expiry, 1)
+        return cast("list[Any]", await pipeline.execute(raise_on_error=False))
+
+
+_BATCHED = (_MemoryStorage, _RedisStorage)
+
 
 def storage_from_uri(uri: str) -> Storage:
-    """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied)."""
+    """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied).
+
+    Redis goes through redis-py (``limits``' ``implementation="redispy"``): less CPU per call
+    than coredis, and pipelines (see :class:`_RedisStorage`)."""
     full = uri if uri.startswith("async+") else f"async+{uri}"
     if full == "async+memory://":
         return _MemoryStorage(full, wrap_exceptions=True)
+    scheme = urlsplit(full).scheme
     options: dict[str, Any] = {}
-    if full.startswith(("async+redis://", "async+rediss://")):
-        options["retry_policy"] = _redis_retry_policy()
+    if scheme.startswith("async+redis"):
+        options = {"implementation": "redispy", "retry": _redis_retry()}
     try:
-        storage = storage_from_string(full, wrap_exceptions=True, **options)
+        if scheme in ("async+redis", "async+rediss", "async+redis+unix"):
+            storage: Any = _RedisStorage(full, wrap_exceptions=True, **options)
+        else:
+            storage = storage_from_string(full, wrap_exceptions=True, **options)
     except (LimitsConfigurationError, ValueError) as exc:
         raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not usable: {exc}") from exc
     if not isinstance(storage, Storage):
@@ -50,35 +123,40 @@ def storage_from_uri(uri: str) -> Storage:
     return storage
 
 
-def _redis_retry_policy() -> Any:
+def _redis_retry() -> Any:
     """One immediate retry on a broken connection: after a Redis restart the pooled connections
     are dead, and the first command should reconnect rather than fail the request. A Redis that
-    is really down fails the retry too, and the request fails closed."""
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.retry import ConstantRetryPolicy
+    is really down fails the retry too, and the request fails closed (redis-py's own default,
+    ten retries backing off up to a second each, would hold it for seconds)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
-    return ConstantRetryPolicy((RedisConnectionError, ConnectionError), retries=1, delay=0.0)
+    return Retry(NoBackoff(), retries=1)
 
 
 class FailureLimiter:
     """Counts second-factor attempts since the last success; refuses past any limit.
 
     Every attempt takes a slot *before* the code is checked, atomically in the storage, so
-    concurrent guesses cannot slip past the limit; a success clears the count.
+    concurrent guesses cannot slip past the limit; a success clears the count. ``budget``
+    names the count, so that several budgets of one user (codes, recovery codes) are kept
+    apart in one storage.
     """
 
-    def __init__(self, storage: Storage, spec: str) -> None:
+    def __init__(self, storage: Storage, spec: str, *, budget: str = "failures") -> None:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: list[RateLimitItem] = parse_many(spec)
+        self._budget = budget
 
     async def aclose(self) -> None:
         """Closes the storage's connections (``limits`` has no close of its own)."""
         client = getattr(getattr(self._storage, "bridge", None), "storage", None)
-        pool = getattr(client, "connection_pool", None)
-        disconnect = getattr(pool, "disconnect", None)
-        if callable(disconnect):
-            result = disconnect()
+        close = getattr(client, "aclose", None)
+        if close is None:
+            close = getattr(getattr(client, "connection_pool", None), "disconnect", None)
+        if callable(close):
+            result = close()
             if inspect.isawaitable(result):
                 await result
 
@@ -86,13 +164,26 @@ class FailureLimiter:
         """``None`` if the attempt may go ahead, else the time at which it may be retried.
         Every limit takes its slot at once: one round trip to the storage, not one per limit."""
         key = _key(user_id)
-        taken = await self._all(
-            self._limiter.hit(item, _NAMESPACE, "failures", key) for item in self._items
-        )
+        storage = self._storage
+        if isinstance(storage, _BATCHED):
+            windows = [
+                (item.key_for(_NAMESPACE, self._budget, key), item.amount, item.get_expiry())
+                for item in self._items
+            ]
+            try:
+                taken = await storage.acquire_entries(windows)
+            except (StorageError, OSError) as exc:
+                raise StoreUnavailable() from exc
+        else:
+            taken = await self._all(
+                self._limiter.hit(item, _NAMESPACE, self._budget, key) for item in self._items
+            )
         for item, ok in zip(self._items, taken, strict=True):
             if not ok:
                 try:
-                    stats = await self._limiter.get_window_stats(item, _NAMESPACE, "failures", key)
+                    stats = await self._limiter.get_window_stats(
+                        item, _NAMESPACE, self._budget, key
+                    )
                 except (StorageError, OSError) as exc:
                     raise StoreUnavailable() from exc
                 return retry_at(stats.reset_time, now)
@@ -100,8 +191,17 @@ class FailureLimiter:
 
     async def reset(self, user_id: str) -> None:
         key = _key(user_id)
+        storage = self._storage
+        if isinstance(storage, _BATCHED):
+            try:
+                await storage.clear_keys(
+                    [item.key_for(_NAMESPACE, self._budget, key) for item in self._items]
+                )
+            except (StorageError, OSError) as exc:
+                raise StoreUnavailable() from exc
+            return
         await self._all(
-            self._limiter.clear(item, _NAMESPACE, "failures", key) for item in self._items
+            self._limiter.clear(item, _NAMESPACE, self._budget, key) for item in self._items
         )
 
     @staticmethod
