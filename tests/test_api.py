@@ -274,7 +274,8 @@ async def test_a_success_resets_the_failure_count() -> None:
 
 
 async def test_recovery_codes_are_throttled_like_codes() -> None:
-    ga = build_app(rate_limits={"failures": "3/minute;100/day"})
+    # In a budget of their own (tests/test_lockout.py), limited the same way.
+    ga = build_app(rate_limits={"recovery_failures": "3/minute;100/day"})
     async with ga.client() as client:
         _, codes = await challenged(ga, client)
         for _ in range(3):

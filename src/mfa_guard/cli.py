@@ -186,14 +186,16 @@ def _reset_user(args: argparse.Namespace) -> int:
             await store.close()
         if shared:
             # A user who lost their device has often locked themselves out trying: the new
-            # enrolment must not wait for the window.
-            limiter = FailureLimiter(
-                storage_from_uri(settings.storage_uri), settings.rate_limits.failures
-            )
+            # enrolment must not wait for the window. Both budgets: codes and recovery codes.
+            storage = storage_from_uri(settings.storage_uri)
+            limits = settings.rate_limits
+            codes = FailureLimiter(storage, limits.failures)
+            recovery = FailureLimiter(storage, limits.recovery_failures, budget="recovery")
             try:
-                await limiter.reset(args.user)
+                await codes.reset(args.user)
+                await recovery.reset(args.user)
             finally:
-                await limiter.aclose()
+                await codes.aclose()  # the storage's connections, shared by both
         event = AuditEvent(
             kind=EventKind.ADMIN_RESET,
             user_id=args.user,

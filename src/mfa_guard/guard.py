@@ -126,6 +126,10 @@ class MFAGuard:
         _check_shared_state(settings, store)
         storage = storage_from_uri(settings.storage_uri)
         self.limiter = FailureLimiter(storage, settings.rate_limits.failures)
+        # Recovery codes have a budget of their own (docs/security.md), in the same storage.
+        recovery_limiter = FailureLimiter(
+            storage, settings.rate_limits.recovery_failures, budget="recovery"
+        )
         self.sms: SMSProvider | None = None
         channel = None
         if settings.sms.enabled:
@@ -145,6 +149,7 @@ class MFAGuard:
             store=store,
             box=box,
             limiter=self.limiter,
+            recovery_limiter=recovery_limiter,
             events=self.events,
             clock=clock,
             issuer=settings.issuer,

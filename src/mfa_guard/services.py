@@ -204,6 +204,7 @@ class MFAService:
         store: MFAStore,
         box: SecretBox,
         limiter: FailureLimiter,
+        recovery_limiter: FailureLimiter,
         events: EventSink,
         clock: Clock,
         issuer: str,
@@ -215,7 +216,10 @@ class MFAService:
         self.store = store
         self.sites = sites
         self._box = box
+        # Two budgets of failed attempts per user: codes (TOTP, SMS) and recovery codes, so
+        # that an attacker who used one up leaves the owner the other path (docs/security.md).
         self._limiter = limiter
+        self._recovery_limiter = recovery_limiter
         self._events = events
         self._clock = clock
         self._issuer = issuer
@@ -304,7 +308,9 @@ class MFAService:
         if code is None:
             return Denied(Reason.INVALID_CODE)
         # One round trip for both: the enrolment read and the attempt's throttling slot.
-        enrolment, locked = await concurrently(self.enrolment(user_id), self._acquire(user_id, ip))
+        enrolment, locked = await concurrently(
+            self.enrolment(user_id), self._acquire(user_id, ip, method)
+        )
         if not enrolment.enrolled or enrolment.secret is None:
             return Denied(Reason.NOT_ENROLLED)
         if method is Method.SMS and not self.sms_offered(enrolment):
@@ -509,19 +515,31 @@ class MFAService:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _forget_failures(self, user_id: str) -> None:
-        """After a success that is already stored: the count is cleared if the storage answers.
-        Failing the request now would hide a committed change (new recovery codes never shown);
-        a count left behind only makes the next failures refuse a little sooner."""
-        try:
-            await self._limiter.reset(user_id)
-        except StoreUnavailable:
-            logger.warning("mfa_guard could not clear the failure count after a success")
+        """After a success that is already stored: both counts are cleared (a success on any
+        path proves the owner is there) if the storage answers. Failing the request now would
+        hide a committed change (new recovery codes never shown); a count left behind only
+        makes the next failures refuse a little sooner."""
+        results = await asyncio.gather(
+            self._limiter.reset(user_id),
+            self._recovery_limiter.reset(user_id),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, StoreUnavailable):
+                logger.warning("mfa_guard could not clear a failure count after a success")
+            elif isinstance(result, BaseException):
+                raise result
 
-    async def _acquire(self, user_id: str, ip: str | None) -> Denied | None:
-        retry_at = await self._limiter.acquire(user_id, self._clock())
+    async def _acquire(
+        self, user_id: str, ip: str | None, method: Method | None = None
+    ) -> Denied | None:
+        """A slot in the budget of ``method``: recovery codes have their own; codes (TOTP, SMS,
+        and the set-up's and a new phone's, which pass no method) share the other."""
+        limiter = self._recovery_limiter if method is Method.RECOVERY else self._limiter
+        retry_at = await limiter.acquire(user_id, self._clock())
         if retry_at is None:
             return None
-        await self._emit(EventKind.LOCKED_OUT, user_id, None, ip)
+        await self._emit(EventKind.LOCKED_OUT, user_id, method, ip)
         return Denied(Reason.TOO_MANY_ATTEMPTS, retry_at=retry_at)
 
     async def _emit(

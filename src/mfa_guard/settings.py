@@ -68,28 +68,40 @@ class TOTPSettings(BaseModel):
 
 
 class RateLimitSettings(BaseModel):
+    """Failed second-factor attempts per user, in two budgets so that using one up never locks
+    the other path: authenticator and text-message codes, and recovery codes."""
+
     failures: str = Field(
         default="5/minute;20/hour;100/day",
         description=(
-            "Failed second-factor attempts allowed per user, across sessions and IPs "
-            "(`limits` notation, several separated by `;`); at most 100 failures a day in all "
-            "(NIST SP 800-63B)."
+            "Failed authenticator-app and text-message codes allowed per user, across sessions "
+            "and IPs (`limits` notation, several separated by `;`); at most 100 failures a day "
+            "in all (NIST SP 800-63B). Recovery codes have a budget of their own."
+        ),
+    )
+    recovery_failures: str = Field(
+        default="5/hour;10/day",
+        description=(
+            "Failed recovery codes allowed per user, counted apart from `failures`: an attacker "
+            "who used up the codes' budget leaves the owner their recovery codes, and the "
+            "reverse. Same notation and 100-a-day rule; a success on any path clears both."
         ),
     )
 
-    @field_validator("failures")
+    @field_validator("failures", "recovery_failures")
     @classmethod
-    def _failures(cls, value: str) -> str:
+    def _failures(cls, value: str, info: ValidationInfo) -> str:
+        name = f"rate_limits.{info.field_name}"
         if not value.strip():
-            raise ValueError("rate_limits.failures needs at least one limit, e.g. '5/minute'")
+            raise ValueError(f"{name} needs at least one limit, e.g. '5/minute'")
         try:
             items = limits.parse_many(value)
         except ValueError as exc:
-            raise ValueError(f"rate_limits.failures is not in limits notation: {exc}") from exc
+            raise ValueError(f"{name} is not in limits notation: {exc}") from exc
         for item in items:
             if item.amount > MAX_CONSECUTIVE_FAILURES:
                 raise ValueError(
-                    f"rate_limits.failures allows {item.amount} failures in one window; NIST "
+                    f"{name} allows {item.amount} failures in one window; NIST "
                     f"SP 800-63B allows at most {MAX_CONSECUTIVE_FAILURES}"
                 )
         # In any 24 hours a window of length L lets at most amount * ceil(day / L) through;
@@ -97,7 +109,7 @@ class RateLimitSettings(BaseModel):
         per_day = min(item.amount * math.ceil(DAY / item.get_expiry()) for item in items)
         if per_day > MAX_CONSECUTIVE_FAILURES:
             raise ValueError(
-                f"rate_limits.failures lets {per_day} failures a day through; at most "
+                f"{name} lets {per_day} failures a day through; at most "
                 f"{MAX_CONSECUTIVE_FAILURES} (NIST SP 800-63B): add a daily limit, e.g. "
                 f"'{value};{MAX_CONSECUTIVE_FAILURES}/day'"
             )
