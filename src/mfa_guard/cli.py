@@ -165,7 +165,7 @@ def _reset_user(args: argparse.Namespace) -> int:
 
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
-    from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+    from mfa_guard.ratelimit import FailureLimiter, reset_all, storage_from_uri
     from mfa_guard.stores.sql import SQLStore
 
     # The app's own settings: where its failure counts live, and under which limits.
@@ -192,8 +192,7 @@ def _reset_user(args: argparse.Namespace) -> int:
             codes = FailureLimiter(storage, limits.failures)
             recovery = FailureLimiter(storage, limits.recovery_failures, budget="recovery")
             try:
-                await codes.reset(args.user)
-                await recovery.reset(args.user)
+                await reset_all(args.user, [codes, recovery])
             finally:
                 await codes.aclose()  # the storage's connections, shared by both
         event = AuditEvent(

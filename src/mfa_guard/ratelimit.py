@@ -167,8 +167,8 @@ class FailureLimiter:
         storage = self._storage
         if isinstance(storage, _BATCHED):
             windows = [
-                (item.key_for(_NAMESPACE, self._budget, key), item.amount, item.get_expiry())
-                for item in self._items
+                (window_key, item.amount, item.get_expiry())
+                for window_key, item in zip(self._keys(user_id), self._items, strict=True)
             ]
             try:
                 taken = await storage.acquire_entries(windows)
@@ -190,19 +190,11 @@ class FailureLimiter:
         return None
 
     async def reset(self, user_id: str) -> None:
+        await reset_all(user_id, [self])
+
+    def _keys(self, user_id: str) -> list[str]:
         key = _key(user_id)
-        storage = self._storage
-        if isinstance(storage, _BATCHED):
-            try:
-                await storage.clear_keys(
-                    [item.key_for(_NAMESPACE, self._budget, key) for item in self._items]
-                )
-            except (StorageError, OSError) as exc:
-                raise StoreUnavailable() from exc
-            return
-        await self._all(
-            self._limiter.clear(item, _NAMESPACE, self._budget, key) for item in self._items
-        )
+        return [item.key_for(_NAMESPACE, self._budget, key) for item in self._items]
 
     @staticmethod
     async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -213,6 +205,30 @@ class FailureLimiter:
             if isinstance(result, BaseException):
                 raise result
         return cast("list[T]", results)
+
+
+async def reset_all(user_id: str, limiters: Sequence[FailureLimiter]) -> None:
+    """Clears the user's count in every budget of ``limiters``: one call (one ``DEL`` on
+    Redis) for the budgets that share one of the kit's storages."""
+    batched: dict[int, tuple[_MemoryStorage | _RedisStorage, list[str]]] = {}
+    others: list[FailureLimiter] = []
+    for limiter in limiters:
+        storage = limiter._storage
+        if isinstance(storage, _BATCHED):
+            batched.setdefault(id(storage), (storage, []))[1].extend(limiter._keys(user_id))
+        else:
+            others.append(limiter)
+    try:
+        for storage, keys in batched.values():
+            await storage.clear_keys(keys)
+    except (StorageError, OSError) as exc:
+        raise StoreUnavailable() from exc
+    key = _key(user_id)
+    await FailureLimiter._all(
+        limiter._limiter.clear(item, _NAMESPACE, limiter._budget, key)
+        for limiter in others
+        for item in limiter._items
+    )
 
 
 def retry_at(reset_time: float, now: float) -> float:

@@ -23,7 +23,7 @@ from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink
-from mfa_guard.ratelimit import FailureLimiter
+from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import SMSError, SMSProvider
@@ -519,16 +519,11 @@ class MFAService:
         path proves the owner is there) if the storage answers. Failing the request now would
         hide a committed change (new recovery codes never shown); a count left behind only
         makes the next failures refuse a little sooner."""
-        results = await asyncio.gather(
-            self._limiter.reset(user_id),
-            self._recovery_limiter.reset(user_id),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, StoreUnavailable):
-                logger.warning("mfa_guard could not clear a failure count after a success")
-            elif isinstance(result, BaseException):
-                raise result
+        try:
+            # One call (one DEL on Redis) for both budgets.
+            await reset_all(user_id, [self._limiter, self._recovery_limiter])
+        except StoreUnavailable:
+            logger.warning("mfa_guard could not clear the failure counts after a success")
 
     async def _acquire(
         self, user_id: str, ip: str | None, method: Method | None = None
