@@ -492,8 +492,14 @@ def document(guard: MFAGuard) -> dict[str, Any]:
                         "name": "device",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                        "description": "The device's id (from GET devices).",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 64,
+                            "pattern": r"^[^\x00-\x1f/]+$",
+                        },
+                        "description": "The device's id (from GET devices; no slash, no control "
+                        "character).",
                     }
                 ],
             )
