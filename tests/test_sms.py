@@ -337,7 +337,7 @@ async def test_a_texted_code_completes_the_second_factor(sms_app: SMSApp) -> Non
 
         verified = await verify_sms(client, sms_app.last_code())
     assert verified.status_code == 200, verified.text
-    assert verified.json() == {"verified": True, "method": "sms"}
+    assert verified.json() == {"verified": True, "method": "sms", "device_remembered": False}
     assert sms_app.ga.events.kinds()[-2:] == [EventKind.SMS_SENT, EventKind.VERIFIED]
 
 

@@ -202,12 +202,12 @@ class SMSSettings(BaseModel):
 
 
 class TrustedDeviceSettings(BaseModel):
-    """"Remember this browser": off by default; a remembered browser skips the challenge."""
+    """ "Remember this browser": off by default; a remembered browser skips the challenge."""
 
     enabled: bool = Field(
         default=False,
         description=(
-            "Offer \"remember this browser\" on the challenge: a random token in its own cookie, "
+            'Offer "remember this browser" on the challenge: a random token in its own cookie, '
             "stored hashed, listed and revocable on the settings page and the API."
         ),
     )
