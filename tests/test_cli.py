@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
 from mfa_guard.core.recovery import RecoveryCodeSet
-from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.ratelimit import FailureLimiter, Wait, storage_from_uri
 from mfa_guard.stores.sites import Role, SitePolicy
 from mfa_guard.stores.sql import SQLStore
 from tests.test_ratelimit import redis_or_skip
@@ -146,7 +146,7 @@ def test_reset_user_clears_the_failure_count_in_shared_storage(
     monkeypatch.setenv("MFA_GUARD_RATE_LIMITS__FAILURES", "2/hour")
     user = "owner@acme.test"
 
-    async def attempt() -> float | None:
+    async def attempt() -> Wait | None:
         limiter = FailureLimiter(storage_from_uri(uri), "2/hour")
         try:
             return await limiter.acquire(user, time.time())

@@ -37,6 +37,9 @@ from tests.test_ratelimit import redis_or_skip
 CODES = "3/minute;100/day"
 RECOVERY = "2/hour;10/day"
 WRONG_RECOVERY_CODE = "aaaa-bbbb-cccc-dddd"
+IN_A_ROW = 4
+RECOVERY_IN_A_ROW = 3
+YEAR = 360 * 86_400  # limits' year
 
 
 @functools.cache
@@ -94,13 +97,43 @@ def lockouts(ga: GuardedApp) -> list[str | None]:
 )
 async def account(request: pytest.FixtureRequest) -> AsyncIterator[Account]:
     storage_uri = redis_or_skip() if request.param == "redis" else request.param
+    made = await new_account(storage_uri, {"failures": CODES, "recovery_failures": RECOVERY})
+    try:
+        yield made
+    finally:
+        await made.ga.guard.aclose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory://", id="memory"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    ]
+)
+async def account_in_a_row(request: pytest.FixtureRequest) -> AsyncIterator[Account]:
+    """Windows too wide to matter; four wrong codes or three wrong recovery codes in a row."""
+    storage_uri = redis_or_skip() if request.param == "redis" else request.param
+    limits = {
+        "failures": "50/minute;100/day",
+        "recovery_failures": "50/minute;100/day",
+        "consecutive_failures": IN_A_ROW,
+        "consecutive_recovery_failures": RECOVERY_IN_A_ROW,
+    }
+    made = await new_account(storage_uri, limits)
+    try:
+        yield made
+    finally:
+        await made.ga.guard.aclose()
+
+
+async def new_account(storage_uri: str, rate_limits: dict[str, object]) -> Account:
     outbox = OutboxSMS()
     # Redis is shared with other tests and runs: an account and a number of this test's own, and
     # send budgets that others' texts cannot use up (the send budget is not what is tested).
     plenty = "1000/hour"
     ga = build_app(
         storage_uri=storage_uri,
-        rate_limits={"failures": CODES, "recovery_failures": RECOVERY},
+        rate_limits=rate_limits,
         sms_provider=outbox,
         sms={
             "enabled": True,
@@ -126,10 +159,7 @@ async def account(request: pytest.FixtureRequest) -> AsyncIterator[Account]:
     )
     await ga.store.set_phone(user, mobile, now)
     ga.clock.advance(30)  # the enrolment used this step
-    try:
-        yield Account(ga, outbox, user, secret, codes)
-    finally:
-        await ga.guard.aclose()
+    return Account(ga, outbox, user, secret, codes)
 
 
 async def test_an_attacker_who_used_up_the_codes_leaves_the_owner_their_recovery_codes(
@@ -336,3 +366,56 @@ def test_reset_user_clears_both_counts(tmp_path: Path, monkeypatch: pytest.Monke
     assert asyncio.run(attempts()) == (True, True)
     assert main(["reset-user", user, "--database-url", database]) == 0
     assert asyncio.run(attempts()) == (False, False)
+
+
+async def test_failures_in_a_row_lock_a_path_until_a_success_on_another(
+    account_in_a_row: Account,
+) -> None:
+    account = account_in_a_row
+    async with account.session() as attacker, account.session() as owner:
+        await account.signed_in(attacker)
+        for _ in range(IN_A_ROW):
+            assert (await verify(attacker, account.wrong_code())).status_code == 422
+        # No window is full: the failures in a row are. The path stays locked (NIST SP 800-63B:
+        # at most 100 in a row on the account) until a success elsewhere, however long.
+        locked = await verify(attacker, account.code())
+        assert locked.status_code == 429
+        assert locked.json()["error"]["code"] == "locked_after_failures"
+        assert "recovery code" in locked.json()["error"]["message"]
+        assert YEAR - 60 <= int(locked.headers["Retry-After"]) <= YEAR
+        await account.signed_in(owner)
+        assert (await verify(owner, account.code())).status_code == 429
+
+        signed = await verify(owner, account.codes[0], "recovery")
+        assert signed.status_code == 200, signed.text
+        await account.ga.guard.service.drain()
+        ga = account.ga
+        ga.clock.advance(30)
+        assert (await verify(attacker, account.code())).status_code == 200
+
+
+async def test_recovery_codes_in_a_row_lock_only_recovery_codes(
+    account_in_a_row: Account,
+) -> None:
+    account = account_in_a_row
+    async with account.session() as attacker:
+        await account.signed_in(attacker)
+        for _ in range(RECOVERY_IN_A_ROW):
+            wrong = await verify(attacker, WRONG_RECOVERY_CODE, "recovery")
+            assert wrong.status_code == 422
+        locked = await verify(attacker, account.codes[1], "recovery")
+        assert (locked.status_code, locked.json()["error"]["code"]) == (
+            429,
+            "locked_after_failures",
+        )
+        assert (await verify(attacker, account.code())).status_code == 200
+
+
+def test_the_failures_in_a_row_of_both_paths_are_at_most_a_hundred() -> None:
+    assert RateLimitSettings(consecutive_failures=90, consecutive_recovery_failures=10)
+    with pytest.raises(ValidationError, match="at most 100 failed attempts in a row"):
+        RateLimitSettings(consecutive_failures=95, consecutive_recovery_failures=10)
+    with pytest.raises(ValidationError):
+        RateLimitSettings(consecutive_failures=0)
+    defaults = RateLimitSettings()
+    assert defaults.consecutive_failures + defaults.consecutive_recovery_failures == 100

@@ -102,7 +102,8 @@ async def test_a_budget_taken_in_one_call_is_the_one_limits_reads() -> None:
         assert [await limiter.acquire(user, 0.0) for _ in range(2)] == [None, None]
         refused = await limiter.acquire(user, 0.0)
         assert refused is not None
-        assert 1.0 <= refused <= 60.0
+        assert 1.0 <= refused.retry_at <= 60.0
+        assert refused.in_a_row is False
         minute, hour = parse_many("2/minute;3/hour")
         reader = MovingWindowRateLimiter(storage)
         key = _key(user)

@@ -165,8 +165,9 @@ def _reset_user(args: argparse.Namespace) -> int:
 
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
-    from mfa_guard.ratelimit import FailureLimiter, reset_all, storage_from_uri
+    from mfa_guard.ratelimit import failure_limiters, reset_all, storage_from_uri
     from mfa_guard.stores.sql import SQLStore
+    from mfa_guard.stores.sql_devices import SQLDeviceStore
 
     # The app's own settings: where its failure counts live, and under which limits.
     loaded = _app_settings("reset-user", args)
@@ -182,15 +183,15 @@ def _reset_user(args: argparse.Namespace) -> int:
             if enrolment is None or not (enrolment.enrolled or enrolment.pending_secret):
                 return False
             await store.disable(args.user)
+            # The new epoch already makes every remembered browser untrusted: remove the rows.
+            await SQLDeviceStore.sharing(store).remove_all(args.user)
         finally:
             await store.close()
         if shared:
             # A user who lost their device has often locked themselves out trying: the new
             # enrolment must not wait for the window. Both budgets: codes and recovery codes.
             storage = storage_from_uri(settings.storage_uri)
-            limits = settings.rate_limits
-            codes = FailureLimiter(storage, limits.failures)
-            recovery = FailureLimiter(storage, limits.recovery_failures, budget="recovery")
+            codes, recovery = failure_limiters(storage, settings.rate_limits)
             try:
                 await reset_all(args.user, [codes, recovery])
             finally:

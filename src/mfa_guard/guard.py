@@ -22,7 +22,7 @@ from mfa_guard.crypto import SecretBox
 from mfa_guard.devices import TrustedDevices, is_token, token_hash
 from mfa_guard.errors import ConfigurationError
 from mfa_guard.events import EventSink, LoggingEventSink
-from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.ratelimit import failure_limiters, storage_from_uri
 from mfa_guard.send_limits import SendLimiter
 from mfa_guard.services import MFAService, SMSChannel, concurrently
 from mfa_guard.settings import MFAGuardSettings
@@ -125,11 +125,8 @@ class MFAGuard:
             raise ConfigurationError("MFAGuard needs MFA_GUARD_ENCRYPTION_KEYS outside debug mode")
         _check_shared_state(settings, store)
         storage = storage_from_uri(settings.storage_uri)
-        self.limiter = FailureLimiter(storage, settings.rate_limits.failures)
         # Recovery codes have a budget of their own (docs/security.md), in the same storage.
-        recovery_limiter = FailureLimiter(
-            storage, settings.rate_limits.recovery_failures, budget="recovery"
-        )
+        self.limiter, recovery_limiter = failure_limiters(storage, settings.rate_limits)
         self.sms: SMSProvider | None = None
         channel = None
         if settings.sms.enabled:

@@ -7,10 +7,10 @@ import hashlib
 import inspect
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, RateLimitItemPerYear, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
@@ -18,6 +18,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.settings import RateLimitSettings
 
 _NAMESPACE = "mfa_guard"
 T = TypeVar("T")
@@ -143,10 +144,23 @@ class FailureLimiter:
     apart in one storage.
     """
 
-    def __init__(self, storage: Storage, spec: str, *, budget: str = "failures") -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        spec: str,
+        *,
+        budget: str = "failures",
+        consecutive: int | None = None,
+    ) -> None:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: list[RateLimitItem] = parse_many(spec)
+        self._in_a_row: RateLimitItem | None = None
+        if consecutive is not None:
+            # Failures in a row, whatever the time between them: a window of a year, which
+            # only a success (clearing every window) empties before it runs out.
+            self._in_a_row = RateLimitItemPerYear(consecutive)
+            self._items.append(self._in_a_row)
         self._budget = budget
 
     async def aclose(self) -> None:
@@ -160,9 +174,10 @@ class FailureLimiter:
             if inspect.isawaitable(result):
                 await result
 
-    async def acquire(self, user_id: str, now: float) -> float | None:
-        """``None`` if the attempt may go ahead, else the time at which it may be retried.
-        Every limit takes its slot at once: one round trip to the storage, not one per limit."""
+    async def acquire(self, user_id: str, now: float) -> Wait | None:
+        """``None`` if the attempt may go ahead, else when it may be retried (and whether the
+        failures-in-a-row limit refused it). Every limit takes its slot at once: one round trip
+        to the storage, not one per limit."""
         key = _key(user_id)
         storage = self._storage
         if isinstance(storage, _BATCHED):
@@ -186,7 +201,7 @@ class FailureLimiter:
                     )
                 except (StorageError, OSError) as exc:
                     raise StoreUnavailable() from exc
-                return retry_at(stats.reset_time, now)
+                return Wait(retry_at(stats.reset_time, now), in_a_row=item is self._in_a_row)
         return None
 
     async def reset(self, user_id: str) -> None:
@@ -205,6 +220,29 @@ class FailureLimiter:
             if isinstance(result, BaseException):
                 raise result
         return cast("list[T]", results)
+
+
+class Wait(NamedTuple):
+    """A refused attempt: when it may be retried, and whether the failures-in-a-row limit (not
+    a window) refused it, which only a success on another path or an admin reset lifts."""
+
+    retry_at: float
+    in_a_row: bool = False
+
+
+def failure_limiters(
+    storage: Storage, settings: RateLimitSettings
+) -> tuple[FailureLimiter, FailureLimiter]:
+    """The two budgets of every user, in ``storage``: authenticator and text-message codes, and
+    recovery codes (docs/security.md, "Lockout without denial of service")."""
+    codes = FailureLimiter(storage, settings.failures, consecutive=settings.consecutive_failures)
+    recovery = FailureLimiter(
+        storage,
+        settings.recovery_failures,
+        budget="recovery",
+        consecutive=settings.consecutive_recovery_failures,
+    )
+    return codes, recovery
 
 
 async def reset_all(user_id: str, limiters: Sequence[FailureLimiter]) -> None:

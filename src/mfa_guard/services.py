@@ -52,6 +52,7 @@ class Reason(StrEnum):
     INVALID_CODE = "invalid_code"
     CODE_ALREADY_USED = "code_already_used"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
+    LOCKED_AFTER_FAILURES = "locked_after_failures"
     NOT_ENROLLED = "not_enrolled"
     ALREADY_ENROLLED = "already_enrolled"
     NO_PENDING_ENROLMENT = "no_pending_enrolment"
@@ -76,6 +77,11 @@ _MESSAGES = {
     Reason.INVALID_CODE: "That code is not valid. Check it and try again.",
     Reason.CODE_ALREADY_USED: "That code was already used. Wait for the next code and try again.",
     Reason.TOO_MANY_ATTEMPTS: "Too many attempts. Wait a moment before trying again.",
+    Reason.LOCKED_AFTER_FAILURES: (
+        "Too many wrong codes in a row: this way of signing in is locked. Use another one (a "
+        "recovery code, or your app's code), or ask an administrator to reset your "
+        "two-factor authentication."
+    ),
     Reason.NOT_ENROLLED: "Two-factor authentication is not enabled for this account.",
     Reason.ALREADY_ENROLLED: "Two-factor authentication is already enabled for this account.",
     Reason.NO_PENDING_ENROLMENT: "Start the set-up first: no authenticator key is waiting.",
@@ -531,11 +537,13 @@ class MFAService:
         """A slot in the budget of ``method``: recovery codes have their own; codes (TOTP, SMS,
         and the set-up's and a new phone's, which pass no method) share the other."""
         limiter = self._recovery_limiter if method is Method.RECOVERY else self._limiter
-        retry_at = await limiter.acquire(user_id, self._clock())
-        if retry_at is None:
+        wait = await limiter.acquire(user_id, self._clock())
+        if wait is None:
             return None
         await self._emit(EventKind.LOCKED_OUT, user_id, method, ip)
-        return Denied(Reason.TOO_MANY_ATTEMPTS, retry_at=retry_at)
+        if wait.in_a_row:
+            return Denied(Reason.LOCKED_AFTER_FAILURES, retry_at=wait.retry_at)
+        return Denied(Reason.TOO_MANY_ATTEMPTS, retry_at=wait.retry_at)
 
     async def _emit(
         self, kind: EventKind, user_id: str, method: Method | None, ip: str | None

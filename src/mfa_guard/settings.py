@@ -88,6 +88,36 @@ class RateLimitSettings(BaseModel):
         ),
     )
 
+    consecutive_failures: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "Failed authenticator-app and text-message codes in a row (no success between, "
+            "within a year) after which that path stays locked until a success on another path "
+            "(a recovery code, a remembered browser) or `mfa-guard reset-user`. With "
+            "`consecutive_recovery_failures`, at most 100 for the account (NIST SP 800-63B)."
+        ),
+    )
+    consecutive_recovery_failures: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Failed recovery codes in a row after which recovery codes stay locked until a "
+            "success on another path or `mfa-guard reset-user`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consecutive(self) -> Self:
+        total = self.consecutive_failures + self.consecutive_recovery_failures
+        if total > MAX_CONSECUTIVE_FAILURES:
+            raise ValueError(
+                f"rate_limits.consecutive_failures + consecutive_recovery_failures is {total}; "
+                f"NIST SP 800-63B allows at most {MAX_CONSECUTIVE_FAILURES} failed attempts in a "
+                "row on one account"
+            )
+        return self
+
     @field_validator("failures", "recovery_failures")
     @classmethod
     def _failures(cls, value: str, info: ValidationInfo) -> str:
