@@ -175,7 +175,9 @@ _ERRORS = {
     "413": "The body is over 4096 bytes (payload_too_large).",
     "415": "The body is not application/json (unsupported_media_type).",
     "422": "The code is wrong or already used (invalid_code, code_already_used).",
-    "429": "Too many attempts or texts; Retry-After gives the seconds to wait.",
+    "429": "Too many attempts or texts (too_many_attempts, too_many_texts); Retry-After gives the "
+    "seconds to wait. locked_after_failures: too many wrong codes in a row, this path is locked "
+    "until a success on another one.",
     "503": "A backing store did not answer (service_unavailable, sms_unavailable); "
     "Retry-After given.",
 }
