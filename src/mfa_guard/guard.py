@@ -247,7 +247,7 @@ class MFAGuard:
         user's) and whether it was re-checked within ``recheck_seconds``: the hot path, with no
         I/O and no coroutine."""
         marker = Marker.load(session.get(SESSION_KEY), self.subject(user_id))
-        return marker, marker is not None and 0 <= now - marker.checked_at < self._recheck
+        return marker, marker is not None and not marker.is_stale(now, self._recheck)
 
     async def recheck(
         self,

@@ -89,8 +89,10 @@ class Marker(NamedTuple):
         )
 
     def is_stale(self, now: float, recheck_seconds: int) -> bool:
-        # A clock that went backwards also forces a re-check.
-        return not (0 <= now - self.checked_at < recheck_seconds)
+        # A clock that went backwards also forces a re-check. A sum, not a difference: the
+        # same float as ``policy.admitted_until``.
+        checked_at = self.checked_at
+        return not (checked_at <= now < checked_at + recheck_seconds)
 
     def refreshed(
         self, summary: EnrolmentSummary, now: float, enrol_by: float | None = None
@@ -119,7 +121,7 @@ class Marker(NamedTuple):
         )
 
     def is_verified(self, now: float, lifetime_seconds: int) -> bool:
-        return self.verified_at is not None and now - self.verified_at < lifetime_seconds
+        return self.verified_at is not None and now < self.verified_at + lifetime_seconds
 
     def dump(self) -> list[Any]:
         return [VERSION, *self]

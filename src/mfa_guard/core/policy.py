@@ -17,17 +17,38 @@ def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Dec
     """An enrolled user passes while their second factor is verified, else is challenged. A
     user without 2FA passes, unless a site of theirs enforces it and its grace period is over:
     then they must enrol."""
-    # Runs on every guarded request: the members are read once below, not through the Enum
-    # class (about 0.1 µs each), and Marker.is_verified is inlined.
+    # The members are read once below, not through the Enum class (about 0.1 µs each), and
+    # Marker.is_verified is inlined. A deadline is a sum (``now < verified_at + lifetime``), not
+    # a difference: ``admitted_until`` computes the very same floats.
     if marker.enrolled:
         verified_at = marker.verified_at
-        if verified_at is not None and now - verified_at < verified_lifetime_seconds:
+        if verified_at is not None and now < verified_at + verified_lifetime_seconds:
             return ALLOW
         return CHALLENGE
     enrol_by = marker.enrol_by
     if enrol_by is not None and now >= enrol_by:
         return ENROL
     return ALLOW
+
+
+def admitted_until(
+    marker: Marker, *, recheck_seconds: int, verified_lifetime_seconds: int
+) -> float | None:
+    """Until when this marker, unchanged, is let in with no store call: from its ``checked_at``
+    (included) to the first of its re-check, the end of its verified state and its enforcement
+    deadline (excluded); ``None`` when ``decide`` does not allow it at all.
+
+    For every ``now`` with ``checked_at <= now < admitted_until(...)`` the marker is fresh
+    (``not marker.is_stale(now, recheck_seconds)``) and ``decide`` answers ``ALLOW``; for every
+    other ``now`` it is stale, or refused."""
+    until = marker.checked_at + recheck_seconds
+    if marker.enrolled:
+        if marker.verified_at is None:
+            return None
+        return min(until, marker.verified_at + verified_lifetime_seconds)
+    if marker.enrol_by is not None:
+        return min(until, marker.enrol_by)
+    return until
 
 
 ALLOW, CHALLENGE, ENROL = Decision.ALLOW, Decision.CHALLENGE, Decision.ENROL
