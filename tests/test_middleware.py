@@ -19,6 +19,7 @@ from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.errors import ConfigurationError
 from mfa_guard.guard import user_identity
 from mfa_guard.testing import CountingStore
+from mfa_guard.web import middleware as middleware_module
 from mfa_guard.web.middleware import MFAGuardMiddleware
 from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import websocket_messages
@@ -227,6 +228,110 @@ async def test_a_marker_with_a_field_of_the_wrong_type_counts_as_none(
         # Re-checked from the store as if the session had no marker: challenged again.
         assert (await client.get("/protected")).status_code == 303
         assert dict(store.calls) == {"summary": 1}
+
+
+@pytest.mark.parametrize(
+    ("position", "value", "status", "store_calls"),
+    [
+        (6, None, 303, 0),
+        (6, "yes", 303, 1),
+        (7, "magic", 303, 1),
+        (1, "x" * 36, 303, 1),
+        (3, 0.0, 200, 1),
+        (5, False, 200, 0),
+    ],
+    ids=[
+        "not verified: challenged",
+        "verified_at as text: no marker, re-checked",
+        "unknown method: no marker, re-checked",
+        "another subject: no marker, re-checked",
+        "checked long ago: re-checked, still verified",
+        "not enrolled: let in",
+    ],
+)
+async def test_a_marker_changed_after_it_was_let_in_is_read_and_decided_again(
+    position: int, value: object, status: int, store_calls: int
+) -> None:
+    # The middleware lets in again, with no check, only the very values it let in (``==``,
+    # so JSON's 1 and true or 2 and 2.0 count as the same: only the session's signer could
+    # write either, and the app is handed the checked marker). Any other value under the same
+    # nonce goes the whole way, as a marker seen for the first time.
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store)
+    async with ga.client() as client:
+        secret = await challenged(ga, client)
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        assert (await client.get("/protected")).status_code == 200  # let in, remembered
+        marker = read_session(client)["mfa_guard"]
+        marker[position] = value
+        write_session(client, read_session(client) | {"mfa_guard": marker})
+        store.calls.clear()
+        assert (await client.get("/protected")).status_code == status
+        assert store.total == store_calls
+
+
+async def test_each_session_of_one_user_is_let_in_again_with_no_store_call() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store=store, recheck_seconds=60)
+    async with ga.client() as laptop, ga.client() as phone:
+        secret = await challenged(ga, laptop)
+        await sign_in(phone)
+        for client in (laptop, phone):
+            ga.clock.advance(30)
+            assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
+        assert read_session(laptop)["mfa_guard"][2] != read_session(phone)["mfa_guard"][2]
+        store.calls.clear()
+        for _ in range(3):
+            for client in (laptop, phone):
+                assert (await client.get("/protected")).status_code == 200
+        assert store.total == 0
+
+
+async def test_admitted_markers_are_forgotten_all_at_once_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(middleware_module, "ADMITTED_LIMIT", 2)
+    ga = build_app()
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["user"].username)
+
+    middleware = MFAGuardMiddleware(inner, guard=ga.guard)
+    sessions = {name: DictSession() for name in ("ann", "bob", "cat")}
+
+    async def request(name: str) -> None:
+        scope: Scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/protected",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "user": SimpleUser(name),
+            "session": sessions[name],
+        }
+        await middleware(scope, receive_nothing, refuse_to_answer)
+
+    for name in ("ann", "bob"):
+        await request(name)  # a marker written: the next request reads it
+        await request(name)
+    assert len(middleware._admitted) == 2
+    await request("cat")
+    await request("cat")  # the third admitted marker: the first two are forgotten
+    assert [admitted.user_id for admitted in middleware._admitted.values()] == ["cat"]
+    await request("ann")  # read and checked again, and remembered
+    assert {admitted.user_id for admitted in middleware._admitted.values()} == {"cat", "ann"}
+    assert reached == ["ann", "ann", "bob", "bob", "cat", "cat", "ann"]
+
+
+async def receive_nothing() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+async def refuse_to_answer(message: Message) -> None:
+    raise AssertionError(f"the middleware answered {message}")
 
 
 async def test_a_tampered_cookie_is_treated_as_no_session(guarded: GuardedApp) -> None:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
-from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, decide
+from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, admitted_until, decide
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.guard import SESSION_KEY, SESSION_TYPES
 from mfa_guard.web.http import (
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
 # RFC 6455 7.4.1: policy violation.
 WS_POLICY_VIOLATION = 1008
 _GUARDED = frozenset({"http", "websocket"})
+# How many admitted markers a middleware keeps (about 0.7 kB each, 3 MB in all) before it
+# forgets them all at once: more than the sessions one process serves within
+# ``recheck_seconds``. A cleared one is read and checked again, once.
+ADMITTED_LIMIT = 4096
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A session marker this process read, checked and let in: the same marker of the same
+    user is let in again until ``until``, with no hash, type check or decision."""
+
+    raw: list[Any]  # a copy: the session's own list belongs to the app
+    user_id: str
+    since: float
+    until: float
+    marker: Marker
 
 
 class MFAGuardMiddleware:
@@ -32,7 +49,9 @@ class MFAGuardMiddleware:
 
     Place it after ``SessionMiddleware`` and ``AuthenticationMiddleware``: it reads
     ``scope["session"]`` and the identity (``scope["user"]`` by default). A session whose marker
-    was re-checked within ``recheck_seconds`` is decided without any store call.
+    was re-checked within ``recheck_seconds`` is decided without any store call; a marker it let
+    in, sent again unchanged by the same user, is let in without being read again until its
+    re-check or the end of its verified state.
     """
 
     def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
@@ -45,37 +64,74 @@ class MFAGuardMiddleware:
         self._exempt_under = tuple(prefix + "/" for prefix in prefixes)
         self._lifetime = settings.verified_lifetime_seconds
         self._recheck = settings.recheck_seconds
+        # By nonce: each session of a user has its own marker.
+        self._admitted: dict[str, Admitted] = {}
+        # Read from the guard once: an attribute less on every request.
+        self._identity = guard.identity
+        self._clock = guard.clock
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Every request of the app comes through here. Not a coroutine: a request that may
         # pass gets the app's own awaitable, so passing through costs no frame of the guard's
         # own; only a re-check, a refusal or an outage makes one. The identity comes first: an
         # anonymous request passes wherever it goes.
-        if scope["type"] in _GUARDED and (user_id := self.guard.identity(scope)) is not None:
-            # app_path(scope), inlined.
-            path: str = scope["path"]
-            root = scope.get("root_path")
-            if root and path.startswith(root):
-                path = path[len(root) :] or "/"
-            if path not in self._exempt and not path.startswith(self._exempt_under):
-                guard = self.guard
-                session: Any = scope.get("session")
-                if type(session) not in SESSION_TYPES:
-                    session = guard.session_of(scope)
-                now = guard.clock()
-                marker = Marker.load(session.get(SESSION_KEY), guard.subject(user_id))
-                # Not marker.is_stale(now, recheck_seconds): the same test, without the call.
-                if marker is None or not 0 <= now - marker.checked_at < self._recheck:
-                    return self._recheck_then_admit(
-                        scope, receive, send, session, user_id, marker, now
-                    )
-                decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
-                if decision is not ALLOW:
-                    return self._refuse_or_admit(
-                        scope, receive, send, decision, session, user_id, marker, now
-                    )
-                scope[MARKER_SCOPE_KEY] = marker
+        if scope["type"] in _GUARDED and (user_id := self._identity(scope)) is not None:
+            # The very marker let in before (the same values), of the same user, within its
+            # window: let in again as it was then, wherever it goes. Anything else goes the
+            # whole way: exempt paths, the marker read and checked, the decision.
+            try:
+                raw = scope["session"][SESSION_KEY]
+                admitted = self._admitted.get(raw[2])
+            except (KeyError, IndexError, TypeError):
+                admitted = None
+            if (
+                admitted is not None
+                and admitted.user_id == user_id
+                and admitted.raw == raw
+                and admitted.since <= self._clock() < admitted.until
+            ):
+                scope[MARKER_SCOPE_KEY] = admitted.marker
+                return self.app(scope, receive, send)
+            return self._guard(scope, receive, send, user_id)
         return self.app(scope, receive, send)
+
+    def _guard(self, scope: Scope, receive: Receive, send: Send, user_id: str) -> Awaitable[None]:
+        # app_path(scope), inlined.
+        path: str = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        if path in self._exempt or path.startswith(self._exempt_under):
+            return self.app(scope, receive, send)
+        guard = self.guard
+        session: Any = scope.get("session")
+        if type(session) not in SESSION_TYPES:
+            session = guard.session_of(scope)
+        now = guard.clock()
+        raw = session.get(SESSION_KEY)
+        marker = Marker.load(raw, guard.subject(user_id))
+        if marker is None or marker.is_stale(now, self._recheck):
+            return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
+        decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
+        if decision is not ALLOW:
+            return self._refuse_or_admit(
+                scope, receive, send, decision, session, user_id, marker, now
+            )
+        self._admit(raw, user_id, marker)
+        scope[MARKER_SCOPE_KEY] = marker
+        return self.app(scope, receive, send)
+
+    def _admit(self, raw: list[Any], user_id: str, marker: Marker) -> None:
+        """Remembers a marker let in, as the session holds it, while it stays admitted."""
+        until = admitted_until(
+            marker, recheck_seconds=self._recheck, verified_lifetime_seconds=self._lifetime
+        )
+        if until is None:
+            return
+        admitted = self._admitted
+        if len(admitted) >= ADMITTED_LIMIT:
+            admitted.clear()
+        admitted[marker.nonce] = Admitted(list(raw), user_id, marker.checked_at, until, marker)
 
     async def _recheck_then_admit(
         self,
@@ -99,6 +155,8 @@ class MFAGuardMiddleware:
                 scope, receive, send, decision, session, user_id, marker, now
             )
             return
+        # As the session now holds it, and the browser will send it back.
+        self._admit(session[SESSION_KEY], user_id, marker)
         scope[MARKER_SCOPE_KEY] = marker
         await self.app(scope, receive, send)
 
@@ -123,6 +181,7 @@ class MFAGuardMiddleware:
                 await self._unavailable(scope, receive, send, exc)
                 return
             if admitted is not None:
+                self._admit(session[SESSION_KEY], user_id, admitted)
                 scope[MARKER_SCOPE_KEY] = admitted
                 await self.app(scope, receive, send)
                 return
