@@ -31,6 +31,7 @@ from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.crypto import SecretBox
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
+from mfa_guard.web.middleware import ADMITTED_LIMIT
 
 GROWTH_BUDGET = 1.05
 # Enough requests before timing for the interpreter's specialisation and the allocator to settle.
@@ -120,7 +121,8 @@ async def hot_path(report: Report, *, pairs: int, sessions: int) -> None:
     )
     report.note(
         f"{sessions:,} verified sessions each, requests drawn at random; the guard keeps no "
-        "per-user cache (each request hashes its user id)"
+        f"per-user cache, and remembers at most {ADMITTED_LIMIT:,} markers it let in (most of "
+        "these requests read and check theirs, hashing the user id)"
     )
     if calls:
         report.note(f"{calls} store and directory calls during the run, budget 0")

@@ -18,8 +18,10 @@ from bench.apps import (
     settled_cookie,
     sign_session,
     timed_batch,
+    verified_session,
 )
 from bench.report import Line, Ratio, Report, Verdict, alternate, at_most
+from mfa_guard.web.middleware import ADMITTED_LIMIT
 
 # Each batch runs this long, so a batch spans many scheduler ticks and few GC cycles matter.
 BATCH_SECONDS = 0.004
@@ -113,3 +115,33 @@ async def run(report: Report, *, pairs: int) -> None:
         report.add(Line(f"hot path, {name}", f"time ratio {ratio}", f"<= {budget:.2f}", verdict))
         if calls:
             report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")
+
+    # What the first request of a session costs (and every request, in a process serving more
+    # sessions than the guard remembers): verified sessions of the same user, each with its
+    # own marker, in turn, more of them than the middleware keeps admitted.
+    guard = guarded.the_guard()
+    sessions = [
+        scope_for("/", sign_session(verified_session(guard, VERIFIED_USER, epoch=1)))
+        for _ in range(ADMITTED_LIMIT + 1000)
+    ]
+    store.calls.clear()
+    ratio = await side_by_side(
+        Side(bare.app, itertools.cycle(sessions)),
+        Side(guarded.app, itertools.cycle(sessions)),
+        pairs,
+    )
+    calls = store.total
+    report.add(
+        Line(
+            "hot path, each request another session",
+            f"time ratio {ratio}",
+            "",
+            Verdict.INFO if calls == 0 else Verdict.FAIL,
+        )
+    )
+    report.note(
+        f"{len(sessions):,} verified sessions in turn, more than the {ADMITTED_LIMIT:,} markers "
+        "the middleware keeps: each marker is read and checked (keyed hash, types, decision)"
+    )
+    if calls:
+        report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")
