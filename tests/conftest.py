@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ pytest.register_assert_rewrite(
 )
 
 from tests.apps import GuardedApp, build_app  # noqa: E402
+from tests.log_guard import LogGuard, install, marked_reason, report  # noqa: E402
 
 
 @pytest.fixture
@@ -22,3 +23,36 @@ def guarded() -> GuardedApp:
 async def client(guarded: GuardedApp) -> AsyncIterator[httpx.AsyncClient]:
     async with guarded.client() as client:
         yield client
+
+
+# -- no secret in any log (SECURITY.md "logs", issue 5; tests/log_guard.py) ---------------------
+
+_log_guard = LogGuard()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secrets_and_records_of_the_session() -> Iterator[LogGuard]:
+    """For the whole session: every secret the kit draws or receives is remembered, and every
+    logger creates its records at every level (handlers still get only what their levels let
+    through)."""
+    with pytest.MonkeyPatch.context() as patch:
+        install(_log_guard, patch)
+        yield _log_guard
+    leaked, secrets = _log_guard.finish()
+    assert not leaked, report(leaked, secrets)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log(
+    request: pytest.FixtureRequest, _secrets_and_records_of_the_session: LogGuard
+) -> Iterator[LogGuard]:
+    """Fails the test at teardown if a record logged during it, at any level on any logger,
+    holds a secret the kit drew or received (during it, or in a wider fixture). A test that must
+    log one says why with ``@pytest.mark.logs_secrets(reason=...)``."""
+    guard = _secrets_and_records_of_the_session
+    reason = marked_reason(request.node)
+    guard.start()
+    yield guard
+    leaked, secrets = guard.finish()
+    if leaked and reason is None:
+        pytest.fail(report(leaked, secrets), pytrace=False)
