@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -805,13 +805,10 @@ class SQLStore:
         return int(await self._db.run(statement, {}, _scalar, retry=False))
 
 
-class SQLSiteDirectory:
-    """Sites, their members and their 2FA policies in a SQL database, next to the enrolments.
-
-    Built like :class:`SQLStore` (a ``url`` with engine options, or a shared ``engine``), or from
-    a store with :meth:`SQLStore.site_directory` to share the store's engine. Backend failures
-    raise :class:`~mfa_guard.errors.StoreUnavailable`.
-    """
+class _SQLAdapter:
+    """What the store's companions (the site directory, the trusted devices) share: built like
+    :class:`SQLStore`, from a ``url`` with engine options or a shared ``engine``, or on a
+    store's own engine (its lock and table creation), which closing them leaves to the store."""
 
     _db: _Database
     _owns_db: bool
@@ -825,7 +822,7 @@ class SQLSiteDirectory:
         **engine_options: Any,
     ) -> None:
         self._db = _Database(
-            "SQLSiteDirectory",
+            type(self).__name__,
             url,
             engine,
             create_tables=create_tables,
@@ -834,11 +831,11 @@ class SQLSiteDirectory:
         self._owns_db = True
 
     @classmethod
-    def _sharing(cls, db: _Database) -> SQLSiteDirectory:
-        directory = cls.__new__(cls)
-        directory._db = db
-        directory._owns_db = False
-        return directory
+    def _sharing(cls, db: _Database) -> Self:
+        adapter = cls.__new__(cls)
+        adapter._db = db
+        adapter._owns_db = False
+        return adapter
 
     @property
     def engine(self) -> AsyncEngine:
@@ -849,10 +846,19 @@ class SQLSiteDirectory:
         await self._db.create_all()
 
     async def close(self) -> None:
-        """Dispose of the engine's connections, if this directory created the engine (a
-        directory from :meth:`SQLStore.site_directory` leaves that to the store)."""
+        """Dispose of the engine's connections, if this created the engine (one built on a
+        store's engine leaves that to the store)."""
         if self._owns_db:
             await self._db.close()
+
+
+class SQLSiteDirectory(_SQLAdapter):
+    """Sites, their members and their 2FA policies in a SQL database, next to the enrolments.
+
+    Built like :class:`SQLStore` (a ``url`` with engine options, or a shared ``engine``), or from
+    a store with :meth:`SQLStore.site_directory` to share the store's engine. Backend failures
+    raise :class:`~mfa_guard.errors.StoreUnavailable`.
+    """
 
     async def deadline(self, user_id: str) -> float | None:
         rows = await self._db.rows(_DEADLINE, {"uid": user_id}, retry=True)

@@ -16,9 +16,9 @@ from mfa_guard.stores.devices import TrustedDevice
 from mfa_guard.stores.sql import (
     SQLStore,
     _all,
-    _Database,
     _first,
     _rowcount,
+    _SQLAdapter,
     metadata,
 )
 
@@ -55,16 +55,13 @@ _NEWEST_FIRST = (
 )
 
 
-class SQLDeviceStore:
+class SQLDeviceStore(_SQLAdapter):
     """Trusted devices through SQLAlchemy's asyncio engine.
 
     Built like :class:`~mfa_guard.stores.sql.SQLStore` (a ``url`` with engine options, or a
     shared ``engine``), or with :meth:`sharing` to use a store's engine. Backend failures raise
     :class:`~mfa_guard.errors.StoreUnavailable`.
     """
-
-    _db: _Database
-    _owns_db: bool
 
     def __init__(
         self,
@@ -74,38 +71,20 @@ class SQLDeviceStore:
         create_tables: bool = True,
         **engine_options: Any,
     ) -> None:
-        self._db = _Database(
-            "SQLDeviceStore",
-            url,
-            engine,
-            create_tables=create_tables,
-            engine_options=engine_options,
-        )
-        self._owns_db = True
+        super().__init__(url, engine=engine, create_tables=create_tables, **engine_options)
         self._table_ready = not create_tables
 
     @classmethod
     def sharing(cls, store: SQLStore) -> SQLDeviceStore:
         """The devices in ``store``'s database, on its engine (and lock and table creation);
         closing this leaves the engine to the store."""
-        devices = cls.__new__(cls)
-        devices._db = store._db
-        devices._owns_db = False
+        devices = cls._sharing(store._db)
         devices._table_ready = False
         return devices
 
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._db.engine
-
     async def create_all(self) -> None:
-        """Create the tables that do not exist yet (what ``create_tables`` does on first use)."""
-        await self._db.create_all()
+        await super().create_all()
         self._table_ready = True
-
-    async def close(self) -> None:
-        if self._owns_db:
-            await self._db.close()
 
     async def _ready(self) -> None:
         # A store sharing its engine may have created its tables before this module was
