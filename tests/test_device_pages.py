@@ -89,12 +89,19 @@ async def challenge(
     )
 
 
-async def remembered(ga: GuardedApp, client: httpx.AsyncClient) -> str:
-    """Signs in, turns 2FA on, signs in again and ticks "Remember this browser"; the secret."""
+async def challenged(ga: GuardedApp, client: httpx.AsyncClient) -> str:
+    """Signs in, turns 2FA on, signs out and in again: the session waits for its code; the
+    secret."""
     await sign_in(client, USER)
     secret, _ = await enrol(ga, client)
     await client.post("/logout")
     await sign_in(client, USER)
+    return secret
+
+
+async def remembered(ga: GuardedApp, client: httpx.AsyncClient) -> str:
+    """Signs in, turns 2FA on, signs in again and ticks "Remember this browser"; the secret."""
+    secret = await challenged(ga, client)
     verified = await challenge(ga, client, secret, remember=True)
     assert verified.status_code == 303, verified.text
     assert device_cookie(verified) is not None
@@ -114,10 +121,7 @@ async def sign_in_again(client: httpx.AsyncClient) -> httpx.Response:
 async def test_the_challenge_offers_the_box_unticked_when_trusted_devices_are_on(
     ga: GuardedApp, browser: httpx.AsyncClient
 ) -> None:
-    await sign_in(browser, USER)
-    await enrol(ga, browser)
-    await browser.post("/logout")
-    await sign_in(browser, USER)
+    await challenged(ga, browser)
     page = await browser.get("/mfa/challenge")
     box = re.search(r'<input type="checkbox" name="remember"[^>]*>', page.text)
     assert box is not None
@@ -156,10 +160,7 @@ async def test_a_singular_day(ga: GuardedApp) -> None:
 async def test_ticking_the_box_sets_the_device_cookie_on_the_redirect(
     ga: GuardedApp, browser: httpx.AsyncClient
 ) -> None:
-    await sign_in(browser, USER)
-    secret, _ = await enrol(ga, browser)
-    await browser.post("/logout")
-    await sign_in(browser, USER)
+    secret = await challenged(ga, browser)
     verified = await challenge(ga, browser, secret, remember=True)
     assert verified.status_code == 303
     assert verified.headers["location"] == "/protected"
@@ -181,24 +182,18 @@ async def test_ticking_the_box_sets_the_device_cookie_on_the_redirect(
 
 
 async def test_an_unticked_box_sets_no_cookie(ga: GuardedApp, browser: httpx.AsyncClient) -> None:
-    await sign_in(browser, USER)
-    secret, _ = await enrol(ga, browser)
-    await browser.post("/logout")
-    await sign_in(browser, USER)
+    secret = await challenged(ga, browser)
     verified = await challenge(ga, browser, secret, remember=False)
     assert verified.status_code == 303
     assert device_cookie(verified) is None
-    challenged = await sign_in_again(browser)
-    assert challenged.headers["location"] == "/mfa/challenge?next=/protected"
+    again = await sign_in_again(browser)
+    assert again.headers["location"] == "/mfa/challenge?next=/protected"
 
 
 async def test_a_refused_code_remembers_nothing_and_keeps_the_box_ticked(
     ga: GuardedApp, browser: httpx.AsyncClient
 ) -> None:
-    await sign_in(browser, USER)
-    await enrol(ga, browser)
-    await browser.post("/logout")
-    await sign_in(browser, USER)
+    await challenged(ga, browser)
     page = await browser.get("/mfa/challenge")
     refused = await browser.post(
         "/mfa/challenge",
@@ -354,8 +349,8 @@ async def test_forgetting_this_browser(ga: GuardedApp, browser: httpx.AsyncClien
     assert dropped is not None
     assert attributes(dropped)["max-age"] == "0"
     assert EventKind.DEVICE_REVOKED in ga.events.kinds()
-    challenged = await sign_in_again(browser)
-    assert challenged.headers["location"] == "/mfa/challenge?next=/protected"
+    again = await sign_in_again(browser)
+    assert again.headers["location"] == "/mfa/challenge?next=/protected"
 
 
 async def test_forgetting_another_browser_challenges_it_again(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from mfa_guard.devices import Remembered, token_hash
@@ -24,10 +25,7 @@ async def remember_browser(
     devices = guard.trusted_devices
     if devices is None:
         return None
-    user_agent = ""
-    for name, value in caller.scope.get("headers", ()):
-        if name == b"user-agent":
-            user_agent = value.decode("latin-1")
+    user_agent = Headers(scope=caller.scope).get("user-agent", "")
     remembered = await devices.remember(caller.user_id, epoch, user_agent, caller.ip)
     response.set_cookie(
         devices.settings.cookie_name,
