@@ -14,6 +14,8 @@ from bench.apps import (
     enrolled_session,
     exchange,
     expect,
+    interpreted_middleware,
+    middleware_is_compiled,
     scope_for,
     settled_cookie,
     sign_session,
@@ -115,6 +117,42 @@ async def run(report: Report, *, pairs: int) -> None:
         report.add(Line(f"hot path, {name}", f"time ratio {ratio}", f"<= {budget:.2f}", verdict))
         if calls:
             report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")
+
+    # The same source run by the interpreter, beside the compiled build the budgets are for:
+    # what an install without a compiled wheel (an sdist, an editable checkout) pays.
+    if middleware_is_compiled():
+        interpreted = build(Variant.GUARDED, middleware_class=interpreted_middleware())
+        interpreted_store = interpreted.the_store()
+        interpreted_verified, _ = await enrolled_session(interpreted, VERIFIED_USER)
+        interpreted_plain = await settled_cookie(
+            interpreted, sign_session({"user": "plain@acme.test"})
+        )
+        for name, cookie in (
+            ("verified session", interpreted_verified),
+            ("signed in, no 2FA", interpreted_plain),
+        ):
+            scope = scope_for("/", cookie)
+            interpreted_store.calls.clear()
+            ratio = await side_by_side(
+                Side(bare.app, repeat(scope)), Side(interpreted.app, repeat(scope)), pairs
+            )
+            calls = interpreted_store.total
+            report.add(
+                Line(
+                    f"hot path, {name}, interpreted",
+                    f"time ratio {ratio}",
+                    "",
+                    Verdict.INFO if calls == 0 else Verdict.FAIL,
+                )
+            )
+            if calls:
+                report.note(
+                    f"{calls} store calls during the run, budget 0: {dict(interpreted_store.calls)}"
+                )
+        report.note(
+            "the same middleware.py run by the interpreter (an install from the sdist, or "
+            "editable), beside the compiled build above"
+        )
 
     # What the first request of a session costs (and every request, in a process serving more
     # sessions than the guard remembers): verified sessions of the same user, each with its
