@@ -5,6 +5,9 @@
 - PostgreSQL + Redis: ``SQLStore`` in a schema of its own on 127.0.0.1:5432 (dropped after),
   rate limits in Redis database 13 (emptied before and after).
 
+Between the verifies, the floor under them: PostgreSQL alone, and a verify's two turns on asyncpg
+and redis-py alone (:class:`NoKitTurns`), on the backend's own connections.
+
 Calls are counted at two levels: the methods of the store and of the ``limits`` storage (every
 public coroutine method, patched on the class for the length of a figure; calls they make to
 each other count once), and the round trips on the wire, through a TCP proxy that counts the
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import hashlib
 import inspect
 import os
 import tempfile
@@ -25,17 +29,22 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any
 
 import redis
+import redis.asyncio
+from limits import RateLimitItemPerYear, parse_many
+from limits.aio.storage import RedisStorage
 from limits.aio.storage.base import MovingWindowSupport, SlidingWindowCounterSupport, Storage
+from limits.aio.storage.redis.bridge import RedisBridge
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from mfa_guard import MemoryStore, MFAStore
+from bench.apps import expect
+from mfa_guard import MemoryStore, MFAGuard, MFAStore
 from mfa_guard.stores.sql import SQLStore
 
 POSTGRES_URL = os.environ.get(
@@ -151,6 +160,111 @@ async def postgres_floor(store: MFAStore, user_id: str) -> tuple[float, float]:
     finally:
         await greenlet_spawn(raw.close)
     return selected - started, committed - selected
+
+
+# A verify's two turns with no kit: the enrolment row read together with the failure budget's
+# slots (limits' moving-window script on each window's key, in one redis-py pipeline, as
+# mfa_guard.ratelimit._RedisStorage sends them), then accept_step's compare-and-set UPDATE. On a
+# row and keys of the bench's own, so the kit's state is left alone: the row a copy of the
+# verifying user's (in the store's schema, dropped with it), the keys of the same shape under a
+# namespace of their own, cleared after each pair as the kit clears its own after a success.
+NO_KIT_USER = "no-kit@bench.test"
+_NO_KIT_NAMESPACE = "mfa_guard_bench"
+# The bench's row: the verifying user's, copied with no step accepted yet (steps 1, 2, … pass).
+_NO_KIT_ROW = (
+    "INSERT INTO mfa_guard_enrolments (user_id, last_step, epoch, secret, confirmed_at, "
+    "pending_secret, recovery_salt, recovery_params, phone, phone_verified_at, sms_purpose, "
+    "sms_code_hash, sms_phone, sms_expires_at) "
+    "SELECT $2, NULL, epoch, secret, confirmed_at, pending_secret, recovery_salt, "
+    "recovery_params, phone, phone_verified_at, sms_purpose, sms_code_hash, sms_phone, "
+    "sms_expires_at FROM mfa_guard_enrolments WHERE user_id = $1"
+)
+# The row's columns that the store's get reads, without its join to the recovery codes: one row.
+_NO_KIT_SELECT = (
+    "SELECT epoch, secret, confirmed_at, last_step, pending_secret, recovery_salt, "
+    "recovery_params, phone, phone_verified_at, sms_purpose, sms_code_hash, sms_phone, "
+    "sms_expires_at FROM mfa_guard_enrolments WHERE user_id = $1"
+)
+# accept_step's statement, as the store sends it.
+_NO_KIT_UPDATE = (
+    "UPDATE mfa_guard_enrolments SET last_step = $2, updated_at = now() WHERE user_id = $1 "
+    "AND secret IS NOT NULL AND confirmed_at IS NOT NULL "
+    "AND (last_step IS NULL OR last_step < $2)"
+)
+
+
+@dataclass
+class NoKitTurns:
+    """A verify's critical path on the drivers alone, on the PostgreSQL + Redis backend's own
+    connections: ``asyncio.gather`` of a one-row asyncpg SELECT and a redis-py pipeline of
+    ``EVALSHA`` (limits' ``acquire_moving_window.lua``, loaded once) on as many keys, with the
+    same arguments, as the kit's failure budget; then a committed one-row UPDATE."""
+
+    store: SQLStore
+    client: redis.asyncio.Redis
+    sha: str
+    # (key, amount, seconds) of each window, as FailureLimiter.acquire passes them.
+    windows: tuple[tuple[str, int, int], ...]
+    step: int = 0
+
+    @classmethod
+    async def prepare(cls, store: MFAStore, guard: MFAGuard, user_id: str) -> NoKitTurns:
+        """The bench's row (a copy of ``user_id``'s), its keys and the script, on the store's
+        pool and the guard's own Redis client."""
+        if not isinstance(store, SQLStore):
+            raise TypeError("the turns are measured on the PostgreSQL store")
+        # The redis-py client (and its pool) the guard's failure limiter talks to Redis with.
+        bridge = getattr(guard.limiter._storage, "bridge", None)
+        client = None if bridge is None else bridge.get_connection()
+        if not isinstance(client, redis.asyncio.Redis):
+            raise TypeError("the turns are measured on the guard's redis-py client")
+        budget = guard.settings.rate_limits
+        # The budget's windows, as FailureLimiter builds them (mfa_guard.ratelimit).
+        items = [*parse_many(budget.failures), RateLimitItemPerYear(budget.consecutive_failures)]
+        digest = hashlib.sha256(NO_KIT_USER.encode("utf-8")).hexdigest()[:32]
+        windows = tuple(
+            (
+                f"{RedisStorage.PREFIX}:{item.key_for(_NO_KIT_NAMESPACE, 'failures', digest)}",
+                item.amount,
+                item.get_expiry(),
+            )
+            for item in items
+        )
+        raw = await store.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            status = await driver.execute(_NO_KIT_ROW, user_id, NO_KIT_USER)
+        finally:
+            await greenlet_spawn(raw.close)
+        expect(status == "INSERT 0 1", f"the bench's own row was not written: {status}")
+        sha = str(await client.script_load(RedisBridge.SCRIPT_ACQUIRE_MOVING_WINDOW))
+        return cls(store, client, sha, windows)
+
+    async def measure(self) -> float:
+        """Seconds for the two turns, from the first call made to the commit's answer."""
+        self.step += 1
+        raw = await self.store.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            started = perf_counter()
+            pipeline = self.client.pipeline(transaction=False)
+            now = time()
+            for key, amount, expiry in self.windows:
+                pipeline.evalsha(self.sha, 1, key, now, amount, expiry, 1)
+            row, taken = await asyncio.gather(
+                driver.fetchrow(_NO_KIT_SELECT, NO_KIT_USER), pipeline.execute()
+            )
+            status = await driver.execute(_NO_KIT_UPDATE, NO_KIT_USER, self.step)
+            ended = perf_counter()
+        finally:
+            await greenlet_spawn(raw.close)
+        await self.client.delete(*(key for key, _, _ in self.windows))
+        expect(row is not None, "the bench's own row was not read")
+        expect(taken == [1] * len(self.windows), f"the bench's slots were refused: {taken}")
+        expect(status == "UPDATE 1", f"the bench's step was not accepted: {status}")
+        return ended - started
 
 
 def flush_redis() -> None:
@@ -274,6 +388,17 @@ def summary(calls: list[Call]) -> str:
         if counts:
             parts.append(f"{kind} " + ", ".join(f"{n} {c}" for n, c in counts.items()))
     return "; ".join(parts) or "none"
+
+
+def time_inside(calls: list[Call]) -> float:
+    """Seconds of wall time inside ``calls`` (time when several ran at once counted once)."""
+    total = 0.0
+    reached = float("-inf")
+    for call in sorted(calls, key=lambda c: c.started):
+        if call.ended > reached:
+            total += call.ended - max(call.started, reached)
+            reached = call.ended
+    return total
 
 
 def critical_path(calls: list[Call]) -> int:

@@ -23,6 +23,7 @@ from bench.backends import (
     Call,
     CallTrace,
     FlightProxy,
+    NoKitTurns,
     available,
     critical_path,
     describe_waves,
@@ -31,6 +32,7 @@ from bench.backends import (
     postgres_redis,
     sqlite,
     summary,
+    time_inside,
     waves,
 )
 from bench.report import Line, Ratio, Report, Verdict, at_most, percentile
@@ -130,24 +132,33 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
                     at_most(p50_pg / p50_mem, LATENCY_BUDGET),
                 )
             )
-            select_p50, commit_p50 = (percentile(times, 0.5) for times in floor)
-            report.note(
-                "PostgreSQL alone, between the verifies (asyncpg, no kit, no SQLAlchemy): a "
-                f"one-row SELECT p50 {_ms(select_p50)}, a committed one-row UPDATE p50 "
-                f"{_ms(commit_p50)} (the WAL flush); memory's p50 plus both: "
-                f"{(p50_mem + select_p50 + commit_p50) / p50_mem:.2f} x memory"
-            )
+            report_floor(report, floor, mem)
             await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
+
+
+@dataclass
+class Floor:
+    """What the PostgreSQL + Redis backend's servers and drivers take with no kit, measured
+    between the verifies on the backend's own connections."""
+
+    # PostgreSQL alone: a one-row SELECT, a committed one-row UPDATE.
+    selects: list[float] = field(default_factory=list)
+    commits: list[float] = field(default_factory=list)
+    # A verify's two turns on asyncpg and redis-py alone (NoKitTurns).
+    turns: list[float] = field(default_factory=list)
+    redis_keys: int = 0
 
 
 async def measure(
     subjects: list[Subject], trace: CallTrace, *, verifies: int, warmup: int
-) -> tuple[list[float], list[float]]:
+) -> Floor:
     """Verify on each backend in turn, so a busy moment of the machine hits all of them; after
-    each turn, PostgreSQL's own time for a read and a committed write (the floor)."""
-    selects: list[float] = []
-    commits: list[float] = []
+    each turn, PostgreSQL's own time for a read and a committed write, and a verify's two
+    turns on the drivers alone (the floor)."""
+    floor = Floor()
     servers = next(one for one in subjects if one.backend.servers)
+    no_kit = await NoKitTurns.prepare(servers.backend.store, servers.bench.the_guard(), USER)
+    floor.redis_keys = len(no_kit.windows)
     for round_ in range(warmup + verifies):
         for one in subjects:
             latency = await one.verify(trace)
@@ -159,10 +170,34 @@ async def measure(
                 one.after_answer.clear()
         trace.clear()
         select, commit = await postgres_floor(servers.backend.store, USER)
+        turns = await no_kit.measure()
         if round_ >= warmup:
-            selects.append(select)
-            commits.append(commit)
-    return selects, commits
+            floor.selects.append(select)
+            floor.commits.append(commit)
+            floor.turns.append(turns)
+    return floor
+
+
+def report_floor(report: Report, floor: Floor, mem: Subject) -> None:
+    """PostgreSQL alone, and the floor of a verify on PostgreSQL + Redis: memory's verify
+    without its backends' own time, plus the same two turns on the drivers alone."""
+    select_p50, commit_p50 = percentile(floor.selects, 0.5), percentile(floor.commits, 0.5)
+    report.note(
+        "PostgreSQL alone, between the verifies (asyncpg, no kit, no SQLAlchemy): a "
+        f"one-row SELECT p50 {_ms(select_p50)}, a committed one-row UPDATE p50 "
+        f"{_ms(commit_p50)} (the WAL flush)"
+    )
+    # Wall time inside the memory store's and the memory limiter's calls, verify by verify.
+    own = [time_inside(calls) for calls in mem.in_request]
+    p50_mem, own_p50 = percentile(mem.latencies, 0.5), percentile(own, 0.5)
+    turns_p50 = percentile(floor.turns, 0.5)
+    lowest = p50_mem - own_p50 + turns_p50
+    report.note(
+        "no kit: the same two turns on asyncpg and redis-py alone p50 "
+        f"{_ms(turns_p50)} (SELECT ‖ Redis pipeline of {floor.redis_keys} EVALSHA, then "
+        f"committed UPDATE); memory's p50 {_ms(p50_mem)} without its backends' own "
+        f"{_ms(own_p50)}, plus them: {_ms(lowest)} = {lowest / p50_mem:.2f} x memory"
+    )
 
 
 async def measure_structure(subjects: list[Subject], trace: CallTrace, *, verifies: int) -> None:
