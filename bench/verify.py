@@ -198,6 +198,11 @@ def report_floor(report: Report, floor: Floor, mem: Subject) -> None:
         f"committed UPDATE); memory's p50 {_ms(p50_mem)} without its backends' own "
         f"{_ms(own_p50)}, plus them: {_ms(lowest)} = {lowest / p50_mem:.2f} x memory"
     )
+    if lowest / p50_mem > LATENCY_BUDGET:
+        report.note(
+            f"the floor alone is over the budget's {LATENCY_BUDGET:.2f} x: no code of the kit's "
+            "could meet it with these servers on this machine (docs/performance.md)"
+        )
 
 
 async def measure_structure(subjects: list[Subject], trace: CallTrace, *, verifies: int) -> None:
