@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Scope
 
 from bench.apps import (
+    BenchApp,
     Variant,
     build,
     enrolled_session,
@@ -68,7 +69,6 @@ async def run(report: Report, *, pairs: int) -> None:
     bare = build(Variant.BARE)
     floor = build(Variant.FLOOR)
     guarded = build(Variant.GUARDED)
-    store = guarded.the_store()
 
     verified, _ = await enrolled_session(guarded, VERIFIED_USER)
     # A signed-in user without 2FA: the guard writes a marker on the first request, which the
@@ -108,47 +108,21 @@ async def run(report: Report, *, pairs: int) -> None:
         ("exempt path /health", scope_for("/health", None), 1.03),
     ]
     for name, scope, budget in cases:
-        store.calls.clear()
-        ratio = await side_by_side(
-            Side(bare.app, repeat(scope)), Side(guarded.app, repeat(scope)), pairs
-        )
-        calls = store.total
-        verdict = at_most(ratio.median, budget) if calls == 0 else Verdict.FAIL
-        report.add(Line(f"hot path, {name}", f"time ratio {ratio}", f"<= {budget:.2f}", verdict))
-        if calls:
-            report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")
+        await guarded_line(report, name, bare, guarded, scope, pairs, budget)
 
     # The same source run by the interpreter, beside the compiled build the budgets are for:
     # what an install without a compiled wheel (an sdist, an editable checkout) pays.
     if middleware_is_compiled():
         interpreted = build(Variant.GUARDED, middleware_class=interpreted_middleware())
-        interpreted_store = interpreted.the_store()
         interpreted_verified, _ = await enrolled_session(interpreted, VERIFIED_USER)
         interpreted_plain = await settled_cookie(
             interpreted, sign_session({"user": "plain@acme.test"})
         )
         for name, cookie in (
-            ("verified session", interpreted_verified),
-            ("signed in, no 2FA", interpreted_plain),
+            ("verified session, interpreted", interpreted_verified),
+            ("signed in, no 2FA, interpreted", interpreted_plain),
         ):
-            scope = scope_for("/", cookie)
-            interpreted_store.calls.clear()
-            ratio = await side_by_side(
-                Side(bare.app, repeat(scope)), Side(interpreted.app, repeat(scope)), pairs
-            )
-            calls = interpreted_store.total
-            report.add(
-                Line(
-                    f"hot path, {name}, interpreted",
-                    f"time ratio {ratio}",
-                    "",
-                    Verdict.INFO if calls == 0 else Verdict.FAIL,
-                )
-            )
-            if calls:
-                report.note(
-                    f"{calls} store calls during the run, budget 0: {dict(interpreted_store.calls)}"
-                )
+            await guarded_line(report, name, bare, interpreted, scope_for("/", cookie), pairs)
         report.note(
             "the same middleware.py run by the interpreter (an install from the sdist, or "
             "editable), beside the compiled build above"
@@ -162,24 +136,40 @@ async def run(report: Report, *, pairs: int) -> None:
         scope_for("/", sign_session(verified_session(guard, VERIFIED_USER, epoch=1)))
         for _ in range(ADMITTED_LIMIT + 1000)
     ]
-    store.calls.clear()
-    ratio = await side_by_side(
-        Side(bare.app, itertools.cycle(sessions)),
-        Side(guarded.app, itertools.cycle(sessions)),
-        pairs,
-    )
-    calls = store.total
-    report.add(
-        Line(
-            "hot path, each request another session",
-            f"time ratio {ratio}",
-            "",
-            Verdict.INFO if calls == 0 else Verdict.FAIL,
-        )
-    )
+    await guarded_line(report, "each request another session", bare, guarded, sessions, pairs)
     report.note(
         f"{len(sessions):,} verified sessions in turn, more than the {ADMITTED_LIMIT:,} markers "
         "the middleware keeps: each marker is read and checked (keyed hash, types, decision)"
     )
+
+
+async def guarded_line(
+    report: Report,
+    name: str,
+    bare: BenchApp,
+    guarded: BenchApp,
+    requests: Scope | list[Scope],
+    pairs: int,
+    budget: float | None = None,
+) -> None:
+    """One line: the guarded app against the bare one on the same requests (one scope again
+    and again, or a list in turn), against ``budget`` if any. The hot path makes no store call:
+    one during the run fails the line."""
+    store = guarded.the_store()
+
+    def scopes() -> Iterator[Scope]:
+        return itertools.cycle(requests) if isinstance(requests, list) else repeat(requests)
+
+    store.calls.clear()
+    ratio = await side_by_side(Side(bare.app, scopes()), Side(guarded.app, scopes()), pairs)
+    calls = store.total
+    if calls:
+        verdict = Verdict.FAIL
+    elif budget is None:
+        verdict = Verdict.INFO
+    else:
+        verdict = at_most(ratio.median, budget)
+    limit = "" if budget is None else f"<= {budget:.2f}"
+    report.add(Line(f"hot path, {name}", f"time ratio {ratio}", limit, verdict))
     if calls:
         report.note(f"{calls} store calls during the run, budget 0: {dict(store.calls)}")
