@@ -50,6 +50,8 @@ COMPILED_VENV := .venv-compiled
 COMPILED_BIN := $(COMPILED_VENV)/bin
 COMPILED_STAMP := $(COMPILED_VENV)/.installed
 COMPILED_WHEELS := build/compiled
+# Turns pyproject.toml's mypyc hook on for one build.
+WITH_MYPYC := HATCH_BUILD_HOOK_ENABLE_MYPYC=true
 SOURCES := $(shell find src -type f -not -path '*/__pycache__/*')
 
 $(COMPILED_VENV)/.created: pyproject.toml
@@ -59,7 +61,7 @@ $(COMPILED_VENV)/.created: pyproject.toml
 
 $(COMPILED_STAMP): $(COMPILED_VENV)/.created $(SOURCES)
 	rm -rf $(COMPILED_WHEELS)
-	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(COMPILED_BIN)/python -m build --outdir $(COMPILED_WHEELS) .
+	$(WITH_MYPYC) $(COMPILED_BIN)/python -m build --outdir $(COMPILED_WHEELS) .
 	$(COMPILED_BIN)/pip install --quiet "$$(ls $(COMPILED_WHEELS)/*.whl)[dev]"
 	$(COMPILED_BIN)/pip install --quiet --force-reinstall --no-deps $(COMPILED_WHEELS)/*.whl
 	touch $@
@@ -92,7 +94,7 @@ dist:
 	$(DIST_VENV)/bin/pip install --quiet --upgrade pip build twine
 	rm -rf dist build/dist-compiled
 	$(DIST_VENV)/bin/python -m build --outdir dist .
-	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(DIST_VENV)/bin/python -m build --outdir build/dist-compiled .
+	$(WITH_MYPYC) $(DIST_VENV)/bin/python -m build --outdir build/dist-compiled .
 	cp build/dist-compiled/*.whl dist/
 	$(DIST_VENV)/bin/twine check --strict dist/*
 
