@@ -7,6 +7,7 @@ Time is the injected clock (2027-01-15T08:00:00Z); deadlines ride in the session
 from __future__ import annotations
 
 import html
+import io
 import os
 import re
 from collections.abc import AsyncIterator
@@ -20,12 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mfa_guard import MemoryStore, MFAGuardSettings
+from mfa_guard.cli import main
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import EventKind
 from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
+from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock
 from tests.apps import ENCRYPTION_KEY, GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import assert_json_error, websocket_messages
+from tests.test_cli import seeded
 from tests.test_demo_sites import Demo, owner_with_2fa, post_policy, running_demo
 from tests.test_demo_sites import sign_in as demo_sign_in
 
@@ -566,3 +570,114 @@ async def test_the_demo_requires_2fa_of_everyone_when_the_environment_says_so(
         )
         running.clock.advance(86400)
         assert (await solo.get("/inbox")).headers["location"] == "/mfa/enrol?next=/inbox"
+
+
+# -- mfa-guard status ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Acme (owner with 2FA, agent without) and a user who began a set-up, in SQLite; the
+    working directory has no .env."""
+    monkeypatch.chdir(tmp_path)
+    without_mfa_guard_variables(monkeypatch)
+    url = f"sqlite+aiosqlite:///{tmp_path}/mfa.db"
+    await seeded(url)
+    store = SQLStore(url)
+    try:
+        await store.begin_enrolment("started@example.test", "token")
+    finally:
+        await store.close()
+    return url
+
+
+def status(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
+    code = main(["status", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_status_lists_every_known_account_under_the_app_wide_policy(
+    database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MFA_GUARD_EVERYONE__REQUIRED", "true")
+    monkeypatch.setenv("MFA_GUARD_EVERYONE__DEADLINE", "2027-01-16T09:00:00+01:00")
+    code, out, err = status(capsys, "--database-url", database)
+    assert code == 0
+    assert out[out.index("") :] == [
+        "",
+        "USER                  2FA  SMS",
+        "agent@acme.test       OFF  -",
+        "owner@acme.test       on   -",
+        "solo@example.test     on   -",
+        "started@example.test  OFF  -",
+        "everyone: 2FA is required of every account from 2027-01-16T08:00:00Z; "
+        "2 of 4 known users without 2FA",
+    ]
+    # What it cannot know, said where a script does not parse it.
+    assert "never started setting up 2FA and belongs to no site" in err
+    assert "--users-from" in err
+
+
+def test_status_adds_the_apps_own_user_ids_and_filters_those_without_2fa(
+    database: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MFA_GUARD_EVERYONE__REQUIRED", "true")
+    users = tmp_path / "users.txt"
+    users.write_text("# exported from the app\nnever-seen@example.test\n\nowner@acme.test\n")
+    code, out, err = status(
+        capsys, "--without-2fa", "--users-from", str(users), "--database-url", database
+    )
+    assert code == 0
+    assert out[out.index("") :] == [
+        "",
+        "USER                     2FA  SMS",
+        "agent@acme.test          OFF  -",
+        "never-seen@example.test  OFF  -",
+        "started@example.test     OFF  -",
+        "everyone: 2FA is required of every account, at once; 3 of 5 known users without 2FA",
+    ]
+    assert err == ""
+    # The same ids from stdin.
+    monkeypatch.setattr("sys.stdin", io.StringIO("never-seen@example.test\n"))
+    code, out, _ = status(capsys, "--users-from", "-", "--database-url", database)
+    assert "never-seen@example.test  OFF  -" in out
+
+
+def test_status_shows_who_a_policy_would_send_to_enrolment_before_it_is_on(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = status(capsys, "--database-url", database)
+    assert code == 0
+    assert not any(line.startswith("everyone:") for line in out)  # off: the sites alone
+    code, out, _ = status(capsys, "--everyone", "--database-url", database)
+    assert code == 0
+    assert out[-1] == (
+        "everyone: 2FA is not required of every account (MFA_GUARD_EVERYONE__REQUIRED is off); "
+        "2 of 4 known users without 2FA"
+    )
+
+
+def test_status_refuses_bad_settings_and_unreadable_lists(
+    database: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    code, _, err = status(
+        capsys, "--users-from", str(tmp_path / "nope.txt"), "--database-url", database
+    )
+    assert code == 2
+    assert "cannot read the user ids of" in err
+    code, _, err = status(capsys, "--site", "acme", "--everyone", "--database-url", database)
+    assert (code, "use one or the other" in err) == (2, True)
+    (tmp_path / ".env").write_text(
+        "MFA_GUARD_EVERYONE__REQUIRED=true\nMFA_GUARD_EVERYONE__DEADLINE=2027-01-16T08:00\n"
+    )
+    code, _, err = status(capsys, "--database-url", database)
+    assert code == 2
+    assert "has no timezone" in err
+    assert "Traceback" not in err
