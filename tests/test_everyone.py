@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -280,6 +281,25 @@ async def test_the_status_says_2fa_is_required_of_everyone() -> None:
         {"required": True, "everyone": True, "deadline": "2027-01-15T09:00:00Z", "sites": []},
         {"required": False, "everyone": False, "deadline": None, "sites": []},
     ]
+
+
+async def test_the_status_and_the_refusal_match_the_openapi_document() -> None:
+    ga = build_app(sites=await acme(), everyone=everyone())
+    async with ga.client() as client:
+        await sign_in(client, AGENT)
+        answers = [await client.get("/mfa/api/status")]
+        secret, _ = await enrol(ga, client)
+        answers.append(await client.get("/mfa/api/status"))
+        answers.append(await client.post("/mfa/api/disable", json={"code": ga.code(secret)}))
+        document = (await client.get("/mfa/api/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(document)
+    assert [answer.status_code for answer in answers] == [200, 200, 409]
+    for answer in answers:
+        operation = schema.find_operation_by_path(answer.request.method, answer.request.url.path)
+        assert operation is not None
+        operation.validate_response(answer)  # raises when the body does not match
+    described = document["components"]["schemas"]["Enforcement"]
+    assert "everyone" in described["required"]
 
 
 # -- beside site enforcement -------------------------------------------------------------------
