@@ -6,17 +6,21 @@ Time is the injected clock (2027-01-15T08:00:00Z); deadlines ride in the session
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import schemathesis
+from playwright.sync_api import Browser, expect
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,11 +33,14 @@ from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePo
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock
 from tests.apps import ENCRYPTION_KEY, GuardedApp, build_app, enrol, sign_in
+from tests.live import served
 from tests.scenarios import assert_json_error, websocket_messages
+from tests.test_browser import TIMEOUT_MS, browser, screenshot  # noqa: F401 (the fixture)
 from tests.test_cli import seeded
 from tests.test_demo_sites import Demo, owner_with_2fa, post_policy, running_demo
 from tests.test_demo_sites import sign_in as demo_sign_in
 
+T = TypeVar("T")
 NOW = FrozenClock().now  # 2027-01-15T08:00:00Z
 RECHECK = 60
 AGENT = "agent@acme.test"
@@ -701,3 +708,72 @@ def test_status_refuses_bad_settings_and_unreadable_lists(
     assert code == 2
     assert "has no timezone" in err
     assert "Traceback" not in err
+
+
+# -- in a real browser ---------------------------------------------------------------------------
+
+
+def on_another_thread(work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result, from a test whose thread runs Playwright's own event loop."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, work).result()
+
+
+def enrolment_page_in_chromium(
+    chromium: Browser, ga: GuardedApp, user: str, tmp_path: Path, name: str
+) -> str:
+    """The enrolment page ``user`` opens from the banner's link during the grace period, at a
+    phone's and a desktop's width: screenshots ``{name}-390.png`` and ``{name}-1280.png``;
+    returns the banner's text (the same at both)."""
+    texts = set()
+    with served(ga.app) as url:
+        for width in (390, 1280):
+            context = chromium.new_context(base_url=url, viewport={"width": width, "height": 900})
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            assert page.request.post("/login", form={"user": user}, max_redirects=0).status == 303
+            page.goto("/mfa/settings")
+            page.locator("#enrolment-notice").get_by_role("link", name="Turn it on now").click()
+            expect(page).to_have_url(f"{url}/mfa/enrol")
+            notice = page.locator("#enrolment-notice")
+            expect(notice).to_be_visible()
+            # The whole banner on screen: inside the page's width, no sideways scrolling.
+            box = notice.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= width
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            expect(page.locator("time")).to_have_attribute("datetime", "2027-01-16T08:00:00Z")
+            texts.add(" ".join(notice.inner_text().split()))
+            page.screenshot(path=tmp_path / f"{name}-{width}.png", full_page=True)
+            if name == "enrol-everyone" and width == 1280:
+                screenshot(
+                    page, tmp_path, "enrol-everyone.png"
+                )  # docs/images with make screenshots
+            context.close()
+    (text,) = texts
+    return text
+
+
+def test_the_app_wide_banner_in_chromium(
+    browser: Browser,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    ga = build_app(everyone=everyone(deadline_in=86400), issuer="Acme Inbox")
+    assert enrolment_page_in_chromium(browser, ga, ANYONE, tmp_path, "enrol-everyone") == (
+        "Two-factor authentication is required for every account from 16 Jan 2027, 08:00 UTC. "
+        "Turn it on now to keep your access."
+    )
+
+
+def test_the_site_named_banner_in_chromium(
+    browser: Browser,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    directory = on_another_thread(acme())
+    on_another_thread(enforce(directory, NOW + 86400))
+    ga = build_app(sites=directory, issuer="Acme Inbox")
+    assert enrolment_page_in_chromium(browser, ga, AGENT, tmp_path, "enrol-site") == (
+        "Acme requires two-factor authentication from 16 Jan 2027, 08:00 UTC. "
+        "Turn it on now to keep your access."
+    )
