@@ -81,9 +81,11 @@ test: lint typecheck docs pytest pytest-compiled
 bench: $(COMPILED_STAMP)
 	$(COMPILED_BIN)/python -m bench
 
-# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png, devices.png).
+# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png, devices.png,
+# and enrol-everyone.png: the app-wide banner).
 screenshots: $(STAMP)
-	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
+	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py \
+		tests/test_everyone.py::test_the_app_wide_banner_in_chromium
 
 # The sdist, the pure-Python wheel and this platform's wheel with the compiled middleware (each
 # built from the sdist) in dist/, checked by twine (the metadata PyPI would show). The tools get a

@@ -210,7 +210,7 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     sign_in(agent, AGENT)
     expect(agent).to_have_url(f"{served_demo}/mfa/enrol?next=/inbox")
     expect(agent.locator("#enrolment-notice")).to_contain_text(
-        "A site you belong to requires two-factor authentication"
+        "Acme requires two-factor authentication"
     )
     agent.goto("/")
     expect(agent).to_have_url(f"{served_demo}/mfa/enrol?next=/")

@@ -202,7 +202,7 @@ async def test_members_of_other_sites_and_users_of_no_site_are_not_concerned(acm
             await sign_in(client, user)
             assert (await client.get("/protected")).status_code == 200
             status = (await client.get("/mfa/api/status")).json()["enforcement"]
-            assert status == {"required": False, "deadline": None, "sites": []}
+            assert status == {"required": False, "everyone": False, "deadline": None, "sites": []}
 
 
 # -- the banner ------------------------------------------------------------------------------
@@ -508,7 +508,12 @@ async def test_without_a_site_directory_there_is_no_site_api() -> None:
         missing = await client.get("/mfa/api/sites")
         assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
         status = (await client.get("/mfa/api/status")).json()
-        assert status["enforcement"] == {"required": False, "deadline": None, "sites": []}
+        assert status["enforcement"] == {
+            "required": False,
+            "everyone": False,
+            "deadline": None,
+            "sites": [],
+        }
 
 
 # -- disabling while enforced ----------------------------------------------------------------

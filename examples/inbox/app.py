@@ -307,7 +307,8 @@ def create_app(
             "user": user,
             "mfa_settings": mfa_settings,
             "enrol_path": f"{settings.mount_path}/enrol",
-            # The kit's banner data, read from the marker the middleware left in the scope.
+            # The kit's banner data, read from the marker the middleware left in the scope
+            # (with the sites' names when the handler asked named_enrolment_notice first).
             "enrolment_notice": guard.enrolment_notice(request.scope),
             # Called by the templates with a form only: other pages start no session.
             "csrf_token": lambda: csrf_token(request.session),
@@ -387,6 +388,8 @@ def create_app(
         # The guard's middleware leaves the session's marker here when it lets a request in.
         marker = request.scope.get("mfa_guard")
         memberships = await guard.site_service.memberships(request.user.display_name)
+        # Names the sites in the banner ("Acme requires…"); render's enrolment_notice then does.
+        await guard.named_enrolment_notice(request.scope)
         context = {
             "conversations": CONVERSATIONS,
             "two_factor_on": isinstance(marker, Marker) and marker.enrolled,

@@ -115,6 +115,7 @@ class SitePages:
         user = self._user(request)
         if user is None:
             return self._to_login(request)
+        await self.guard.named_enrolment_notice(request.scope)  # the banner names the sites
         found = await self._site_and_members(request, user)
         if isinstance(found, Response):
             return found
@@ -130,6 +131,7 @@ class SitePages:
         user = self._user(request)
         if user is None:
             return self._to_login(request)
+        await self.guard.named_enrolment_notice(request.scope)  # the banner names the sites
         if request.method == "POST":
             return await self._change_policy(request, user)
         found = await self._site_and_members(request, user)

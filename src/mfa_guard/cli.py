@@ -7,9 +7,15 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mfa_guard.crypto import generate_key
 from mfa_guard.settings import MFAGuardSettings
+
+if TYPE_CHECKING:
+    from mfa_guard.settings import EveryoneSettings
+    from mfa_guard.stores.sql import SQLStore
 
 DEFAULT_DATABASE_URL: str = MFAGuardSettings.model_fields["database_url"].default
 
@@ -84,8 +90,29 @@ def _status(args: argparse.Namespace) -> int:
     if problem := _url_problem(url):
         print(f"mfa-guard status: {problem}", file=sys.stderr)
         return USAGE
+    if args.site and (args.everyone or args.users_from):
+        print(
+            "mfa-guard status: --site lists one site's members; --everyone and --users-from "
+            "list every account: use one or the other",
+            file=sys.stderr,
+        )
+        return USAGE
+    policy = _everyone_policy()
+    if isinstance(policy, str):
+        print(f"mfa-guard status: the settings are invalid: {policy}", file=sys.stderr)
+        return USAGE
+    listed: list[str] = []
+    if args.users_from:
+        read = _user_ids(args.users_from)
+        if isinstance(read, str):
+            print(f"mfa-guard status: {read}", file=sys.stderr)
+            return USAGE
+        listed = read
+    # Every account: under the app-wide policy, or when asked (to see who a policy would send
+    # to enrolment before turning it on).
+    everyone = not args.site and (policy.required or args.everyone or bool(args.users_from))
 
-    async def report() -> list[tuple[Site, list[MemberStatus]]]:
+    async def report() -> tuple[list[tuple[Site, list[MemberStatus]]], list[UserStatus]]:
         store = SQLStore(url)
         try:
             directory = store.site_directory()
@@ -101,12 +128,13 @@ def _status(args: argparse.Namespace) -> int:
                 site = await directory.site(site_id)
                 if site is not None:
                     found.append((site, await member_statuses(store, directory, site_id)))
-            return found
+            users = await _every_user(store, listed) if everyone else []
+            return found, users
         finally:
             await store.close()
 
     try:
-        found = asyncio.run(report())
+        found, users = asyncio.run(report())
     except MFAGuardError as exc:
         print(f"mfa-guard status: {exc.message}", file=sys.stderr)
         return UNAVAILABLE
@@ -127,21 +155,124 @@ def _status(args: argparse.Namespace) -> int:
                     "yes" if member.phone_verified else "-",
                 )
             )
+    if found or not everyone:
+        _print_table(rows)
+    for site, members in found:
+        policy_of_site = site.policy
+        missing = sum(not m.two_factor for m in members)
+        state = (
+            "enforces 2FA from " + str(iso(policy_of_site.requires_by()))
+            if policy_of_site.enforce
+            else ("does not enforce 2FA")
+        )
+        print(f"{site.id} ({site.name}): {state}; {missing} of {len(members)} without 2FA")
+    if not everyone:
+        return OK
+    if found:
+        print()
+    _print_table(
+        [("USER", "2FA", "SMS")]
+        + [
+            (
+                user.user_id,
+                "on" if user.two_factor else "OFF",
+                "yes" if user.phone_verified else "-",
+            )
+            for user in users
+            if not (args.without_2fa and user.two_factor)
+        ]
+    )
+    missing = sum(not user.two_factor for user in users)
+    if not policy.required:
+        state = "2FA is not required of every account (MFA_GUARD_EVERYONE__REQUIRED is off)"
+    elif policy.deadline is None:
+        state = "2FA is required of every account, at once"
+    else:
+        state = f"2FA is required of every account from {iso(policy.required_from())}"
+    print(f"everyone: {state}; {missing} of {len(users)} known users without 2FA")
+    if not args.users_from:
+        print(
+            "note: only the users the kit knows are listed (a row in its store, or a site "
+            "membership): an account that never started setting up 2FA and belongs to no site "
+            "is not; pass the app's user ids with --users-from FILE (or - for stdin)",
+            file=sys.stderr,
+        )
+    return OK
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatus:
+    user_id: str
+    two_factor: bool
+    phone_verified: bool
+
+
+async def _every_user(store: SQLStore, listed: list[str]) -> list[UserStatus]:
+    """Every user the kit knows (a row in the store, a site membership) and the ``listed``
+    ones, with their 2FA status, ordered by user id."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mfa_guard.errors import StoreUnavailable
+    from mfa_guard.stores.sql import enrolments, site_members
+
+    await store.create_all()
+    try:
+        async with store.engine.connect() as conn:
+            known = await conn.execute(
+                select(enrolments.c.user_id).union(select(site_members.c.user_id))
+            )
+            user_ids = {row[0] for row in known}
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreUnavailable() from exc
+    user_ids.update(listed)
+    statuses = await store.statuses(sorted(user_ids))
+    return [
+        UserStatus(user_id, status.enrolled, status.phone_verified)
+        for user_id, status in statuses.items()
+    ]
+
+
+def _everyone_policy() -> EveryoneSettings | str:
+    """The app-wide policy as the app reads it (``MFA_GUARD_EVERYONE__*``, ``.env``), alone:
+    listing needs no encryption key. A string: why the settings are invalid."""
+    from pydantic import Field, ValidationError
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from mfa_guard.settings import EveryoneSettings
+
+    class Everyone(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="MFA_GUARD_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        )
+        everyone: EveryoneSettings = Field(default_factory=EveryoneSettings)
+
+    try:
+        return Everyone().everyone
+    except ValidationError as exc:
+        return "; ".join(str(error["msg"]) for error in exc.errors())
+
+
+def _user_ids(source: str) -> list[str] | str:
+    """The user ids of ``source`` (a file, or ``-`` for stdin), one a line; blank lines and
+    lines starting with ``#`` are skipped. A string: why it could not be read."""
+    try:
+        if source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(source, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read the user ids of {source}: {exc}"
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    for site, members in found:
-        policy = site.policy
-        missing = sum(not m.two_factor for m in members)
-        state = (
-            "enforces 2FA from " + str(iso(policy.requires_by()))
-            if policy.enforce
-            else ("does not enforce 2FA")
-        )
-        print(f"{site.id} ({site.name}): {state}; {missing} of {len(members)} without 2FA")
-    return OK
 
 
 def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSettings, str] | int:
@@ -373,15 +504,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_db.set_defaults(run=_init_db)
     status = commands.add_parser(
         "status",
-        help="list the members of each site with their 2FA status (the green padlocks)",
+        help="list who has 2FA: each site's members (the green padlocks), and every account "
+        "under the app-wide policy",
         description=(
             "List each site's members, their role and whether they have 2FA, then each site's "
-            "policy. Exit 0; 1 when the database is unavailable; 3 for an unknown --site."
+            "policy. When the app requires 2FA of every account (MFA_GUARD_EVERYONE__REQUIRED, "
+            "read as the app does, .env too), or with --everyone or --users-from, then list "
+            "every user the kit knows (a row in its store, a site membership) and those of "
+            "--users-from, with the policy and how many lack 2FA. Exit 0; 1 when the database "
+            "is unavailable; 2 on invalid MFA_GUARD_EVERYONE__* settings or an unreadable "
+            "--users-from; 3 for an unknown --site."
         ),
     )
     status.add_argument("--site", help="only this site (its id)")
     status.add_argument(
         "--without-2fa", action="store_true", help="only the members who have no 2FA yet"
+    )
+    status.add_argument(
+        "--everyone",
+        action="store_true",
+        help="list every known account even when the app-wide policy is off",
+    )
+    status.add_argument(
+        "--users-from",
+        metavar="FILE",
+        help="the app's user ids, one a line (- for stdin): listed too, even if the kit has "
+        "never seen them",
     )
     status.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     status.set_defaults(run=_status)

@@ -1,14 +1,17 @@
-"""Site enforcement: owners turn on "every member must have 2FA", with a grace period.
+"""Enforcement: owners turn on "every member must have 2FA", with a grace period; the app can
+require it of every account (``MFAGuardSettings.everyone``).
 
 An operator must have 2FA as soon as any site they belong to enforces it and its grace deadline
-has passed. Sessions learn of a policy change within ``recheck_seconds``: the earliest deadline
-rides in each session's marker (see :class:`mfa_guard.core.marker.Marker`), so the middleware
-decides without a store call in between.
+has passed, and every user once the app-wide deadline has (the earliest counts). Sessions learn
+of a policy change within ``recheck_seconds``: the earliest deadline rides in each session's
+marker (see :class:`mfa_guard.core.marker.Marker`), so the middleware decides without a store
+call in between.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,26 +48,41 @@ class MembersWithoutMFA:
 
 @dataclass(frozen=True, slots=True)
 class Enforcement:
-    """What a user is told about the sites of theirs that enforce 2FA."""
+    """What a user is told about who requires 2FA of them: the app-wide policy
+    (``everyone_from``: from when, 0.0 for at once) and the sites of theirs that enforce it."""
 
     sites: tuple[Site, ...] = ()
+    everyone_from: float | None = None
+
+    @property
+    def everyone(self) -> bool:
+        return self.everyone_from is not None
 
     @property
     def required(self) -> bool:
-        return bool(self.sites)
+        return self.everyone or bool(self.sites)
 
     @property
     def deadline(self) -> float | None:
-        """The earliest instant a site requires 2FA of the user (maybe already past)."""
-        return min((site.policy.requires_by() or 0.0 for site in self.sites), default=None)
+        """The earliest instant 2FA is required of the user (maybe already past); ``None`` when
+        nothing requires it, or when it is required with no deadline at all (at once)."""
+        deadlines = [site.policy.requires_by() or 0.0 for site in self.sites]
+        if self.everyone_from is not None:
+            deadlines.append(self.everyone_from)
+        earliest = min(deadlines, default=None)
+        return None if earliest == 0.0 else earliest
 
 
 @dataclass(frozen=True, slots=True)
 class EnrolmentNotice:
-    """The banner for a user without 2FA in a site that enforces it: by when, or now."""
+    """The banner for a user without 2FA whom the app or a site requires it of: by when, or
+    now, and why: ``everyone`` (the app-wide policy) or the ``sites`` named (empty when their
+    names were not looked up: see ``MFAGuard.named_enrolment_notice``)."""
 
     deadline: float
     overdue: bool
+    everyone: bool = False
+    sites: tuple[str, ...] = ()
 
     @property
     def iso(self) -> str:
@@ -76,12 +94,39 @@ class EnrolmentNotice:
         return datetime.fromtimestamp(self.deadline, UTC).strftime("%d %b %Y, %H:%M UTC")
 
 
-def enrolment_notice(marker: Marker | None, now: float) -> EnrolmentNotice | None:
-    """What to tell the user of ``marker``: ``None`` unless a site of theirs enforces 2FA and
-    they have not turned it on. No I/O: the deadline rides in the marker."""
+def enrolment_notice(
+    marker: Marker | None,
+    now: float,
+    *,
+    everyone_from: float | None = None,
+    sites: Sequence[Site] | None = None,
+) -> EnrolmentNotice | None:
+    """What to tell the user of ``marker``: ``None`` unless the app (``everyone_from``, from
+    the settings) or a site of theirs requires 2FA and they have not turned it on. No I/O: the
+    deadline rides in the marker.
+
+    The notice names the reason that applies first: the app-wide policy when its deadline is
+    the earliest, or once it is in force (it holds whatever sites the user belongs to); else
+    the sites whose deadline has come by then, from ``sites`` (the user's enforcing sites,
+    looked up by the caller; without them the notice names none)."""
     if marker is None or marker.enrolled or marker.enrol_by is None:
         return None
-    return EnrolmentNotice(deadline=marker.enrol_by, overdue=now >= marker.enrol_by)
+    deadline = marker.enrol_by
+    if everyone_from is not None and (everyone_from <= deadline or now >= everyone_from):
+        # The marker may predate the setting (a restart within recheck_seconds): the app-wide
+        # deadline is told, as it will be decided at the next re-check.
+        deadline = min(deadline, everyone_from)
+        return EnrolmentNotice(deadline=deadline, overdue=now >= deadline, everyone=True)
+    names = () if sites is None else site_names(sites, max(deadline, now))
+    return EnrolmentNotice(deadline=deadline, overdue=now >= deadline, sites=names)
+
+
+def site_names(sites: Sequence[Site], by: float) -> tuple[str, ...]:
+    """The names of the enforcing ``sites`` that require 2FA by ``by``; all the enforcing ones
+    if none does (the directory changed since the session's marker was re-checked)."""
+    enforcing = [site for site in sites if site.policy.enforce]
+    due = [site.name for site in enforcing if (site.policy.requires_by() or 0.0) <= by]
+    return tuple(due or (site.name for site in enforcing))
 
 
 async def member_statuses(
@@ -133,7 +178,10 @@ class SiteService:
 
     async def enforcement(self, user_id: str) -> Enforcement:
         memberships = await self.sites.memberships(user_id)
-        return Enforcement(tuple(m.site for m in memberships if m.site.policy.enforce))
+        return Enforcement(
+            tuple(m.site for m in memberships if m.site.policy.enforce),
+            self._settings.everyone.required_from(),
+        )
 
     async def members(
         self, actor: str, site_id: str, ip: str | None

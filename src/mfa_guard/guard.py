@@ -20,7 +20,7 @@ from mfa_guard.core.policy import DEVICE_METHOD
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
 from mfa_guard.devices import TrustedDevices, is_token, token_hash
-from mfa_guard.errors import ConfigurationError
+from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.events import EventSink, LoggingEventSink
 from mfa_guard.ratelimit import failure_limiters, storage_from_uri
 from mfa_guard.send_limits import SendLimiter
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mfa_guard")
 
 SESSION_KEY = "mfa_guard"
+# Where ``named_enrolment_notice`` leaves the user's enforcing sites for this request.
+NOTICE_SITES_KEY = "mfa_guard.enforcing_sites"
 IdentityGetter = Callable[[Scope], str | None]
 AccountNameGetter = Callable[[Scope], str]
 
@@ -158,6 +160,7 @@ class MFAGuard:
             sms=channel,
             require_phone=settings.require_phone_for_enrolment,
             sites=sites,
+            everyone_required=settings.everyone.required,
         )
         self.trusted_devices: TrustedDevices | None = None
         if settings.trusted_devices.enabled:
@@ -219,12 +222,39 @@ class MFAGuard:
         return marker
 
     def enrolment_notice(self, scope: Scope) -> EnrolmentNotice | None:
-        """For the app's templates: the banner to show when a site of the signed-in user
-        enforces 2FA and they have not turned it on (read from the request's marker, no I/O)."""
+        """For the app's templates: the banner to show when the app (``everyone``) or a site of
+        the signed-in user requires 2FA and they have not turned it on, read from the request's
+        marker with no I/O. It names the sites only when ``named_enrolment_notice`` looked them
+        up earlier in this request."""
         from mfa_guard.enforcement import enrolment_notice
 
         marker = scope.get(SESSION_KEY)
-        return enrolment_notice(marker if isinstance(marker, Marker) else None, self.clock())
+        return enrolment_notice(
+            marker if isinstance(marker, Marker) else None,
+            self.clock(),
+            everyone_from=self.settings.everyone.required_from(),
+            sites=scope.get(NOTICE_SITES_KEY),
+        )
+
+    async def named_enrolment_notice(self, scope: Scope) -> EnrolmentNotice | None:
+        """``enrolment_notice``, naming the sites that require 2FA ("Acme requires…"): one
+        directory read, made only when a site's requirement is what the notice tells (never
+        for a user with 2FA, nor under the app-wide policy). The sites stay in the scope, so a
+        later ``enrolment_notice(scope)`` in the same request names them too. If the directory
+        cannot be reached the notice comes without names: a banner is no reason for a 503."""
+        notice = self.enrolment_notice(scope)
+        if notice is None or notice.everyone or notice.sites or self.sites is None:
+            return notice
+        user_id = self.identity(scope)
+        if user_id is None:
+            return notice
+        try:
+            memberships = await self.sites.memberships(user_id)
+        except StoreUnavailable:
+            logger.warning("mfa_guard could not read the site names for the enrolment notice")
+            return notice
+        scope[NOTICE_SITES_KEY] = tuple(m.site for m in memberships if m.site.policy.enforce)
+        return self.enrolment_notice(scope)
 
     def middleware(self) -> Middleware:
         from mfa_guard.web.middleware import MFAGuardMiddleware
@@ -284,9 +314,19 @@ class MFAGuard:
         return marker
 
     async def _enrolment_state(self, user_id: str) -> tuple[EnrolmentSummary, float | None]:
-        if self.sites is None:
-            return await self.store.summary(user_id), None
-        return await concurrently(self.store.summary(user_id), self.sites.deadline(user_id))
+        """The user's enrolment and ``enrol_by``: the earliest of their enforcing sites'
+        deadlines and the app-wide one (``settings.everyone``)."""
+        everyone = self.settings.everyone.required_from()
+        # Once the app-wide deadline has passed, no site deadline changes the decision (every
+        # user without 2FA must enrol): the directory is not read.
+        if self.sites is None or (everyone is not None and everyone <= self.clock()):
+            return await self.store.summary(user_id), everyone
+        summary, by_site = await concurrently(
+            self.store.summary(user_id), self.sites.deadline(user_id)
+        )
+        if everyone is None or (by_site is not None and by_site < everyone):
+            return summary, by_site
+        return summary, everyone
 
     async def _device(self, user_id: str, token: str | None, now: float) -> TrustedDevice | None:
         devices = self.trusted_devices

@@ -66,6 +66,7 @@ class Reason(StrEnum):
     PHONE_COUNTRY_NOT_ALLOWED = "phone_country_not_allowed"
     TEXTS_TO_COUNTRY_REFUSED = "sms_country_not_allowed"
     ENFORCED_BY_SITE = "mfa_enforced_by_site"
+    REQUIRED_FOR_EVERYONE = "mfa_required_for_everyone"
     SITE_NOT_FOUND = "site_not_found"
     NOT_SITE_OWNER = "not_site_owner"
     OWNER_MFA_REQUIRED = "verified_mfa_required"
@@ -99,6 +100,9 @@ _MESSAGES = {
     ),
     Reason.ENFORCED_BY_SITE: (
         "A site you belong to requires two-factor authentication: it cannot be turned off."
+    ),
+    Reason.REQUIRED_FOR_EVERYONE: (
+        "Two-factor authentication is required for every account: it cannot be turned off."
     ),
     Reason.SITE_NOT_FOUND: "There is no such site.",
     Reason.NOT_SITE_OWNER: "Only the site's owners can do this.",
@@ -218,9 +222,12 @@ class MFAService:
         sms: SMSChannel | None = None,
         require_phone: bool = False,
         sites: SiteDirectory | None = None,
+        everyone_required: bool = False,
     ) -> None:
         self.store = store
         self.sites = sites
+        # MFAGuardSettings.everyone: 2FA required of every account, so never turned off.
+        self.everyone_required = everyone_required
         self._box = box
         # Two budgets of failed attempts per user: codes (TOTP, SMS) and recovery codes, so
         # that an attacker who used one up leaves the owner the other path (docs/security.md).
@@ -471,7 +478,11 @@ class MFAService:
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
     ) -> int | Denied:
         """Turns 2FA off after a valid current code; returns the new epoch. Refused, before the
-        code is checked, while a site of the user enforces 2FA."""
+        code is checked, while the app requires 2FA of every account or a site of the user
+        enforces it (deadline passed or not)."""
+        if self.everyone_required:
+            await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
+            return Denied(Reason.REQUIRED_FOR_EVERYONE)
         enforcing = await self.enforcing_sites(user_id)
         if enforcing:
             await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)

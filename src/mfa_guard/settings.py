@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 import limits
@@ -273,6 +274,74 @@ class TrustedDeviceSettings(BaseModel):
     )
 
 
+class EveryoneSettings(BaseModel):
+    """Two-factor authentication required of every account of the app, not of a site's members
+    only: at once, or from a deadline (the same guarantees as site enforcement)."""
+
+    required: bool = Field(
+        default=False,
+        description=(
+            "Require 2FA of every account (not only of the members of enforcing sites): an "
+            "account without it reaches only enrolment from `everyone.deadline` on (at once "
+            "without one), and nobody can turn it off."
+        ),
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description=(
+            "From when `everyone.required` applies: an ISO 8601 date and time with its "
+            "timezone (`2027-01-16T08:00:00Z`, `2027-01-16T09:00:00+01:00`); until then pages "
+            "show a notice. Empty: at once. Needs `everyone.required`."
+        ),
+    )
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _iso_instant(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            _check_aware(value, value.isoformat())
+            return value
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.strip() if isinstance(value, str) else repr(value)
+        try:
+            moment = datetime.fromisoformat(text) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise ValueError(
+                f"everyone.deadline {text} is not an ISO 8601 date and time with a timezone, "
+                "e.g. 2027-01-16T08:00:00Z"
+            )
+        _check_aware(moment, text)
+        return moment
+
+    @model_validator(mode="after")
+    def _deadline_needs_required(self) -> Self:
+        if self.deadline is not None and not self.required:
+            raise ValueError(
+                "everyone.deadline is set but everyone.required is not: set "
+                "MFA_GUARD_EVERYONE__REQUIRED=true to require 2FA of every account from that "
+                "deadline, or remove MFA_GUARD_EVERYONE__DEADLINE"
+            )
+        return self
+
+    def required_from(self) -> float | None:
+        """From when every account must have 2FA (seconds since the epoch; 0.0 for "at once",
+        as an enforcing site without a deadline), or ``None`` when it is not required."""
+        if not self.required:
+            return None
+        return 0.0 if self.deadline is None else self.deadline.timestamp()
+
+
+def _check_aware(moment: datetime, text: str) -> None:
+    if moment.utcoffset() is None:
+        raise ValueError(
+            f"everyone.deadline {text} has no timezone, so the instant it names would depend on "
+            "the server's: add one, e.g. 2027-01-16T08:00:00Z (UTC) or 2027-01-16T09:00:00+01:00"
+        )
+
+
 class MFAGuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
@@ -441,6 +510,7 @@ class MFAGuardSettings(BaseSettings):
             "besides the request's own origin."
         ),
     )
+    everyone: EveryoneSettings = Field(default_factory=EveryoneSettings)
     debug: bool = Field(
         default=False,
         description=(

@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
@@ -172,6 +173,7 @@ _NAMES: dict[Any, tuple[str, str]] = {
     float: ("number", "numbers"),
     str: ("text", "texts"),
     SecretStr: ("secret", "secrets"),
+    datetime: ("ISO 8601 date and time with its timezone", "dates and times"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Starlette's cookie session is signed, not encrypted, so the marker holds only a keyed hash of the
 user id (``subject``), timestamps, the method name, a random nonce, the user's epoch and the
-earliest instant a site of theirs requires 2FA (``enrol_by``).
+earliest instant a site of theirs or the app requires 2FA (``enrol_by``).
 
 In the session it is a JSON array, ``[VERSION, subject, nonce, checked_at, epoch, enrolled,
 verified_at, method, enrol_by]``: read on every guarded request, so one unpacking, not nine
@@ -71,8 +71,9 @@ class Marker(NamedTuple):
     enrolled: bool
     verified_at: float | None = None
     method: str | None = None
-    # The earliest grace deadline among the user's sites that enforce 2FA (None: none does).
-    # Kept in the marker so a deadline passing is honoured to the second with no store call.
+    # The earliest grace deadline among the user's sites that enforce 2FA and the app-wide one
+    # (settings.everyone; None: nothing requires 2FA of the user). Kept in the marker so a
+    # deadline passing is honoured to the second with no store call.
     enrol_by: float | None = None
 
     @classmethod

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
-from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
+from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA, iso
 from mfa_guard.errors import MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
@@ -43,6 +43,7 @@ DENIED_STATUS = {
     Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
     Reason.TEXTS_TO_COUNTRY_REFUSED: 429,
     Reason.ENFORCED_BY_SITE: 409,
+    Reason.REQUIRED_FOR_EVERYONE: 409,
     Reason.SITE_NOT_FOUND: 404,
     Reason.NOT_SITE_OWNER: 403,
     Reason.OWNER_MFA_REQUIRED: 403,
@@ -235,10 +236,12 @@ class API:
 
     async def _enforcement(self, caller: Caller) -> dict[str, Any]:
         if self.guard.sites is None:
-            return {"required": False, "deadline": None, "sites": []}
-        enforcement = await self.guard.site_service.enforcement(caller.user_id)
+            enforcement = Enforcement(everyone_from=self.guard.settings.everyone.required_from())
+        else:
+            enforcement = await self.guard.site_service.enforcement(caller.user_id)
         return {
             "required": enforcement.required,
+            "everyone": enforcement.everyone,
             "deadline": iso(enforcement.deadline),
             "sites": [
                 {"id": site.id, "name": site.name, "deadline": iso(site.policy.requires_by())}

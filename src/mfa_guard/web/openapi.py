@@ -47,8 +47,20 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Enforcement": _object(
         {
-            "required": {"type": "boolean"},
-            "deadline": _INSTANT,
+            "required": {
+                "type": "boolean",
+                "description": "2FA is required of this user: by a site, or of every account.",
+            },
+            "everyone": {
+                "type": "boolean",
+                "description": "The app requires 2FA of every account (MFA_GUARD_EVERYONE__*).",
+            },
+            "deadline": {
+                **_INSTANT,
+                "description": "From when 2FA is required: the earliest of the sites' and the "
+                "app-wide deadlines (maybe past); null when nothing requires it, or when it is "
+                "required at once with no deadline.",
+            },
             "sites": {
                 "type": "array",
                 "items": _object(

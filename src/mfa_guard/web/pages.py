@@ -167,6 +167,9 @@ class Pages:
                 caller = await caller_of(request, self.guard)
                 if caller is None:
                     return RedirectResponse(self.guard.settings.home_path, status_code=303)
+                # The banner names the sites that require 2FA: looked up now (only when one
+                # is due), as rendering reads the notice with no I/O.
+                await self.guard.named_enrolment_notice(request.scope)
                 return await handler(request, caller)
             except FormRejected as exc:
                 return self._error(request, exc.status_code, exc.heading, exc.message)
@@ -511,6 +514,7 @@ class Pages:
                 "phone": phone,
                 "active_form": "",
                 "enforced_by": await self.service.enforcing_sites(caller.user_id),
+                "required_for_everyone": self.service.everyone_required,
                 "devices": devices if enrolment.enrolled else None,
                 "trusted_devices": self.guard.trusted_devices is not None,
                 "device_days": self._device_days(),
