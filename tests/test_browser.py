@@ -6,8 +6,11 @@ the settings page.
 
 Chromium is Debian's (``apt-get install chromium``; ``.ci/run`` installs it): Playwright cannot
 download its own browsers here. ``make screenshots`` runs these tests with
-``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/enrol.png``, ``docs/images/team.png`` and
-``docs/images/devices.png``.
+``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/``: ``enrol.png`` (forced),
+``enrol-optional.png`` and ``challenge.png`` at 1280 px, each also as ``*-phone.png`` at 390 px
+(every image whole, the QR code read back from the screenshot), ``team.png`` and ``devices.png``.
+Then the way out of the kit's pages: Cancel on an optional enrolment, Sign out from the enrolment
+and the challenge.
 """
 
 from __future__ import annotations
