@@ -382,29 +382,34 @@ def test_a_person_finds_the_way_out_of_every_kit_page(browser: Browser, served_d
     inbox = f"{served_demo}/inbox"
     now = a_fresh_time_step()
 
-    # Enrolment is optional for Solo: Cancel leads back to next=.
+    # Enrolment is optional for Solo: Cancel leads back to next=, from the QR code too.
     sign_in(page, SOLO)
     page.goto("/mfa/enrol?next=/inbox")
     page.get_by_role("link", name="Cancel").click()
     expect(page).to_have_url(inbox)
-
-    # From the QR code, out: signed out, the inbox asks for the password again.
     page.goto("/mfa/enrol?next=/inbox")
     page.get_by_role("button", name="Set up an authenticator app").click()
     expect(page.locator(".qr svg")).to_be_visible()
-    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
-    expect(page).to_have_url(f"{served_demo}/login")
-    page.goto("/inbox")
-    expect(page).to_have_url(f"{served_demo}/login?next=/inbox")
+    page.get_by_role("link", name="Cancel").click()
+    expect(page).to_have_url(inbox)
 
-    # With 2FA on, the challenge: signed out from there too.
-    sign_in(page, SOLO)
+    # Solo turns 2FA on after all; signed in again, the challenge: signed out from there.
     page.goto("/mfa/enrol?next=/inbox")
     scan_the_qr_code_and_confirm(page, at=now - TOTP_PERIOD)
     page.get_by_role("link", name="I have saved my codes — continue").click()
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, SOLO)
     expect(page).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{served_demo}/login")
+    page.goto("/inbox")
+    expect(page).to_have_url(f"{served_demo}/login?next=/inbox")
+
+    # The agent, from the QR code of an enrolment: signed out, the password asked again.
+    sign_in(page, AGENT)
+    page.goto("/mfa/enrol?next=/inbox")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    expect(page.locator(".qr svg")).to_be_visible()
     page.get_by_role("banner").get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{served_demo}/login")
     page.goto("/inbox")
