@@ -81,8 +81,9 @@ test: lint typecheck docs pytest pytest-compiled
 bench: $(COMPILED_STAMP)
 	$(COMPILED_BIN)/python -m bench
 
-# The browser story, saving its screenshots into docs/images/ (enrol.png, team.png, devices.png,
-# and enrol-everyone.png: the app-wide banner).
+# The browser story, saving its screenshots into docs/images/ (enrol, enrol-optional and challenge
+# at 1280 px and, as *-phone.png, 390 px; team.png, devices.png; enrol-everyone.png: the app-wide
+# banner).
 screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py \
 		tests/test_everyone.py::test_the_app_wide_banner_in_chromium

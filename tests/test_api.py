@@ -353,8 +353,20 @@ async def test_the_qr_code_reads_back_as_the_otpauth_uri(client: httpx.AsyncClie
     # The served SVG is segno's drawing of exactly this URI...
     qr = segno.make(setup["otpauth_uri"], error="m")
     assert setup["qr_svg"] == qr.svg_inline(
-        scale=5, title="QR code for Acme Inbox", svgclass="mfa-qr", lineclass=None
+        scale=1,
+        border=4,
+        omitsize=True,
+        dark="#000",
+        light="#fff",
+        title="QR code for Acme Inbox",
+        svgclass="mfa-qr",
+        lineclass=None,
     )
+    # ...that scales to any box (a viewBox, no fixed size), quiet zone and white ground
+    # included: the page's drawing is the same (tests/test_rendered_pages.py reads it on screen).
+    modules = qr.symbol_size(scale=1, border=4)[0]
+    assert setup["qr_svg"].startswith(f'<svg viewBox="0 0 {modules} {modules}" class="mfa-qr">')
+    assert f'<path fill="#fff" d="M0 0h{modules}v{modules}h-{modules}z"/>' in setup["qr_svg"]
     # ...and that symbol, scanned, gives the URI an authenticator app enrols from.
     png = io.BytesIO()
     qr.save(png, kind="png", scale=5, border=4)

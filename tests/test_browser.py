@@ -6,8 +6,11 @@ the settings page.
 
 Chromium is Debian's (``apt-get install chromium``; ``.ci/run`` installs it): Playwright cannot
 download its own browsers here. ``make screenshots`` runs these tests with
-``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/enrol.png``, ``docs/images/team.png`` and
-``docs/images/devices.png``.
+``MFA_GUARD_SCREENSHOTS=1`` to refresh ``docs/images/``: ``enrol.png`` (forced),
+``enrol-optional.png`` and ``challenge.png`` at 1280 px, each also as ``*-phone.png`` at 390 px
+(every image whole, the QR code read back from the screenshot), ``team.png`` and ``devices.png``.
+Then the way out of the kit's pages: Cancel on an optional enrolment, Sign out from the enrolment
+and the challenge.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from playwright.sync_api import (
     Locator,
     Page,
     Response,
+    ViewportSize,
     expect,
     sync_playwright,
 )
 
 from mfa_guard.testing import current_code
 from tests.live import served
+from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,6 +60,8 @@ PHONE_AGENT = (
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
 )
 TOTP_PERIOD = 30
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +160,25 @@ def screenshot(page: Page, tmp_path: Path, name: str, part: Locator | None = Non
         assert len(image) > 1000, place
 
 
+def as_seen_at_both_widths(page: Page, tmp_path: Path, name: str) -> None:
+    """The page at a desktop's width (``name``.png) and a phone's (``name``-phone.png): each
+    image visible and whole, no sideways scrolling, a QR code on it readable from the
+    screenshot; then back to the window's own size."""
+    size = page.viewport_size
+    for viewport, suffix in ((DESKTOP, ""), (PHONE, "-phone")):
+        page.set_viewport_size(viewport)
+        state = f"{name} at {viewport['width']} px"
+        assert image_problems(page) == [], state
+        assert horizontal_overflow(page) == 0, state
+        if page.locator(".qr svg").count():
+            [uri] = qr_codes_on_screen(page)
+            key = page.locator("#manual-key").inner_text().replace(" ", "")
+            assert f"secret={key}&" in uri, state
+        screenshot(page, tmp_path, f"{name}{suffix}.png")
+    if size is not None:
+        page.set_viewport_size(size)
+
+
 def post_settings(page: Page, grace_label: str) -> Response:
     """Ticks the switch, chooses from when, saves; the response to the form's post."""
     page.get_by_label("Force operators to have their Two Factor Authentication enabled").check()
@@ -178,7 +204,11 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     expect(owner).to_have_url(f"{served_demo}/inbox")
     owner.get_by_role("link", name="Two-factor settings").click()
     owner.get_by_role("link", name="Turn on two-factor authentication").click()
+    # Optional for the owner: "Cancel" leads back; the header's "Sign out" leads out.
+    expect(owner.get_by_role("link", name="Cancel")).to_be_visible()
     owner.get_by_role("button", name="Set up an authenticator app").click()
+    expect(owner.get_by_role("banner").get_by_role("button", name="Sign out")).to_be_visible()
+    as_seen_at_both_widths(owner, tmp_path, "enrol-optional")
     recovery_codes = scan_the_qr_code_and_confirm(owner)
     assert len(recovery_codes) == 10
     owner.get_by_role("link", name="I have saved my codes — continue").click()
@@ -218,7 +248,10 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     expect(agent).to_have_url(f"{served_demo}/mfa/enrol?next=/inbox")
     agent.get_by_role("button", name="Set up an authenticator app").click()
     expect(agent.locator(".qr svg")).to_be_visible()
-    screenshot(agent, tmp_path, "enrol.png")
+    # Forced: no "Cancel", only the way out by signing out.
+    expect(agent.get_by_role("link", name="Cancel")).to_have_count(0)
+    expect(agent.get_by_role("banner")).to_contain_text(f"Signed in as {AGENT}. Not you?")
+    as_seen_at_both_widths(agent, tmp_path, "enrol")
     scan_the_qr_code_and_confirm(agent)
     agent.get_by_role("link", name="I have saved my codes — continue").click()
     expect(agent).to_have_url(f"{served_demo}/inbox")
@@ -228,6 +261,7 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     # code, then) and sees two green padlocks on the Team page.
     sign_in(owner, OWNER)
     expect(owner).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    as_seen_at_both_widths(owner, tmp_path, "challenge")
     owner.get_by_text("Lost your device? Use a recovery code").click()
     owner.get_by_label("Recovery code").fill(recovery_codes[0])
     owner.get_by_role("button", name="Use recovery code").click()
@@ -241,6 +275,10 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
         row = owner.locator(f'tr[data-member="{email}"]')
         expect(row.get_by_role("img", name="Two-factor authentication on")).to_have_count(1)
     screenshot(owner, tmp_path, "team.png")
+    # The padlocks, whole at both widths.
+    for viewport in (DESKTOP, PHONE):
+        owner.set_viewport_size(viewport)
+        assert image_problems(owner) == [], viewport
 
     agent_context.close()
     owner_context.close()
@@ -335,3 +373,45 @@ def test_a_remembered_browser_signs_in_without_a_code_until_it_is_forgotten(
 
     phone_context.close()
     laptop_context.close()
+
+
+def test_a_person_finds_the_way_out_of_every_kit_page(browser: Browser, served_demo: str) -> None:
+    """The kit's pages drop the demo's own header: theirs offers the demo's sign-out (a form
+    posting to /logout), and "Cancel" back to where the person was while enrolment is optional."""
+    context, page = person(browser, served_demo)
+    inbox = f"{served_demo}/inbox"
+    now = a_fresh_time_step()
+
+    # Enrolment is optional for Solo: Cancel leads back to next=, from the QR code too.
+    sign_in(page, SOLO)
+    page.goto("/mfa/enrol?next=/inbox")
+    page.get_by_role("link", name="Cancel").click()
+    expect(page).to_have_url(inbox)
+    page.goto("/mfa/enrol?next=/inbox")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    expect(page.locator(".qr svg")).to_be_visible()
+    page.get_by_role("link", name="Cancel").click()
+    expect(page).to_have_url(inbox)
+
+    # Solo turns 2FA on after all; signed in again, the challenge: signed out from there.
+    page.goto("/mfa/enrol?next=/inbox")
+    scan_the_qr_code_and_confirm(page, at=now - TOTP_PERIOD)
+    page.get_by_role("link", name="I have saved my codes — continue").click()
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, SOLO)
+    expect(page).to_have_url(f"{served_demo}/mfa/challenge?next=/inbox")
+    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{served_demo}/login")
+    page.goto("/inbox")
+    expect(page).to_have_url(f"{served_demo}/login?next=/inbox")
+
+    # The agent, from the QR code of an enrolment: signed out, the password asked again.
+    sign_in(page, AGENT)
+    page.goto("/mfa/enrol?next=/inbox")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    expect(page.locator(".qr svg")).to_be_visible()
+    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{served_demo}/login")
+    page.goto("/inbox")
+    expect(page).to_have_url(f"{served_demo}/login?next=/inbox")
+    context.close()

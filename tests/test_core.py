@@ -223,7 +223,14 @@ def test_a_pending_setups_qr_code_is_drawn_once_and_shown_again() -> None:
     assert codes.get("JBSWY3DPEHPK3PXP", URI, 0.0) is None
     svg = codes.put("JBSWY3DPEHPK3PXP", URI, qr_svg(URI, "Acme"), 0.0)
     assert svg == segno.make(URI, error="m").svg_inline(
-        scale=5, title="QR code for Acme", svgclass="mfa-qr", lineclass=None
+        scale=1,
+        border=4,
+        omitsize=True,
+        dark="#000",
+        light="#fff",
+        title="QR code for Acme",
+        svgclass="mfa-qr",
+        lineclass=None,
     )
     assert codes.get("JBSWY3DPEHPK3PXP", URI, 599.0) == svg
     # Another account label (or issuer) is another drawing.

@@ -86,6 +86,8 @@ SMS_DEFAULTS: dict[str, Any] = {
 # "Remember this browser for 30 days" on the challenge. cookie_secure is off so the device cookie
 # works on http://127.0.0.1, as the session's https_only is; turn it on behind TLS.
 TRUSTED_DEVICES_DEFAULTS: dict[str, Any] = {"enabled": True, "cookie_secure": False}
+# The kit's pages offer the demo's sign-out (POST /logout, an exempt path) in their header.
+SIGN_OUT_DEFAULTS: dict[str, Any] = {"url": "/logout", "method": "post"}
 # Inputs longer than this are refused before any hashing.
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
@@ -251,6 +253,12 @@ def demo_settings(encryption_key: str) -> MFAGuardSettings:
         name: value
         for name, value in SMS_DEFAULTS.items()
         if not os.environ.get(f"MFA_GUARD_SMS__{name.upper()}")
+    }
+    # The way out of the kit's pages: its header posts to the demo's own sign-out.
+    defaults["sign_out"] = {
+        name: value
+        for name, value in SIGN_OUT_DEFAULTS.items()
+        if not os.environ.get(f"MFA_GUARD_SIGN_OUT__{name.upper()}")
     }
     defaults["trusted_devices"] = {
         name: value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ SESSION_KEY = "mfa_guard"
 NOTICE_SITES_KEY = "mfa_guard.enforcing_sites"
 IdentityGetter = Callable[[Scope], str | None]
 AccountNameGetter = Callable[[Scope], str]
+# The hidden fields the app's sign-out form needs (its CSRF token), for the request's scope.
+SignOutFields = Callable[[Scope], Mapping[str, str]]
 
 
 def user_identity(scope: Scope) -> str | None:
@@ -111,8 +113,10 @@ class MFAGuard:
         sms: SMSProvider | None = None,
         sites: SiteDirectory | None = None,
         devices: DeviceStore | None = None,
+        sign_out_fields: SignOutFields | None = None,
     ) -> None:
         self.settings = settings
+        self.sign_out_fields = sign_out_fields
         self.store = store
         self.sites = sites
         self.clock = clock

@@ -166,11 +166,26 @@ class SMSChannel:
     settings: SMSSettings
 
 
+# Modules of white around the code (ISO/IEC 18004: at least 4), which readers need to find it.
+QR_QUIET_ZONE = 4
+
+
 def qr_svg(uri: str, issuer: str) -> str:
     """The enrolment QR code of ``uri``, as inline SVG. segno chooses the mask by scoring all
-    eight (ISO/IEC 18004 7.8.3): about 7 ms of the 8 ms this takes, hence :class:`QRCodes`."""
+    eight (ISO/IEC 18004 7.8.3): about 7 ms of the 8 ms this takes, hence :class:`QRCodes`.
+
+    One unit a module and no fixed size, only a ``viewBox``: the page's CSS scales it whole,
+    4-module quiet zone included, where a squeezed fixed-size drawing gets clipped. Dark
+    modules on a white square of its own, whatever the page's colours."""
     svg = segno.make(uri, error="m").svg_inline(
-        scale=5, title=f"QR code for {issuer}", svgclass="mfa-qr", lineclass=None
+        scale=1,
+        border=QR_QUIET_ZONE,
+        omitsize=True,
+        dark="#000",
+        light="#fff",
+        title=f"QR code for {issuer}",
+        svgclass="mfa-qr",
+        lineclass=None,
     )
     return str(svg)
 

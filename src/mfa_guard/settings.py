@@ -10,6 +10,7 @@ import ipaddress
 import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import limits
 from cryptography.fernet import Fernet
@@ -23,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mfa_guard.core.redirects import safe_next
 
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
 DAY = 24 * 3600
@@ -342,6 +345,48 @@ def _check_aware(moment: datetime, text: str) -> None:
         )
 
 
+class SignOutSettings(BaseModel):
+    """The app's own sign-out, offered on every kit page: a person asked for a code or sent to
+    enrolment can always leave ("Not you? Sign out")."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "The app's sign-out: a local path (`/logout`, under `exempt_paths` so a person who "
+            "has not passed the challenge reaches it) or an absolute `https://` URL (an "
+            "identity provider's). Unset: the kit's pages show no sign-out."
+        ),
+    )
+    method: Literal["get", "post"] = Field(
+        default="post",
+        description=(
+            "How the pages reach it: `post`, a button in a form (what a sign-out that changes "
+            "state should take; an app whose form needs a CSRF field passes "
+            "`MFAGuard(sign_out_fields=...)`), or `get`, a link."
+        ),
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if safe_next(value, "") == value:
+            return value  # a same-origin path
+        parts = urlsplit(value)
+        if (
+            parts.scheme in ("https", "http")
+            and parts.hostname
+            and not any(ch.isspace() or ord(ch) < 0x20 or ch in "\\<>\"'" for ch in value)
+        ):
+            return value
+        raise ValueError(
+            f"sign_out.url {value!r} must be a local path starting with a single '/' (e.g. "
+            "'/logout') or an absolute http(s):// URL"
+        )
+
+
 class MFAGuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
@@ -519,6 +564,7 @@ class MFAGuardSettings(BaseSettings):
             "production."
         ),
     )
+    sign_out: SignOutSettings = Field(default_factory=SignOutSettings)
 
     _split = field_validator(
         "exempt_paths",
@@ -621,6 +667,15 @@ class MFAGuardSettings(BaseSettings):
             )
         if not 30 <= self.recent_mfa_seconds <= self.verified_lifetime_seconds:
             raise ValueError("recent_mfa_seconds must be between 30 and verified_lifetime_seconds")
+        sign_out = self.sign_out.url
+        if sign_out is not None and sign_out.startswith("/"):
+            path = urlsplit(sign_out).path
+            if not any(_under(path, prefix) for prefix in self.exempt_paths):
+                raise ValueError(
+                    f"sign_out.url {sign_out!r} is not under exempt_paths: the kit would guard "
+                    "it, so a person who has not passed the challenge could not sign out; add "
+                    f"its path to MFA_GUARD_EXEMPT_PATHS (e.g. {path!r})"
+                )
         return self
 
     def is_api_path(self, path: str) -> bool:

@@ -215,6 +215,7 @@ class Pages:
             "notice": None,
             "next": settings.home_path,
             "enrolment_notice": self.guard.enrolment_notice(request.scope),
+            "sign_out": self._sign_out(request),
             **context,
         }
         # The messages come in English (refusals from the service, notices from here): the
@@ -228,6 +229,21 @@ class Pages:
         )
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def _sign_out(self, request: Request) -> dict[str, Any] | None:
+        """The app's sign-out for base.html's header (``None`` when none is configured): every
+        kit page offers a way out, whoever is asked for a code."""
+        settings = self.guard.settings.sign_out
+        if settings.url is None:
+            return None
+        hook = self.guard.sign_out_fields
+        fields = {} if hook is None or settings.method == "get" else dict(hook(request.scope))
+        return {
+            "url": settings.url,
+            "method": settings.method,
+            "fields": fields,
+            "account": self.guard.account_name(request.scope),
+        }
 
     def _error(
         self,

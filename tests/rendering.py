@@ -1,0 +1,94 @@
+"""What the eye needs from a page as Chromium drew it: every image visible and whole, nothing
+wider than the screen, and the QR codes a phone's camera would read from a screenshot.
+
+The checks return what is wrong (an empty list when all is well) so that a test asserts on them
+with the page's name in its message.
+"""
+
+from __future__ import annotations
+
+import io
+
+import PIL.Image
+import zxingcpp
+from playwright.sync_api import Page
+
+# Every image a page shows: inline SVG drawings (not the parts of one), pictures, canvases and
+# anything else announced as an image.
+_IMAGE_PROBLEMS = """() => {
+  const problems = [];
+  const pageWidth = document.documentElement.clientWidth;
+  const images = [...document.querySelectorAll('svg, img, canvas, [role="img"]')]
+    .filter(e => !(e instanceof SVGElement && e.ownerSVGElement));
+  for (const image of images) {
+    const name = image.getAttribute('aria-label') || image.getAttribute('alt')
+      || image.querySelector('title')?.textContent || image.outerHTML.slice(0, 60);
+    const box = image.getBoundingClientRect();
+    const style = getComputedStyle(image);
+    if (box.width < 1 || box.height < 1 || style.visibility !== 'visible'
+        || Number(style.opacity) === 0) {
+      problems.push(`${name}: not visible (${box.width} x ${box.height} px)`);
+      continue;
+    }
+    if (box.left < -0.5 || box.right > pageWidth + 0.5) {
+      problems.push(`${name}: beyond the page's width (${box.left}..${box.right} of ${pageWidth})`);
+    }
+    // Cut by a box around it that clips what overflows.
+    for (let outer = image.parentElement; outer; outer = outer.parentElement) {
+      const s = getComputedStyle(outer);
+      if (s.overflowX === 'visible' && s.overflowY === 'visible') continue;
+      const o = outer.getBoundingClientRect();
+      if (box.left < o.left - 0.5 || box.top < o.top - 0.5 || box.right > o.right + 0.5
+          || box.bottom > o.bottom + 0.5) {
+        problems.push(`${name}: cut by <${outer.tagName.toLowerCase()}> that clips`);
+      }
+    }
+    if (image instanceof HTMLImageElement && !(image.complete && image.naturalWidth > 0)) {
+      problems.push(`${name}: not loaded`);
+    }
+    if (image instanceof SVGSVGElement) {
+      // The drawing must lie inside what the box shows: the viewBox (scaled to fit, never
+      // sliced) or, without one, the box itself at one unit a pixel.
+      const drawn = image.getBBox();
+      const view = image.viewBox.baseVal;
+      const area = view && view.width > 0
+        ? {x: view.x, y: view.y, width: view.width, height: view.height}
+        : {x: 0, y: 0, width: image.clientWidth, height: image.clientHeight};
+      if (drawn.x < area.x - 0.01 || drawn.y < area.y - 0.01
+          || drawn.x + drawn.width > area.x + area.width + 0.01
+          || drawn.y + drawn.height > area.y + area.height + 0.01) {
+        problems.push(`${name}: drawing cut (${drawn.x},${drawn.y} ${drawn.width} x `
+          + `${drawn.height} in a view of ${area.x},${area.y} ${area.width} x ${area.height})`);
+      }
+      if (view && view.width > 0 && image.preserveAspectRatio.baseVal.meetOrSlice === 2) {
+        problems.push(`${name}: sliced to fill its box`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+
+def image_problems(page: Page) -> list[str]:
+    """Each image of the page that is hidden, empty, beyond the page's width, clipped by a box
+    around it, not loaded, or whose drawing does not fit what its SVG box shows."""
+    problems: list[str] = page.evaluate(_IMAGE_PROBLEMS)
+    return problems
+
+
+def horizontal_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than the window (0: no sideways scrolling)."""
+    overflow: int = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return overflow
+
+
+def qr_codes_on_screen(page: Page) -> list[str]:
+    """The texts of the QR codes in a screenshot of the whole page, as drawn: dark modules on a
+    light ground only (an inverted code is not counted: many phone apps do not read one)."""
+    screenshot = PIL.Image.open(io.BytesIO(page.screenshot(full_page=True)))
+    found = zxingcpp.read_barcodes(
+        screenshot, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode), try_invert=False
+    )
+    return [code.text for code in found]
