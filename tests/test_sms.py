@@ -493,7 +493,7 @@ async def test_sms_is_not_offered_to_users_who_are_not_enrolled(sms_app: SMSApp)
     assert sms_app.sent() == 1
 
 
-async def test_a_texted_code_can_turn_2fa_off(sms_app: SMSApp) -> None:
+async def test_a_texted_code_cannot_turn_2fa_off(sms_app: SMSApp) -> None:
     async with sms_app.client() as client:
         secret = await challenged_with_phone(sms_app, client)
         await client.post("/mfa/api/verify", json={"code": sms_app.ga.code(secret)})
@@ -501,7 +501,10 @@ async def test_a_texted_code_can_turn_2fa_off(sms_app: SMSApp) -> None:
         response = await client.post(
             "/mfa/api/disable", json={"method": "sms", "code": sms_app.last_code()}
         )
-    assert response.status_code == 200, response.text
+        status = (await client.get("/mfa/api/status")).json()
+    # SMS is the restricted fallback: it signs in, it does not turn 2FA off.
+    assert (response.status_code, error_code(response)) == (403, "strong_factor_required")
+    assert status["enrolled"] is True
 
 
 async def test_sms_is_never_the_only_method(sms_app: SMSApp) -> None:
@@ -517,7 +520,12 @@ async def test_sms_is_never_the_only_method(sms_app: SMSApp) -> None:
         disabled = await client.post("/mfa/api/disable", json={"code": sms_app.ga.code(secret)})
         assert disabled.status_code == 200, disabled.text
         status = (await client.get("/mfa/api/status")).json()
-    # The phone stays verified, but alone it is no second factor.
+        # The phone went with the rest; verified again, alone it is no second factor.
+        assert (status["phone_verified"], status["methods"]) == (False, [])
+        assert (await register(client, MOBILE)).status_code == 202
+        verified = await client.post("/mfa/api/phone/verify", json={"code": sms_app.last_code()})
+        assert verified.status_code == 200, verified.text
+        status = (await client.get("/mfa/api/status")).json()
     assert (status["phone_verified"], status["methods"]) == (True, [])
 
 

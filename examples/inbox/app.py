@@ -379,7 +379,12 @@ def create_app(
         request.session["user"] = email
         if not (await service.enforcement(email)).required:
             return RedirectResponse(INBOX_PATH, status_code=303)
-        setup = await guard.service.begin_setup(email, email, client_ip(request.scope, settings))
+        # The set-up is bound to this new session (its marker's nonce): made here, as the
+        # guard makes it at the session's first request.
+        marker = await guard.recheck(request.session, email, None, guard.clock())
+        setup = await guard.service.begin_setup(
+            email, email, client_ip(request.scope, settings), session=marker.nonce
+        )
         if isinstance(setup, Denied):  # a phone first (require_phone_for_enrolment)
             logger.info("%s must add a phone before the QR code: %s", email, setup.reason)
         return RedirectResponse(f"{settings.mount_path}/enrol?next={INBOX_PATH}", status_code=303)

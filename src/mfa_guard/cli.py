@@ -311,8 +311,12 @@ def _reset_user(args: argparse.Namespace) -> int:
         store = SQLStore(url)
         try:
             enrolment = await store.get(args.user)
-            if enrolment is None or not (enrolment.enrolled or enrolment.pending_secret):
+            if enrolment is None or not (
+                enrolment.enrolled or enrolment.pending_secret or enrolment.phone
+            ):
                 return False
+            # The phone goes too: a number that was a second factor (lost or stolen with the
+            # device, often) comes back only verified again.
             await store.disable(args.user)
             # The new epoch already makes every remembered browser untrusted: remove the rows.
             await SQLDeviceStore.sharing(store).remove_all(args.user)
@@ -345,9 +349,9 @@ def _reset_user(args: argparse.Namespace) -> int:
         print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
         return NOTHING_TO_DO
     print(
-        f"{args.user}: two-factor authentication is off and every session of theirs must sign "
-        "in again with it at its next re-check; they enrol again (at once if a site of theirs "
-        "enforces 2FA)."
+        f"{args.user}: two-factor authentication is off, their phone number is forgotten, and "
+        "every session of theirs must sign in again with it at its next re-check; they enrol "
+        "again (at once if a site of theirs enforces 2FA)."
     )
     if shared:
         print("Their failed-attempt count is cleared.")

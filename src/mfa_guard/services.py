@@ -7,6 +7,8 @@ Expected refusals are data (:class:`Denied`), not exceptions; only an unreachabl
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine
@@ -20,6 +22,7 @@ import segno
 from mfa_guard.clock import Clock
 from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
+from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink
@@ -72,6 +75,7 @@ class Reason(StrEnum):
     OWNER_MFA_REQUIRED = "verified_mfa_required"
     REAUTHENTICATION_REQUIRED = "mfa_reauthentication_required"
     INVALID_GRACE = "invalid_grace_hours"
+    STRONG_FACTOR_REQUIRED = "strong_factor_required"
 
 
 _MESSAGES = {
@@ -85,7 +89,10 @@ _MESSAGES = {
     ),
     Reason.NOT_ENROLLED: "Two-factor authentication is not enabled for this account.",
     Reason.ALREADY_ENROLLED: "Two-factor authentication is already enabled for this account.",
-    Reason.NO_PENDING_ENROLMENT: "Start the set-up first: no authenticator key is waiting.",
+    Reason.NO_PENDING_ENROLMENT: (
+        "No set-up is waiting in this session: it was not started here, or a newer set-up "
+        "replaced it. Start the set-up again."
+    ),
     Reason.CONFLICT: "Another request changed your two-factor settings. Please start again.",
     Reason.SMS_DISABLED: "Text-message codes are not offered here.",
     Reason.PHONE_REQUIRED: "Add and verify your mobile number before turning on 2FA.",
@@ -113,6 +120,10 @@ _MESSAGES = {
         "Confirm a current code (POST api/verify) before changing the site's policy."
     ),
     Reason.INVALID_GRACE: "The grace period is out of range.",
+    Reason.STRONG_FACTOR_REQUIRED: (
+        "A text-message code is not enough to change your two-factor settings: use a code from "
+        "your authenticator app or a recovery code."
+    ),
 }
 
 
@@ -266,24 +277,48 @@ class MFAService:
     async def enrolment(self, user_id: str) -> Enrolment:
         return await self.store.get(user_id) or Enrolment(user_id=user_id)
 
-    async def begin_setup(self, user_id: str, account: str, ip: str | None) -> Setup | Denied:
-        """A new pending secret with its URI and QR code; replaces an unconfirmed one."""
+    async def begin_setup(
+        self, user_id: str, account: str, ip: str | None, *, session: str
+    ) -> Setup | Denied:
+        """A new pending secret with its URI and QR code, bound to ``session`` (the session's
+        nonce): only that session is shown it and may confirm it. The newest set-up wins: it
+        replaces an unconfirmed one, whichever session began that."""
         enrolment = await self.enrolment(user_id)
         if enrolment.enrolled:
             return Denied(Reason.ALREADY_ENROLLED)
         if self._require_phone and enrolment.phone_verified_at is None:
             return Denied(Reason.PHONE_REQUIRED)
         secret = totp.new_secret()
-        await self.store.begin_enrolment(user_id, self._box.encrypt(secret))
+        await self.store.begin_enrolment(
+            user_id, self._box.encrypt(secret), binding=self._setup_binding(session)
+        )
         await self._emit(EventKind.ENROLMENT_STARTED, user_id, Method.TOTP, ip)
         return self.setup_view(secret, account)
 
-    async def pending_setup(self, user_id: str, account: str) -> Setup | None:
-        """The set-up waiting for confirmation, to show its QR code again."""
+    async def pending_setup(self, user_id: str, account: str, *, session: str) -> Setup | None:
+        """The set-up ``session`` began and that waits for confirmation, to show its QR code
+        again; another session's is never shown."""
         enrolment = await self.enrolment(user_id)
-        if enrolment.enrolled or enrolment.pending_secret is None:
+        pending = enrolment.pending_secret
+        if enrolment.enrolled or pending is None or not self.setup_pending(enrolment, session):
             return None
-        return self.setup_view(self._box.decrypt(enrolment.pending_secret), account)
+        return self.setup_view(self._box.decrypt(pending), account)
+
+    def setup_pending(self, enrolment: Enrolment, session: str) -> bool:
+        """Whether a set-up ``session`` began waits for its first code (``status``'s
+        ``enrolment_pending``: another session's set-up is not this one's business)."""
+        binding = enrolment.pending_binding
+        return (
+            enrolment.pending_secret is not None
+            and binding is not None
+            and hmac.compare_digest(binding, self._setup_binding(session))
+        )
+
+    def _setup_binding(self, session: str) -> str:
+        """A keyed hash of the session's nonce: the store learns which session began a set-up,
+        not the nonce (which the session cookie carries)."""
+        message = b"mfa_guard set-up binding\x00" + session.encode()
+        return hmac.new(self._box.marker_key, message, hashlib.sha256).hexdigest()[:32]
 
     def setup_view(self, secret: str, account: str) -> Setup:
         uri = totp.provisioning_uri(secret, self._params, account=account, issuer=self._issuer)
@@ -292,15 +327,18 @@ class MFAService:
             svg = self._qr_codes.put(secret, uri, qr_svg(uri, self._issuer), self._clock())
         return Setup(secret=secret, otpauth_uri=uri, qr_svg=svg)
 
-    async def confirm_setup(self, user_id: str, raw_code: str, ip: str | None) -> Verified | Denied:
-        """Activates the pending secret with its first valid code; returns the recovery codes."""
+    async def confirm_setup(
+        self, user_id: str, raw_code: str, ip: str | None, *, session: str
+    ) -> Verified | Denied:
+        """Activates the pending secret ``session`` began with its first valid code; returns
+        the recovery codes. Another session's set-up is no set-up here."""
         code = totp.normalise_code(raw_code, self._params.digits)
         if code is None:
             return Denied(Reason.INVALID_CODE)
         enrolment = await self.enrolment(user_id)
         if enrolment.enrolled:
             return Denied(Reason.ALREADY_ENROLLED)
-        if enrolment.pending_secret is None:
+        if enrolment.pending_secret is None or not self.setup_pending(enrolment, session):
             return Denied(Reason.NO_PENDING_ENROLMENT)
         if (locked := await self._acquire(user_id, ip)) is not None:
             return locked
@@ -412,9 +450,11 @@ class MFAService:
         return await self._send_text(user_id, phone, SMSPurpose.PHONE, ip, session)
 
     async def verify_phone(
-        self, user_id: str, raw_code: str, ip: str | None, *, session: str
+        self, user_id: str, raw_code: str, ip: str | None, *, session: str, epoch: int
     ) -> int | Denied:
-        """Marks the texted number verified; returns the new epoch."""
+        """Marks the texted number verified; returns the new epoch. ``epoch`` is the one the
+        session was (re-)checked at: if anything moved it since (a revocation), nothing is
+        written and the answer is ``conflict``."""
         if self.sms is None:
             return Denied(Reason.SMS_DISABLED)
         code = totp.normalise_code(raw_code, sms_codes.CODE_DIGITS)
@@ -428,10 +468,14 @@ class MFAService:
         if challenge is None:
             await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.SMS, ip)
             return Denied(Reason.INVALID_CODE)
-        epoch = await self.store.set_phone(user_id, challenge.phone, self._clock())
+        changed = await self.store.set_phone(
+            user_id, challenge.phone, self._clock(), expected_epoch=epoch
+        )
+        if changed is None:
+            return Denied(Reason.CONFLICT)
         await self._forget_failures(user_id)
         await self._emit(EventKind.PHONE_VERIFIED, user_id, Method.SMS, ip)
-        return epoch
+        return changed
 
     async def send_sign_in_code(
         self, user_id: str, ip: str | None, *, session: str
@@ -492,9 +536,14 @@ class MFAService:
     async def disable(
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
     ) -> int | Denied:
-        """Turns 2FA off after a valid current code; returns the new epoch. Refused, before the
-        code is checked, while the app requires 2FA of every account or a site of the user
-        enforces it (deadline passed or not)."""
+        """Turns 2FA off after a valid current code of the authenticator app or a recovery code
+        (a texted code is not enough: SMS is the restricted fallback); returns the new epoch.
+        The phone goes too. Refused, before the code is checked, for ``sms``, while the app
+        requires 2FA of every account, and while a site of the user enforces it (deadline passed
+        or not)."""
+        if method.value not in STRONG_METHODS:
+            # Like an unknown method: refused as asked, before anything is read or counted.
+            return Denied(Reason.STRONG_FACTOR_REQUIRED)
         if self.everyone_required:
             await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
             return Denied(Reason.REQUIRED_FOR_EVERYONE)

@@ -23,6 +23,10 @@ from typing import Any, NamedTuple
 VERSION = 2
 # "device": verified by a remembered browser (mfa_guard.devices).
 METHODS = ("totp", "recovery", "sms", "device")
+# What may change the factors themselves (turn 2FA off, new recovery codes, a new phone): the
+# authenticator app or a recovery code. A texted code signs in and no more, SMS being the
+# restricted fallback (NIST SP 800-63B 5.1.3.3); a remembered browser asked for no code at all.
+STRONG_METHODS = ("totp", "recovery")
 # The subject: 18 bytes (144 bits) of keyed BLAKE2b, as 36 hex digits.
 SUBJECT_BYTES = 18
 

@@ -51,6 +51,9 @@ class Enrolment:
     confirmed_at: float | None = None
     last_step: int | None = None
     pending_secret: str | None = None
+    # Which session began the pending set-up: a keyed hash of its nonce (no other session is
+    # shown the pending secret, nor may confirm it).
+    pending_binding: str | None = None
     recovery: RecoveryCodeSet | None = None
     phone: str | None = None
     phone_verified_at: float | None = None
@@ -71,6 +74,12 @@ class Enrolment:
 class MFAStore(Protocol):
     """Where enrolments live. Every method is one round trip and atomic on its own.
 
+    The epoch goes up by exactly one at each change that bumps it (enrolling, turning 2FA off,
+    a new phone, revoking sessions): a session that made a change from epoch ``n`` and got
+    ``n + 1`` back knows nothing else moved it in between. Every bump also voids what was
+    pending, so nothing begun under an old epoch completes under a new one: the pending SMS
+    code and the unconfirmed set-up (with its binding) go with it.
+
     Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
     reached, so the kit fails closed with a 503. ``mfa_guard.testing.MFAStoreContract`` is the
     suite an implementation must pass.
@@ -90,9 +99,12 @@ class MFAStore(Protocol):
         entry (a user the store has never seen is not enrolled)."""
         ...
 
-    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
-        """Store (or replace) the encrypted secret waiting for its first code. Does not touch a
-        confirmed enrolment."""
+    async def begin_enrolment(
+        self, user_id: str, pending_secret: str, *, binding: str | None = None
+    ) -> None:
+        """Store (or replace) the encrypted secret waiting for its first code, with the
+        ``binding`` of the session that began it (``pending_binding``; ``None``: no session's).
+        Does not touch a confirmed enrolment."""
         ...
 
     async def confirm_enrolment(
@@ -105,8 +117,9 @@ class MFAStore(Protocol):
         now: float,
     ) -> int | None:
         """Make ``pending_secret`` the active secret, if it is still the pending one and the user
-        is not enrolled: set ``last_step``, store the recovery codes, bump the epoch. Returns the
-        new epoch, or ``None`` when another request changed the enrolment first."""
+        is not enrolled: set ``last_step``, store the recovery codes, drop the binding and any
+        pending SMS code, bump the epoch. Returns the new epoch, or ``None`` when another request
+        changed the enrolment first."""
         ...
 
     async def accept_step(self, user_id: str, step: int) -> bool:
@@ -123,8 +136,9 @@ class MFAStore(Protocol):
         ...
 
     async def disable(self, user_id: str) -> int:
-        """Remove the secret, pending secret, recovery codes and any pending SMS code, bump the
-        epoch, return it. The verified phone stays (it is a setting of the account)."""
+        """Remove the secret, pending secret, recovery codes, any pending SMS code and the phone,
+        bump the epoch, return it. The phone goes too: a number that was a second factor comes
+        back only verified again (an admin reset after a lost or stolen phone included)."""
         ...
 
     async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
@@ -150,11 +164,20 @@ class MFAStore(Protocol):
         ...
 
     async def revoke_sessions(self, user_id: str) -> int:
-        """Bump the user's epoch and return it, changing nothing else: every session verified
-        under the old epoch must verify again ("sign out my other sessions")."""
+        """Bump the user's epoch and return it: every session verified under the old epoch must
+        verify again ("sign out my other sessions"). What a session had pending dies with it:
+        the pending SMS code (a phone change or sign-in in flight) and the unconfirmed set-up.
+        The secret, recovery codes and phone stay."""
         ...
 
-    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+    async def set_phone(
+        self, user_id: str, phone: str, now: float, *, expected_epoch: int | None = None
+    ) -> int | None:
         """Record ``phone`` (E.164) as the user's verified number. A new number is a new
-        authenticator: the epoch is bumped (other sessions re-verify). Returns the epoch."""
+        authenticator: the epoch is bumped (other sessions re-verify) and an unconfirmed set-up
+        is dropped. Returns the epoch.
+
+        With ``expected_epoch``, a compare-and-set: written only while the user's epoch is
+        still that one (the epoch the asking session was verified at), else nothing is written
+        and ``None`` returned: a revocation that landed meanwhile wins."""
         ...

@@ -39,9 +39,13 @@ class MemoryStore:
             )
         return found
 
-    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+    async def begin_enrolment(
+        self, user_id: str, pending_secret: str, *, binding: str | None = None
+    ) -> None:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
-        self._users[user_id] = dataclasses.replace(current, pending_secret=pending_secret)
+        self._users[user_id] = dataclasses.replace(
+            current, pending_secret=pending_secret, pending_binding=binding
+        )
 
     async def confirm_enrolment(
         self,
@@ -59,6 +63,8 @@ class MemoryStore:
             current,
             secret=pending_secret,
             pending_secret=None,
+            pending_binding=None,
+            sms_challenge=None,
             confirmed_at=now,
             last_step=step,
             recovery=recovery,
@@ -94,12 +100,7 @@ class MemoryStore:
     async def disable(self, user_id: str) -> int:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
         epoch = current.epoch + 1
-        self._users[user_id] = Enrolment(
-            user_id=user_id,
-            epoch=epoch,
-            phone=current.phone,
-            phone_verified_at=current.phone_verified_at,
-        )
+        self._users[user_id] = Enrolment(user_id=user_id, epoch=epoch)
         return epoch
 
     async def start_sms_challenge(self, user_id: str, challenge: SMSChallenge) -> None:
@@ -148,13 +149,29 @@ class MemoryStore:
 
     async def revoke_sessions(self, user_id: str) -> int:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
-        self._users[user_id] = dataclasses.replace(current, epoch=current.epoch + 1)
+        self._users[user_id] = dataclasses.replace(
+            current,
+            epoch=current.epoch + 1,
+            pending_secret=None,
+            pending_binding=None,
+            sms_challenge=None,
+        )
         return current.epoch + 1
 
-    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+    async def set_phone(
+        self, user_id: str, phone: str, now: float, *, expected_epoch: int | None = None
+    ) -> int | None:
         current = self._users.get(user_id) or Enrolment(user_id=user_id)
+        if expected_epoch is not None and current.epoch != expected_epoch:
+            return None
         epoch = current.epoch + 1
         self._users[user_id] = dataclasses.replace(
-            current, phone=phone, phone_verified_at=now, epoch=epoch
+            current,
+            phone=phone,
+            phone_verified_at=now,
+            epoch=epoch,
+            pending_secret=None,
+            pending_binding=None,
+            sms_challenge=None,
         )
         return epoch

@@ -81,6 +81,10 @@ enrolments = Table(
     Column("confirmed_at", Double, nullable=True),
     Column("last_step", BigInteger, nullable=True),
     Column("pending_secret", Text, nullable=True),
+    # The session that began the pending set-up: a keyed hash of its nonce, never the nonce.
+    # Added after the first tables: an existing table needs
+    # ``ALTER TABLE mfa_guard_enrolments ADD COLUMN pending_binding VARCHAR(64)``.
+    Column("pending_binding", String(64), nullable=True),
     Column("recovery_salt", String(64), nullable=True),
     Column("recovery_params", String(64), nullable=True),
     # The verified phone (E.164) and the one pending SMS code: a keyed hash, never the code.
@@ -430,6 +434,7 @@ _GET = (
         enrolments.c.confirmed_at,
         enrolments.c.last_step,
         enrolments.c.pending_secret,
+        enrolments.c.pending_binding,
         enrolments.c.recovery_salt,
         enrolments.c.recovery_params,
         enrolments.c.phone,
@@ -466,6 +471,17 @@ _DEADLINE = (
     .select_from(sites.join(site_members))
     .where(site_members.c.user_id == bindparam("uid"), sites.c.enforce)
 )
+
+
+# What every epoch bump voids: the unconfirmed set-up with its binding, and the pending SMS code.
+_NOTHING_PENDING: dict[str, Any] = {
+    "pending_secret": None,
+    "pending_binding": None,
+    "sms_purpose": None,
+    "sms_code_hash": None,
+    "sms_phone": None,
+    "sms_expires_at": None,
+}
 
 
 def _all(result: CursorResult[Any]) -> Sequence[Any]:
@@ -581,6 +597,7 @@ class SQLStore:
             confirmed_at=first["confirmed_at"],
             last_step=first["last_step"],
             pending_secret=first["pending_secret"],
+            pending_binding=first["pending_binding"],
             recovery=recovery,
             phone=first["phone"],
             phone_verified_at=first["phone_verified_at"],
@@ -612,13 +629,19 @@ class SQLStore:
                     )
         return found
 
-    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+    async def begin_enrolment(
+        self, user_id: str, pending_secret: str, *, binding: str | None = None
+    ) -> None:
         statement = self._db.upsert(enrolments).values(
-            user_id=user_id, epoch=0, pending_secret=pending_secret
+            user_id=user_id, epoch=0, pending_secret=pending_secret, pending_binding=binding
         )
         statement = statement.on_conflict_do_update(
             index_elements=[enrolments.c.user_id],
-            set_={"pending_secret": statement.excluded.pending_secret, "updated_at": func.now()},
+            set_={
+                "pending_secret": statement.excluded.pending_secret,
+                "pending_binding": statement.excluded.pending_binding,
+                "updated_at": func.now(),
+            },
         )
         # The same values twice are the same write: retried.
         await self._db.run(statement, {}, _nothing, retry=True)
@@ -641,7 +664,7 @@ class SQLStore:
             )
             .values(
                 secret=enrolments.c.pending_secret,
-                pending_secret=None,
+                **_NOTHING_PENDING,
                 confirmed_at=now,
                 last_step=step,
                 epoch=enrolments.c.epoch + 1,
@@ -685,14 +708,12 @@ class SQLStore:
             "secret": None,
             "confirmed_at": None,
             "last_step": None,
-            "pending_secret": None,
             "recovery_salt": None,
             "recovery_params": None,
-            # A pending SMS code goes too; the verified phone stays, as a setting of the account.
-            "sms_purpose": None,
-            "sms_code_hash": None,
-            "sms_phone": None,
-            "sms_expires_at": None,
+            # The phone goes too: it comes back only verified again.
+            "phone": None,
+            "phone_verified_at": None,
+            **_NOTHING_PENDING,
         }
         statement = (
             self._db.upsert(enrolments)
@@ -782,7 +803,11 @@ class SQLStore:
             .values(user_id=user_id, epoch=1)
             .on_conflict_do_update(
                 index_elements=[enrolments.c.user_id],
-                set_={"epoch": enrolments.c.epoch + 1, "updated_at": func.now()},
+                set_={
+                    "epoch": enrolments.c.epoch + 1,
+                    **_NOTHING_PENDING,
+                    "updated_at": func.now(),
+                },
             )
             .returning(enrolments.c.epoch)
         )
@@ -790,8 +815,23 @@ class SQLStore:
         # asked).
         return int(await self._db.run(statement, {}, _scalar, retry=False))
 
-    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
-        values = {"phone": phone, "phone_verified_at": now}
+    async def set_phone(
+        self, user_id: str, phone: str, now: float, *, expected_epoch: int | None = None
+    ) -> int | None:
+        values = {"phone": phone, "phone_verified_at": now, **_NOTHING_PENDING}
+        if expected_epoch is not None:
+            # A compare-and-set on the epoch: a bump that landed meanwhile wins. (The row is
+            # there: the texted code that came back was stored in it.)
+            cas = (
+                update(enrolments)
+                .where(enrolments.c.user_id == user_id, enrolments.c.epoch == expected_epoch)
+                .values(**values, epoch=enrolments.c.epoch + 1, updated_at=func.now())
+                .returning(enrolments.c.epoch)
+            )
+            # Not retried: a second run after a first that landed would find the epoch moved
+            # and say "changed meanwhile" of its own change.
+            epoch = await self._db.run(cas, {}, _scalar_or_none, retry=False)
+            return None if epoch is None else int(epoch)
         statement = (
             self._db.upsert(enrolments)
             .values(user_id=user_id, epoch=1, **values)

@@ -63,9 +63,11 @@ class CountingStore:
         self.calls["statuses"] += 1
         return await self.inner.statuses(user_ids)
 
-    async def begin_enrolment(self, user_id: str, pending_secret: str) -> None:
+    async def begin_enrolment(
+        self, user_id: str, pending_secret: str, *, binding: str | None = None
+    ) -> None:
         self.calls["begin_enrolment"] += 1
-        await self.inner.begin_enrolment(user_id, pending_secret)
+        await self.inner.begin_enrolment(user_id, pending_secret, binding=binding)
 
     async def confirm_enrolment(
         self, user_id: str, pending_secret: str, *, step: int, recovery: RecoveryCodeSet, now: float
@@ -113,9 +115,11 @@ class CountingStore:
         self.calls["revoke_sessions"] += 1
         return await self.inner.revoke_sessions(user_id)
 
-    async def set_phone(self, user_id: str, phone: str, now: float) -> int:
+    async def set_phone(
+        self, user_id: str, phone: str, now: float, *, expected_epoch: int | None = None
+    ) -> int | None:
         self.calls["set_phone"] += 1
-        return await self.inner.set_phone(user_id, phone, now)
+        return await self.inner.set_phone(user_id, phone, now, expected_epoch=expected_epoch)
 
 
 class CountingSiteDirectory:

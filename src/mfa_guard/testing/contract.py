@@ -49,6 +49,12 @@ OTHER_PHONE = "+447911123456"
 SIGN_IN_CHALLENGE = SMSChallenge(
     purpose=SMSPurpose.SIGN_IN, code_hash=SMS_HASH, phone=PHONE, expires_at=NOW + 600
 )
+PHONE_CHALLENGE = SMSChallenge(
+    purpose=SMSPurpose.PHONE, code_hash=SMS_HASH, phone=OTHER_PHONE, expires_at=NOW + 600
+)
+# Stand-ins for the keyed hashes of two sessions' nonces a pending set-up is bound to.
+BINDING = "c" * 32
+OTHER_BINDING = "d" * 32
 
 
 async def enrol(
@@ -93,6 +99,32 @@ class MFAStoreContract:
         assert not enrolment.enrolled
         assert enrolment.recovery_codes_left == 0
         assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=0)
+
+    async def test_a_pending_secret_keeps_the_binding_of_its_session(self, store: MFAStore) -> None:
+        await store.begin_enrolment("alice", PENDING, binding=BINDING)
+        assert (await current(store, "alice")).pending_binding == BINDING
+
+        # The newest set-up wins, with its own session's binding.
+        await store.begin_enrolment("alice", OTHER_PENDING, binding=OTHER_BINDING)
+        enrolment = await current(store, "alice")
+        assert (enrolment.pending_secret, enrolment.pending_binding) == (
+            OTHER_PENDING,
+            OTHER_BINDING,
+        )
+        # Key rotation re-seals the secret and leaves the binding as it is.
+        [stored] = await store.stored_secrets(None, 10)
+        assert await store.replace_secrets(stored, StoredSecrets("alice", None, "rotated"))
+        assert (await current(store, "alice")).pending_binding == OTHER_BINDING
+        # Confirmed, nothing is pending any more, the binding included.
+        epoch = await store.confirm_enrolment(
+            "alice", "rotated", step=STEP, recovery=RECOVERY, now=NOW
+        )
+        assert epoch == 1
+        enrolment = await current(store, "alice")
+        assert (enrolment.pending_secret, enrolment.pending_binding) == (None, None)
+        # A set-up begun without a binding is no session's.
+        await store.begin_enrolment("bob", PENDING)
+        assert (await current(store, "bob")).pending_binding is None
 
     async def test_beginning_again_replaces_the_pending_secret(self, store: MFAStore) -> None:
         await store.begin_enrolment("alice", PENDING)
@@ -353,6 +385,68 @@ class MFAStoreContract:
         assert await store.revoke_sessions("bob") == 1
         assert await store.summary("bob") == EnrolmentSummary(enrolled=False, epoch=1)
 
+    async def test_revoking_sessions_voids_a_pending_text_and_set_up(self, store: MFAStore) -> None:
+        """A phone change or a set-up in flight dies with the revocation (issue 15, finding 1):
+        nothing begun under the old epoch completes under the new one."""
+        await enrol(store, "alice")
+        await store.start_sms_challenge("alice", PHONE_CHALLENGE)
+        await store.start_sms_challenge("bob", PHONE_CHALLENGE)
+        await store.begin_enrolment("bob", PENDING, binding=BINDING)
+
+        assert await store.revoke_sessions("alice") == 2
+        assert await store.revoke_sessions("bob") == 1
+
+        alice = await current(store, "alice")
+        assert alice.sms_challenge is None
+        assert (alice.enrolled, alice.secret, alice.phone) == (True, PENDING, None)
+        assert hashes_of(alice) == set(RECOVERY.hashes)
+        assert await store.consume_sms_challenge("alice", SMSPurpose.PHONE, SMS_HASH, NOW) is None
+        bob = await current(store, "bob")
+        assert (bob.sms_challenge, bob.pending_secret, bob.pending_binding) == (None, None, None)
+        stale = await store.confirm_enrolment("bob", PENDING, step=STEP, recovery=RECOVERY, now=NOW)
+        assert stale is None
+
+    async def test_every_epoch_bump_voids_what_was_pending(self, store: MFAStore) -> None:
+        # Enrolling: a phone code asked for before is void.
+        await store.start_sms_challenge("alice", PHONE_CHALLENGE)
+        await enrol(store, "alice")
+        assert (await current(store, "alice")).sms_challenge is None
+        # A new phone: a set-up begun before is void.
+        await store.begin_enrolment("bob", PENDING, binding=BINDING)
+        assert await store.set_phone("bob", PHONE, NOW) == 1
+        bob = await current(store, "bob")
+        assert (bob.pending_secret, bob.pending_binding, bob.phone) == (None, None, PHONE)
+        # Turning 2FA off: both.
+        await store.start_sms_challenge("alice", SIGN_IN_CHALLENGE)
+        await store.disable("alice")
+        await store.begin_enrolment("carol", PENDING, binding=BINDING)
+        await store.start_sms_challenge("carol", PHONE_CHALLENGE)
+        await store.disable("carol")
+        for user in ("alice", "carol"):
+            enrolment = await current(store, user)
+            assert (enrolment.sms_challenge, enrolment.pending_secret) == (None, None)
+            assert enrolment.pending_binding is None
+
+    async def test_setting_the_phone_at_an_expected_epoch_is_a_compare_and_set(
+        self, store: MFAStore
+    ) -> None:
+        epoch = await enrol(store, "alice")
+        assert await store.set_phone("alice", PHONE, NOW, expected_epoch=epoch) == epoch + 1
+        # Another change (a revocation) moved the epoch since it was read: nothing is written.
+        assert await store.set_phone("alice", OTHER_PHONE, NOW + 5, expected_epoch=epoch) is None
+        enrolment = await current(store, "alice")
+        assert (enrolment.phone, enrolment.phone_verified_at) == (PHONE, NOW)
+        assert enrolment.epoch == epoch + 1
+        # Concurrent changes from one epoch: one lands.
+        results = await asyncio.gather(
+            *(
+                store.set_phone("alice", OTHER_PHONE, NOW + 9, expected_epoch=epoch + 1)
+                for _ in range(10)
+            )
+        )
+        assert [r for r in results if r is not None] == [epoch + 2]
+        assert (await store.summary("alice")).epoch == epoch + 2
+
     async def test_stored_secrets_page_through_users_with_a_secret(self, store: MFAStore) -> None:
         for user in ("carol", "alice", "dave"):
             await enrol(store, user)
@@ -556,7 +650,8 @@ class MFAStoreContract:
         assert await enrol(store, "alice") == 2
         assert (await current(store, "alice")).phone == PHONE
 
-    async def test_disabling_keeps_the_verified_phone(self, store: MFAStore) -> None:
+    async def test_disabling_forgets_the_phone(self, store: MFAStore) -> None:
+        """The number comes back only verified again, after a reset too (issue 15, finding 4)."""
         await enrol(store, "alice")
         await store.set_phone("alice", PHONE, NOW)
 
@@ -565,8 +660,10 @@ class MFAStoreContract:
         assert epoch == 3
         enrolment = await current(store, "alice")
         assert not enrolment.enrolled
-        assert (enrolment.phone, enrolment.phone_verified_at) == (PHONE, NOW)
+        assert (enrolment.phone, enrolment.phone_verified_at) == (None, None)
         assert await store.summary("alice") == EnrolmentSummary(enrolled=False, epoch=3)
+        assert await enrol(store, "alice", pending=OTHER_PENDING) == 4
+        assert (await current(store, "alice")).phone is None
 
     async def test_disabling_drops_a_pending_sms_code(self, store: MFAStore) -> None:
         await enrol(store, "alice")
@@ -623,9 +720,9 @@ class MFAStoreContract:
 
         statuses = await store.statuses(["alice", "bob"])
 
-        # The verified phone stays, as a setting of the account.
+        # The phone went with the rest.
         assert statuses == {
-            "alice": FactorStatus(enrolled=False, phone_verified=True),
+            "alice": FactorStatus(enrolled=False, phone_verified=False),
             "bob": FactorStatus(enrolled=False, phone_verified=False),
         }
 

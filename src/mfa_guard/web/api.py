@@ -49,6 +49,7 @@ DENIED_STATUS = {
     Reason.OWNER_MFA_REQUIRED: 403,
     Reason.REAUTHENTICATION_REQUIRED: 401,
     Reason.INVALID_GRACE: 400,
+    Reason.STRONG_FACTOR_REQUIRED: 403,
 }
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
@@ -226,7 +227,8 @@ class API:
                 "verified_method": caller.marker.method if verified else None,
                 "methods": methods,
                 "recovery_codes_left": enrolment.recovery_codes_left,
-                "enrolment_pending": enrolment.pending_secret is not None,
+                # Only a set-up this session began: another session's is none of its business.
+                "enrolment_pending": self.service.setup_pending(enrolment, caller.marker.nonce),
                 "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
                 "phone_verified": enrolment.phone_verified_at is not None,
                 "enforcement": await self._enforcement(caller),
@@ -309,7 +311,10 @@ class API:
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
         result = await self.service.begin_setup(
-            caller.user_id, self.guard.account_name(request.scope), caller.ip
+            caller.user_id,
+            self.guard.account_name(request.scope),
+            caller.ip,
+            session=caller.marker.nonce,
         )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
@@ -325,7 +330,9 @@ class API:
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
         code = string_field(await json_body(request), "code")
-        result = await self.service.confirm_setup(caller.user_id, code, caller.ip)
+        result = await self.service.confirm_setup(
+            caller.user_id, code, caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
         caller.mark_verified(self.guard, result.method.value, result.epoch)
@@ -413,6 +420,8 @@ class API:
                 "mfa_reauthentication_required",
                 "Confirm a current code (POST api/verify) before regenerating recovery codes.",
             )
+        if not caller.is_strongly_verified():
+            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
             return denied_response(result, self.guard.clock())
@@ -460,6 +469,9 @@ class API:
                 "mfa_reauthentication_required",
                 "Confirm a current code (POST api/verify) before changing your phone number.",
             )
+        if caller.marker.enrolled and not caller.is_strongly_verified():
+            # Not with a code texted to the number being replaced.
+            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
         result = await self.service.register_phone(
             caller.user_id, raw, caller.ip, session=caller.marker.nonce
         )
@@ -467,10 +479,22 @@ class API:
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
         code = string_field(await json_body(request), "code")
+        # Re-checked now, not from the marker's cache: a session revoked since it asked for the
+        # text changes no phone, even within its re-check interval.
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
         result = await self.service.verify_phone(
-            caller.user_id, code, caller.ip, session=caller.marker.nonce
+            caller.user_id,
+            code,
+            caller.ip,
+            session=caller.marker.nonce,
+            epoch=caller.marker.epoch,
         )
         if isinstance(result, Denied):
+            if result.reason is Reason.CONFLICT:
+                # A revocation landed meanwhile: this session learns it now, not at its re-check.
+                await caller.recheck(self.guard)
             return denied_response(result, self.guard.clock())
         # This session made the change: it keeps its verified state under the new epoch.
         caller.adopt_epoch(self.guard, result)

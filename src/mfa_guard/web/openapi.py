@@ -179,7 +179,7 @@ _ERRORS = {
     "401": "Nobody is signed in (not_authenticated), or a second factor is needed first "
     "(mfa_required, mfa_reauthentication_required).",
     "403": "A cross-site request (cross_site_request), or not allowed (not_site_owner, "
-    "verified_mfa_required).",
+    "verified_mfa_required; strong_factor_required: a texted code cannot change the factors).",
     "404": "No such site, or not a member of it (site_not_found); no such remembered browser "
     "(device_not_found).",
     "409": "Conflicts with the current state (already_enrolled, not_enrolled, "

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
 
 CSRF_SESSION_KEY = "mfa_guard_csrf"
+STRONG_FACTOR_NOTICE = N_(
+    "To change your two-factor settings, enter a code from your authenticator app or a "
+    "recovery code: a text-message code is not enough."
+)
 # Echoed back into the form after a refusal; longer input is no phone number anyway.
 MAX_PHONE_ECHO = 64
 logger = logging.getLogger("mfa_guard")
@@ -362,6 +366,10 @@ class Pages:
             if not caller.marker.enrolled:
                 return RedirectResponse(next_path, status_code=303)
             context = await self._challenge_context(caller, next_path, Method.TOTP)
+            if request.query_params.get("strong") == "1":
+                # Sent here to change a factor after a texted code: that is not enough.
+                context["sms"] = None
+                context["notice"] = STRONG_FACTOR_NOTICE
             return self._render(request, "challenge.html", context)
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
@@ -438,7 +446,9 @@ class Pages:
             enrolment = await self.service.enrolment(caller.user_id)
             if enrolment.enrolled:
                 return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
-            setup = await self.service.pending_setup(caller.user_id, account)
+            setup = await self.service.pending_setup(
+                caller.user_id, account, session=caller.marker.nonce
+            )
             context = {
                 "next": next_path,
                 "setup": setup,
@@ -447,7 +457,9 @@ class Pages:
             return self._render(request, "enrol.html", context)
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
-        result = await self.service.begin_setup(caller.user_id, account, caller.ip)
+        result = await self.service.begin_setup(
+            caller.user_id, account, caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             if result.reason is Reason.PHONE_REQUIRED:
                 context = {"next": next_path, "setup": None, "phone_required": True}
@@ -459,12 +471,14 @@ class Pages:
     async def enrol_confirm(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
-        result = await self.service.confirm_setup(caller.user_id, _field(form, "code"), caller.ip)
+        result = await self.service.confirm_setup(
+            caller.user_id, _field(form, "code"), caller.ip, session=caller.marker.nonce
+        )
         if isinstance(result, Denied):
             if result.reason is Reason.ALREADY_ENROLLED:
                 return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
             setup = await self.service.pending_setup(
-                caller.user_id, self.guard.account_name(request.scope)
+                caller.user_id, self.guard.account_name(request.scope), session=caller.marker.nonce
             )
             context = {"next": next_path, "setup": setup, "phone_required": False}
             return self._denied(request, "enrol.html", result, context)
@@ -564,10 +578,11 @@ class Pages:
             "current": is_this_browser(self.guard, caller, device),
         }
 
-    def _to_challenge(self, request: Request) -> Response:
-        return RedirectResponse(
-            self._challenge_url(request, f"{self._base(request)}/settings"), status_code=303
-        )
+    def _to_challenge(self, request: Request, *, strong: bool = False) -> Response:
+        """To the challenge and back to the settings; ``strong``: the session was verified by a
+        texted code, and the change needs the authenticator app or a recovery code."""
+        url = self._challenge_url(request, f"{self._base(request)}/settings")
+        return RedirectResponse(f"{url}&strong=1" if strong else url, status_code=303)
 
     async def new_recovery_codes(self, request: Request, caller: Caller) -> Response:
         await self._form(request)
@@ -575,6 +590,8 @@ class Pages:
         if not caller.is_recently_verified(self.guard):
             # Step-up: a fresh code first, then back to the settings page.
             return self._to_challenge(request)
+        if not caller.is_strongly_verified():
+            return self._to_challenge(request, strong=True)
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
             return await self._settings_page(request, caller, 409, error=result.message)
@@ -681,7 +698,8 @@ class Pages:
         await caller.recheck(self.guard)
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return self._to_challenge(request)
-        method = Method.RECOVERY if _field(form, "method") == "recovery" else Method.TOTP
+        # A texted code is refused by the service (a code of the app or a recovery code only).
+        method = _method(_field(form, "method"))
         result = await self.service.disable(
             caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
         )
@@ -700,6 +718,8 @@ class Pages:
         if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
             # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3): a fresh code first.
             return self._to_challenge(request)
+        if caller.marker.enrolled and not caller.is_strongly_verified():
+            return self._to_challenge(request, strong=True)
         try:
             result = await self.service.register_phone(
                 caller.user_id, raw, caller.ip, session=caller.marker.nonce
@@ -716,10 +736,20 @@ class Pages:
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
+        # Re-checked now: a session revoked since it asked for the text changes no phone.
+        await caller.recheck(self.guard)
+        if caller.marker.enrolled and not caller.is_verified(self.guard):
+            return self._to_challenge(request)
         result = await self.service.verify_phone(
-            caller.user_id, _field(form, "code"), caller.ip, session=caller.marker.nonce
+            caller.user_id,
+            _field(form, "code"),
+            caller.ip,
+            session=caller.marker.nonce,
+            epoch=caller.marker.epoch,
         )
         if isinstance(result, Denied):
+            # After a conflict (a revocation landed meanwhile) the settings page re-checks the
+            # session, and sends it to the challenge.
             return await self._settings_refused(request, caller, result, active_form="phone-code")
         # This session made the change: it keeps its verified state under the new epoch.
         caller.adopt_epoch(self.guard, result)

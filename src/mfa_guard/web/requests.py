@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.types import Scope
 
-from mfa_guard.core.marker import Marker
+from mfa_guard.core.marker import STRONG_METHODS, Marker, new_nonce
 from mfa_guard.core.policy import is_recent
 from mfa_guard.web.http import client_ip
 
@@ -54,12 +54,29 @@ class Caller:
             max_age=settings.recent_mfa_seconds,
         )
 
+    def is_strongly_verified(self) -> bool:
+        """Whether the session's last second factor may change factors: the authenticator app
+        or a recovery code, not a texted code (``STRONG_METHODS``)."""
+        return self.marker.method in STRONG_METHODS
+
     def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
         self._adopt(guard, self.marker.verified(method, epoch, guard.clock()))
 
     def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
-        """After a change this session made itself (a new phone): it stays verified."""
-        self._adopt(guard, self.marker._replace(epoch=epoch, checked_at=guard.clock()))
+        """After a change this session made itself (a new phone, "sign out my other sessions"),
+        from the epoch it was re-checked at just before: ``epoch`` is what the store answered.
+        Epochs go up by one per change, so only the next one is this change alone: the session
+        stays verified (with a new nonce). Any other epoch means another change landed in
+        between (a revocation from another session): the session takes the epoch, verified no
+        more."""
+        now = guard.clock()
+        if epoch == self.marker.epoch + 1:
+            marker = self.marker._replace(nonce=new_nonce(), epoch=epoch, checked_at=now)
+        else:
+            marker = self.marker._replace(
+                nonce=new_nonce(), epoch=epoch, checked_at=now, verified_at=None, method=None
+            )
+        self._adopt(guard, marker)
 
     async def recheck(self, guard: MFAGuard) -> None:
         """Re-read the enrolment now (after a change this request made)."""
