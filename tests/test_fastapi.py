@@ -186,6 +186,27 @@ async def test_an_enrolled_session_without_its_code_is_challenged_until_it_verif
         assert error_code(await client.get("/api/reports")) == (401, "mfa_required")
 
 
+@pytest.mark.parametrize("accept", ["*/*", "text/html", None])
+async def test_a_bearer_request_for_a_page_route_gets_the_dependencies_json(
+    accept: str | None,
+) -> None:
+    """curl and httpx send Accept */*: a bearer call is an API call on any route."""
+    ga = report_app()
+    bearer = {"Authorization": "Bearer any-token", **({"Accept": accept} if accept else {})}
+    async with ga.client() as client:
+        anonymous = await client.get("/reports", headers=bearer)
+        assert error_code(anonymous) == (401, "not_authenticated")
+        secret = await challenged(ga, client, "owner@acme.test")
+        page = await client.get("/reports", headers=bearer)
+        assert error_code(page) == (401, "mfa_required")
+        ga.clock.advance(30)
+        await client.post("/mfa/api/verify", json={"code": ga.code(secret)})
+        ga.clock.advance(MAX_AGE + 1)
+        step_up = await client.get("/account/close", headers=bearer)
+    assert error_code(step_up) == (401, "mfa_reauthentication_required")
+    assert "location" not in step_up.headers
+
+
 async def test_a_remembered_browser_passes_the_dependency_but_not_the_step_up() -> None:
     ga = report_app(devices=MemoryDeviceStore(), trusted_devices={"enabled": True})
     async with ga.client(base_url="https://testserver") as client:

@@ -162,7 +162,8 @@ class RequireMFA:
     ``403 mfa_enrolment_required`` (or ``303`` to enrolment), ``401 not_authenticated`` (or
     ``303`` to ``home_path``), ``503 service_unavailable`` when the store does not answer. JSON
     is chosen as the middleware chooses it: a path under ``api_prefixes``, a method other than
-    ``GET`` or ``HEAD``, or an ``Accept`` asking for JSON and not HTML. On a websocket route
+    ``GET`` or ``HEAD``, an ``Authorization: Bearer`` header, or an ``Accept`` asking for JSON
+    and not HTML. On a websocket route
     the socket is closed before accept (``1008``, or ``1013`` when the store is down).
     Returns an :class:`MFASession`.
     """

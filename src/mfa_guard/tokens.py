@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TOKEN_SESSION_LIFETIME",
     "MemoryTokenSessionStore",
+    "OpenSession",
     "RedisTokenSessionStore",
     "TokenSessionMiddleware",
     "TokenSessionStore",
