@@ -15,7 +15,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -389,16 +389,6 @@ async def test_the_store_holds_the_tokens_hash_never_the_token() -> None:
     assert token not in value
 
 
-async def test_a_sign_out_during_another_request_is_not_undone_by_it() -> None:
-    sessions = TokenSessions(lifetime=LIFETIME, clock=FrozenClock())
-    await sessions.start("tok", {"user": "owner@acme.test"})
-    slow = await sessions.open("tok")  # a request in flight
-    slow.data["mfa_guard"] = ["marker"]
-    assert await sessions.end("tok")  # the sign-out, meanwhile
-    await sessions.save(slow)  # the slow request writes back
-    assert (await sessions.open("tok")).data == {}
-
-
 async def test_a_token_issued_twice_is_refused_a_second_session() -> None:
     sessions = TokenSessions(clock=FrozenClock())
     await sessions.start("tok", {"user": "a"})
@@ -470,18 +460,39 @@ async def test_a_websocket_with_a_token_opens_only_once_the_token_is_verified() 
 # The stores: memory, and Redis shared by several workers
 
 
+@dataclass
+class Backend:
+    """A token session store under test, and how a second worker reaches the same sessions."""
+
+    store: TokenSessionStore
+    clock: FrozenClock
+    url: str | None = None
+    prefix: str = ""
+    others: list[TokenSessionStore] = field(default_factory=list)
+
+    def another(self) -> TokenSessionStore:
+        """Another worker's store: its own Redis connection, or (memory) the same object, the
+        only way two apps share a process's memory."""
+        if self.url is None:
+            return self.store
+        other = RedisTokenSessionStore.from_url(self.url, prefix=self.prefix)
+        self.others.append(other)
+        return other
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def store_and_clock(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[tuple[TokenSessionStore, FrozenClock]]:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     clock = FrozenClock()
     if request.param == "memory":
-        yield MemoryTokenSessionStore(clock=clock), clock
+        yield Backend(MemoryTokenSessionStore(clock=clock), clock)
         return
-    prefix = f"test:{uuid.uuid4().hex}:"
-    store = RedisTokenSessionStore.from_url(redis_or_skip(), prefix=prefix)
-    yield store, clock
-    client: Redis = Redis.from_url(REDIS_URL)
+    url, prefix = redis_or_skip(), f"test:{uuid.uuid4().hex}:"
+    store = RedisTokenSessionStore.from_url(url, prefix=prefix)
+    backend = Backend(store, clock, url, prefix)
+    yield backend
+    for other in backend.others:
+        await other.aclose()
+    client: Redis = Redis.from_url(url)
     keys = [key async for key in client.scan_iter(match=prefix + "*")]
     if keys:
         await client.delete(*keys)
@@ -490,10 +501,8 @@ async def store_and_clock(
 
 
 class TestStores:
-    async def test_add_replace_get_delete(
-        self, store_and_clock: tuple[TokenSessionStore, FrozenClock]
-    ) -> None:
-        store, _ = store_and_clock
+    async def test_add_replace_get_delete(self, backend: Backend) -> None:
+        store = backend.store
         key = token_key(secrets.token_urlsafe(16))
         assert await store.get(key) is None
         assert await store.replace(key, "v0", 60) is False
@@ -507,11 +516,9 @@ class TestStores:
         assert await store.delete(key) is False
         assert await store.get(key) is None
 
-    async def test_sessions_expire_on_the_kits_clock(
-        self, store_and_clock: tuple[TokenSessionStore, FrozenClock]
-    ) -> None:
-        store, clock = store_and_clock
-        sessions = TokenSessions(store, lifetime=LIFETIME, clock=clock)
+    async def test_sessions_expire_on_the_kits_clock(self, backend: Backend) -> None:
+        clock = backend.clock
+        sessions = TokenSessions(backend.store, lifetime=LIFETIME, clock=clock)
         await sessions.start("tok", {"user": "a"})
         clock.advance(LIFETIME / 2)
         session = await sessions.open("tok")
@@ -522,13 +529,34 @@ class TestStores:
         clock.advance(1)
         assert (await sessions.open("tok")).data == {}
 
-    async def test_two_workers_share_the_sessions(
-        self, store_and_clock: tuple[TokenSessionStore, FrozenClock]
+    async def test_a_sign_out_during_another_request_is_not_undone_by_it(
+        self, backend: Backend
     ) -> None:
-        store, clock = store_and_clock
+        worker = TokenSessions(backend.store, lifetime=LIFETIME, clock=backend.clock)
+        other = TokenSessions(backend.another(), lifetime=LIFETIME, clock=backend.clock)
+        await worker.start("tok", {"user": "owner@acme.test"})
+        slow = await worker.open("tok")  # a request in flight
+        slow.data["mfa_guard"] = ["marker"]
+        assert await other.end("tok")  # the sign-out, meanwhile, on another worker
+        await worker.save(slow)  # the slow request writes back
+        assert (await worker.open("tok")).data == {}
+        assert (await other.open("tok")).data == {}
+
+    async def test_the_first_write_of_a_new_session_wins(self, backend: Backend) -> None:
+        worker = TokenSessions(backend.store, lifetime=LIFETIME, clock=backend.clock)
+        other = TokenSessions(backend.another(), lifetime=LIFETIME, clock=backend.clock)
+        first, second = await worker.open("jwt"), await other.open("jwt")
+        first.data["mfa_guard"] = ["first"]
+        second.data["mfa_guard"] = ["second"]
+        await worker.save(first)
+        await other.save(second)
+        assert (await other.open("jwt")).data == {"mfa_guard": ["first"]}
+
+    async def test_two_workers_share_the_sessions(self, backend: Backend) -> None:
+        clock = backend.clock
         mfa = MemoryStore()  # the enrolments, shared too (a database in production)
-        first = token_app(store, clock=clock, mfa=mfa)
-        second = token_app(store, clock=clock, mfa=mfa)
+        first = token_app(backend.store, clock=clock, mfa=mfa)
+        second = token_app(backend.another(), clock=clock, mfa=mfa)
         async with first.client() as one, second.client() as two:
             phone = await new_token(one, "owner@acme.test")
             secret = await enrol(first, one, phone)
@@ -572,6 +600,7 @@ async def test_a_redis_that_does_not_answer_fails_closed_with_503() -> None:
         assert answer.headers["retry-after"] == "5"
         assert "Traceback" not in answer.text
         closed = await websocket(ta, {"Authorization": "Bearer abc"})
+    await ta.sessions.aclose()
     assert closed == [{"type": "websocket.close", "code": 1013, "reason": ""}]
 
 
