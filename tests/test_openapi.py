@@ -136,3 +136,69 @@ async def test_operation_paths_follow_the_mount_path(mount: str) -> None:
     async with ga.client() as client:
         paths = (await client.get(f"{mount}/api/openapi.json")).json()["paths"]
     assert all(path.startswith(f"{mount}/api/") for path in paths)
+
+
+async def test_every_operation_but_the_document_declares_the_cookie_and_the_bearer_token() -> None:
+    ga = await acme_app()
+    async with ga.client() as anonymous:
+        document = (await anonymous.get("/mfa/api/openapi.json")).json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["BearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes["BearerToken"]["description"],
+    }
+    assert (schemes["SessionCookie"]["in"], schemes["SessionCookie"]["name"]) == (
+        "cookie",
+        "session",
+    )
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path.endswith("/openapi.json"):
+                assert "security" not in operation  # public
+                continue
+            # Either one: a list of alternatives, each naming a declared scheme.
+            assert operation["security"] == [{"SessionCookie": []}, {"BearerToken": []}], (
+                method,
+                path,
+            )
+
+
+async def test_a_bearer_token_is_enough_for_the_operations_that_declare_it() -> None:
+    """What Swagger's "Try it out" sends with a token: the Authorization header alone."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.middleware.sessions import SessionMiddleware
+
+    from mfa_guard.tokens import TokenSessionMiddleware, TokenSessions
+
+    ga = build_app()
+    sessions = TokenSessions(clock=ga.clock)
+    await sessions.start("a-token-the-app-issued", {"user": "solo@example.test"})
+    # The same app with the token sessions between the cookie and the authentication.
+    ga.app.user_middleware.insert(1, Middleware(TokenSessionMiddleware, sessions=sessions))
+    stack: list[object] = [middleware.cls for middleware in ga.app.user_middleware[:3]]
+    assert stack == [SessionMiddleware, TokenSessionMiddleware, AuthenticationMiddleware]
+    async with ga.client() as client:
+        status = await client.get(
+            "/mfa/api/status", headers={"Authorization": "Bearer a-token-the-app-issued"}
+        )
+    assert status.status_code == 200
+    assert status.json()["authenticated"] is True
+    assert not client.cookies
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [("/mfa/api/sites/%0A%C2%81%5C/members", "site_not_found"), ("/mfa/api/x%0Ay", "not_found")],
+)
+async def test_a_path_with_a_newline_gets_the_apis_json_not_the_apps_plain_404(
+    path: str, code: str
+) -> None:
+    # Starlette's "{path:path}" stops at a newline: the mount matches it anyway.
+    ga = await acme_app()
+    async with ga.client() as client:
+        await sign_in(client, "agent@acme.test")
+        response = await client.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == code

@@ -1,10 +1,12 @@
 """Acme Inbox API: a JSON-only FastAPI app whose routes need the second factor.
 
 The first factor is a password, checked by ``POST /login`` (a session cookie, for browsers) or
-``POST /token`` (a bearer token, for scripts and other API clients; see
-:mod:`examples.fastapi_api.tokens` for where the kit's session marker lives then). mfa_guard
-adds the rest with one call, ``include_mfa_guard(app, guard)``: its JSON API under ``/mfa/api``
-(enrolment, verification, the site policy) shown in ``/docs`` next to the app's own routes.
+``POST /token`` (a bearer token, for scripts and other API clients). A token's session, where
+the kit keeps its marker, lives on the server: :class:`mfa_guard.tokens.TokenSessionMiddleware`
+gives each token its own, so a second factor verified with one token verifies that token only.
+mfa_guard adds the rest with one call, ``include_mfa_guard(app, guard)``: its JSON API under
+``/mfa/api`` (enrolment, verification, the site policy) shown in ``/docs`` next to the app's own
+routes.
 
 The app guards only its ``/api`` router, with the kit's FastAPI dependencies rather than its
 middleware: every route there needs :class:`~mfa_guard.fastapi.RequireMFA`, and exporting the
@@ -41,7 +43,6 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 
-from examples.fastapi_api.tokens import TokenSessionMiddleware, TokenSessions, bearer_token
 from mfa_guard import MemoryStore, MFAGuard, MFAGuardSettings
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.fastapi import (
@@ -52,6 +53,7 @@ from mfa_guard.fastapi import (
     refusal_responses,
 )
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SiteDirectory
+from mfa_guard.tokens import TokenSessionMiddleware, TokenSessions
 from mfa_guard.web.http import json_error
 
 ISSUER = "Acme Inbox API"
@@ -63,6 +65,8 @@ SITES = (
 )
 # Exporting needs a code entered within this many seconds.
 EXPORT_MAX_AGE = 300
+# 8 hours, in seconds: a working day; the second factor's own lifetime still applies within.
+TOKEN_LIFETIME = 8 * 3600
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
 # scrypt: 16 MiB and a few tens of milliseconds per check.
@@ -204,22 +208,24 @@ def build(
         clock=clock,
     )
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
-    tokens = TokenSessions(clock)
+    tokens = TokenSessions(lifetime=TOKEN_LIFETIME, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await seed_sites(sites)
         yield
         await guard.aclose()
+        await tokens.aclose()
 
     app = FastAPI(
         title="Acme Inbox API",
         lifespan=lifespan,
         middleware=[
-            # Outermost first: the cookie session, then a bearer token's own session, then who
-            # is signed in (from whichever session the request has).
+            # Outermost first: the cookie session, then a bearer token's own session (it
+            # replaces the cookie's for a request with a token), then who is signed in (from
+            # whichever session the request has).
             Middleware(SessionMiddleware, secret_key=session_secret or secrets.token_urlsafe(48)),
-            Middleware(TokenSessionMiddleware, tokens=tokens),
+            Middleware(TokenSessionMiddleware, sessions=tokens),
             Middleware(AuthenticationMiddleware, backend=SessionAuth()),
         ],
     )
@@ -251,15 +257,15 @@ def build(
         user = await accounts.authenticate(credentials.email, credentials.password)
         if user is None:
             return _wrong_credentials()
-        token = Token(access_token=tokens.issue(user), expires_in=tokens.lifetime)
+        access_token = secrets.token_urlsafe(32)  # 256 bits: the token is its own proof
+        await tokens.start(access_token, {"user": user})
+        token = Token(access_token=access_token, expires_in=tokens.lifetime)
         return JSONResponse(token.model_dump(), headers={"Cache-Control": "no-store"})
 
     @app.delete("/token", status_code=204)
     async def revoke_token(request: Request) -> Response:
         """Signs the token out: its session, and the second factor verified in it, end."""
-        token = bearer_token(request.scope)
-        if token:
-            tokens.revoke(token)
+        request.session.clear()  # as for a cookie: TokenSessionMiddleware deletes it
         return Response(status_code=204)
 
     # Every route of the router needs the second factor; a route that wants the user id and

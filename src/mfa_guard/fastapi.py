@@ -162,7 +162,8 @@ class RequireMFA:
     ``403 mfa_enrolment_required`` (or ``303`` to enrolment), ``401 not_authenticated`` (or
     ``303`` to ``home_path``), ``503 service_unavailable`` when the store does not answer. JSON
     is chosen as the middleware chooses it: a path under ``api_prefixes``, a method other than
-    ``GET`` or ``HEAD``, or an ``Accept`` asking for JSON and not HTML. On a websocket route
+    ``GET`` or ``HEAD``, an ``Authorization: Bearer`` header, or an ``Accept`` asking for JSON
+    and not HTML. On a websocket route
     the socket is closed before accept (``1008``, or ``1013`` when the store is down).
     Returns an :class:`MFASession`.
     """
@@ -365,6 +366,12 @@ def _prefixed(document: dict[str, Any]) -> dict[str, Any]:
         for operation in item.values():
             if isinstance(operation, dict):
                 operation.setdefault("tags", [OPENAPI_TAG])
+                # Security requirements name their schemes, not a $ref: renamed here.
+                if "security" in operation:
+                    operation["security"] = [
+                        {COMPONENT_PREFIX + name: scopes for name, scopes in requirement.items()}
+                        for requirement in operation["security"]
+                    ]
     rewritten: dict[str, Any] = _rewrite_refs(document, renames)
     return rewritten
 
@@ -387,7 +394,14 @@ def _merged(base: dict[str, Any], kit: dict[str, Any]) -> dict[str, Any]:
     kit = copy.deepcopy(kit)
     document = dict(base)
     paths = dict(base.get("paths", {}))
+    # The app's own ways in (an OAuth2 password flow, its bearer scheme) reach the kit's
+    # operations too: "Authorize" once in /docs and "Try it out" sends the same credentials.
+    app_schemes = base.get("components", {}).get("securitySchemes", {})
+    app_security: list[dict[str, list[str]]] = [{name: []} for name in app_schemes]
     for path, item in kit["paths"].items():
+        for operation in item.values():
+            if isinstance(operation, dict) and "security" in operation:
+                operation["security"] = [*app_security, *operation["security"]]
         if path in paths:
             raise ConfigurationError(
                 f"the app's OpenAPI document already has {path}, a path of mfa_guard's API"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -272,7 +273,11 @@ class MFAGuard:
         return build_routes(self)
 
     def mount(self) -> Mount:
-        return Mount(self.settings.mount_path, routes=self.routes, name="mfa_guard")
+        mount = Mount(self.settings.mount_path, routes=self.routes, name="mfa_guard")
+        # Starlette's "{path:path}" is ".*", which stops at a newline: a path with "%0A" would
+        # miss the kit and get the app's plain-text 404 instead of the API's JSON errors.
+        mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+        return mount
 
     def fresh_marker(
         self, session: MutableMapping[str, Any], user_id: str, now: float

@@ -427,7 +427,11 @@ class MFAGuardSettings(BaseSettings):
     )
     api_prefixes: Annotated[list[str], NoDecode] = Field(
         default=["/api"],
-        description="Path prefixes answered with JSON errors instead of redirects.",
+        description=(
+            "Path prefixes answered with JSON errors instead of redirects; `/` answers JSON on "
+            "every path (a JSON-only app). A request with `Authorization: Bearer` gets JSON "
+            "anywhere."
+        ),
     )
     verified_lifetime_seconds: int = Field(
         default=12 * 3600,
@@ -609,7 +613,7 @@ class MFAGuardSettings(BaseSettings):
             raise ValueError("home_path must be a local path starting with a single '/'")
         return value
 
-    @field_validator("exempt_paths", "api_prefixes")
+    @field_validator("exempt_paths")
     @classmethod
     def _prefixes(cls, value: list[str]) -> list[str]:
         for prefix in value:
@@ -619,6 +623,15 @@ class MFAGuardSettings(BaseSettings):
                     "exempt or match every path)"
                 )
         return [prefix.rstrip("/") for prefix in value]
+
+    @field_validator("api_prefixes")
+    @classmethod
+    def _api_prefixes(cls, value: list[str]) -> list[str]:
+        # "/" is allowed here: a JSON-only app answers JSON errors on every path.
+        for prefix in value:
+            if not prefix.startswith("/"):
+                raise ValueError(f"API path prefix {prefix!r} must start with '/'")
+        return [prefix.rstrip("/") or "/" for prefix in value]
 
     @field_validator("encryption_keys")
     @classmethod
@@ -679,7 +692,7 @@ class MFAGuardSettings(BaseSettings):
         return self
 
     def is_api_path(self, path: str) -> bool:
-        return any(_under(path, prefix) for prefix in self.api_prefixes)
+        return any(prefix == "/" or _under(path, prefix) for prefix in self.api_prefixes)
 
 
 def _under(path: str, prefix: str) -> bool:

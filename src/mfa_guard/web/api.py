@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +171,9 @@ class API:
             for path, handlers in by_path.items()
         ]
         routes.append(Route("/api/openapi.json", self.openapi, methods=["GET", "HEAD"]))
-        routes.append(Route("/api/{rest:path}", _not_found, methods=ALL_METHODS))
+        catch_all = Route("/api/{rest:path}", _not_found, methods=ALL_METHODS)
+        catch_all.path_regex = re.compile(catch_all.path_regex.pattern, re.DOTALL)  # "%0A" too
+        routes.append(catch_all)
         return routes
 
     def _endpoint(

@@ -67,12 +67,23 @@ def app_path(scope: Scope) -> str:
 
 
 def wants_json(scope: Scope, settings: MFAGuardSettings) -> bool:
-    """API requests get JSON errors; browser navigations get redirects."""
+    """API requests get JSON errors; browser navigations get redirects.
+
+    An API request is one under ``api_prefixes``, one with a method other than ``GET`` or
+    ``HEAD``, one carrying ``Authorization: Bearer …`` (whatever its ``Accept``: curl and httpx
+    send ``*/*``, and a browser never adds a bearer token to a navigation), or one whose
+    ``Accept`` asks for JSON and not HTML. Called on refusals only, never on the hot path.
+    """
     if settings.is_api_path(app_path(scope)):
         return True
     if scope.get("method", "GET") not in NAVIGATION_METHODS:
         return True
-    accept = Headers(scope=scope).get("accept", "")
+    accept = ""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return True
+        if name == b"accept":
+            accept = value.decode("latin-1")
     return "application/json" in accept and "text/html" not in accept
 
 

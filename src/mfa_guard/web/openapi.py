@@ -195,6 +195,25 @@ _ERRORS = {
 }
 _BODY_ERRORS = ["400", "401", "403", "413", "415", "503"]
 
+# The ways in the kit accepts: whatever sign-in the app has, carried by a cookie session or a
+# bearer token (mfa_guard.tokens). Declared so that "Try it out" in Swagger UI sends them.
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "SessionCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "session",
+        "description": "The app's session cookie (Starlette's SessionMiddleware names it "
+        "`session` by default), after the app's own sign-in.",
+    },
+    "BearerToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token the app or its authentication library issued, with a session "
+        "of its own on the server (mfa_guard.tokens.TokenSessionMiddleware).",
+    },
+}
+SECURITY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+
 
 def _ok(status: str, schema: str, description: str) -> dict[str, Any]:
     return {
@@ -217,7 +236,11 @@ def _operation(
     responses = dict(ok)
     for status in sorted(set(errors)):
         responses[status] = {"$ref": f"#/components/responses/E{status}"}
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": responses,
+        "security": [dict(requirement) for requirement in SECURITY],
+    }
     if body is not None:
         operation["requestBody"] = {
             "required": body_required,
@@ -531,13 +554,15 @@ def document(guard: MFAGuard) -> dict[str, Any]:
             "version": __version__,
             "description": "Two-factor authentication: enrolment, verification, SMS, recovery "
             "codes and site enforcement. Every request needs the app's own sign-in (its session "
-            "cookie, or whatever authentication the app accepts). State-changing requests from "
-            "browsers must be same-origin. Errors are "
+            "cookie, or a bearer token with its session on the server, or whatever "
+            "authentication the app accepts). State-changing requests from browsers must be "
+            "same-origin. Errors are "
             '{"error": {"code", "message"}}.',
         },
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
+            "securitySchemes": SECURITY_SCHEMES,
             "responses": {
                 f"E{status}": {
                     "description": description,
