@@ -280,11 +280,20 @@ def fastapi_add_middleware_guard_first(kit: Kit) -> ASGIApp:
     return app
 
 
+def fastapi_middleware_list_guard_last(kit: Kit) -> ASGIApp:
+    app = FastAPI(middleware=[session(), authentication(), kit.guard.middleware()])
+    include_mfa_guard(app, kit.guard)
+    for route in app_routes(kit, mount=False):
+        app.router.routes.append(route)
+    return app
+
+
 RIGHT_WIRINGS = {
     "guard listed last": guard_listed_last,
     "add_middleware, guard first": add_middleware_guard_first,
     "FastAPI include_mfa_guard(middleware=True)": fastapi_included_with_middleware,
     "FastAPI add_middleware, guard first": fastapi_add_middleware_guard_first,
+    "FastAPI middleware list, guard last": fastapi_middleware_list_guard_last,
 }
 
 
