@@ -38,7 +38,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.core import totp
@@ -177,14 +177,40 @@ def fastapi_add_middleware_in_the_natural_order(kit: Kit) -> ASGIApp:
     return app
 
 
+class TokenSessionMiddleware:
+    """Stands in for the kit's per-token session helper: a session for each bearer token."""
+
+    __module__ = "mfa_guard.tokens"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("session", {})
+        await self.app(scope, receive, send)
+
+
+def header_authentication() -> Middleware:
+    return Middleware(AuthenticationMiddleware, backend=HeaderAuth())
+
+
+def session_after_the_guard(kit: Kit) -> ASGIApp:
+    return starlette(kit, [header_authentication(), kit.guard.middleware(), session()])
+
+
+def token_sessions_after_the_guard(kit: Kit) -> ASGIApp:
+    return starlette(
+        kit,
+        [header_authentication(), kit.guard.middleware(), Middleware(TokenSessionMiddleware)],
+    )
+
+
 def no_authentication(kit: Kit) -> ASGIApp:
     return starlette(kit, [session(), kit.guard.middleware()])
 
 
 def no_session(kit: Kit) -> ASGIApp:
-    return starlette(
-        kit, [Middleware(AuthenticationMiddleware, backend=HeaderAuth()), kit.guard.middleware()]
-    )
+    return starlette(kit, [header_authentication(), kit.guard.middleware()])
 
 
 def mount_missing(kit: Kit) -> ASGIApp:
@@ -239,6 +265,15 @@ MISWIRINGS = {
     "FastAPI add_middleware in the natural order": Miswiring(
         fastapi_add_middleware_in_the_natural_order, BEFORE_AUTHENTICATION, True, True
     ),
+    "session after the guard": Miswiring(
+        session_after_the_guard, "before the session middleware (SessionMiddleware)", True, True
+    ),
+    "token sessions after the guard": Miswiring(
+        token_sessions_after_the_guard,
+        "before the session middleware (TokenSessionMiddleware)",
+        True,
+        True,
+    ),
     "no authentication": Miswiring(no_authentication, "found no scope['user']", True, False),
     "no session": Miswiring(no_session, "found no session", True, False),
     "mount missing": Miswiring(mount_missing, "not mounted at /mfa", False, True),
@@ -288,12 +323,33 @@ def fastapi_middleware_list_guard_last(kit: Kit) -> ASGIApp:
     return app
 
 
+class BannerMiddleware:
+    """An app's own middleware that holds the guard (for its enrolment banner): no guard."""
+
+    def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["banner"] = self.guard.enrolment_notice(scope)
+        await self.app(scope, receive, send)
+
+
+def guard_beside_a_middleware_of_the_app_holding_it(kit: Kit) -> ASGIApp:
+    banner = Middleware(BannerMiddleware, guard=kit.guard)
+    return starlette(kit, [session(), authentication(), banner, kit.guard.middleware(), banner])
+
+
 RIGHT_WIRINGS = {
     "guard listed last": guard_listed_last,
     "add_middleware, guard first": add_middleware_guard_first,
     "FastAPI include_mfa_guard(middleware=True)": fastapi_included_with_middleware,
     "FastAPI add_middleware, guard first": fastapi_add_middleware_guard_first,
     "FastAPI middleware list, guard last": fastapi_middleware_list_guard_last,
+    "beside a middleware of the app holding the guard": (
+        guard_beside_a_middleware_of_the_app_holding_it
+    ),
 }
 
 

@@ -88,29 +88,24 @@ def check_wiring(scope: Scope, guard: MFAGuard, middleware: object, inner: objec
     wires ``middleware``, a guard middleware of ``guard`` wrapping ``inner``, wrong: another
     guard inside it, before the app's session or authentication, twice in the app's list, or
     without the guard's mount. Reads the app's declared middleware and routes, no request."""
-    if _guard_inside(inner, type(middleware), set(), SEARCH_DEPTH):
+    kinds = _guard_classes(middleware)
+    if _guard_inside(inner, kinds, {}, SEARCH_DEPTH):
         raise ConfigurationError(TWO_GUARDS)
     app = scope.get("app")
     declared: list[Any] | None = getattr(app, "user_middleware", None)
     if not isinstance(declared, list):
         return  # not a Starlette app: nothing more to read
     classes = [getattr(entry, "cls", None) for entry in declared]
-    guards = [
-        index
-        for index, entry in enumerate(declared)
-        if _is_guard(getattr(entry, "cls", None), getattr(entry, "kwargs", None), middleware)
-    ]
+    guards = [index for index, cls in enumerate(classes) if _subclass(cls, kinds)]
     if not guards:
         return  # the middleware wraps this app from outside: its list says nothing of it
     if len(guards) > 1:
         raise ConfigurationError(TWO_GUARDS)
-    inner = classes[guards[0] + 1 :]
-    if any(_subclass(cls, AuthenticationMiddleware) for cls in inner):
+    after = classes[guards[0] + 1 :]
+    if any(_subclass(cls, (AuthenticationMiddleware,)) for cls in after):
         raise ConfigurationError(GUARD_BEFORE_AUTHENTICATION + FIX)
-    for cls in inner:
-        if _subclass(cls, SessionMiddleware) or getattr(cls, "__module__", "") == (
-            BEARER_SESSIONS_MODULE
-        ):
+    for cls in after:
+        if _subclass(cls, (SessionMiddleware,)) or _from_bearer_sessions(cls):
             raise ConfigurationError(
                 GUARD_BEFORE_SESSION.format(name=getattr(cls, "__name__", "?")) + FIX
             )
@@ -119,47 +114,46 @@ def check_wiring(scope: Scope, guard: MFAGuard, middleware: object, inner: objec
         raise ConfigurationError(NO_MOUNT.format(path=path))
 
 
-def _is_guard(cls: object, kwargs: object, middleware: object) -> bool:
-    """Whether a declared middleware (``Middleware(cls, **kwargs)``) is a guard."""
-    from mfa_guard.guard import MFAGuard
+def _guard_classes(middleware: object) -> tuple[type, ...]:
+    # The kit's class, and this middleware's own (a subclass, or a copy of the class loaded
+    # apart from the package, as the benchmark's interpreted one).
+    from mfa_guard.web.middleware import MFAGuardMiddleware
 
-    if isinstance(kwargs, dict) and isinstance(kwargs.get("guard"), MFAGuard):
-        return True
-    return middleware is not None and _subclass(cls, type(middleware))
+    return (MFAGuardMiddleware, type(middleware))
 
 
-def _guard_inside(node: object, kind: type, seen: set[int], depth: int) -> bool:
+def _from_bearer_sessions(cls: object) -> bool:
+    module = str(getattr(cls, "__module__", ""))
+    return module == BEARER_SESSIONS_MODULE or module.startswith(BEARER_SESSIONS_MODULE + ".")
+
+
+def _guard_inside(
+    node: object, kinds: tuple[type, ...], seen: dict[int, object], depth: int
+) -> bool:
     """Whether a guard middleware runs inside ``node``: down the chain of middleware (each
     holds the next as ``.app``), and into every mounted app, whose declared middleware counts
     even before it is built."""
     while node is not None and depth > 0 and id(node) not in seen:
-        seen.add(id(node))
+        seen[id(node)] = node  # kept, so that no id is reused while the search runs
         depth -= 1
-        if isinstance(node, kind) or _holds_a_guard(node):
+        if isinstance(node, kinds):
             return True
         declared = getattr(node, "user_middleware", None)
         if isinstance(declared, list) and any(
-            _is_guard(getattr(entry, "cls", None), getattr(entry, "kwargs", None), None)
-            for entry in declared
+            _subclass(getattr(entry, "cls", None), kinds) for entry in declared
         ):
             return True
         routes = getattr(node, "routes", None)
         if isinstance(routes, list):
             for route in routes:
-                if isinstance(route, Mount | Host) and _guard_inside(route.app, kind, seen, depth):
+                if isinstance(route, Mount | Host) and _guard_inside(route.app, kinds, seen, depth):
                     return True
         node = getattr(node, "app", None)
     return False
 
 
-def _holds_a_guard(node: object) -> bool:
-    from mfa_guard.guard import MFAGuard
-
-    return callable(node) and isinstance(getattr(node, "guard", None), MFAGuard)
-
-
-def _subclass(cls: object, base: type) -> bool:
-    return isinstance(cls, type) and issubclass(cls, base)
+def _subclass(cls: object, bases: tuple[type, ...]) -> bool:
+    return isinstance(cls, type) and issubclass(cls, bases)
 
 
 def _mounted(routes: Iterable[BaseRoute], kit: list[BaseRoute], path: str, prefix: str) -> bool:
