@@ -481,9 +481,7 @@ async def test_a_miswiring_the_start_up_can_see_stops_the_app_from_starting(
     assert error is not None
     assert miswiring.says in error.message
     assert sent == [{"type": "lifespan.startup.failed", "message": error.message}]
-    assert refusals(caplog) == [
-        f"mfa_guard refused a request, the app is wired wrong: {error.message}"
-    ]
+    assert refusals(caplog) == [f"mfa_guard is wired wrong, failing closed: {error.message}"]
     if miswiring.names_the_fix:
         assert_names_the_fix(error.message)
 
@@ -582,8 +580,7 @@ async def test_a_custom_identity_getter_may_refuse_a_request_as_miswired(
     async with client(app) as http:
         assert_generic_500(await http.get("/protected"), json_body=False)
     assert refusals(caplog) == [
-        "mfa_guard refused a request, the app is wired wrong: "
-        "the app's own check: no tenant in the scope"
+        "mfa_guard is wired wrong, failing closed: the app's own check: no tenant in the scope"
     ]
 
 

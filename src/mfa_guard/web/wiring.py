@@ -57,8 +57,9 @@ NO_SESSION = (
     "second factor's state there. "
 )
 TWO_GUARDS = (
-    "mfa_guard's middleware is in this app twice (guard.middleware() listed twice, or added with "
-    "app.add_middleware as well as listed or included): keep one. "
+    "mfa_guard's middleware is in this app twice (guard.middleware() listed twice, added with "
+    "app.add_middleware as well as listed or included, or in an app mounted inside it too): "
+    "keep one. "
 )
 GUARD_BEFORE_AUTHENTICATION = (
     "mfa_guard's middleware runs before AuthenticationMiddleware, where no user is known yet: it "
@@ -173,7 +174,7 @@ def _mounted(routes: Iterable[BaseRoute], kit: list[BaseRoute], path: str, prefi
 
 
 def report_miswiring(exc: ConfigurationError) -> None:
-    logger.error("mfa_guard refused a request, the app is wired wrong: %s", exc.message)
+    logger.error("mfa_guard is wired wrong, failing closed: %s", exc.message)
 
 
 def misconfigured_response(scope: Scope, guard: MFAGuard) -> Response:
