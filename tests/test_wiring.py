@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.core import totp
 from mfa_guard.crypto import SecretBox
-from mfa_guard.fastapi import include_mfa_guard
+from mfa_guard.fastapi import RequireMFA, include_mfa_guard
 from mfa_guard.guard import user_identity
 from mfa_guard.testing import FrozenClock, current_code
 from mfa_guard.web.middleware import MFAGuardMiddleware
@@ -546,6 +546,22 @@ async def test_without_a_session_a_fastapi_app_of_dependencies_answers_a_generic
     async with client(app) as http:
         status = await http.get("/mfa/api/status", headers={"x-user": USER})
     assert_generic_500(status, json_body=True)
+
+
+async def test_a_dependency_of_a_fastapi_app_without_authentication_raises_not_admits() -> None:
+    kit = new_kit()
+    app = FastAPI(middleware=[session()])  # no AuthenticationMiddleware
+    include_mfa_guard(app, kit.guard)
+
+    @app.get("/api/reports", dependencies=[Depends(RequireMFA(kit.guard))])
+    async def reports() -> list[str]:
+        return ["q3"]
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.get("/api/reports", headers=SIGNED_IN)
+    # Not a 401 "sign in first" for a user the app may well have signed in: a 500.
+    assert response.status_code == 500
 
 
 async def test_anonymous_requests_stay_free_where_no_session_is_needed(
