@@ -16,7 +16,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mfa_guard import MemoryStore, StoreUnavailable
 from mfa_guard.core.marker import EnrolmentSummary
-from mfa_guard.errors import ConfigurationError
 from mfa_guard.guard import user_identity
 from mfa_guard.testing import CountingStore
 from mfa_guard.web import middleware as middleware_module
@@ -457,7 +456,9 @@ async def test_a_session_of_any_mutable_mapping_class_is_guarded() -> None:
     assert reached == ["/protected", "/protected"]
 
 
-async def test_a_request_without_a_session_is_a_configuration_error() -> None:
+async def test_a_session_that_is_no_mapping_is_refused_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ga = build_app()
 
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
@@ -466,8 +467,10 @@ async def test_a_request_without_a_session_is_a_configuration_error() -> None:
     async def receive() -> Message:
         return {"type": "http.request", "body": b""}
 
+    sent: list[Message] = []
+
     async def send(message: Message) -> None:
-        raise AssertionError("answered")
+        sent.append(message)
 
     scope: Scope = {
         "type": "http",
@@ -479,8 +482,10 @@ async def test_a_request_without_a_session_is_a_configuration_error() -> None:
         "user": SimpleUser("plain@acme.test"),
         "session": ["not", "a", "mapping"],
     }
-    with pytest.raises(ConfigurationError, match="needs a session"):
-        await MFAGuardMiddleware(inner, guard=ga.guard)(scope, receive, send)
+    await MFAGuardMiddleware(inner, guard=ga.guard)(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert sent[1]["body"] == b"Internal Server Error"
+    assert "found no session" in caplog.text
 
 
 async def test_lifespan_and_other_scopes_pass_through() -> None:
@@ -541,7 +546,9 @@ async def test_exempt_prefixes_end_at_a_path_segment(
         await challenged(guarded, client)
         session = read_session(client)
     challenged_user = type(
-        "User", (), {"is_authenticated": True, "display_name": "solo@example.test"}
+        "User",
+        (),
+        {"is_authenticated": True, "identity": "solo@example.test", "display_name": "Solo"},
     )
     scope: Scope = {
         "type": "http",
@@ -579,20 +586,25 @@ class RecordUser:
     is_authenticated: bool = True
 
 
+class SignInUser(SimpleUser):
+    """A SimpleUser of the app's own, named by its username as SimpleUser is."""
+
+
 @dataclass
-class NamedUser:
-    display_name: str
-    is_authenticated: bool = True
+class AnonymousVisitor:
+    display_name: str = ""
+    is_authenticated: bool = False
 
 
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
         (SimpleUser("solo@example.test"), "solo@example.test"),
+        (SignInUser("solo@example.test"), "solo@example.test"),
         (AccountUser("solo@example.test"), "account-42"),
         (RecordUser("record-7"), "record-7"),
-        (NamedUser("named@acme.test"), "named@acme.test"),
         (UnauthenticatedUser(), None),
+        (AnonymousVisitor(), None),
         (None, None),
     ],
 )

@@ -13,7 +13,9 @@ class MFAGuardError(Exception):
 
 
 class ConfigurationError(MFAGuardError):
-    """Settings or wiring that cannot work safely; raised at start-up."""
+    """Settings or wiring that cannot work safely: raised at start-up, or by the first request
+    that shows it (no user or session in the scope, a user without an identity). A request
+    refused for it gets a generic 500, never the 503 of an outage: the mistake is permanent."""
 
     code = "configuration_error"
 

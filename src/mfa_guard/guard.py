@@ -33,6 +33,7 @@ from mfa_guard.stores.devices import DeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.web.http import client_ip
+from mfa_guard.web.wiring import no_session, no_user
 
 if TYPE_CHECKING:
     from mfa_guard.enforcement import EnrolmentNotice, SiteService
@@ -49,7 +50,10 @@ SignOutFields = Callable[[Scope], Mapping[str, str]]
 
 
 def user_identity(scope: Scope) -> str | None:
-    """The default identity: ``scope["user"].identity`` (or ``display_name``) when authenticated."""
+    """The default identity: ``scope["user"].identity`` when authenticated (a
+    :class:`~starlette.authentication.SimpleUser`: its ``username``). No ``user`` in the scope
+    at all is a wiring error, and so is a user class with no ``identity`` of its own: both
+    raise :class:`ConfigurationError`."""
     user: Any = scope.get("user")
     kind = type(user)
     if kind is SimpleUser:  # Starlette's own: always authenticated, named by its username
@@ -57,38 +61,62 @@ def user_identity(scope: Scope) -> str | None:
         if type(name) is str:
             return name or None
         return str(name) if name else None
-    if kind is UnauthenticatedUser or user is None:
+    if kind is UnauthenticatedUser:
+        return None
+    if user is None:
+        if "user" not in scope:  # not anonymous: nobody set it (the guard sits too early)
+            raise no_user()
         return None
     # How to read any other user is decided once per class: this runs on every request.
     read = _IDENTITY_READERS.get(kind)
     if read is None:
-        read = _IDENTITY_READERS[kind] = _identity_reader(kind)
+        read = _IDENTITY_READERS[kind] = _identity_reader(kind, user)
     return read(user)
 
 
-def _identity_reader(kind: type) -> Callable[[Any], str | None]:
-    # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: so does a subclass
-    # that does not define its own, and raising and catching on every request costs more than
-    # the rest of the guard.
-    if getattr(kind, "identity", None) is BaseUser.identity:
-        return _display_name
-    return _identity_or_display_name
+def _identity_reader(kind: type, user: Any) -> Callable[[Any], str | None]:
+    # Starlette's SimpleUser leaves ``identity`` to BaseUser, which raises: a subclass that
+    # keeps SimpleUser's display_name is named by its username, as SimpleUser is.
+    declared = getattr(kind, "identity", None)
+    if declared is BaseUser.identity:
+        if issubclass(kind, SimpleUser) and kind.display_name is SimpleUser.display_name:
+            return _username
+    elif declared is not None or hasattr(user, "identity"):
+        return _identity
+    # No identity of its own. Its display_name is a label, not a key: two users named alike
+    # would share one enrolment, so it is refused rather than guessed at.
+    return functools.partial(_no_identity, kind.__qualname__)
 
 
-def _display_name(user: Any) -> str | None:
+def _username(user: Any) -> str | None:
     if not user.is_authenticated:
         return None
-    name = getattr(user, "display_name", None)
+    name = user.username
     return str(name) if name else None
 
 
-def _identity_or_display_name(user: Any) -> str | None:
+def _identity(user: Any) -> str | None:
     if not user.is_authenticated:
         return None
-    identity = getattr(user, "identity", None)
-    if identity is None:
-        identity = getattr(user, "display_name", None)
-    return str(identity) if identity else None
+    identity = user.identity
+    if identity is None or identity == "":
+        raise ConfigurationError(
+            f"mfa_guard read no identity from an authenticated {type(user).__qualname__} "
+            "(scope['user'].identity is empty): return the user's stable, unique id"
+        )
+    return str(identity)
+
+
+def _no_identity(name: str, user: Any) -> str | None:
+    if not user.is_authenticated:
+        return None
+    raise ConfigurationError(
+        f"mfa_guard identifies a signed-in user by scope['user'].identity, and {name} has none "
+        "of its own; its display_name need not be unique (two users named alike would share one "
+        f"2FA enrolment). Give {name} an identity property returning the user's stable, unique "
+        "id (a primary key), or pass MFAGuard(identity=a function of the scope). Enrolments are "
+        "filed under that id: to keep those made so far, return what display_name gave."
+    )
 
 
 _IDENTITY_READERS: dict[type, Callable[[Any], str | None]] = {}
@@ -402,10 +430,7 @@ class MFAGuard:
         # costs ten times more than the lookup.
         if type(session) not in SESSION_TYPES:
             if not isinstance(session, MutableMapping):
-                raise ConfigurationError(
-                    "mfa_guard needs a session: add starlette's SessionMiddleware before "
-                    "AuthenticationMiddleware and the guard's middleware"
-                )
+                raise no_session()
             SESSION_TYPES.add(type(session))
         mapping: MutableMapping[str, Any] = session
         return mapping

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA, iso
-from mfa_guard.errors import MFAGuardError
+from mfa_guard.errors import ConfigurationError, MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
@@ -22,6 +22,7 @@ from mfa_guard.web import openapi
 from mfa_guard.web.devices import device_json, forget_browsers, remember_browser
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
+from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -205,6 +206,9 @@ class API:
             except SMSError as exc:
                 logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
                 return json_error(503, exc.code, exc.message, retry_after=30)
+            except ConfigurationError as exc:  # wired wrong: permanent, not an outage
+                report_miswiring(exc)
+                return misconfigured_response(request.scope, self.guard)
             except MFAGuardError as exc:
                 return unavailable_json(exc)
 

@@ -9,8 +9,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, admitted_until, decide
-from mfa_guard.errors import StoreUnavailable
-from mfa_guard.guard import SESSION_KEY, SESSION_TYPES
+from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.guard import SESSION_KEY, SESSION_TYPES, IdentityGetter
 from mfa_guard.web.http import (
     UNAVAILABLE_MESSAGE,
     refusal_response,
@@ -19,6 +19,12 @@ from mfa_guard.web.http import (
     wants_json,
 )
 from mfa_guard.web.requests import MARKER_SCOPE_KEY
+from mfa_guard.web.wiring import (
+    WS_INTERNAL_ERROR,
+    check_wiring,
+    misconfigured_response,
+    report_miswiring,
+)
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -52,6 +58,10 @@ class MFAGuardMiddleware:
     was re-checked within ``recheck_seconds`` is decided without any store call; a marker it let
     in, sent again unchanged by the same user, is let in without being read again until its
     re-check or the end of its verified state.
+
+    Wired wrong (``mfa_guard.web.wiring``) it refuses, closed: the lifespan's start-up fails,
+    or each request gets a generic ``500`` (a websocket is closed, ``1011``) and the log an
+    ``ERROR`` naming the fix. A ``ConfigurationError`` from the identity getter is answered so.
     """
 
     def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
@@ -66,8 +76,9 @@ class MFAGuardMiddleware:
         self._recheck = settings.recheck_seconds
         # By nonce: each session of a user has its own marker.
         self._admitted: dict[str, Admitted] = {}
-        # Read from the guard once: an attribute less on every request.
-        self._identity = guard.identity
+        # Until a request has shown the app wired right, the identity is read through the
+        # check (once it passes, the guard's own getter: nothing more on every request).
+        self._identity: IdentityGetter = self._checked_identity
         self._clock = guard.clock
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -75,7 +86,13 @@ class MFAGuardMiddleware:
         # pass gets the app's own awaitable, so passing through costs no frame of the guard's
         # own; only a re-check, a refusal or an outage makes one. The identity comes first: an
         # anonymous request passes wherever it goes.
-        if scope["type"] in _GUARDED and (user_id := self._identity(scope)) is not None:
+        if scope["type"] in _GUARDED:
+            try:
+                user_id = self._identity(scope)
+            except ConfigurationError as exc:
+                return self._misconfigured(scope, receive, send, exc)
+            if user_id is None:
+                return self.app(scope, receive, send)
             # The very marker let in before (the same values), of the same user, within its
             # window: let in again as it was then, wherever it goes. Anything else goes the
             # whole way: exempt paths, the marker read and checked, the decision.
@@ -93,7 +110,27 @@ class MFAGuardMiddleware:
                 scope[MARKER_SCOPE_KEY] = admitted.marker
                 return self.app(scope, receive, send)
             return self._guard(scope, receive, send, user_id)
+        if scope["type"] == "lifespan":
+            return self._start(scope, receive, send)
         return self.app(scope, receive, send)
+
+    def _checked_identity(self, scope: Scope) -> str | None:
+        """The identity of a request before one showed the wiring right: checked first."""
+        check_wiring(scope, self.guard, self, self.app)
+        self._identity = identity = self.guard.identity
+        return identity(scope)
+
+    async def _start(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The lifespan: an app wired wrong does not start (the server logs why and exits)."""
+        try:
+            check_wiring(scope, self.guard, self, self.app)
+        except ConfigurationError as exc:
+            report_miswiring(exc)
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": exc.message})
+            raise
+        await self.app(scope, receive, send)
 
     def _guard(self, scope: Scope, receive: Receive, send: Send, user_id: str) -> Awaitable[None]:
         # app_path(scope), inlined.
@@ -106,7 +143,10 @@ class MFAGuardMiddleware:
         guard = self.guard
         session: Any = scope.get("session")
         if type(session) not in SESSION_TYPES:
-            session = guard.session_of(scope)
+            try:
+                session = guard.session_of(scope)
+            except ConfigurationError as exc:  # no session: the app is wired wrong
+                return self._misconfigured(scope, receive, send, exc)
         now = guard.clock()
         raw = session.get(SESSION_KEY)
         marker = Marker.load(raw, guard.subject(user_id))
@@ -193,6 +233,17 @@ class MFAGuardMiddleware:
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
         response = refusal_response(scope, self.guard.settings, decision)
+        await response(scope, receive, send)
+
+    async def _misconfigured(
+        self, scope: Scope, receive: Receive, send: Send, exc: ConfigurationError
+    ) -> None:
+        """Closed, and loud: the log names the fix; the client learns nothing of it."""
+        report_miswiring(exc)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": WS_INTERNAL_ERROR, "reason": ""})
+            return
+        response = misconfigured_response(scope, self.guard)
         await response(scope, receive, send)
 
     async def _unavailable(

@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
-from mfa_guard.errors import MFAGuardError
+from mfa_guard.errors import ConfigurationError, MFAGuardError
 from mfa_guard.services import Denied, Method, Reason, TextSent, concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
@@ -36,6 +36,7 @@ from mfa_guard.web.devices import forget_browsers, is_this_browser, remember_bro
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
+from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -180,6 +181,9 @@ class Pages:
             except SMSError as exc:
                 # Handlers that send say where to go back to; this is the fallback.
                 return self._text_failed(request, exc, self.guard.settings.home_path)
+            except ConfigurationError as exc:  # wired wrong: permanent, not an outage
+                report_miswiring(exc)
+                return misconfigured_response(request.scope, self.guard)
             except MFAGuardError as exc:
                 report_failure(exc)
                 return self._error(
