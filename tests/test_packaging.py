@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -270,3 +271,31 @@ async def test_a_form_parser_failure_that_is_no_bad_form_is_not_hidden_as_a_400(
     monkeypatch.setattr(Request, "form", incompatible)
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         await client.post("/mfa/challenge", data={"csrf_token": token, "code": "123456"})
+
+
+@pytest.mark.parametrize("page", ["quickstart.md", "fastapi.md"])
+def test_the_install_commands_the_guides_print_resolve(bare: BareInstall, page: str) -> None:
+    """The guides lead with an install that works before the package is on an index: from a
+    checkout, or from the wheel `make dist` builds (here, the one the fixture built)."""
+    text = (ROOT / "docs" / page).read_text()
+    printed = re.search(r"```sh\n(?:.*\n)*?pip install (.+)\n(?:.*\n)*?```", text)
+    assert printed, "the install step's code block"
+    from_wheel = re.search(
+        r"`pip install '/path/to/mfa_guard/dist/([^'\[]+)(\[[^']+\])'([^`]*)`", text
+    )
+    assert from_wheel
+    assert from_wheel.group(1) == f"mfa_guard-{VERSION}-py3-none-any.whl"
+    commands = [
+        shlex.split(printed.group(1).replace("/path/to/mfa_guard", str(ROOT))),
+        [f"{bare.wheel}{from_wheel.group(2)}", *shlex.split(from_wheel.group(3))],
+    ]
+    python = str(bare.venv / "bin" / "python")
+    for arguments in commands:
+        done = subprocess.run(  # noqa: S603
+            [uv(), "pip", "install", "--dry-run", "--python", python, *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
