@@ -5,17 +5,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest pytest-compiled compiled docs settings-doc messages clean bench screenshots dist
+.PHONY: install demo test lint typecheck pytest pytest-lowest pytest-compiled compiled docs settings-doc messages clean bench screenshots dist
 
-$(STAMP): pyproject.toml
+# pip 25.1 is the first to install PEP 735 dependency groups (--group).
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade 'pip>=25.1'
+	touch $@
+
+# The demo needs the package with its SQL store and uvicorn, nothing of the dev tools.
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): $(VENV)/.created pyproject.toml
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+# Everything: the package with every extra, and the `dev` dependency group.
+$(STAMP): $(VENV)/.created pyproject.toml
+	$(BIN)/pip install --quiet -e . --group dev
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	PORT=$(PORT) $(BIN)/python -m examples.inbox
 
 lint: $(STAMP)
@@ -56,13 +67,13 @@ SOURCES := $(shell find src -type f -not -path '*/__pycache__/*')
 
 $(COMPILED_VENV)/.created: pyproject.toml
 	$(PYTHON) -m venv $(COMPILED_VENV)
-	$(COMPILED_BIN)/pip install --quiet --upgrade pip build
+	$(COMPILED_BIN)/pip install --quiet --upgrade 'pip>=25.1' build
 	touch $@
 
 $(COMPILED_STAMP): $(COMPILED_VENV)/.created $(SOURCES)
 	rm -rf $(COMPILED_WHEELS)
 	$(WITH_MYPYC) $(COMPILED_BIN)/python -m build --outdir $(COMPILED_WHEELS) .
-	$(COMPILED_BIN)/pip install --quiet "$$(ls $(COMPILED_WHEELS)/*.whl)[dev]"
+	$(COMPILED_BIN)/pip install --quiet "$$(ls $(COMPILED_WHEELS)/*.whl)" --group dev
 	$(COMPILED_BIN)/pip install --quiet --force-reinstall --no-deps $(COMPILED_WHEELS)/*.whl
 	touch $@
 
@@ -73,7 +84,35 @@ compiled: $(COMPILED_STAMP)
 pytest-compiled: $(COMPILED_STAMP)
 	MFA_GUARD_EXPECT_COMPILED=1 $(COMPILED_BIN)/pytest -p no:cacheprovider
 
-test: lint typecheck docs pytest pytest-compiled
+# The suite's core again, on the lowest versions pyproject.toml allows for the package and every
+# extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor
+# can lie: settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits on Redis,
+# FastAPI, SMS providers, the CLI, and the package installed bare (tests/test_packaging.py). The
+# `test` group comes on top at its newest versions, held to those floors.
+LOWEST_VENV := .venv-lowest
+LOWEST_PY := $(LOWEST_VENV)/bin/python
+LOWEST_EXTRAS := sql,postgres,redis,twilio,fastapi,demo
+LOWEST_TESTS := tests/test_packaging.py tests/test_settings.py tests/test_stores.py \
+	tests/test_sites_store.py tests/test_devices_store.py tests/test_pages.py tests/test_csrf.py \
+	tests/test_bad_input.py tests/test_ratelimit.py tests/test_lockout.py tests/test_fastapi.py \
+	tests/test_sms.py tests/test_sms_providers.py tests/test_cli.py tests/test_i18n.py \
+	tests/test_devices.py tests/test_totp.py tests/test_core.py tests/test_docs.py \
+	tests/test_wiring.py tests/test_tokens.py
+
+$(LOWEST_VENV)/.installed: $(STAMP) pyproject.toml
+	rm -rf $(LOWEST_VENV)
+	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST_VENV)
+	$(BIN)/uv pip install --quiet --python $(LOWEST_PY) --resolution lowest-direct \
+		-e '.[$(LOWEST_EXTRAS)]'
+	$(BIN)/uv pip freeze --quiet --python $(LOWEST_PY) --exclude-editable > $(LOWEST_VENV)/floors.txt
+	$(BIN)/uv pip install --quiet --python $(LOWEST_PY) --group test -c $(LOWEST_VENV)/floors.txt
+	touch $@
+
+pytest-lowest: $(LOWEST_VENV)/.installed
+	@echo "lowest versions: $$(grep -E '^(starlette|fastapi|pydantic-settings|limits|redis|sqlalchemy|python-multipart)==' $(LOWEST_VENV)/floors.txt | tr '\n' ' ')"
+	UV=$(BIN)/uv MFA_GUARD_RESOLUTION=lowest-direct $(LOWEST_VENV)/bin/pytest -p no:cacheprovider $(LOWEST_TESTS)
+
+test: lint typecheck docs pytest pytest-lowest pytest-compiled
 
 # The budgets are for the compiled wheel (what pip installs where one is published); the
 # hot-path lines also show the interpreted middleware beside it. `.venv/bin/python -m bench`
@@ -102,4 +141,4 @@ dist:
 	$(DIST_VENV)/bin/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) $(DIST_VENV) $(COMPILED_VENV) $(COMPILED_WHEELS) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site dist
+	rm -rf $(VENV) $(DIST_VENV) $(COMPILED_VENV) $(LOWEST_VENV) $(COMPILED_WHEELS) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site dist

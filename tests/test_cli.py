@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
+import mfa_guard
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
 from mfa_guard.core.recovery import RecoveryCodeSet
@@ -270,3 +274,52 @@ def test_demo_outside_the_source_says_where_it_lives(
     monkeypatch.setitem(sys.modules, "examples.inbox.__main__", None)  # not importable
     assert main(["demo"]) == 2
     assert "comes with the source" in capsys.readouterr().err
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"mfa-guard {metadata.version('mfa-guard')}\n"
+
+
+@pytest.mark.parametrize(
+    ("blocked", "command", "extra"),
+    [
+        pytest.param(
+            "asyncpg",
+            ["init-db", "--database-url", "postgresql+asyncpg://127.0.0.1/app"],
+            "postgres",
+            id="postgres-driver",
+        ),
+        pytest.param("aiosqlite", ["status"], "sql", id="sqlite-driver"),
+        pytest.param("sqlalchemy", ["rotate-keys"], "sql", id="sqlalchemy"),
+    ],
+)
+@pytest.mark.usefixtures("app_environment")
+def test_a_missing_extra_is_named_with_its_pip_command(
+    blocked: str,
+    command: list[str],
+    extra: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """As on an install without that extra (tests/test_packaging.py runs a real one)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MFA_GUARD_DATABASE_URL", raising=False)
+    monkeypatch.setitem(sys.modules, blocked, None)  # not importable
+    assert main(command) == 5
+    err = capsys.readouterr().err
+    assert f"({blocked} is not installed): pip install 'mfa-guard[{extra}]'" in err
+
+
+def test_python_m_mfa_guard_is_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mfa_guard", "keygen"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(mfa_guard.__file__).parent.parent)},
+    )
+    Fernet(done.stdout.strip())

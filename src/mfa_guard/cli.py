@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic_settings import BaseSettings
+
+from mfa_guard import __version__
 from mfa_guard.crypto import generate_key
 from mfa_guard.settings import MFAGuardSettings
 
@@ -18,6 +22,14 @@ if TYPE_CHECKING:
     from mfa_guard.stores.sql import SQLStore
 
 DEFAULT_DATABASE_URL: str = MFAGuardSettings.model_fields["database_url"].default
+
+# The modules each extra brings (pyproject.toml's optional dependencies) that the commands use.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "sql": ("sqlalchemy", "aiosqlite"),
+    "postgres": ("sqlalchemy", "asyncpg"),
+    "redis": ("redis",),
+    "twilio": ("httpx",),
+}
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -55,13 +67,44 @@ def _init_db(args: argparse.Namespace) -> int:
 
 
 # Exit codes scripts can rely on (2 is argparse's usage error).
-OK, UNAVAILABLE, USAGE, NOTHING_TO_DO, INCOMPLETE = 0, 1, 2, 3, 4
+OK, UNAVAILABLE, USAGE, NOTHING_TO_DO, INCOMPLETE, MISSING_EXTRA = 0, 1, 2, 3, 4, 5
+
+
+class _DatabaseSettings(BaseSettings):
+    """``database_url`` alone, read as the app reads it (``MFA_GUARD_*`` variables and ``.env``),
+    for the commands that need nothing else and so no valid encryption key."""
+
+    model_config = MFAGuardSettings.model_config
+    database_url: str = DEFAULT_DATABASE_URL
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    return str(
-        args.database_url or os.environ.get("MFA_GUARD_DATABASE_URL") or DEFAULT_DATABASE_URL
+    return str(args.database_url or _DatabaseSettings().database_url)
+
+
+def _store_extra(url: str) -> str:
+    """The extra holding the SQL store's driver for ``url`` (read without SQLAlchemy)."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    return "postgres" if scheme in ("postgresql", "postgres") else "sql"
+
+
+def _missing_module(extra: str) -> str | None:
+    """The first module of ``extra`` that cannot be imported, if any."""
+    for module in EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return module
+    return None
+
+
+def _install_hint(command: str, extra: str, module: str, what: str) -> int:
+    print(
+        f"mfa-guard {command}: {what} needs the {extra} extra ({module} is not installed): "
+        f"pip install 'mfa-guard[{extra}]'",
+        file=sys.stderr,
     )
+    return MISSING_EXTRA
 
 
 def _url_problem(url: str) -> str | None:
@@ -476,15 +519,33 @@ def _check_config(args: argparse.Namespace) -> int:
     for name, value in _flatten(settings.model_dump(mode="json")):
         # Secrets come masked from the model (SecretStr): never printed.
         print(f"{name} = {value}")
-    url_problem = _url_problem(settings.database_url)
+    extra = _store_extra(settings.database_url)
+    if module := _missing_module(extra):
+        url_problem: str | None = (
+            f"the SQL store needs the {extra} extra ({module} is not installed): "
+            f"pip install 'mfa-guard[{extra}]'"
+        )
+    else:
+        url_problem = _url_problem(settings.database_url)
     advice = _advice(settings) + ([f"database_url: {url_problem}"] if url_problem else [])
     for line in advice:
         print(f"warning: {line}", file=sys.stderr)
+    # Rate limits in Redis: the app cannot start without the client.
+    if settings.storage_uri.startswith(("redis", "async+redis")) and (
+        missing := _missing_module("redis")
+    ):
+        return _install_hint("check-config", "redis", missing, "storage_uri")
     return OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mfa-guard", description="mfa_guard operations.")
+    parser = argparse.ArgumentParser(
+        prog="mfa-guard",
+        description="mfa_guard operations.",
+        epilog="Exit codes: 0 done, 1 unavailable, 2 usage or invalid settings, 3 nothing to do, "
+        "4 incomplete (rerun), 5 an extra is missing (the pip command is printed).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser(
         "keygen",
@@ -505,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     init_db.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
-    init_db.set_defaults(run=_init_db)
+    init_db.set_defaults(run=_init_db, store=True)
     status = commands.add_parser(
         "status",
         help="list who has 2FA: each site's members (the green padlocks), and every account "
@@ -536,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "never seen them",
     )
     status.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
-    status.set_defaults(run=_status)
+    status.set_defaults(run=_status, store=True)
     reset_user = commands.add_parser(
         "reset-user",
         help="turn a user's 2FA off (lost device): they enrol again",
@@ -552,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reset_user.add_argument("user", help="the user id, as the app's identity gives it")
     reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
-    reset_user.set_defaults(run=_reset_user)
+    reset_user.set_defaults(run=_reset_user, store=True)
     demo = commands.add_parser(
         "demo",
         help="serve the demo inbox (from a git checkout or the unpacked sdist)",
@@ -589,9 +650,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rotate.add_argument("--batch", type=int, default=500, help="users per batch (default 500)")
     rotate.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
-    rotate.set_defaults(run=_rotate_keys)
+    rotate.set_defaults(run=_rotate_keys, store=True)
     args = parser.parse_args(argv)
-    result: int = args.run(args)
+    if getattr(args, "store", False):
+        # The SQL store is an extra (sql, or postgres for a PostgreSQL URL): say which one is
+        # missing rather than fail on an import.
+        extra = _store_extra(_database_url(args))
+        if module := _missing_module(extra):
+            return _install_hint(args.command, extra, module, "the SQL store")
+    try:
+        result: int = args.run(args)
+    except ModuleNotFoundError as exc:
+        # A module of an extra the command reached further on (a driver, the Redis client).
+        top = (exc.name or "").split(".")[0]
+        owner = next((e for e, modules in EXTRA_MODULES.items() if top in modules), None)
+        if owner is None:
+            raise
+        if top == "sqlalchemy" and getattr(args, "store", False):
+            owner = _store_extra(_database_url(args))
+        return _install_hint(args.command, owner, top, "this command")
     return result
 
 

@@ -17,6 +17,8 @@ import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -311,7 +313,9 @@ class Pages:
             raise FormRejected(415, N_("Request refused"), N_("Send the form from the page."))
         try:
             form = await request.form(max_files=0, max_fields=16, max_part_size=MAX_BODY_BYTES)
-        except Exception as exc:  # python-multipart raises several types on malformed bodies
+        except (MultiPartException, HTTPException) as exc:
+            # What Starlette raises for a body it cannot parse (HTTPException(400) inside an
+            # app); anything else is a bug or an incompatible Starlette, never a bad form.
             raise FormRejected(
                 400, N_("Request refused"), N_("The form could not be read.")
             ) from exc
