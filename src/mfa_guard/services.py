@@ -515,6 +515,11 @@ class MFAService:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def forget_failures_later(self, user_id: str) -> None:
+        """After a success outside the service (a remembered browser signing in): both counts
+        cleared, off the request's critical path, as after a verified code."""
+        self._background(self._forget_failures(user_id))
+
     async def drain(self) -> None:
         """Waits for background work (clearing failure counts) to finish."""
         while pending := [task for task in self._pending if not task.done()]:

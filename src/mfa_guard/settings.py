@@ -72,19 +72,23 @@ class RateLimitSettings(BaseModel):
     the other path: authenticator and text-message codes, and recovery codes."""
 
     failures: str = Field(
-        default="5/minute;20/hour;100/day",
+        default="5/minute;20/hour;30/day",
         description=(
             "Failed authenticator-app and text-message codes allowed per user, across sessions "
             "and IPs (`limits` notation, several separated by `;`); at most 100 failures a day "
-            "in all (NIST SP 800-63B). Recovery codes have a budget of their own."
+            "in all (NIST SP 800-63B). Only codes that were checked count, never refused "
+            "attempts. The default's 30 a day makes reaching `consecutive_failures` take more "
+            "than two days. Recovery codes have a budget of their own."
         ),
     )
     recovery_failures: str = Field(
-        default="5/hour;10/day",
+        default="3/hour;4/day",
         description=(
             "Failed recovery codes allowed per user, counted apart from `failures`: an attacker "
             "who used up the codes' budget leaves the owner their recovery codes, and the "
-            "reverse. Same notation and 100-a-day rule; a success on any path clears both."
+            "reverse. Same notation and 100-a-day rule; a success on any path clears both. The "
+            "default's 4 a day makes reaching `consecutive_recovery_failures` take more than two "
+            "days."
         ),
     )
 
@@ -94,7 +98,7 @@ class RateLimitSettings(BaseModel):
         description=(
             "Failed authenticator-app and text-message codes in a row (no success between, "
             "within a year) after which that path stays locked until a success on another path "
-            "(a recovery code, a remembered browser) or `mfa-guard reset-user`. With "
+            "(a recovery code, a remembered browser signing in) or `mfa-guard reset-user`. With "
             "`consecutive_recovery_failures`, at most 100 for the account (NIST SP 800-63B)."
         ),
     )
@@ -103,7 +107,8 @@ class RateLimitSettings(BaseModel):
         ge=1,
         description=(
             "Failed recovery codes in a row after which recovery codes stay locked until a "
-            "success on another path or `mfa-guard reset-user`."
+            "success on another path (a code, a remembered browser signing in) or "
+            "`mfa-guard reset-user`."
         ),
     )
 
