@@ -674,7 +674,7 @@ async def test_a_site_id_cannot_forge_a_line_of_the_audit_log(
     forged_line = caplog.records[-1].getMessage()
     assert "\r" not in forged_line
     assert "\n" not in forged_line
-    assert "user=eve\\r\\nmfa_guard" in forged_line
+    assert 'user="eve\\r\\nmfa_guard' in forged_line
 
 
 @pytest.fixture
