@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from typing import Annotated, Any, Literal, Self
 
 import limits
@@ -26,6 +27,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
 DAY = 24 * 3600
 MAX_CONSECUTIVE_FAILURES = 100
+
+
+# A CSP host-source of frame-ancestors: an http(s) origin, optionally a wildcard subdomain or port.
+_FRAME_SOURCE = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?")
 
 
 def _split_commas(value: Any) -> Any:
@@ -446,6 +451,16 @@ class MFAGuardSettings(BaseSettings):
             "besides the request's own origin."
         ),
     )
+    frame_ancestors: str = Field(
+        default="'none'",
+        description=(
+            "Who may show the kit's pages in a frame, as CSP `frame-ancestors` sources: "
+            "`'none'` (no one: the pages have one-click forms a framing site could trick a "
+            "user into), `'self'`, or origins such as `https://app.example.com`, separated by "
+            "spaces. Sent on every page as `Content-Security-Policy: frame-ancestors …`, with "
+            "`X-Frame-Options: DENY` (`SAMEORIGIN` for `'self'` alone)."
+        ),
+    )
     debug: bool = Field(
         default=False,
         description=(
@@ -463,6 +478,20 @@ class MFAGuardSettings(BaseSettings):
         "trusted_proxies",
         mode="before",
     )(_split_commas)
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _frame_ancestors(cls, value: str) -> str:
+        sources = value.split(" ")
+        if sources == ["'none'"]:
+            return value
+        for source in sources:
+            if source != "'self'" and not _FRAME_SOURCE.fullmatch(source):
+                raise ValueError(
+                    f"frame_ancestors {value!r}: give `'none'`, or `'self'` and origins such as "
+                    "`https://app.example.com`, separated by single spaces"
+                )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
