@@ -137,7 +137,7 @@ async def new_account(storage_uri: str, rate_limits: dict[str, object]) -> Accou
         sms_provider=outbox,
         sms={
             "enabled": True,
-            "allowed_calling_codes": [33],
+            "allowed_regions": ["FR"],
             "provider": "outbox",
             "resend_cooldown": "100/second",
             "per_user": plenty,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 import httpx
 import pytest
@@ -12,6 +13,8 @@ from pydantic import ValidationError
 from starlette.routing import Route
 
 from mfa_guard import AuditEvent, EventKind, LoggingEventSink
+from mfa_guard.settings import SMSSettings
+from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
 
@@ -278,3 +281,34 @@ async def test_every_read_beyond_its_own_status_needs_the_second_factor() -> Non
 
 async def verify_code(client: httpx.AsyncClient, code: str) -> httpx.Response:
     return await client.post("/mfa/api/verify", json={"method": "totp", "code": code})
+
+
+# -- a number gets at most ten texts a day (finding 6) -------------------------------------------
+
+
+async def test_one_number_gets_at_most_ten_texts_a_day_whoever_asks() -> None:
+    """The 10-minute window alone (3 per 10 minutes) let 432 texts a day go to one number; the
+    daily cap refuses the eleventh with 429 and Retry-After, before the provider is called."""
+    assert SMSSettings().per_number_daily == "10/day"
+    outbox = OutboxSMS()
+    ga = build_app(
+        sms_provider=outbox,
+        sms={
+            "enabled": True,
+            "provider": "outbox",
+            "allowed_regions": ["FR"],
+            "per_number": "100/minute",  # the short window out of the way: the day decides
+            "per_ip": "100/hour",
+        },
+    )
+    number = f"+3361234{uuid.uuid4().int % 10**4:04d}"
+    for n in range(11):
+        async with ga.client() as client:
+            await sign_in(client, f"user{n}@example.test")
+            response = await client.post("/mfa/api/phone", json={"phone": number})
+        if n < 10:
+            assert response.status_code == 202, response.text
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["code"] == "too_many_texts"
+    assert 1 <= int(response.headers["Retry-After"]) <= 86_400
+    assert len(outbox.messages) == 10

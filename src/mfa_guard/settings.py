@@ -9,9 +9,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import warnings
 from typing import Annotated, Any, Literal, Self
 
 import limits
+import phonenumbers
 from cryptography.fernet import Fernet
 from pydantic import (
     AliasChoices,
@@ -166,6 +168,37 @@ def _limit_string(value: str, name: str) -> str:
     return value
 
 
+# Regions with geographic numbers (libphonenumber's, without "001", the non-geographic ones).
+_PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+# Calling codes that two large countries share on equal terms; any other code's main country is
+# the one libphonenumber names first (44: GB, not Jersey, Guernsey or the Isle of Man).
+_MAIN_REGIONS = {1: ("US", "CA"), 7: ("RU", "KZ")}
+
+
+def _deprecated_calling_codes(codes: list[int], regions: list[str]) -> list[str]:
+    """The regions the deprecated ``allowed_calling_codes`` stand for (their main countries
+    only), added to ``regions``, with a warning that says which they are."""
+    mapped: dict[int, tuple[str, ...]] = {}
+    for code in codes:
+        main = _MAIN_REGIONS.get(code) or (phonenumbers.region_code_for_country_code(code),)
+        if not set(main) <= _PHONE_REGIONS:
+            raise ValueError(
+                f"sms.allowed_calling_codes: +{code} is no country's calling code (use "
+                "sms.allowed_regions, region codes such as FR, GB, US)"
+            )
+        mapped[code] = main
+    listed = "; ".join(f"+{code}: {', '.join(main)}" for code, main in mapped.items())
+    warnings.warn(
+        "sms.allowed_calling_codes (MFA_GUARD_SMS__ALLOWED_CALLING_CODES) is deprecated: set "
+        "sms.allowed_regions (MFA_GUARD_SMS__ALLOWED_REGIONS) to region codes instead. Each "
+        f"calling code now allows its main countries only ({listed}); the other countries "
+        "that share a code (e.g. Jamaica +1 876, Jersey +44 7797) get no texts unless listed.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return sorted({*regions, *(region for main in mapped.values() for region in main)})
+
+
 class SMSSettings(BaseModel):
     """SMS codes: off by default (NIST SP 800-63B 5.1.3.3 restricts them); heavily limited."""
 
@@ -181,13 +214,32 @@ class SMSSettings(BaseModel):
     code_ttl_seconds: int = Field(
         default=600, description="How long an SMS code stays valid: 60 to 600 seconds."
     )
+    allowed_regions: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Countries and territories whose mobile numbers may get texts, as ISO 3166 region "
+            "codes, e.g. FR,GB,US,CA (required when enabled). By region, not calling code: "
+            "`US` does not let in Jamaica (+1 876), nor `GB` Jersey (+44 7797)."
+        ),
+    )
     allowed_calling_codes: Annotated[list[int], NoDecode] = Field(
         default=[],
-        description="Country calling codes numbers may have, e.g. 33,44,1 (required when enabled).",
+        description=(
+            "Deprecated: use `allowed_regions`. Each calling code allows its main countries "
+            "only (1: US, CA; 7: RU, KZ; any other: the one libphonenumber names first, e.g. "
+            "44: GB), added to `allowed_regions`, with a warning at start-up."
+        ),
     )
     per_user: str = Field(default="10/day", description="Texts per user (`limits` notation).")
     per_number: str = Field(
         default="3/10 minutes", description="Texts per phone number (`limits` notation)."
+    )
+    per_number_daily: str = Field(
+        default="10/day",
+        description=(
+            "Texts per phone number per day, on top of `per_number` (whose 3 per 10 minutes "
+            "alone would let 432 a day through)."
+        ),
     )
     per_ip: str = Field(default="10/hour", description="Texts per client IP (`limits` notation).")
     resend_cooldown: str = Field(
@@ -211,8 +263,31 @@ class SMSSettings(BaseModel):
             return [part.strip().lstrip("+") for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("allowed_regions", mode="before")
+    @classmethod
+    def _region_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        regions = sorted({region.strip().upper() for region in value})
+        unknown = [region for region in regions if region not in _PHONE_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"sms.allowed_regions: {', '.join(unknown)} is no country or territory with phone "
+                "numbers; give ISO 3166 region codes such as FR, GB, US"
+            )
+        return regions
+
     @field_validator(
-        "per_user", "per_number", "per_ip", "resend_cooldown", "global_hourly", "global_daily"
+        "per_user",
+        "per_number",
+        "per_number_daily",
+        "per_ip",
+        "resend_cooldown",
+        "global_hourly",
+        "global_daily",
     )
     @classmethod
     def _limits(cls, value: str, info: ValidationInfo) -> str:
@@ -222,11 +297,14 @@ class SMSSettings(BaseModel):
     def _safe(self) -> Self:
         if not 60 <= self.code_ttl_seconds <= 600:
             raise ValueError("sms.code_ttl_seconds must be between 60 and 600 (NIST: 10 minutes)")
-        if self.enabled and not self.allowed_calling_codes:
+        if self.allowed_calling_codes:
+            self.allowed_regions = _deprecated_calling_codes(
+                self.allowed_calling_codes, self.allowed_regions
+            )
+        if self.enabled and not self.allowed_regions:
             raise ValueError(
-                "SMS is enabled with no country allow-list: set "
-                "MFA_GUARD_SMS__ALLOWED_CALLING_CODES (calling codes, e.g. 33,44) so texts "
-                "cannot be pumped to premium ranges"
+                "SMS is enabled with no country allow-list: set MFA_GUARD_SMS__ALLOWED_REGIONS "
+                "(region codes, e.g. FR,GB) so texts cannot be pumped to premium ranges"
             )
         if self.provider == "twilio" and not (
             self.twilio_account_sid
