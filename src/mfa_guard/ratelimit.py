@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from limits import RateLimitItem, RateLimitItemPerYear, parse_many
@@ -26,7 +27,6 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.settings import RateLimitSettings
 
 _NAMESPACE = "mfa_guard"
-T = TypeVar("T")
 # One limit of a budget, as ``limits``' moving window takes it: (key, amount, seconds).
 Window = tuple[str, int, int]
 
@@ -75,11 +75,13 @@ class _MemoryStorage(MemoryStorage):
     async def acquire_all(self, windows: Sequence[Window], now: float) -> Refusal | None:
         """A slot in every window, or in none (see :data:`_ACQUIRE_ALL_OR_NONE`): the windows'
         locks held (the expiry sweep's too), checked and taken with no await between."""
-        keys = sorted({key for key, _, _ in windows})
-        locks = [self.locks[key] for key in keys]
-        for lock in locks:
-            await lock.acquire()
+        held: list[asyncio.Lock] = []
         try:
+            # In one order (sorted keys), so two budgets' acquires never wait on each other.
+            for key in sorted({key for key, _, _ in windows}):
+                lock = self.locks[key]
+                await lock.acquire()
+                held.append(lock)
             for index, (key, limit, expiry) in enumerate(windows):
                 events = self.events.get(key, [])
                 if len(events) >= limit and events[limit - 1].atime >= now - expiry:
@@ -93,7 +95,7 @@ class _MemoryStorage(MemoryStorage):
                 events[:0] = [entry]
                 del events[limit:]
         finally:
-            for lock in reversed(locks):
+            for lock in reversed(held):
                 lock.release()
         await self._MemoryStorage__schedule_expiry()  # type: ignore[attr-defined]
         return None
