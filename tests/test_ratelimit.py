@@ -10,7 +10,12 @@ import uuid
 
 import pytest
 from limits import parse_many
-from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
+from limits.aio.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+)
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
@@ -231,3 +236,10 @@ async def test_reaching_the_failures_in_a_row_takes_days_at_the_default_budget(u
     finally:
         await codes.reset(user)
         await codes.aclose()
+
+
+def test_a_storage_that_cannot_take_a_budget_at_once_is_refused() -> None:
+    """Another ``limits`` storage (here its own memory one, as MongoDB would be) has no
+    all-or-none acquire: the failure budgets refuse it at start-up rather than count loosely."""
+    with pytest.raises(ConfigurationError, match="one atomic step"):
+        FailureLimiter(MemoryStorage(), "3/minute")
