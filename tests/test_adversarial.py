@@ -52,7 +52,7 @@ TYPED_MOBILE = "+33 6 12 34 56 78"
 SMS = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44],
+    "allowed_regions": ["FR", "GB"],
     # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
     "resend_cooldown": "100/second",
 }

@@ -43,7 +43,7 @@ TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 SMS = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44],
+    "allowed_regions": ["FR", "GB"],
     # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
     "resend_cooldown": "100/second",
 }
@@ -414,7 +414,7 @@ CROSS_SITE = [
 def sms_fields(path: str, outbox: OutboxSMS) -> dict[str, str]:
     """What a page of another site would post: a number of its own, or the right code."""
     if path.endswith("/phone"):
-        return {"phone": "+447911123456"}
+        return {"phone": "+447400123456"}
     if path.endswith("/phone/verify"):
         return {"code": texted_code(outbox, NEW_MOBILE)}
     return {}
@@ -674,7 +674,7 @@ async def test_a_site_id_cannot_forge_a_line_of_the_audit_log(
     forged_line = caplog.records[-1].getMessage()
     assert "\r" not in forged_line
     assert "\n" not in forged_line
-    assert "user=eve\\r\\nmfa_guard" in forged_line
+    assert 'user="eve\\r\\nmfa_guard' in forged_line
 
 
 @pytest.fixture

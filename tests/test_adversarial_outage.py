@@ -24,7 +24,7 @@ OTHER_MOBILE = "+33699887766"
 SMS = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44],
+    "allowed_regions": ["FR", "GB"],
     # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
     "resend_cooldown": "100/second",
 }

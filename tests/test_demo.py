@@ -435,13 +435,13 @@ def test_demo_sms_settings_yield_to_the_environment(monkeypatch: pytest.MonkeyPa
     settings = demo_settings(key)
     assert settings.sms.enabled
     assert settings.sms.provider == "outbox"
-    assert 33 in settings.sms.allowed_calling_codes
+    assert "FR" in settings.sms.allowed_regions
     assert settings.sms.per_number == "3/10 minutes"
     assert "/outbox" in settings.exempt_paths
 
-    monkeypatch.setenv("MFA_GUARD_SMS__ALLOWED_CALLING_CODES", "44")
+    monkeypatch.setenv("MFA_GUARD_SMS__ALLOWED_REGIONS", "GB")
     monkeypatch.setenv("MFA_GUARD_SMS__PER_NUMBER", "2/hour")
     settings = demo_settings(key)
     assert settings.sms.enabled
-    assert settings.sms.allowed_calling_codes == [44]
+    assert settings.sms.allowed_regions == ["GB"]
     assert settings.sms.per_number == "2/hour"

@@ -226,7 +226,7 @@ async def test_a_text_message_code_can_remember_the_browser() -> None:
     sms: dict[str, Any] = {
         "enabled": True,
         "provider": "outbox",
-        "allowed_calling_codes": [33],
+        "allowed_regions": ["FR"],
         "resend_cooldown": "100/second",
     }
     ga = build_app(sms_provider=outbox, sms=sms, trusted_devices=DEVICES)

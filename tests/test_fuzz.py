@@ -86,7 +86,7 @@ CONTENT_TYPES = [
 SMS = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44],
+    "allowed_regions": ["FR", "GB"],
     "resend_cooldown": "100/second",
 }
 

@@ -137,7 +137,7 @@ async def new_account(storage_uri: str, rate_limits: dict[str, object]) -> Accou
         sms_provider=outbox,
         sms={
             "enabled": True,
-            "allowed_calling_codes": [33],
+            "allowed_regions": ["FR"],
             "provider": "outbox",
             "resend_cooldown": "100/second",
             "per_user": plenty,
@@ -160,6 +160,62 @@ async def new_account(storage_uri: str, rate_limits: dict[str, object]) -> Accou
     await ga.store.set_phone(user, mobile, now)
     ga.clock.advance(30)  # the enrolment used this step
     return Account(ga, outbox, user, secret, codes)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory://", id="memory"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    ]
+)
+async def account_on_defaults(request: pytest.FixtureRequest) -> AsyncIterator[Account]:
+    """An owner whose budgets are the defaults."""
+    storage_uri = redis_or_skip() if request.param == "redis" else request.param
+    made = await new_account(storage_uri, {})
+    try:
+        yield made
+    finally:
+        await made.ga.guard.aclose()
+
+
+async def test_a_burst_of_wrong_codes_spends_only_the_attempts_that_were_checked(
+    account_on_defaults: Account,
+) -> None:
+    """95 wrong codes at once: 5 are checked, 90 refused, and the refused ones count nowhere,
+    neither in the hour, the day nor the failures in a row (issue 15: they did, and an hour
+    later the right code met a lock of a year)."""
+    account = account_on_defaults
+    async with account.session() as attacker, account.session() as owner:
+        await account.signed_in(attacker)
+        burst = await asyncio.gather(*(verify(attacker, account.wrong_code()) for _ in range(95)))
+        statuses = sorted(response.status_code for response in burst)
+        assert statuses == [422] * 5 + [429] * 90
+        assert {r.json()["error"]["code"] for r in burst if r.status_code == 429} == {
+            "too_many_attempts"
+        }
+        assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in burst if r.status_code == 429)
+
+        account.ga.clock.advance(3600)
+        await account.signed_in(owner)
+        signed = await verify(owner, account.code())
+        assert signed.status_code == 200, signed.text
+
+
+async def test_a_burst_of_wrong_recovery_codes_spends_only_the_attempts_that_were_checked(
+    account_on_defaults: Account,
+) -> None:
+    account = account_on_defaults
+    async with account.session() as attacker, account.session() as owner:
+        await account.signed_in(attacker)
+        burst = await asyncio.gather(
+            *(verify(attacker, WRONG_RECOVERY_CODE, "recovery") for _ in range(15))
+        )
+        assert sorted(response.status_code for response in burst) == [422] * 3 + [429] * 12
+
+        account.ga.clock.advance(3601)  # the hour of the 3 checked ones has passed
+        await account.signed_in(owner)
+        signed = await verify(owner, account.codes[3], "recovery")
+        assert signed.status_code == 200, signed.text
 
 
 async def test_an_attacker_who_used_up_the_codes_leaves_the_owner_their_recovery_codes(
@@ -267,11 +323,58 @@ async def test_a_remembered_browser_stays_a_way_in_when_both_budgets_are_spent()
         assert (await owner.get("/mfa/api/status")).json()["verified_method"] == "device"
 
 
+async def test_a_remembered_browser_signing_in_lifts_the_failures_in_a_row() -> None:
+    """As `consecutive_failures` says: a success on another path, a remembered browser
+    included, clears both counts, so the owner's app works again in a new browser."""
+    ga = build_app(
+        rate_limits={
+            "failures": "50/minute;100/day",
+            "recovery_failures": "50/minute;100/day",
+            "consecutive_failures": IN_A_ROW,
+            "consecutive_recovery_failures": RECOVERY_IN_A_ROW,
+        },
+        trusted_devices={"enabled": True},
+    )
+    async with (
+        ga.client(base_url="https://testserver") as owner,
+        ga.client(base_url="https://testserver") as attacker,
+        ga.client(base_url="https://testserver") as new_browser,
+    ):
+        await sign_in(owner)
+        secret, _ = await enrol(ga, owner)
+        await sign_in(owner)
+        ga.clock.advance(30)
+        remembered = await owner.post(
+            "/mfa/api/verify", json={"code": ga.code(secret), "remember_device": True}
+        )
+        assert remembered.status_code == 200, remembered.text
+        await ga.guard.service.drain()
+
+        await sign_in(attacker)
+        wrong = str((int(ga.code(secret)) + 500_000) % 1_000_000).zfill(6)
+        for _ in range(IN_A_ROW):
+            assert (await verify(attacker, wrong)).status_code == 422
+        for _ in range(RECOVERY_IN_A_ROW):
+            assert (await verify(attacker, WRONG_RECOVERY_CODE, "recovery")).status_code == 422
+        locked = await verify(attacker, wrong)
+        assert locked.json()["error"]["code"] == "locked_after_failures"
+
+        await owner.post("/logout")
+        await sign_in(owner)
+        assert (await owner.get("/protected")).status_code == 200
+        await ga.guard.service.drain()
+
+        await sign_in(new_browser)
+        ga.clock.advance(30)
+        signed = await verify(new_browser, ga.code(secret))
+        assert signed.status_code == 200, signed.text
+
+
 @pytest.mark.parametrize(
     ("method", "allowed", "longest"),
     [
         pytest.param("totp", 5, 60, id="codes-5-a-minute"),
-        pytest.param("recovery", 5, 3600, id="recovery-codes-5-an-hour"),
+        pytest.param("recovery", 3, 3600, id="recovery-codes-3-an-hour"),
     ],
 )
 async def test_each_default_budget_stops_at_its_limit(
@@ -280,8 +383,8 @@ async def test_each_default_budget_stops_at_its_limit(
     ga = build_app()
     settings = ga.guard.settings.rate_limits
     assert (settings.failures, settings.recovery_failures) == (
-        "5/minute;20/hour;100/day",
-        "5/hour;10/day",
+        "5/minute;20/hour;30/day",
+        "3/hour;4/day",
     )
     secret = totp.new_secret()
     encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)

@@ -40,7 +40,7 @@ USER = "solo@example.test"
 TYPED_MOBILE = "+33 6 12 34 56 78"
 SMS = {
     "enabled": True,
-    "allowed_calling_codes": [33],
+    "allowed_regions": ["FR"],
     "provider": "outbox",
     "resend_cooldown": "100/second",
 }
@@ -276,7 +276,7 @@ def test_the_guard_finds_each_secret_however_it_is_logged(
     key = totp.new_secret()
     (recovery_code,) = recovery.generate(1)
     texted = sms_codes.new_code()
-    phone = sms_codes.normalise_phone(TYPED_MOBILE, [33])
+    phone = sms_codes.normalise_phone(TYPED_MOBILE, ["FR"])
     assert isinstance(phone, str)
     grouped = totp.grouped(key)
     for shown, kind in (

@@ -82,7 +82,7 @@ async def test_every_answer_of_a_walk_through_the_api_conforms_to_the_document()
         await agent.post("/mfa/api/totp/setup", json={"pad": "x" * 5000})  # 413
         await agent.post("/mfa/api/totp/setup", json={}, headers={"origin": "https://evil.example"})
         await agent.post("/mfa/api/sms/send", json={})  # SMS is off: 409
-        await agent.post("/mfa/api/phone", json={"phone": "+44 7911 123456"})
+        await agent.post("/mfa/api/phone", json={"phone": "+44 7400 123456"})
         await agent.post("/mfa/api/recovery-codes", json={})
         await agent.get("/mfa/api/sites")
         await agent.get("/mfa/api/sites/acme/members")  # 403

@@ -29,7 +29,7 @@ from tests.test_stores import empty_postgres_store, fresh_schema, sqlite_url
 
 USER = "solo@example.test"
 MOBILE = "+33612345678"
-THIEFS_MOBILE = "+447911123456"
+THIEFS_MOBILE = "+447400123456"
 RECHECK = 60
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TEXTED = re.compile(r"\b(\d{6}) is your ")
@@ -160,7 +160,7 @@ async def test_the_settings_pages_refuse_a_revoked_sessions_phone_change(
         settings = await thief.get("/mfa/settings")
         sent = await thief.post(
             "/mfa/settings/phone",
-            data={"csrf_token": csrf_of(settings), "phone": "+44 7911 123456"},
+            data={"csrf_token": csrf_of(settings), "phone": "+44 7400 123456"},
         )
         assert sent.status_code == 200, sent.text
         code = texted_to(app, THIEFS_MOBILE)
@@ -365,7 +365,7 @@ async def test_the_settings_pages_ask_a_session_verified_by_text_for_a_stronger_
 
         moved = await holder.post(
             "/mfa/settings/phone",
-            data={"csrf_token": csrf_of(settings), "phone": "+44 7911 123456"},
+            data={"csrf_token": csrf_of(settings), "phone": "+44 7400 123456"},
         )
         assert moved.headers["location"] == "/mfa/challenge?next=/mfa/settings&strong=1"
         assert (await holder.post("/mfa/api/sms/send", json={})).status_code == 202

@@ -13,13 +13,15 @@ from typing import Any
 import httpx
 import pytest
 from itsdangerous import TimestampSigner
+from pydantic import ValidationError
 
 from mfa_guard import EventKind, MFAStore
 from mfa_guard.core import totp
 from mfa_guard.crypto import SecretBox
+from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.base import SMSPurpose
-from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, sign_in
+from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, settings_for, sign_in
 from tests.scenarios import State, arrive, recovery_code_set
 
 USER = "solo@example.test"
@@ -28,7 +30,7 @@ MOBILE = "+33612345678"
 TYPED_MOBILE = "+33 6 12 34 56 78"
 MASKED = "+33 •••• ••78"
 OTHER_MOBILE = "+33699887766"
-UK_MOBILE = "+447911123456"
+UK_MOBILE = "+447400123456"  # Great Britain (+44 7911 is Guernsey)
 PEER = "203.0.113.7"
 CODE = re.compile(r"\b\d{6}\b")
 
@@ -63,12 +65,13 @@ class SMSApp:
 def build_sms_app(
     store: MFAStore | None = None, *, settings: dict[str, Any] | None = None, **sms: Any
 ) -> SMSApp:
-    """SMS on for +33 and +44, a cooldown that lets a test send in a burst (the ``limits``
-    windows run on the real clock, not the test's), ``sms`` overriding any of it."""
+    """SMS on for France and the United Kingdom, a cooldown that lets a test send in a burst
+    (the ``limits`` windows run on the real clock, not the test's), ``sms`` overriding any of
+    it."""
     outbox = OutboxSMS()
     sms_settings = {
         "enabled": True,
-        "allowed_calling_codes": [33, 44],
+        "allowed_regions": ["FR", "GB"],
         "provider": "outbox",
         "resend_cooldown": "100/second",
         **sms,
@@ -187,6 +190,82 @@ async def test_a_number_that_cannot_get_texts_is_refused_before_sending(
         status = (await client.get("/mfa/api/status")).json()
     assert (status["phone"], status["phone_verified"]) == (None, False)
     assert sms_app.sent() == 0
+
+
+# Mobiles that share a calling code with an allowed country, and are not it (issue 15: the
+# allow-list went by calling code, so +1 let the Caribbean in and +44 the Crown Dependencies).
+SHARED_CODE_MOBILES = [
+    pytest.param("+1 876 210 1234", id="jamaica"),
+    pytest.param("+1 809 234 5678", id="dominican-republic"),
+    pytest.param("+1 242 359 1234", id="bahamas"),
+    pytest.param("+44 7797 712345", id="jersey"),
+    pytest.param("+44 7781 123456", id="guernsey"),
+    pytest.param("+44 7624 123456", id="isle-of-man"),
+]
+NORTH_AMERICA_AND_UK = ["US", "CA", "GB"]
+
+
+@pytest.mark.parametrize("phone", SHARED_CODE_MOBILES)
+async def test_the_allow_list_goes_by_country_not_by_calling_code(phone: str) -> None:
+    sms_app = build_sms_app(allowed_regions=NORTH_AMERICA_AND_UK)
+    async with sms_app.client() as client:
+        await sign_in(client)
+        refused = await register(client, phone)
+        assert refused.status_code == 400, refused.text
+        assert error_code(refused) == "phone_country_not_allowed"
+        assert "cannot be sent to numbers of this country" in refused.json()["error"]["message"]
+    assert sms_app.sent() == 0
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        pytest.param("+1 201 555 0123", id="united-states"),
+        pytest.param("+1 506 234 5678", id="canada"),
+        pytest.param("+44 7400 123456", id="united-kingdom"),
+    ],
+)
+async def test_the_allowed_countries_get_their_texts(phone: str) -> None:
+    sms_app = build_sms_app(allowed_regions=NORTH_AMERICA_AND_UK)
+    assert (await signed_in_register(sms_app, USER, phone)).status_code == 202
+    assert sms_app.sent() == 1
+
+
+async def test_the_old_calling_code_list_still_works_for_the_main_countries_with_a_warning() -> (
+    None
+):
+    """``allowed_calling_codes`` is deprecated: each code allows its main country only (1: the
+    United States and Canada; 44: the United Kingdom), and the warning says so."""
+    with pytest.warns(FutureWarning, match=r"allowed_regions") as warned:
+        sms_app = build_sms_app(allowed_regions=[], allowed_calling_codes=[1, 44])
+    message = str(warned[0].message)
+    assert "+1: US, CA" in message
+    assert "+44: GB" in message
+    assert sms_app.ga.guard.settings.sms.allowed_regions == ["CA", "GB", "US"]
+    assert (await signed_in_register(sms_app, USER, "+1 201 555 0123")).status_code == 202
+    refused = await signed_in_register(sms_app, OTHER_USER, "+1 876 210 1234")
+    assert error_code(refused) == "phone_country_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("sms", "message"),
+    [
+        pytest.param({"allowed_regions": ["XX"]}, "XX", id="no-such-region"),
+        pytest.param({"allowed_regions": ["001"]}, "001", id="non-geographic"),
+        pytest.param({"allowed_calling_codes": [800]}, "800", id="non-geographic-code"),
+        pytest.param({"allowed_calling_codes": [999]}, "999", id="no-such-code"),
+        pytest.param({"allowed_regions": []}, "allowed_regions", id="empty"),
+    ],
+)
+def test_an_allow_list_that_names_no_country_is_refused(sms: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SMSSettings(enabled=True, **sms)
+
+
+def test_region_codes_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MFA_GUARD_SMS__ALLOWED_REGIONS", "fr, gb,US")
+    monkeypatch.setenv("MFA_GUARD_SMS__ENABLED", "true")
+    assert settings_for().sms.allowed_regions == ["FR", "GB", "US"]
 
 
 async def test_a_mobile_number_is_verified_with_the_texted_code(sms_app: SMSApp) -> None:
@@ -619,7 +698,7 @@ async def test_a_country_taken_off_the_allow_list_gets_no_more_texts() -> None:
     async with before.client() as client:
         await challenged_with_phone(before, client, phone=UK_MOBILE)
         assert (await send(client)).status_code == 202
-    after = build_sms_app(before.ga.store, allowed_calling_codes=[33])
+    after = build_sms_app(before.ga.store, allowed_regions=["FR"])
 
     async with after.client() as client:
         await sign_in(client)

@@ -20,7 +20,7 @@ MASKED = "+33 •••• ••78"
 SMS = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44],
+    "allowed_regions": ["FR", "GB"],
     "resend_cooldown": "100/second",
 }
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -130,7 +130,7 @@ async def test_a_user_adds_a_mobile_number_from_the_settings_page(
         pytest.param("06 12 34 56 78", "international format", id="no-country-code"),
         pytest.param("+33 6 12", "not a valid phone number", id="invalid"),
         pytest.param("+33 1 42 68 53 00", "Enter a mobile number", id="landline"),
-        pytest.param("+49 1512 3456789", "cannot be sent to numbers starting with +49", id="c"),
+        pytest.param("+49 1512 3456789", "cannot be sent to numbers of this country (DE)", id="c"),
     ],
 )
 async def test_a_number_no_text_may_go_to_is_refused_without_a_text(
@@ -184,7 +184,7 @@ async def test_changing_the_number_of_an_enrolled_user_needs_a_fresh_code(
 
     settings = await browser.get("/mfa/settings")
     step_up = await browser.post(
-        "/mfa/settings/phone", data={"csrf_token": csrf_of(settings), "phone": "+44 7911 123456"}
+        "/mfa/settings/phone", data={"csrf_token": csrf_of(settings), "phone": "+44 7400 123456"}
     )
     assert step_up.status_code == 303
     assert step_up.headers["location"] == "/mfa/challenge?next=/mfa/settings"
@@ -198,11 +198,11 @@ async def test_changing_the_number_of_an_enrolled_user_needs_a_fresh_code(
     assert back.headers["location"] == "/mfa/settings"
     settings = await browser.get("/mfa/settings")
     sent = await browser.post(
-        "/mfa/settings/phone", data={"csrf_token": csrf_of(settings), "phone": "+44 7911 123456"}
+        "/mfa/settings/phone", data={"csrf_token": csrf_of(settings), "phone": "+44 7400 123456"}
     )
     assert sent.status_code == 200
     assert "We sent a code to +44 •••• ••56" in sent.text
-    message = outbox.last_to("+447911123456")
+    message = outbox.last_to("+447400123456")
     assert message is not None
     code = TEXTED_CODE.search(message.text)
     assert code is not None

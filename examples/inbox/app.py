@@ -76,12 +76,12 @@ OUTBOX_PATH = "/outbox"
 # The kit's default exempt paths; sign-up, which starts a new session as sign-in does; and the
 # outbox: a user being challenged must read the code.
 EXEMPT_PATHS = ["/login", "/logout", "/static", "/health", SIGNUP_PATH, OUTBOX_PATH]
-# Texts go to the outbox; numbers of these countries may get them (France, the UK, North
-# America, Germany, Spain, Italy, Belgium, Switzerland, the Netherlands).
+# Texts go to the outbox; numbers of these countries may get them (France, the UK, the United
+# States, Canada, Germany, Spain, Italy, Belgium, Switzerland, the Netherlands).
 SMS_DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "provider": "outbox",
-    "allowed_calling_codes": [33, 44, 1, 49, 34, 39, 32, 41, 31],
+    "allowed_regions": ["FR", "GB", "US", "CA", "DE", "ES", "IT", "BE", "CH", "NL"],
 }
 # "Remember this browser for 30 days" on the challenge. cookie_secure is off so the device cookie
 # works on http://127.0.0.1, as the session's https_only is; turn it on behind TLS.

@@ -338,7 +338,7 @@ def _reset_user(args: argparse.Namespace) -> int:
     import time
 
     from mfa_guard.errors import MFAGuardError
-    from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink
+    from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink, field
     from mfa_guard.ratelimit import failure_limiters, reset_all, storage_from_uri
     from mfa_guard.stores.sql import SQLStore
     from mfa_guard.stores.sql_devices import SQLDeviceStore
@@ -378,7 +378,7 @@ def _reset_user(args: argparse.Namespace) -> int:
             kind=EventKind.ADMIN_RESET,
             user_id=args.user,
             at=time.time(),
-            detail=f"by={args.by}" if args.by else None,
+            detail=f"by={field(args.by)}" if args.by else None,
         )
         await LoggingEventSink().emit(event)
         return True

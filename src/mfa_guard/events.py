@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,44 +68,72 @@ class EventSink(Protocol):
     async def emit(self, event: AuditEvent) -> None: ...
 
 
-def _one_line(value: str | None) -> str | None:
-    """``value`` with control characters escaped: a user id or a site id that came from a
-    request must not start a forged line of the audit log (CWE-117)."""
-    if value is None or value.isprintable():
+def field(value: str | None) -> str:
+    """``value`` as one logfmt value: as it is when it is plain, else in double quotes with
+    ``\\`` and ``"`` escaped; control characters escaped either way; ``-`` for none (``"-"``
+    for a dash). A user id or a site id that came from a request can neither start a forged
+    line of the audit log (CWE-117) nor read as more fields (``acme ip=10.0.0.1 event=…``)."""
+    if value is None:
+        return "-"
+    if value not in ("", "-") and value.isprintable() and not any(c in _QUOTED for c in value):
         return value
-    return value.encode("unicode_escape").decode("ascii")
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not quoted.isprintable():
+        quoted = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in quoted
+        )
+    return f'"{quoted}"'
+
+
+# Besides control characters, what makes a value more than one plain logfmt value.
+_QUOTED = frozenset(' ="\\')
+
+
+def _one_line(value: str) -> str:
+    """Kit-written ``key=value`` pairs (``detail``) with control characters escaped."""
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
 
 
 class LoggingEventSink:
-    """The default sink: one line per event on the ``mfa_guard.audit`` logger."""
+    """The default sink: one logfmt line per event on the ``mfa_guard.audit`` logger, every
+    value quoted when needed (:func:`field`), and the same values, as they are, in the record's
+    ``audit`` attribute (a dict) for structured (JSON) formatters.
+
+    ``detail`` is the kit's own ``key=value`` pairs (``enforce=on deadline=…``, ``by=…``),
+    written as they are; a value in it that came from outside is quoted where it is made."""
 
     async def emit(self, event: AuditEvent) -> None:
-        event = dataclasses.replace(
-            event,
-            user_id=_one_line(event.user_id) or "",
-            site=_one_line(event.site),
-            detail=_one_line(event.detail),
-        )
         level = logging.WARNING if event.kind in _WARNINGS else logging.INFO
+        audit = {
+            "event": event.kind.value,
+            "user": event.user_id,
+            "method": event.method,
+            "site": event.site,
+            "detail": event.detail,
+            "ip": event.client_ip,
+        }
+        detail = None if event.detail is None else _one_line(event.detail)
         if event.site is None:
             logger.log(
                 level,
                 "mfa_guard event=%s user=%s method=%s%s ip=%s",
                 event.kind.value,
-                event.user_id,
-                event.method or "-",
-                "" if event.detail is None else " " + event.detail,
-                event.client_ip or "-",
+                field(event.user_id),
+                field(event.method),
+                "" if detail is None else " " + detail,
+                field(event.client_ip),
+                extra={"audit": audit},
             )
             return
         logger.log(
             level,
             "mfa_guard event=%s user=%s site=%s %s ip=%s",
             event.kind.value,
-            event.user_id,
-            event.site,
-            event.detail or "-",
-            event.client_ip or "-",
+            field(event.user_id),
+            field(event.site),
+            detail or "-",
+            field(event.client_ip),
+            extra={"audit": audit},
         )
 
 

@@ -394,7 +394,8 @@ class MFAGuard:
     ) -> Marker | None:
         """For a session about to be sent to the challenge: verified by the browser's trusted
         device instead, if it has one (one round trip, the enrolment read with it); ``None``
-        otherwise."""
+        otherwise. A success like a verified code: both failure counts are cleared (after the
+        answer), lifting a lock of failures in a row (docs/security.md)."""
         devices = self.trusted_devices
         token = self.device_token(scope)
         if devices is None or token is None:
@@ -407,6 +408,7 @@ class MFAGuard:
             DEVICE_METHOD, summary.epoch, now
         )
         self.save_marker(session, marker)
+        self.service.forget_failures_later(user_id)
         return marker
 
     async def current_marker(

@@ -6,13 +6,19 @@ import asyncio
 import hashlib
 import inspect
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, NamedTuple, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from limits import RateLimitItem, RateLimitItemPerYear, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+    Storage,
+)
+from limits.aio.storage.memory import Entry
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
 from limits.storage import storage_from_string
@@ -21,9 +27,39 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.settings import RateLimitSettings
 
 _NAMESPACE = "mfa_guard"
-T = TypeVar("T")
 # One limit of a budget, as ``limits``' moving window takes it: (key, amount, seconds).
 Window = tuple[str, int, int]
+
+
+# A refusal of an all-or-none acquire: which window was full, and when its oldest kept attempt
+# leaves it (on the caller's clock).
+Refusal = tuple[int, float]
+
+# Every window of a budget checked, then every one taken, in one script: atomic on the server,
+# so parallel attempts from any number of workers cannot take more than the budget, and a
+# refused attempt takes a slot in no window (the failures in a row included). The keys and the
+# list layout are those of ``limits``' moving window (``acquire_moving_window.lua``: a list of
+# timestamps, newest first, trimmed to the limit, expiring with the window), so ``limits``
+# still reads and clears them. KEYS: the windows; ARGV: now, then limit and seconds for each.
+_ACQUIRE_ALL_OR_NONE = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1])
+    local oldest = redis.call('lindex', key, limit - 1)
+    if oldest and tonumber(oldest) >= now - expiry then
+        return {i, oldest}
+    end
+end
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1])
+    redis.call('lpush', key, ARGV[1])
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+end
+return 0
+"""
 
 
 class _MemoryStorage(MemoryStorage):
@@ -36,48 +72,64 @@ class _MemoryStorage(MemoryStorage):
         if key in self.events:
             self.events[key] = []
 
-    async def acquire_entries(self, windows: Sequence[Window]) -> list[bool]:
-        """A slot in each moving window (see :meth:`_RedisStorage.acquire_entries`)."""
-        return [await self.acquire_entry(key, amount, expiry) for key, amount, expiry in windows]
+    async def acquire_all(self, windows: Sequence[Window], now: float) -> Refusal | None:
+        """A slot in every window, or in none (see :data:`_ACQUIRE_ALL_OR_NONE`): the windows'
+        locks held (the expiry sweep's too), checked and taken with no await between."""
+        held: list[asyncio.Lock] = []
+        try:
+            # In one order (sorted keys), so two budgets' acquires never wait on each other.
+            for key in sorted({key for key, _, _ in windows}):
+                lock = self.locks[key]
+                await lock.acquire()
+                held.append(lock)
+            for index, (key, limit, expiry) in enumerate(windows):
+                events = self.events.get(key, [])
+                if len(events) >= limit and events[limit - 1].atime >= now - expiry:
+                    return index, events[limit - 1].atime + expiry
+            for key, limit, expiry in windows:
+                entry = Entry(expiry)
+                # Counted on the caller's clock; the sweep (on the system clock) still drops it
+                # when the window has passed.
+                entry.atime = now
+                events = self.events.setdefault(key, [])
+                events[:0] = [entry]
+                del events[limit:]
+        finally:
+            for lock in reversed(held):
+                lock.release()
+        await self._MemoryStorage__schedule_expiry()  # type: ignore[attr-defined]
+        return None
 
     async def clear_keys(self, keys: Sequence[str]) -> None:
         for key in keys:
             await self.clear(key)
 
 
-class _RedisStorage(RedisStorage):
-    """``limits``' Redis storage on redis-py, taking several windows in one round trip.
+class _AllOrNoneRedis(RedisStorage):
+    """``limits``' Redis storages on redis-py, taking every window of a budget in one script
+    (:data:`_ACQUIRE_ALL_OR_NONE`), one round trip."""
 
-    ``limits`` takes one moving window per call, so a budget of three windows
-    (``5/minute;20/hour;100/day``) costs three scripts sent and answered one by one. Here the
-    same script of ``limits`` (``acquire_moving_window.lua``, each run atomic on its own key,
-    as when called one by one) runs on every key in one pipeline: one write, one read, the
-    keys and the algorithm unchanged, so ``limits`` still reads and clears them.
-    """
+    _all_or_none: Any = None
 
-    async def acquire_entries(self, windows: Sequence[Window]) -> list[bool]:
-        from redis.exceptions import NoScriptError
-
+    async def acquire_all(self, windows: Sequence[Window], now: float) -> Refusal | None:
         bridge = self.bridge
-        script = bridge.lua_acquire_moving_window  # type: ignore[attr-defined]
-        client = bridge.get_connection()  # type: ignore[attr-defined]
-        now = time.time()
-        calls = [(bridge.prefixed_key(key), now, amount, expiry) for key, amount, expiry in windows]
+        if self._all_or_none is None:
+            # redis-py's script: EVALSHA, loading the script again if Redis lost it.
+            self._all_or_none = bridge.get_connection().register_script(  # type: ignore[attr-defined]
+                _ACQUIRE_ALL_OR_NONE
+            )
+        keys = [bridge.prefixed_key(key) for key, _, _ in windows]
+        args: list[float | int] = [now]
+        for _, limit, expiry in windows:
+            args += [limit, expiry]
         try:
-            replies = await self._run(client, script.sha, calls)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing:
-                # Redis restarted (or flushed its scripts): none of those ran. Load, run them.
-                await client.script_load(script.script)
-                again = await self._run(client, script.sha, [calls[i] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+            reply = await self._all_or_none(keys=keys, args=args)
         except self.base_exceptions as exc:
             raise StorageError(exc) from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise StorageError(reply) from reply
-        return [bool(reply) for reply in replies]
+        if not reply:
+            return None
+        index, oldest = reply
+        return int(index) - 1, float(oldest) + windows[int(index) - 1][2]
 
     async def clear_keys(self, keys: Sequence[str]) -> None:
         """Every key in one ``DEL``."""
@@ -89,22 +141,35 @@ class _RedisStorage(RedisStorage):
         except self.base_exceptions as exc:
             raise StorageError(exc) from exc
 
-    @staticmethod
-    async def _run(client: Any, sha: str, calls: list[tuple[str, float, int, int]]) -> list[Any]:
-        pipeline = client.pipeline(transaction=False)
-        for key, now, amount, expiry in calls:
-            pipeline.evalsha(sha, 1, key, now, amount, expiry, 1)
-        return cast("list[Any]", await pipeline.execute(raise_on_error=False))
+
+class _RedisStorage(_AllOrNoneRedis):
+    pass
 
 
-_BATCHED = (_MemoryStorage, _RedisStorage)
+class _RedisSentinelStorage(_AllOrNoneRedis, RedisSentinelStorage):
+    pass
+
+
+class _RedisClusterStorage(_AllOrNoneRedis, RedisClusterStorage):
+    """One script runs on one node: a user's windows share a hash slot (the ``{…}`` of
+    :func:`_key`)."""
+
+
+_BATCHED = (_MemoryStorage, _AllOrNoneRedis)
+_REDIS_STORAGES: dict[str, type[_AllOrNoneRedis]] = {
+    "async+redis": _RedisStorage,
+    "async+rediss": _RedisStorage,
+    "async+redis+unix": _RedisStorage,
+    "async+redis+sentinel": _RedisSentinelStorage,
+    "async+redis+cluster": _RedisClusterStorage,
+}
 
 
 def storage_from_uri(uri: str) -> Storage:
     """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied).
 
     Redis goes through redis-py (``limits``' ``implementation="redispy"``): less CPU per call
-    than coredis, and pipelines (see :class:`_RedisStorage`)."""
+    than coredis, and scripts of the kit's own (see :class:`_AllOrNoneRedis`)."""
     full = uri if uri.startswith("async+") else f"async+{uri}"
     if full == "async+memory://":
         return _MemoryStorage(full, wrap_exceptions=True)
@@ -113,8 +178,9 @@ def storage_from_uri(uri: str) -> Storage:
     if scheme.startswith("async+redis"):
         options = {"implementation": "redispy", "retry": _redis_retry()}
     try:
-        if scheme in ("async+redis", "async+rediss", "async+redis+unix"):
-            storage: Any = _RedisStorage(full, wrap_exceptions=True, **options)
+        own = _REDIS_STORAGES.get(scheme)
+        if own is not None:
+            storage: Any = own(full, wrap_exceptions=True, **options)
         else:
             storage = storage_from_string(full, wrap_exceptions=True, **options)
     except (LimitsConfigurationError, ValueError) as exc:
@@ -138,8 +204,9 @@ def _redis_retry() -> Any:
 class FailureLimiter:
     """Counts second-factor attempts since the last success; refuses past any limit.
 
-    Every attempt takes a slot *before* the code is checked, atomically in the storage, so
-    concurrent guesses cannot slip past the limit; a success clears the count. ``budget``
+    Every attempt takes a slot *before* the code is checked, in every window at once or, when
+    one is full, in none, atomically in the storage: concurrent guesses cannot slip past the
+    limit, and refused ones count nowhere; a success clears the count. ``budget``
     names the count, so that several budgets of one user (codes, recovery codes) are kept
     apart in one storage.
     """
@@ -152,8 +219,13 @@ class FailureLimiter:
         budget: str = "failures",
         consecutive: int | None = None,
     ) -> None:
-        self._storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
+        if not isinstance(storage, _BATCHED):
+            raise ConfigurationError(
+                f"MFA_GUARD_STORAGE_URI: failed attempts are counted in memory:// or Redis, "
+                f"which take every window of a budget in one atomic step; not in "
+                f"{type(storage).__name__}"
+            )
+        self._storage: _MemoryStorage | _AllOrNoneRedis = storage
         self._items: list[RateLimitItem] = parse_many(spec)
         self._in_a_row: RateLimitItem | None = None
         if consecutive is not None:
@@ -175,34 +247,23 @@ class FailureLimiter:
                 await result
 
     async def acquire(self, user_id: str, now: float) -> Wait | None:
-        """``None`` if the attempt may go ahead, else when it may be retried (and whether the
-        failures-in-a-row limit refused it). Every limit takes its slot at once: one round trip
-        to the storage, not one per limit."""
-        key = _key(user_id)
-        storage = self._storage
-        if isinstance(storage, _BATCHED):
-            windows = [
-                (window_key, item.amount, item.get_expiry())
-                for window_key, item in zip(self._keys(user_id), self._items, strict=True)
-            ]
-            try:
-                taken = await storage.acquire_entries(windows)
-            except (StorageError, OSError) as exc:
-                raise StoreUnavailable() from exc
-        else:
-            taken = await self._all(
-                self._limiter.hit(item, _NAMESPACE, self._budget, key) for item in self._items
-            )
-        for item, ok in zip(self._items, taken, strict=True):
-            if not ok:
-                try:
-                    stats = await self._limiter.get_window_stats(
-                        item, _NAMESPACE, self._budget, key
-                    )
-                except (StorageError, OSError) as exc:
-                    raise StoreUnavailable() from exc
-                return Wait(retry_at(stats.reset_time, now), in_a_row=item is self._in_a_row)
-        return None
+        """``None`` if the attempt may go ahead (it then counts as a failure until a success
+        clears it), else when it may be retried and whether the failures-in-a-row limit refused
+        it. All or none: a slot in every window, or, refused, in none (the failures in a row
+        included), so a burst of refused attempts spends nothing. One round trip to the
+        storage, counted on ``now`` (the kit's clock)."""
+        windows = [
+            (window_key, item.amount, item.get_expiry())
+            for window_key, item in zip(self._keys(user_id), self._items, strict=True)
+        ]
+        try:
+            refusal = await self._storage.acquire_all(windows, now)
+        except (StorageError, OSError) as exc:
+            raise StoreUnavailable() from exc
+        if refusal is None:
+            return None
+        index, reopens_at = refusal
+        return Wait(max(reopens_at, now + 1.0), in_a_row=self._items[index] is self._in_a_row)
 
     async def reset(self, user_id: str) -> None:
         await reset_all(user_id, [self])
@@ -210,16 +271,6 @@ class FailureLimiter:
     def _keys(self, user_id: str) -> list[str]:
         key = _key(user_id)
         return [item.key_for(_NAMESPACE, self._budget, key) for item in self._items]
-
-    @staticmethod
-    async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for result in results:
-            if isinstance(result, StorageError | OSError):
-                raise StoreUnavailable() from result
-            if isinstance(result, BaseException):
-                raise result
-        return cast("list[T]", results)
 
 
 class Wait(NamedTuple):
@@ -248,25 +299,15 @@ def failure_limiters(
 async def reset_all(user_id: str, limiters: Sequence[FailureLimiter]) -> None:
     """Clears the user's count in every budget of ``limiters``: one call (one ``DEL`` on
     Redis) for the budgets that share one of the kit's storages."""
-    batched: dict[int, tuple[_MemoryStorage | _RedisStorage, list[str]]] = {}
-    others: list[FailureLimiter] = []
+    batched: dict[int, tuple[_MemoryStorage | _AllOrNoneRedis, list[str]]] = {}
     for limiter in limiters:
         storage = limiter._storage
-        if isinstance(storage, _BATCHED):
-            batched.setdefault(id(storage), (storage, []))[1].extend(limiter._keys(user_id))
-        else:
-            others.append(limiter)
+        batched.setdefault(id(storage), (storage, []))[1].extend(limiter._keys(user_id))
     try:
         for storage, keys in batched.values():
             await storage.clear_keys(keys)
     except (StorageError, OSError) as exc:
         raise StoreUnavailable() from exc
-    key = _key(user_id)
-    await FailureLimiter._all(
-        limiter._limiter.clear(item, _NAMESPACE, limiter._budget, key)
-        for limiter in others
-        for item in limiter._items
-    )
 
 
 def retry_at(reset_time: float, now: float) -> float:
@@ -276,5 +317,7 @@ def retry_at(reset_time: float, now: float) -> float:
 
 
 def _key(user_id: str) -> str:
-    # Shared storages (Redis) see a hash, not the user's id or e-mail address.
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
+    # Shared storages (Redis) see a hash, not the user's id or e-mail address. In braces: a
+    # Redis Cluster keeps every window of the user on one node (a hash tag), where one script
+    # can take them all.
+    return "{" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32] + "}"

@@ -48,7 +48,11 @@ class SendLimiter:
         self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
         self._per_user = parse_many(settings.per_user)
-        self._per_number = parse_many(settings.per_number)
+        # The short window stops a burst; the day caps what a number gets in all.
+        self._per_number = [
+            *parse_many(settings.per_number),
+            *parse_many(settings.per_number_daily),
+        ]
         self._per_ip = parse_many(settings.per_ip)
         self._cooldown = parse_many(settings.resend_cooldown)
         self._global = [*parse_many(settings.global_hourly), *parse_many(settings.global_daily)]

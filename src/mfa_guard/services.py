@@ -444,7 +444,7 @@ class MFAService:
         """Texts a code to a new number; the number counts once the code comes back."""
         if self.sms is None:
             return Denied(Reason.SMS_DISABLED)
-        phone = sms_codes.normalise_phone(raw_phone, self.sms.settings.allowed_calling_codes)
+        phone = sms_codes.normalise_phone(raw_phone, self.sms.settings.allowed_regions)
         if isinstance(phone, sms_codes.PhoneProblem):
             return Denied(Reason(phone.code), detail=phone.message)
         return await self._send_text(user_id, phone, SMSPurpose.PHONE, ip, session)
@@ -487,7 +487,7 @@ class MFAService:
             return Denied(Reason.NOT_ENROLLED)
         if enrolment.phone is None or enrolment.phone_verified_at is None:
             return Denied(Reason.NO_VERIFIED_PHONE)
-        phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_calling_codes)
+        phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_regions)
         if isinstance(phone, sms_codes.PhoneProblem):
             # The number was allowed when verified: a send policy refuses it now, like a budget
             # of zero (SECURITY.md: every pumping limit answers 429), until the list changes.
@@ -589,6 +589,11 @@ class MFAService:
         task = asyncio.get_running_loop().create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def forget_failures_later(self, user_id: str) -> None:
+        """After a success outside the service (a remembered browser signing in): both counts
+        cleared, off the request's critical path, as after a verified code."""
+        self._background(self._forget_failures(user_id))
 
     async def drain(self) -> None:
         """Waits for background work (clearing failure counts) to finish."""

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
+import warnings
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import limits
+import phonenumbers
 from cryptography.fernet import Fernet
 from pydantic import (
     AliasChoices,
@@ -30,6 +33,10 @@ from mfa_guard.core.redirects import safe_next
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
 DAY = 24 * 3600
 MAX_CONSECUTIVE_FAILURES = 100
+
+
+# A CSP host-source of frame-ancestors: an http(s) origin, optionally a wildcard subdomain or port.
+_FRAME_SOURCE = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?")
 
 
 def _split_commas(value: Any) -> Any:
@@ -76,19 +83,23 @@ class RateLimitSettings(BaseModel):
     the other path: authenticator and text-message codes, and recovery codes."""
 
     failures: str = Field(
-        default="5/minute;20/hour;100/day",
+        default="5/minute;20/hour;30/day",
         description=(
             "Failed authenticator-app and text-message codes allowed per user, across sessions "
             "and IPs (`limits` notation, several separated by `;`); at most 100 failures a day "
-            "in all (NIST SP 800-63B). Recovery codes have a budget of their own."
+            "in all (NIST SP 800-63B). Only codes that were checked count, never refused "
+            "attempts. The default's 30 a day makes reaching `consecutive_failures` take more "
+            "than two days. Recovery codes have a budget of their own."
         ),
     )
     recovery_failures: str = Field(
-        default="5/hour;10/day",
+        default="3/hour;4/day",
         description=(
             "Failed recovery codes allowed per user, counted apart from `failures`: an attacker "
             "who used up the codes' budget leaves the owner their recovery codes, and the "
-            "reverse. Same notation and 100-a-day rule; a success on any path clears both."
+            "reverse. Same notation and 100-a-day rule; a success on any path clears both. The "
+            "default's 4 a day makes reaching `consecutive_recovery_failures` take more than two "
+            "days."
         ),
     )
 
@@ -98,7 +109,7 @@ class RateLimitSettings(BaseModel):
         description=(
             "Failed authenticator-app and text-message codes in a row (no success between, "
             "within a year) after which that path stays locked until a success on another path "
-            "(a recovery code, a remembered browser) or `mfa-guard reset-user`. With "
+            "(a recovery code, a remembered browser signing in) or `mfa-guard reset-user`. With "
             "`consecutive_recovery_failures`, at most 100 for the account (NIST SP 800-63B)."
         ),
     )
@@ -107,7 +118,8 @@ class RateLimitSettings(BaseModel):
         ge=1,
         description=(
             "Failed recovery codes in a row after which recovery codes stay locked until a "
-            "success on another path or `mfa-guard reset-user`."
+            "success on another path (a code, a remembered browser signing in) or "
+            "`mfa-guard reset-user`."
         ),
     )
 
@@ -160,6 +172,37 @@ def _limit_string(value: str, name: str) -> str:
     return value
 
 
+# Regions with geographic numbers (libphonenumber's, without "001", the non-geographic ones).
+_PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+# Calling codes that two large countries share on equal terms; any other code's main country is
+# the one libphonenumber names first (44: GB, not Jersey, Guernsey or the Isle of Man).
+_MAIN_REGIONS = {1: ("US", "CA"), 7: ("RU", "KZ")}
+
+
+def _deprecated_calling_codes(codes: list[int], regions: list[str]) -> list[str]:
+    """The regions the deprecated ``allowed_calling_codes`` stand for (their main countries
+    only), added to ``regions``, with a warning that says which they are."""
+    mapped: dict[int, tuple[str, ...]] = {}
+    for code in codes:
+        main = _MAIN_REGIONS.get(code) or (phonenumbers.region_code_for_country_code(code),)
+        if not set(main) <= _PHONE_REGIONS:
+            raise ValueError(
+                f"sms.allowed_calling_codes: +{code} is no country's calling code (use "
+                "sms.allowed_regions, region codes such as FR, GB, US)"
+            )
+        mapped[code] = main
+    listed = "; ".join(f"+{code}: {', '.join(main)}" for code, main in mapped.items())
+    warnings.warn(
+        "sms.allowed_calling_codes (MFA_GUARD_SMS__ALLOWED_CALLING_CODES) is deprecated: set "
+        "sms.allowed_regions (MFA_GUARD_SMS__ALLOWED_REGIONS) to region codes instead. Each "
+        f"calling code now allows its main countries only ({listed}); the other countries "
+        "that share a code (e.g. Jamaica +1 876, Jersey +44 7797) get no texts unless listed.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return sorted({*regions, *(region for main in mapped.values() for region in main)})
+
+
 class SMSSettings(BaseModel):
     """SMS codes: off by default (NIST SP 800-63B 5.1.3.3 restricts them); heavily limited."""
 
@@ -175,13 +218,32 @@ class SMSSettings(BaseModel):
     code_ttl_seconds: int = Field(
         default=600, description="How long an SMS code stays valid: 60 to 600 seconds."
     )
+    allowed_regions: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Countries and territories whose mobile numbers may get texts, as ISO 3166 region "
+            "codes, e.g. FR,GB,US,CA (required when enabled). By region, not calling code: "
+            "`US` does not let in Jamaica (+1 876), nor `GB` Jersey (+44 7797)."
+        ),
+    )
     allowed_calling_codes: Annotated[list[int], NoDecode] = Field(
         default=[],
-        description="Country calling codes numbers may have, e.g. 33,44,1 (required when enabled).",
+        description=(
+            "Deprecated: use `allowed_regions`. Each calling code allows its main countries "
+            "only (1: US, CA; 7: RU, KZ; any other: the one libphonenumber names first, e.g. "
+            "44: GB), added to `allowed_regions`, with a warning at start-up."
+        ),
     )
     per_user: str = Field(default="10/day", description="Texts per user (`limits` notation).")
     per_number: str = Field(
         default="3/10 minutes", description="Texts per phone number (`limits` notation)."
+    )
+    per_number_daily: str = Field(
+        default="10/day",
+        description=(
+            "Texts per phone number per day, on top of `per_number` (whose 3 per 10 minutes "
+            "alone would let 432 a day through)."
+        ),
     )
     per_ip: str = Field(default="10/hour", description="Texts per client IP (`limits` notation).")
     resend_cooldown: str = Field(
@@ -205,8 +267,31 @@ class SMSSettings(BaseModel):
             return [part.strip().lstrip("+") for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("allowed_regions", mode="before")
+    @classmethod
+    def _region_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        regions = sorted({region.strip().upper() for region in value})
+        unknown = [region for region in regions if region not in _PHONE_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"sms.allowed_regions: {', '.join(unknown)} is no country or territory with phone "
+                "numbers; give ISO 3166 region codes such as FR, GB, US"
+            )
+        return regions
+
     @field_validator(
-        "per_user", "per_number", "per_ip", "resend_cooldown", "global_hourly", "global_daily"
+        "per_user",
+        "per_number",
+        "per_number_daily",
+        "per_ip",
+        "resend_cooldown",
+        "global_hourly",
+        "global_daily",
     )
     @classmethod
     def _limits(cls, value: str, info: ValidationInfo) -> str:
@@ -216,11 +301,14 @@ class SMSSettings(BaseModel):
     def _safe(self) -> Self:
         if not 60 <= self.code_ttl_seconds <= 600:
             raise ValueError("sms.code_ttl_seconds must be between 60 and 600 (NIST: 10 minutes)")
-        if self.enabled and not self.allowed_calling_codes:
+        if self.allowed_calling_codes:
+            self.allowed_regions = _deprecated_calling_codes(
+                self.allowed_calling_codes, self.allowed_regions
+            )
+        if self.enabled and not self.allowed_regions:
             raise ValueError(
-                "SMS is enabled with no country allow-list: set "
-                "MFA_GUARD_SMS__ALLOWED_CALLING_CODES (calling codes, e.g. 33,44) so texts "
-                "cannot be pumped to premium ranges"
+                "SMS is enabled with no country allow-list: set MFA_GUARD_SMS__ALLOWED_REGIONS "
+                "(region codes, e.g. FR,GB) so texts cannot be pumped to premium ranges"
             )
         if self.provider == "twilio" and not (
             self.twilio_account_sid
@@ -560,6 +648,16 @@ class MFAGuardSettings(BaseSettings):
         ),
     )
     everyone: EveryoneSettings = Field(default_factory=EveryoneSettings)
+    frame_ancestors: str = Field(
+        default="'none'",
+        description=(
+            "Who may show the kit's pages in a frame, as CSP `frame-ancestors` sources: "
+            "`'none'` (no one: the pages have one-click forms a framing site could trick a "
+            "user into), `'self'`, or origins such as `https://app.example.com`, separated by "
+            "spaces. Sent on every page as `Content-Security-Policy: frame-ancestors …`, with "
+            "`X-Frame-Options: DENY` (`SAMEORIGIN` for `'self'` alone)."
+        ),
+    )
     debug: bool = Field(
         default=False,
         description=(
@@ -578,6 +676,20 @@ class MFAGuardSettings(BaseSettings):
         "trusted_proxies",
         mode="before",
     )(_split_commas)
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _frame_ancestors(cls, value: str) -> str:
+        sources = value.split(" ")
+        if sources == ["'none'"]:
+            return value
+        for source in sources:
+            if source != "'self'" and not _FRAME_SOURCE.fullmatch(source):
+                raise ValueError(
+                    f"frame_ancestors {value!r}: give `'none'`, or `'self'` and origins such as "
+                    "`https://app.example.com`, separated by single spaces"
+                )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -48,8 +48,9 @@ class PhoneProblem:
 _PHONE_CHARACTERS = frozenset("0123456789+-.() \t")
 
 
-def normalise_phone(raw: str, allowed_calling_codes: Collection[int]) -> str | PhoneProblem:
-    """The number in E.164 if it is a valid mobile number of an allowed country."""
+def normalise_phone(raw: str, allowed_regions: Collection[str]) -> str | PhoneProblem:
+    """The number in E.164 if it is a valid mobile number of an allowed country or territory
+    (its ISO 3166 region, not its calling code: +1 876 is Jamaica, not the United States)."""
     if (
         len(raw) > MAX_PHONE_LENGTH
         or not raw.strip().startswith(("+", "00"))
@@ -71,10 +72,11 @@ def normalise_phone(raw: str, allowed_calling_codes: Collection[int]) -> str | P
         return PhoneProblem("invalid_phone", "That is not a valid phone number.")
     if phonenumbers.number_type(number) not in _MOBILE:
         return PhoneProblem("not_a_mobile", "Enter a mobile number: text messages go to mobiles.")
-    if number.country_code not in allowed_calling_codes:
+    region = phonenumbers.region_code_for_number(number)
+    if region not in allowed_regions:
         return PhoneProblem(
             "phone_country_not_allowed",
-            f"Text messages cannot be sent to numbers starting with +{number.country_code}.",
+            f"Text messages cannot be sent to numbers of this country ({region}).",
         )
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 

@@ -259,6 +259,8 @@ class API:
         }
 
     async def sites(self, request: Request, caller: Caller) -> Response:
+        if (refused := await self._needs_verified(caller)) is not None:
+            return refused
         memberships = await self.guard.site_service.memberships(caller.user_id)
         return JSONResponse(
             {
@@ -272,6 +274,10 @@ class API:
 
     async def site_members(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
+        # Other people's e-mail, role, 2FA and phone state: never to a session that holds the
+        # password only (and, before the lookup, not even whether the site exists).
+        if (refused := await self._needs_verified(caller)) is not None:
+            return refused
         service = self.guard.site_service
         result = await service.members(caller.user_id, site_id, caller.ip)
         if isinstance(result, Denied):
@@ -411,6 +417,8 @@ class API:
         return JSONResponse({"forgotten": count}, headers={"Cache-Control": "no-store"})
 
     async def _needs_verified(self, caller: Caller) -> Response | None:
+        """401 ``mfa_required`` for an enrolled caller whose session has not completed its
+        second factor: every read beyond the caller's own status (docs/api.md)."""
         await caller.recheck(self.guard)
         if caller.marker.enrolled and not caller.is_verified(self.guard):
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")

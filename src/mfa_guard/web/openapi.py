@@ -122,7 +122,7 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Forgotten": _object({"forgotten": {"type": "integer", "minimum": 0}}),
-    "Phone": _object({"phone": {"type": "string", "examples": ["+44 7911 123456"]}}),
+    "Phone": _object({"phone": {"type": "string", "examples": ["+44 7400 123456"]}}),
     "TextSent": _object(
         {
             "sent": {"const": True},

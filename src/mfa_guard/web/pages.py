@@ -169,7 +169,16 @@ class Pages:
     # -- plumbing --------------------------------------------------------------------------
 
     def _page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Every page route's endpoint: the handler's response (or its error page), never
+        framed by another site (clickjacking of the one-click forms)."""
+        framing = self._framing_headers()
+
         async def endpoint(request: Request) -> Response:
+            response = await respond(request)
+            response.headers.update(framing)
+            return response
+
+        async def respond(request: Request) -> Response:
             try:
                 caller = await caller_of(request, self.guard)
                 if caller is None:
@@ -198,6 +207,15 @@ class Pages:
                 )
 
         return endpoint
+
+    def _framing_headers(self) -> dict[str, str]:
+        ancestors = self.guard.settings.frame_ancestors
+        headers = {"Content-Security-Policy": f"frame-ancestors {ancestors}"}
+        # X-Frame-Options, for browsers before CSP 2, names no origin: only these two.
+        legacy = {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(ancestors)
+        if legacy is not None:
+            headers["X-Frame-Options"] = legacy
+        return headers
 
     def _base(self, request: Request) -> str:
         return str(request.scope.get("app_root_path", "")) + self.guard.settings.mount_path
