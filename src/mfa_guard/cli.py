@@ -394,7 +394,7 @@ def _reset_user(args: argparse.Namespace) -> int:
     print(
         f"{args.user}: two-factor authentication is off, their phone number is forgotten, and "
         "every session of theirs must sign in again with it at its next re-check; they enrol "
-        "again (at once if a site of theirs enforces 2FA)."
+        "again (at once if the app requires 2FA of everyone or a site of theirs enforces it)."
     )
     if shared:
         print("Their failed-attempt count is cleared.")
