@@ -239,3 +239,50 @@ async def test_a_store_needs_one_database(tmp_path: Path) -> None:
             SQLStore(engine=engine, pool_size=3)
     finally:
         await engine.dispose()
+
+
+async def _upgrade_keeps_every_row(url: str, connect_args: dict[str, object]) -> None:
+    """A database made by the release before pending set-ups were bound to their session: its
+    enrolments table has no ``pending_binding``. The new store adds the column (empty) and every
+    row is still there."""
+    old = SQLStore(url, connect_args=connect_args)
+    try:
+        await old.create_all()
+        await enrol(old, "alice")
+        async with old.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE mfa_guard_enrolments DROP COLUMN pending_binding"))
+    finally:
+        await old.close()
+
+    store = SQLStore(url, connect_args=connect_args)
+    try:
+        summary = await store.summary("alice")  # makes its tables first
+        assert summary.enrolled
+        await store.begin_enrolment("bob", "sealed-key", binding="c" * 32)
+        pending = await store.get("bob")
+        assert pending is not None
+        assert pending.pending_binding == "c" * 32
+    finally:
+        await store.close()
+
+
+async def test_an_earlier_releases_sqlite_database_gains_the_new_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    await _upgrade_keeps_every_row(sqlite_url(tmp_path), {})
+
+
+@pytest.fixture
+def upgrade_schema() -> Iterator[str]:
+    # A schema of its own: the module's shared one must keep its columns.
+    with fresh_schema("mfa_guard_upgrade") as schema:
+        yield schema
+
+
+@pytest.mark.postgres
+async def test_an_earlier_releases_postgres_database_gains_the_new_column_and_keeps_its_rows(
+    upgrade_schema: str,
+) -> None:
+    await _upgrade_keeps_every_row(
+        POSTGRES_URL, {"server_settings": {"search_path": upgrade_schema}}
+    )

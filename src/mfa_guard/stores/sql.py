@@ -41,14 +41,16 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    inspect,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.engine import Connection, CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -69,6 +71,7 @@ from mfa_guard.stores.base import (
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SitePolicy
 
 T = TypeVar("T")
+logger = logging.getLogger("mfa_guard")
 metadata = MetaData()
 
 enrolments = Table(
@@ -82,8 +85,8 @@ enrolments = Table(
     Column("last_step", BigInteger, nullable=True),
     Column("pending_secret", Text, nullable=True),
     # The session that began the pending set-up: a keyed hash of its nonce, never the nonce.
-    # Added after the first tables: an existing table needs
-    # ``ALTER TABLE mfa_guard_enrolments ADD COLUMN pending_binding VARCHAR(64)``.
+    # Added after the first release: the store adds it to an older table (empty) when it makes
+    # its tables (``_create_and_add_columns``).
     Column("pending_binding", String(64), nullable=True),
     Column("recovery_salt", String(64), nullable=True),
     Column("recovery_params", String(64), nullable=True),
@@ -171,6 +174,34 @@ _IN_CHUNK = 500
 
 def _enrolled() -> ColumnElement[bool]:
     return and_(enrolments.c.secret.is_not(None), enrolments.c.confirmed_at.is_not(None))
+
+
+def _create_and_add_columns(conn: Connection) -> None:
+    """Creates the missing tables, then adds to a table made by an earlier release the nullable
+    columns it lacks (``create_all`` never alters an existing table), so an upgrade keeps every
+    row. A missing column that cannot be added empty is refused with the statement to run."""
+    metadata.create_all(conn)
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name, table.schema)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            preparer = conn.dialect.identifier_preparer
+            statement = (
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+            )
+            if not column.nullable:
+                raise ConfigurationError(
+                    f"the table {table.name} was made by an earlier mfa_guard and lacks the "
+                    f"column {column.name}, which cannot be added empty: migrate it ({statement} "
+                    "with a value for every row)"
+                )
+            conn.execute(text(statement))
+            logger.warning(
+                "mfa_guard added the column %s.%s (%s)", table.name, column.name, statement
+            )
 
 
 def _lost_a_race(exc: BaseException) -> bool:
@@ -399,7 +430,7 @@ class _Database:
         for attempt in range(passes):
             try:
                 async with self.engine.begin() as conn:
-                    await conn.run_sync(metadata.create_all)
+                    await conn.run_sync(_create_and_add_columns)
                 return
             except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError) as exc:
                 if attempt == passes - 1 or (_is_unavailable(exc) and not _lost_a_race(exc)):
