@@ -647,13 +647,13 @@ async def test_the_wait_is_what_is_left_of_the_limiters_window() -> None:
     user = f"user-{uuid.uuid4()}@example.test"
     # The number, the address and the global budget are shared with other tests on this Redis:
     # only this user's own windows (a fresh user) are counted here.
-    shared = {"per_number": "1000/minute", "per_ip": "1000/minute"}
     sms_app = build_sms_app(
         settings={"storage_uri": url},
         resend_cooldown="1/30 seconds",
+        per_number="1000/minute",
+        per_ip="1000/minute",
         global_hourly="1000000/hour",
         global_daily="1000000/day",
-        **shared,
     )
     redis = Redis.from_url(url)
     try:

@@ -559,8 +559,10 @@ async def test_a_resend_inside_the_cooldown_says_how_long_to_wait_and_keeps_the_
     assert countdown is not None
     sentences = json.loads(html.unescape(countdown.group(1)))
     assert len(sentences) == wait
-    assert sentences[0] == "Wait 1 second before asking for a new code."
-    assert sentences[-1] == f"Wait {wait} {unit} before asking for a new code."
+    assert sentences[0] == (
+        "You cannot get another text message yet. Wait 1 second before asking for a new code."
+    )
+    assert sentences[-1] == message
     assert 'aria-describedby="send-refused"' in refused.text
     # The code sent a moment ago is still the one to enter: its field stays, chosen.
     assert checked_method(refused) == "sms"

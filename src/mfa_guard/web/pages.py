@@ -443,7 +443,13 @@ class Pages:
         translations = self._translations(request)
         countdown: list[str] = []
         if denied.reason is Reason.TOO_MANY_TEXTS and denied.retry_at is not None:
-            countdown = sms_wording.countdown(denied.retry_at - self.guard.clock(), translations)
+            lead = translations.gettext(denied.message)
+            countdown = [
+                f"{lead} {sentence}"
+                for sentence in sms_wording.countdown(
+                    denied.retry_at - self.guard.clock(), translations
+                )
+            ]
         return {
             "message": self._refusal(request, denied),
             "countdown": countdown,
