@@ -79,9 +79,10 @@ def wait(seconds: float, translations: gettext.NullTranslations = ENGLISH) -> st
 
 def countdown(seconds: float, translations: gettext.NullTranslations) -> list[str]:
     """What the page's countdown script shows, second by second: :func:`wait`'s sentence for
-    each number of seconds left, 1 first (each in its language's plural form, which the script
-    need not know), up to ``seconds``; empty for a wait of a minute or more, which the page
-    does not count down."""
+    each number of seconds left, 1 first, up to ``seconds`` (each in its language's plural
+    form, so the script need not know the language's plural rules; under a minute, this is at
+    most 59 short sentences); empty for a wait of a minute or more, which the page does not
+    count down."""
     left = wait_seconds(seconds)
     if left >= MINUTE:
         return []
