@@ -203,7 +203,7 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     sign_in(owner, OWNER)
     expect(owner).to_have_url(f"{served_demo}/inbox")
     owner.get_by_role("link", name="Two-factor settings").click()
-    owner.get_by_role("link", name="Turn on two-factor authentication").click()
+    owner.get_by_role("button", name="Turn on two-factor authentication").click()
     # Optional for the owner: "Cancel" leads back; the header's "Sign out" leads out.
     expect(owner.get_by_role("link", name="Cancel")).to_be_visible()
     owner.get_by_role("button", name="Set up an authenticator app").click()
@@ -315,7 +315,7 @@ def test_a_remembered_browser_signs_in_without_a_code_until_it_is_forgotten(
     sign_in(laptop, SOLO)
     expect(laptop).to_have_url(inbox)
     laptop.get_by_role("link", name="Two-factor settings").click()
-    laptop.get_by_role("link", name="Turn on two-factor authentication").click()
+    laptop.get_by_role("button", name="Turn on two-factor authentication").click()
     laptop.get_by_role("button", name="Set up an authenticator app").click()
     expect(laptop.locator(".qr svg")).to_be_visible()
     key = laptop.locator("#manual-key").inner_text()

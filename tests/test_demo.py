@@ -394,7 +394,11 @@ async def test_operator_signs_in_with_a_code_read_in_the_outbox(
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["retry-after"]) <= 600
     assert 'role="alert"' in refused.text
-    assert "Too many text messages were sent. Wait before asking for another." in refused.text
+    minutes = -(-int(refused.headers["retry-after"]) // 60)
+    assert (
+        f"You cannot get another text message yet. Wait {minutes} minutes before asking for a "
+        "new code." in refused.text
+    )
     assert len(await outbox(client)) == 3
 
 

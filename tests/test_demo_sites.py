@@ -308,6 +308,87 @@ async def test_an_operator_cannot_change_the_policy(demo: Demo) -> None:
     assert not (await demo.policy()).enforce
 
 
+@pytest.mark.parametrize(("enforce", "grace"), [(True, "keep"), (False, "keep"), (False, "now")])
+async def test_an_operator_learns_nothing_from_saving_the_policy_unchanged(
+    demo: Demo, enforce: bool, grace: str
+) -> None:
+    async with demo.browser() as agent:
+        await sign_in(agent, AGENT)
+        form = await agent.get("/signup")
+        data = {"csrf_token": csrf_token(form.text), "grace": grace}
+        if enforce:
+            data["enforce"] = "on"
+        refused = await agent.post("/sites/acme/settings", data=data)
+
+    assert refused.status_code == 403
+    assert "Nothing changed" not in refused.text
+
+
+def selected_options(page: str) -> list[str]:
+    """The "From when" list's chosen options, as their text."""
+    return [
+        text_of(option).strip()
+        for option in re.findall(r"<option [^>]*\bselected>(.*?)</option>", page, re.DOTALL)
+    ]
+
+
+async def test_the_settings_show_the_policy_in_force_and_save_it_unchanged(demo: Demo) -> None:
+    """Forced at once on a member without 2FA, the page shows that policy chosen (not "at once,
+    every member has 2FA", which the kit would refuse): saved as shown, nothing changes."""
+    async with demo.browser() as owner:
+        await owner_with_2fa(demo, owner)
+        assert (await post_policy(owner, enforce=True, grace="0")).status_code == 303
+        enforced = await demo.policy()
+        demo.clock.advance(3600)
+
+        page = await owner.get("/sites/acme/settings")
+        assert 'id="enforce" name="enforce" value="on" checked' in page.text
+        assert selected_options(page.text) == ["Unchanged: since 15 Jan 2027, 08:00 UTC"]
+        missing = page.text[page.text.index('<ul id="members-without-2fa"') :]
+        assert AGENT in missing[: missing.index("</ul>")]
+
+        saved = await post_policy(owner, enforce=True, grace="keep")
+
+        assert saved.status_code == 303
+        assert saved.headers["location"] == "/sites/acme/settings"
+        assert await demo.policy() == enforced  # not even who changed it and when
+        after = await owner.get("/sites/acme/settings")
+        assert "Nothing changed: two-factor authentication stays enforced on this site." in (
+            after.text
+        )
+        assert 'id="settings-error"' not in after.text
+
+
+async def test_a_grace_period_is_shown_and_kept_when_saved_unchanged(demo: Demo) -> None:
+    async with demo.browser() as owner:
+        await owner_with_2fa(demo, owner)
+        assert (await post_policy(owner, enforce=True, grace="24")).status_code == 303
+        deadline = (await demo.policy()).grace_deadline
+        demo.clock.advance(3600)
+
+        page = await owner.get("/sites/acme/settings")
+        assert selected_options(page.text) == ["Unchanged: from 16 Jan 2027, 08:00 UTC"]
+        # "In 24 hours" is still offered, and would move the deadline: it is not chosen.
+        assert '<option value="24">In 24 hours</option>' in page.text
+        assert (await post_policy(owner, enforce=True, grace="keep")).status_code == 303
+
+    assert (await demo.policy()).grace_deadline == deadline
+
+
+async def test_saving_an_unenforced_policy_unchanged_changes_nothing(demo: Demo) -> None:
+    async with demo.browser() as owner:
+        await owner_with_2fa(demo, owner)
+        page = await owner.get("/sites/acme/settings")
+        assert 'value="keep"' not in page.text
+        assert selected_options(page.text) == ["At once (every member has 2FA)"]
+        saved = await post_policy(owner, enforce=False)
+        assert saved.status_code == 303
+        after = await owner.get("/sites/acme/settings")
+
+    assert "Nothing changed: two-factor authentication is still not enforced" in after.text
+    assert await demo.policy() == SitePolicy()
+
+
 async def test_the_site_pages_send_a_signed_out_visitor_to_sign_in(demo: Demo) -> None:
     async with demo.browser() as browser:
         page = await browser.get("/sites/acme/team")

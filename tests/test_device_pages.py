@@ -242,7 +242,9 @@ async def test_a_text_message_code_can_remember_the_browser() -> None:
         page = await client.get("/mfa/challenge")
         sent = await client.post("/mfa/sms", data={"csrf_token": csrf_of(page), "next": "/"})
         assert sent.status_code == 200
-        assert 'id="sms-remember"' in sent.text
+        # One form for either code: its one box.
+        assert sent.text.count('name="remember"') == 1
+        assert 'type="radio" name="method" value="sms" checked' in sent.text
         code = re.findall(r"\b(\d{6}) is your ", outbox.messages[-1].text)[0]
         verified = await client.post(
             "/mfa/challenge",

@@ -4,9 +4,13 @@ SMS pumping, each refusing before the provider is called (SECURITY.md checklist 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import math
 import re
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,7 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from mfa_guard import EventKind, MFAStore
 from mfa_guard.core import totp
@@ -23,6 +28,7 @@ from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.base import SMSPurpose
 from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, settings_for, sign_in
 from tests.scenarios import State, arrive, recovery_code_set
+from tests.test_ratelimit import redis_or_skip
 
 USER = "solo@example.test"
 OTHER_USER = "other@example.test"
@@ -677,6 +683,85 @@ async def test_a_resend_must_wait_for_the_cooldown() -> None:
         await challenged_with_phone(sms_app, another, OTHER_USER, OTHER_MOBILE)
         assert (await send(another)).status_code == 202
         assert (await verify_sms(client, code)).status_code == 200
+
+
+def wait_message(seconds: int) -> str:
+    unit = "second" if seconds == 1 else "seconds"
+    return (
+        f"You cannot get another text message yet. Wait {seconds} {unit} before asking for a "
+        "new code."
+    )
+
+
+async def test_a_resend_inside_the_cooldown_says_how_long_to_wait() -> None:
+    sms_app = build_sms_app(resend_cooldown="1/30 seconds")  # the default
+    async with sms_app.client() as client:
+        await challenged_with_phone(sms_app, client)
+        before = time.time()
+        assert (await send(client)).status_code == 202
+        refused = await send(client)
+        elapsed = time.time() - before
+
+    assert_too_many_texts(refused)
+    wait = int(refused.headers["Retry-After"])
+    assert 30 - math.ceil(elapsed) <= wait <= 30
+    assert refused.json() == {"error": {"code": "too_many_texts", "message": wait_message(wait)}}
+
+
+async def test_the_wait_is_the_whole_wait_when_several_limits_are_spent() -> None:
+    """The cooldown refuses first, but the user's hourly budget is spent too: the wait said is
+    the hour's, so asking again after it is not refused once more."""
+    sms_app = build_sms_app(resend_cooldown="1/30 seconds", per_user="1/hour")
+    async with sms_app.client() as client:
+        await challenged_with_phone(sms_app, client)
+        assert (await send(client)).status_code == 202
+        refused = await send(client)
+
+    assert_too_many_texts(refused)
+    wait = int(refused.headers["Retry-After"])
+    assert 3540 < wait <= 3600
+    said = "1 hour" if wait == 3600 else "60 minutes"  # rounded up, as Retry-After is
+    assert refused.json()["error"]["message"] == (
+        f"You cannot get another text message yet. Wait {said} before asking for a new code."
+    )
+
+
+@pytest.mark.redis
+async def test_the_wait_is_what_is_left_of_the_limiters_window() -> None:
+    """The wait comes from the send limiter's own window, read from the storage: a cooldown
+    window with 23 s left (as if the text went 7 s ago) says 23 s, not the cooldown's 30."""
+    url = redis_or_skip()
+    user = f"user-{uuid.uuid4()}@example.test"
+    # The number, the address and the global budget are shared with other tests on this Redis:
+    # only this user's own windows (a fresh user) are counted here.
+    sms_app = build_sms_app(
+        settings={"storage_uri": url},
+        resend_cooldown="1/30 seconds",
+        per_number="1000/minute",
+        per_ip="1000/minute",
+        global_hourly="1000000/hour",
+        global_daily="1000000/day",
+    )
+    redis = Redis.from_url(url)
+    try:
+        async with sms_app.client() as client:
+            await challenged_with_phone(sms_app, client, user)
+            assert (await send(client)).status_code == 202
+            # Shared storages see the user's hash, never the address.
+            hashed = hashlib.sha256(user.encode()).hexdigest()[:32]
+            [window] = await redis.keys(f"*mfa_guard:sms/cooldown/{hashed}*")
+            before = time.time()
+            assert await redis.pexpire(window, 23_000)
+            refused = await send(client)
+            elapsed = time.time() - before
+    finally:
+        await redis.aclose()
+        await sms_app.ga.guard.aclose()
+
+    assert_too_many_texts(refused)
+    wait = int(refused.headers["Retry-After"])
+    assert 23 - math.ceil(elapsed) <= wait <= 23
+    assert refused.json()["error"]["message"] == wait_message(wait)
 
 
 @pytest.mark.parametrize(

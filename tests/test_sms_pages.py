@@ -3,12 +3,17 @@ added from the settings page, a sign-in code asked for from the challenge page."
 
 from __future__ import annotations
 
+import html
+import json
+import math
 import re
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from mfa_guard import EventKind
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -215,6 +220,23 @@ async def test_changing_the_number_of_an_enrolled_user_needs_a_fresh_code(
     assert (await browser.get("/protected")).status_code == 200
 
 
+def code_forms(page: httpx.Response) -> list[str]:
+    """The challenge's forms that post a code (the recovery code's apart)."""
+    forms = re.findall(r'<form method="post" action="/mfa/challenge".*?</form>', page.text, re.S)
+    return [form for form in forms if 'value="recovery"' not in form]
+
+
+def code_input(page: httpx.Response) -> str:
+    """The challenge's code input, as an HTML tag."""
+    return page.text[page.text.index('id="code"') :].split(">")[0]
+
+
+def checked_method(page: httpx.Response) -> str | None:
+    """The method radio button checked on the challenge, if there are radio buttons."""
+    match = re.search(r'type="radio" name="method" value="(\w+)" checked', page.text)
+    return match.group(1) if match else None
+
+
 async def test_signing_in_with_a_code_by_text_message(
     ga: GuardedApp, browser: httpx.AsyncClient, outbox: OutboxSMS
 ) -> None:
@@ -231,13 +253,16 @@ async def test_signing_in_with_a_code_by_text_message(
         "/mfa/sms", data={"csrf_token": csrf_of(challenge), "next": "/protected"}
     )
     assert sent.status_code == 200
-    assert f"We sent a code to {MASKED}" in sent.text
-    assert '<input type="hidden" name="method" value="sms">' in sent.text
-    assert '<label for="sms-code">' in sent.text
-    sms_input = sent.text[sent.text.index('id="sms-code"') :].split(">")[0]
-    assert "autofocus" in sms_input
-    assert 'autocomplete="one-time-code"' in sms_input
-    assert 'inputmode="numeric"' in sms_input
+    assert f"We sent a code to {MASKED}. It expires in 10 minutes." in sent.text
+    # One form, one code field: the texted code is chosen, the app's code one click away.
+    [form] = code_forms(sent)
+    assert form.count('name="code"') == 1
+    assert checked_method(sent) == "sms"
+    assert 'type="radio" name="method" value="totp"' in form
+    assert f"The code texted to {MASKED}" in form
+    assert "autofocus" in code_input(sent)
+    assert 'autocomplete="one-time-code"' in code_input(sent)
+    assert 'inputmode="numeric"' in code_input(sent)
     assert sent.text.count("autofocus") == 1
 
     accepted = await browser.post(
@@ -268,10 +293,14 @@ async def test_the_sms_page_offers_to_send_a_code(
     sent = await browser.post("/mfa/sms", data={"csrf_token": csrf_of(page), "next": "/protected"})
     assert sent.status_code == 200
     assert len(outbox.messages) == 1
-    # Reloading the challenge page keeps the code form while the code is valid.
+    # Reloading the challenge page keeps the texted code's choice while the code is valid.
     reloaded = await browser.get("/mfa/challenge?next=/protected")
-    assert 'id="sms-code"' in reloaded.text
+    assert checked_method(reloaded) == "sms"
     assert "Send a new code" in reloaded.text
+    ga.clock.advance(600)  # the code's lifetime is over: back to the app's code alone
+    expired = await browser.get("/mfa/challenge?next=/protected")
+    assert 'value="sms"' not in expired.text
+    assert "Text me a code" in expired.text
 
 
 async def test_the_sms_page_sends_users_without_a_phone_to_the_challenge(
@@ -298,9 +327,9 @@ async def test_a_wrong_sms_code_shows_the_sms_form_again(
 
     assert refused.status_code == 422
     assert 'role="alert"' in refused.text
-    sms_input = refused.text[refused.text.index('id="sms-code"') :].split(">")[0]
-    assert 'aria-invalid="true"' in sms_input
+    assert 'aria-invalid="true"' in code_input(refused)
     assert refused.text.count('aria-invalid="true"') == 1
+    assert checked_method(refused) == "sms"
     assert (await browser.get("/protected")).status_code == 303
     accepted = await browser.post("/mfa/challenge", data=form | {"code": texted_code(outbox)})
     assert accepted.status_code == 303
@@ -339,11 +368,23 @@ async def test_the_fourth_text_in_a_row_is_refused_with_retry_after(
     refused = await browser.post("/mfa/sms", data=form)
 
     assert refused.status_code == 429
-    assert 1 <= int(refused.headers["retry-after"]) <= 600  # 3 per number per 10 minutes
-    assert 'role="alert"' in refused.text
-    assert "Too many text messages were sent." in refused.text
-    assert 'href="/mfa/challenge?next=/protected"' in refused.text
+    retry_after = int(refused.headers["retry-after"])
+    assert 540 < retry_after <= 600  # 3 per number per 10 minutes
+    minutes = -(-retry_after // 60)
+    assert (
+        f"You cannot get another text message yet. Wait {minutes} minutes before asking for a "
+        "new code." in refused.text
+    )
+    assert 'id="send-refused"' in refused.text
+    assert "data-countdown" not in refused.text  # minutes are not counted down
+    # The third code is still pending: its field stays, chosen.
+    assert checked_method(refused) == "sms"
     assert len(outbox.messages) == 3
+    accepted = await browser.post(
+        "/mfa/challenge",
+        data={"csrf_token": csrf_of(refused), "method": "sms", "code": texted_code(outbox)},
+    )
+    assert accepted.status_code == 303
 
 
 async def test_too_many_texts_while_adding_a_number_says_when_to_retry(
@@ -358,8 +399,11 @@ async def test_too_many_texts_while_adding_a_number_says_when_to_retry(
     refused = await browser.post("/mfa/settings/phone", data=form)
 
     assert refused.status_code == 429
-    assert int(refused.headers["retry-after"]) >= 1
-    assert "Too many text messages were sent." in refused.text
+    minutes = -(-int(refused.headers["retry-after"]) // 60)
+    assert (
+        f"You cannot get another text message yet. Wait {minutes} minutes before asking for a "
+        "new code." in refused.text
+    )
     assert len(outbox.messages) == 3
 
 
@@ -478,3 +522,166 @@ async def test_enrolment_asks_for_a_verified_phone_first_when_required(
         started = await client.post("/mfa/enrol", data={"csrf_token": csrf_of(intro)})
         assert started.status_code == 200
         assert 'id="manual-key"' in started.text
+
+
+async def test_a_resend_inside_the_cooldown_says_how_long_to_wait_and_keeps_the_code(
+    outbox: OutboxSMS,
+) -> None:
+    # The default cooldown, one text per 30 s; its window runs on the real clock (`limits`).
+    ga = sms_app(outbox, sms={"resend_cooldown": "1/30 seconds"})
+    async with ga.client() as browser:
+        await sign_in(browser)
+        await enrol(ga, browser)
+        await ga.store.set_phone(USER, E164, ga.clock())
+        await browser.post("/logout")
+        await sign_in(browser)
+        challenge = await browser.get("/mfa/challenge?next=/protected")
+        form = {"csrf_token": csrf_of(challenge), "next": "/protected"}
+        before = time.time()
+        assert (await browser.post("/mfa/sms", data=form)).status_code == 200
+
+        refused = await browser.post("/mfa/sms", data=form)
+        elapsed = time.time() - before
+
+    assert refused.status_code == 429
+    wait = int(refused.headers["retry-after"])
+    # What is left of the window the first text opened: 30 s less the time this took.
+    assert 30 - math.ceil(elapsed) <= wait <= 30
+    unit = "second" if wait == 1 else "seconds"
+    message = (
+        f"You cannot get another text message yet. Wait {wait} {unit} before asking for a new code."
+    )
+    assert '<p class="error" role="alert" id="send-refused"' in refused.text
+    assert message in refused.text
+    assert "Too many" not in refused.text
+    # The countdown script's sentences, one per second left; without it the text above stands.
+    countdown = re.search(r"data-countdown='([^']*)'", refused.text)
+    assert countdown is not None
+    sentences = json.loads(html.unescape(countdown.group(1)))
+    assert len(sentences) == wait
+    assert sentences[0] == (
+        "You cannot get another text message yet. Wait 1 second before asking for a new code."
+    )
+    assert sentences[-1] == message
+    assert 'aria-describedby="send-refused"' in refused.text
+    # The code sent a moment ago is still the one to enter: its field stays, chosen.
+    assert checked_method(refused) == "sms"
+    assert "autofocus" in code_input(refused)
+    assert "Send a new code" in refused.text
+    assert len(outbox.messages) == 1
+
+
+async def test_a_refused_resend_in_french_says_the_wait_in_french(outbox: OutboxSMS) -> None:
+    ga = sms_app(outbox, sms={"resend_cooldown": "1/30 seconds"})
+    french = {"Accept-Language": "fr"}
+    async with ga.client() as browser:
+        await sign_in(browser)
+        await enrol(ga, browser)
+        await ga.store.set_phone(USER, E164, ga.clock())
+        await browser.post("/logout")
+        await sign_in(browser)
+        form = {"csrf_token": csrf_of(await browser.get("/mfa/challenge"))}
+        sent = await browser.post("/mfa/sms", data=form, headers=french)
+        refused = await browser.post("/mfa/sms", data=form, headers=french)
+
+    assert "Nous avons envoyé un code au +33 •••• ••78. Il expire dans 10 minutes." in sent.text
+    wait = int(refused.headers["retry-after"])
+    unit = "seconde" if wait == 1 else "secondes"
+    assert (
+        "Vous ne pouvez pas encore recevoir un autre SMS. "
+        f"Attendez {wait} {unit} avant de demander un nouveau code." in refused.text
+    )
+
+
+async def test_only_the_session_that_asked_for_a_code_gets_its_field(
+    ga: GuardedApp, browser: httpx.AsyncClient, outbox: OutboxSMS
+) -> None:
+    await signed_in_again_with_phone(ga, browser, outbox)
+    challenge = await browser.get("/mfa/challenge")
+    await browser.post("/mfa/sms", data={"csrf_token": csrf_of(challenge)})
+    async with ga.client() as elsewhere:
+        await sign_in(elsewhere)
+        other = await elsewhere.get("/mfa/challenge")
+    # The code is bound to the asking session: the other one is not offered a field for it.
+    assert 'value="sms"' not in other.text
+    assert "Text me a code" in other.text
+    assert checked_method(await browser.get("/mfa/challenge")) == "sms"
+
+
+@pytest.mark.parametrize(
+    ("ttl", "sentence", "french"),
+    [
+        pytest.param(600, "It expires in 10 minutes.", "Il expire dans 10 minutes.", id="10min"),
+        pytest.param(300, "It expires in 5 minutes.", "Il expire dans 5 minutes.", id="5min"),
+        pytest.param(60, "It expires in 1 minute.", "Il expire dans 1 minute.", id="1min"),
+        pytest.param(90, "It expires in 90 seconds.", "Il expire dans 90 secondes.", id="90s"),
+    ],
+)
+async def test_the_page_and_the_text_say_the_same_lifetime(
+    outbox: OutboxSMS, ttl: int, sentence: str, french: str
+) -> None:
+    ga = sms_app(outbox, sms={"code_ttl_seconds": ttl})
+    async with ga.client() as browser:
+        await signed_in_again_with_phone(ga, browser, outbox)
+        challenge = await browser.get("/mfa/challenge")
+        ga.clock.advance(1)  # the page is not shown at the very instant of the send
+        sent = await browser.post("/mfa/sms", data={"csrf_token": csrf_of(challenge)})
+        text = outbox.messages[-1].text
+        french_page = await browser.post(
+            "/mfa/sms",
+            data={"csrf_token": csrf_of(challenge)},
+            headers={"Accept-Language": "fr"},
+        )
+
+    notice = re.search(r'<p class="notice" role="status">(.*?)</p>', sent.text)
+    assert notice is not None
+    assert notice.group(1) == f"We sent a code to {MASKED}. {sentence}"
+    assert text.endswith(f" verification code. {sentence}")
+    assert TEXTED_CODE.match(text)
+    assert f"au {MASKED}. {french}" in french_page.text
+
+
+async def test_one_code_is_checked_for_the_chosen_method_only() -> None:
+    """The app's code and a texted code both have 6 digits, and the one form posts either: the
+    radio button says which, and only that method checks it (one attempt, one failure slot)."""
+    outbox = OutboxSMS()
+    ga = sms_app(outbox, trusted_devices={"enabled": True})
+    async with ga.client() as browser:
+        await sign_in(browser)
+        secret, _ = await enrol(ga, browser)
+        await ga.store.set_phone(USER, E164, ga.clock())
+        await browser.post("/logout")
+        await sign_in(browser)
+        ga.clock.advance(30)  # the enrolment used this step
+        sent = await browser.post(
+            "/mfa/sms", data={"csrf_token": csrf_of(await browser.get("/mfa/challenge"))}
+        )
+        [form] = code_forms(sent)
+        assert form.count('name="code"') == 1
+        assert form.count('name="remember"') == 1
+        assert sent.text.count("Remember this browser") == 1
+        failures_before = ga.events.kinds().count(EventKind.VERIFICATION_FAILED)
+
+        # The app's code, sent as the texted code: refused, and counted once.
+        as_text = await browser.post(
+            "/mfa/challenge",
+            data={"csrf_token": csrf_of(sent), "method": "sms", "code": ga.code(secret)},
+        )
+        assert as_text.status_code == 422
+        assert ga.events.kinds().count(EventKind.VERIFICATION_FAILED) == failures_before + 1
+        assert checked_method(as_text) == "sms"
+
+        # The same code with its own method chosen: in, and the browser remembered.
+        as_app = await browser.post(
+            "/mfa/challenge",
+            data={
+                "csrf_token": csrf_of(as_text),
+                "method": "totp",
+                "code": ga.code(secret),
+                "remember": "1",
+            },
+        )
+        assert as_app.status_code == 303
+        assert "mfa_guard_device" in as_app.headers.get("set-cookie", "")
+        assert ga.events.kinds().count(EventKind.VERIFICATION_FAILED) == failures_before + 1
+        assert EventKind.VERIFIED in ga.events.kinds()

@@ -58,6 +58,9 @@ class GraceChoice:
     label: str
 
 
+# While the site enforces 2FA, the list starts with the policy as it is, chosen: saving the page
+# as shown changes nothing (the template writes its label, with the policy's date).
+KEEP = "keep"
 AT_ONCE = GraceChoice("now", None, "At once (every member has 2FA)")
 AT_ONCE_ANYWAY = GraceChoice(
     "0", 0, "At once, even for the members without 2FA: they must turn it on to continue"
@@ -145,6 +148,7 @@ class SitePages:
             site,
             members,
             enforce=site.policy.enforce,
+            grace=KEEP if site.policy.enforce else AT_ONCE.value,
             notice=notice if isinstance(notice, str) else None,
         )
 
@@ -155,6 +159,21 @@ class SitePages:
             return self._denied_page(request, Denied(Reason.SITE_NOT_FOUND))
         enforce = field(form, "enforce") == "on"
         grace = field(form, "grace")
+        if grace == KEEP or not enforce:
+            # The policy as the page showed it, saved again: nothing to change, nothing refused.
+            # Read through the owner check, so the answer tells a non-owner nothing.
+            found = await self._site_and_members(request, user)
+            if isinstance(found, Response):
+                return found
+            site, _ = found
+            if site.policy.enforce == enforce:
+                request.session[NOTICE_SESSION_KEY] = (
+                    "Nothing changed: two-factor authentication stays enforced on this site."
+                    if enforce
+                    else "Nothing changed: two-factor authentication is still not enforced on "
+                    "this site."
+                )
+                return RedirectResponse(settings_path(site.id), status_code=303)
         choice = self._choice(grace)
         if enforce and choice is None:
             return await self._refused(

@@ -70,14 +70,26 @@ class SendLimiter:
         ]
         reservation = Reservation(self._storage)
         try:
-            for item, identifiers in checks:
+            for index, (item, identifiers) in enumerate(checks):
                 taken = await self._limiter.hit(item, *identifiers)
                 # A refused hit still counted in the fixed window: give it back with the rest.
                 reservation._taken.append((item, identifiers))
                 if not taken:
-                    stats = await self._limiter.get_window_stats(item, *identifiers)
+                    reset = await self._last_reset([(item, identifiers), *checks[index + 1 :]])
                     await reservation.release()
-                    return retry_at(stats.reset_time, now)
+                    return retry_at(reset, now)
         except (StorageError, OSError) as exc:
             raise StoreUnavailable() from exc
         return reservation
+
+    async def _last_reset(self, checks: list[tuple[RateLimitItem, tuple[str, ...]]]) -> float:
+        """When the last of the exhausted limits among ``checks`` (the refusing one first)
+        reopens, on the system clock as ``limits`` counts: the wait the refusal tells is the
+        whole wait, not the cooldown's alone while the day's budget is spent too."""
+        first, *rest = checks
+        reset = (await self._limiter.get_window_stats(first[0], *first[1])).reset_time
+        for item, identifiers in rest:
+            stats = await self._limiter.get_window_stats(item, *identifiers)
+            if stats.remaining == 0:
+                reset = max(reset, stats.reset_time)
+        return reset

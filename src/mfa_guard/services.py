@@ -7,6 +7,7 @@ Expected refusals are data (:class:`Denied`), not exceptions; only an unreachabl
 from __future__ import annotations
 
 import asyncio
+import gettext
 import hashlib
 import hmac
 import logging
@@ -20,7 +21,7 @@ import anyio.to_thread
 import segno
 
 from mfa_guard.clock import Clock
-from mfa_guard.core import recovery, totp
+from mfa_guard.core import recovery, sms_wording, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
@@ -97,7 +98,8 @@ _MESSAGES = {
     Reason.SMS_DISABLED: "Text-message codes are not offered here.",
     Reason.PHONE_REQUIRED: "Add and verify your mobile number before turning on 2FA.",
     Reason.NO_VERIFIED_PHONE: "There is no verified mobile number on this account.",
-    Reason.TOO_MANY_TEXTS: "Too many text messages were sent. Wait before asking for another.",
+    # Said with the wait (Denied.message_at): "... Wait 23 seconds before asking for a new code."
+    Reason.TOO_MANY_TEXTS: "You cannot get another text message yet.",
     Reason.INVALID_PHONE: "That is not a valid phone number.",
     Reason.NOT_A_MOBILE: "Enter a mobile number: text messages go to mobiles.",
     Reason.PHONE_COUNTRY_NOT_ALLOWED: "Text messages cannot be sent to that country.",
@@ -143,11 +145,23 @@ class Denied:
     def message(self) -> str:
         return self.detail or _MESSAGES[self.reason]
 
+    def message_at(
+        self, now: float, translations: gettext.NullTranslations = sms_wording.ENGLISH
+    ) -> str:
+        """The message in the language of ``translations``; a text refused for now says how
+        long to wait (from ``retry_at``, the send limits' own reset)."""
+        text = translations.gettext(self.message)
+        if self.reason is Reason.TOO_MANY_TEXTS and self.retry_at is not None:
+            text = f"{text} {sms_wording.wait(self.retry_at - now, translations)}"
+        return text
+
 
 @dataclass(frozen=True, slots=True)
 class TextSent:
     phone: str
     expires_at: float
+    # The code's lifetime as the text said it (sms.code_ttl_seconds).
+    ttl_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +521,7 @@ class MFAService:
             return Denied(Reason.TOO_MANY_TEXTS, retry_at=reservation)
         code = sms_codes.new_code()
         ttl = self.sms.settings.code_ttl_seconds
-        text = f"{code} is your {self._issuer} verification code. It expires in {ttl // 60} min."
+        text = sms_wording.text_body(code, self._issuer, ttl)
         try:
             await self.sms.provider.send(phone, text)
         except SMSError:
@@ -523,7 +537,7 @@ class MFAService:
         )
         await self.store.start_sms_challenge(user_id, challenge)
         await self._emit(EventKind.SMS_SENT, user_id, Method.SMS, ip)
-        return TextSent(phone=phone, expires_at=challenge.expires_at)
+        return TextSent(phone=phone, expires_at=challenge.expires_at, ttl_seconds=ttl)
 
     async def regenerate_recovery_codes(self, user_id: str, ip: str | None) -> list[str] | Denied:
         codes = recovery.generate()

@@ -72,7 +72,10 @@ def denied_response(denied: Denied, now: float) -> JSONResponse:
     if denied.retry_at is not None:
         retry_after = max(1, math.ceil(denied.retry_at - now))
     return json_error(
-        DENIED_STATUS[denied.reason], denied.reason.value, denied.message, retry_after=retry_after
+        DENIED_STATUS[denied.reason],
+        denied.reason.value,
+        denied.message_at(now),
+        retry_after=retry_after,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from babel.core import negotiate_locale
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 from babel.support import NullTranslations, Translations
@@ -131,6 +131,12 @@ def extract() -> Catalog:
         keywords={"N_": None, "ngettext": (1, 2)},
     ):
         catalog.add(message, locations=[(filename, lineno)], context=context)
+    # What is said about SMS codes (mfa_guard.core.sms_wording): the pages and the text itself.
+    wording = Path(__file__).parent.parent / "core" / "sms_wording.py"
+    for lineno, message, _comments, context in extract_from_file(
+        "python", str(wording), keywords={"gettext": None, "ngettext": (1, 2)}
+    ):
+        catalog.add(message, locations=[("mfa_guard/core/sms_wording.py", lineno)], context=context)
     for source, text in _message_texts():
         catalog.add(text, locations=[(source, 0)])
     return catalog

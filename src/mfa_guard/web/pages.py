@@ -16,6 +16,7 @@ from urllib.parse import quote
 import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton
+from babel.support import NullTranslations
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from mfa_guard.core import sms as sms_codes
+from mfa_guard.core import sms_wording
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import ConfigurationError, MFAGuardError
@@ -48,6 +50,9 @@ STRONG_FACTOR_NOTICE = N_(
     "To change your two-factor settings, enter a code from your authenticator app or a "
     "recovery code: a text-message code is not enough."
 )
+# When the sign-in code this session asked for expires: the challenge keeps that code's field
+# while the store's pending code is this one (the store does not say which session asked).
+SMS_SESSION_KEY = "mfa_guard_sms_until"
 # Echoed back into the form after a refusal; longer input is no phone number anyway.
 MAX_PHONE_ECHO = 64
 logger = logging.getLogger("mfa_guard")
@@ -313,10 +318,17 @@ class Pages:
         return self._render(
             request,
             name,
-            {**context, "error": denied.message},
+            {**context, "error": self._refusal(request, denied)},
             DENIED_STATUS[denied.reason],
             self._retry_after(denied),
         )
+
+    def _translations(self, request: Request) -> NullTranslations:
+        return i18n.translations(i18n.request_language(request, self.guard.settings.languages))
+
+    def _refusal(self, request: Request, denied: Denied) -> str:
+        """The refusal's message in the page's language, with the wait when it has one."""
+        return denied.message_at(self.guard.clock(), self._translations(request))
 
     async def _form(self, request: Request) -> FormData:
         """The posted form, after the CSRF checks (Origin and the session's token)."""
@@ -363,15 +375,19 @@ class Pages:
     # -- sign-in challenge -----------------------------------------------------------------
 
     async def _challenge_context(
-        self, caller: Caller, next_path: str, method: Method, *, sent: bool = False
+        self, caller: Caller, next_path: str, method: Method | None = None
     ) -> dict[str, Any]:
-        """The challenge page's context; ``sms`` is set only for a user SMS is offered to,
-        ``remember_days`` only when trusted devices are on."""
+        """The challenge page's context. ``method`` is the one the code field is for (the
+        submitted one after a refusal); ``None`` chooses: the text message while this session's
+        sign-in code is pending, the authenticator app otherwise. ``sms`` is set only for a
+        user SMS is offered to, ``remember_days`` only when trusted devices are on."""
         devices = self.guard.trusted_devices
         context: dict[str, Any] = {
             "next": next_path,
-            "method": method.value,
+            "method": (method or Method.TOTP).value,
+            "error_field": None,
             "sms": None,
+            "send_refused": None,
             "remember_days": None if devices is None else devices.settings.days,
             "remember": False,
         }
@@ -379,26 +395,44 @@ class Pages:
             return context  # no store call for apps without SMS
         enrolment = await self.service.enrolment(caller.user_id)
         if self.service.sms_offered(enrolment) and enrolment.phone is not None:
-            pending = _pending_text(enrolment, SMSPurpose.SIGN_IN, self.guard.clock())
-            context["sms"] = {
-                "phone": sms_codes.mask_phone(enrolment.phone),
-                "sent": sent or method is Method.SMS or pending is not None,
-            }
+            pending = self._pending_sign_in(caller, enrolment)
+            context["sms"] = {"phone": sms_codes.mask_phone(enrolment.phone), "pending": pending}
+            if method is None and pending:
+                context["method"] = Method.SMS.value
         return context
+
+    def _pending_sign_in(self, caller: Caller, enrolment: Enrolment) -> bool:
+        """Whether the sign-in code this session asked for is still pending: the store's
+        pending code is a sign-in code, valid, and the one this session was told about."""
+        challenge = enrolment.sms_challenge
+        asked = caller.session.get(SMS_SESSION_KEY)
+        return (
+            challenge is not None
+            and challenge.purpose is SMSPurpose.SIGN_IN
+            and self.guard.clock() < challenge.expires_at
+            and isinstance(asked, int | float)
+            # Stores keep the expiry as a float; one that rounds it still matches.
+            and abs(asked - challenge.expires_at) < 1
+        )
 
     async def challenge(self, request: Request, caller: Caller) -> Response:
         if request.method == "GET":
             next_path = self._next(request.query_params.get("next"))
             if not caller.marker.enrolled:
                 return RedirectResponse(next_path, status_code=303)
-            context = await self._challenge_context(caller, next_path, Method.TOTP)
-            if request.query_params.get("strong") == "1":
-                # Sent here to change a factor after a texted code: that is not enough.
+            strong = request.query_params.get("strong") == "1"
+            # Sent here to change a factor after a texted code: that is not enough.
+            context = await self._challenge_context(
+                caller, next_path, Method.TOTP if strong else None
+            )
+            if strong:
                 context["sms"] = None
                 context["notice"] = STRONG_FACTOR_NOTICE
             return self._render(request, "challenge.html", context)
         form = await self._form(request)
         next_path = self._next(_field(form, "next"))
+        # One code, one method, one attempt: the form says which method its code is for (a
+        # radio button while a texted code is pending), and only that one is checked.
         method = _method(_field(form, "method"))
         # "Remember this browser", ticked: ignored when trusted devices are off.
         remember = self.guard.trusted_devices is not None and _field(form, "remember") != ""
@@ -410,7 +444,9 @@ class Pages:
                 return RedirectResponse(next_path, status_code=303)
             context = await self._challenge_context(caller, next_path, method)
             context["remember"] = remember  # the box stays as the user left it
+            context["error_field"] = "recovery" if method is Method.RECOVERY else "code"
             return self._denied(request, "challenge.html", result, context)
+        caller.session.pop(SMS_SESSION_KEY, None)
         caller.mark_verified(self.guard, result.method.value, result.epoch)
         response = RedirectResponse(next_path, status_code=303)
         if remember:
@@ -419,7 +455,9 @@ class Pages:
         return response
 
     async def sms(self, request: Request, caller: Caller) -> Response:
-        """Texts a sign-in code, then shows the challenge page with the code form focused."""
+        """Texts a sign-in code, then shows the challenge page with the code's field focused.
+        A refused send shows the challenge again, saying how long to wait, with the field of a
+        code sent before while it is pending."""
         if request.method == "GET":
             next_path = self._next(request.query_params.get("next"))
             context = await self._challenge_context(caller, next_path, Method.TOTP)
@@ -437,24 +475,49 @@ class Pages:
         if isinstance(result, Denied):
             if result.reason is Reason.NOT_ENROLLED:
                 return RedirectResponse(next_path, status_code=303)
-            context = await self._challenge_context(caller, next_path, Method.TOTP)
-            return self._denied(request, "sms.html", result, context)
-        context = await self._challenge_context(caller, next_path, Method.SMS, sent=True)
+            context = await self._challenge_context(caller, next_path)
+            if context["sms"] is None:
+                # No text section to say it in (SMS off, no verified phone): the page's message.
+                return self._denied(request, "challenge.html", result, context)
+            context["send_refused"] = self._send_refused(request, result)
+            return self._render(
+                request,
+                "challenge.html",
+                context,
+                DENIED_STATUS[result.reason],
+                self._retry_after(result),
+            )
+        caller.session[SMS_SESSION_KEY] = result.expires_at
+        context = await self._challenge_context(caller, next_path, Method.SMS)
         return self._render(
             request, "challenge.html", {**context, "notice": self._sent_notice(request, result)}
         )
 
+    def _send_refused(self, request: Request, denied: Denied) -> dict[str, Any]:
+        """A refused send as the challenge's text section shows it: the message with the wait,
+        and, for a wait under a minute, what the countdown script says second by second."""
+        translations = self._translations(request)
+        countdown: list[str] = []
+        if denied.reason is Reason.TOO_MANY_TEXTS and denied.retry_at is not None:
+            lead = translations.gettext(denied.message)
+            countdown = [
+                f"{lead} {sentence}"
+                for sentence in sms_wording.countdown(
+                    denied.retry_at - self.guard.clock(), translations
+                )
+            ]
+        return {
+            "message": self._refusal(request, denied),
+            "countdown": countdown,
+            "ready": sms_wording.ready(translations),
+        }
+
     def _sent_notice(self, request: Request, sent: TextSent) -> str:
-        minutes = max(1, int(sent.expires_at - self.guard.clock()) // 60)
-        translations = i18n.translations(
-            i18n.request_language(request, self.guard.settings.languages)
+        """The notice after a send ("We sent a code to … It expires in 10 minutes."), the
+        lifetime worded as the text itself says it."""
+        return sms_wording.sent(
+            sms_codes.mask_phone(sent.phone), sent.ttl_seconds, self._translations(request)
         )
-        text = translations.ngettext(
-            "We sent a code to %(number)s. It is valid for %(num)d minute.",
-            "We sent a code to %(number)s. It is valid for %(num)d minutes.",
-            minutes,
-        )
-        return text % {"number": sms_codes.mask_phone(sent.phone), "num": minutes}
 
     # -- enrolment -------------------------------------------------------------------------
 
@@ -533,7 +596,7 @@ class Pages:
             caller,
             DENIED_STATUS[denied.reason],
             self._retry_after(denied),
-            error=denied.message,
+            error=self._refusal(request, denied),
             **context,
         )
 
