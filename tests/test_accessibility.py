@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from examples.inbox import DEMO_PASSWORD, create_app
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from mfa_guard.testing import current_code
+from tests.chromium import launched
 from tests.live import served
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 15_000
 OWNER = "owner@acme.test"
 SOLO = "solo@example.test"
@@ -49,24 +49,10 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; with CI=true the accessibility test must run")
-        pytest.skip(reason)
-    with (
-        served(create_app(tmp_path / "data")) as url,
-        sync_playwright() as playwright,
-    ):
-        browser: Browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"]
-        )
-        try:
-            context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
+    with launched() as browser, served(create_app(tmp_path / "data")) as url:
+        context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context.new_page()
 
 
 def violations(page: Page) -> list[str]:

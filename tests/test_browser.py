@@ -31,15 +31,14 @@ from playwright.sync_api import (
     Response,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 from mfa_guard.testing import current_code
+from tests.chromium import launched
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 DOCS_IMAGES = ROOT / "docs" / "images"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Playwright's waits, in milliseconds: generous for a loaded CI machine.
@@ -72,15 +71,6 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; with CI=true the browser test must run")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def served_demo(tmp_path: Path) -> Iterator[str]:
     """The demo on a real uvicorn server (real clock, fresh data folder) on a free port."""
@@ -90,13 +80,8 @@ def served_demo(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 def person(

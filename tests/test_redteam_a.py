@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mfa_guard import MFAStore
 from mfa_guard.cli import main
@@ -22,8 +22,9 @@ from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing.contract import RECOVERY
 from tests.apps import enrol, sign_in
+from tests.chromium import launched
 from tests.live import served
-from tests.test_browser import TIMEOUT_MS, _chromium, screenshot
+from tests.test_browser import TIMEOUT_MS, screenshot
 from tests.test_sms import SMSApp, build_sms_app
 from tests.test_stores import empty_postgres_store, fresh_schema, sqlite_url
 
@@ -469,49 +470,37 @@ def test_the_challenge_asking_for_a_stronger_code_reads_well_on_a_phone_and_a_de
     why, offers the app's code and a recovery code, and no text option; at 390 and 1280 px."""
     app = build_sms_app()
     clock = app.ga.clock
-    with served(app.ga.app) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(_chromium()), args=["--no-sandbox"]
-        )
-        try:
-            owner = browser.new_context(base_url=url)
-            assert owner.request.post("/login", form={"user": USER}).ok
-            secret = owner.request.post("/mfa/api/totp/setup", data={}).json()["secret"]
-            assert owner.request.post(
-                "/mfa/api/totp/confirm", data={"code": app.ga.code(secret)}
+    with served(app.ga.app) as url, launched() as browser:
+        owner = browser.new_context(base_url=url)
+        assert owner.request.post("/login", form={"user": USER}).ok
+        secret = owner.request.post("/mfa/api/totp/setup", data={}).json()["secret"]
+        assert owner.request.post("/mfa/api/totp/confirm", data={"code": app.ga.code(secret)}).ok
+        assert owner.request.post("/mfa/api/phone", data={"phone": MOBILE}).status == 202
+        assert owner.request.post("/mfa/api/phone/verify", data={"code": texted_to(app, MOBILE)}).ok
+        clock.advance(30)
+        for width in (390, 1280):
+            holder = browser.new_context(base_url=url, viewport={"width": width, "height": 900})
+            holder.set_default_timeout(TIMEOUT_MS)
+            assert holder.request.post("/login", form={"user": USER}).ok
+            assert holder.request.post("/mfa/api/sms/send", data={}).status == 202
+            assert holder.request.post(
+                "/mfa/api/verify", data={"method": "sms", "code": texted_to(app, MOBILE)}
             ).ok
-            assert owner.request.post("/mfa/api/phone", data={"phone": MOBILE}).status == 202
-            assert owner.request.post(
-                "/mfa/api/phone/verify", data={"code": texted_to(app, MOBILE)}
-            ).ok
-            clock.advance(30)
-            for width in (390, 1280):
-                holder = browser.new_context(base_url=url, viewport={"width": width, "height": 900})
-                holder.set_default_timeout(TIMEOUT_MS)
-                assert holder.request.post("/login", form={"user": USER}).ok
-                assert holder.request.post("/mfa/api/sms/send", data={}).status == 202
-                assert holder.request.post(
-                    "/mfa/api/verify", data={"method": "sms", "code": texted_to(app, MOBILE)}
-                ).ok
-                page = holder.new_page()
-                page.goto("/mfa/settings")
-                page.get_by_role("button", name="Generate new recovery codes").click()
-                expect(page).to_have_url(
-                    re.compile(r"/mfa/challenge\?next=/mfa/settings&strong=1$")
-                )
-                notice = page.get_by_text("a text-message code is not enough")
-                expect(notice).to_be_visible()
-                expect(page.get_by_label("Authentication code")).to_be_visible()
-                expect(page.get_by_text("Lost your device? Use a recovery code")).to_be_visible()
-                expect(page.get_by_role("button", name="Text me a code")).to_have_count(0)
-                # Nothing wider than the screen: no sideways scrolling on a phone.
-                assert page.evaluate("document.documentElement.scrollWidth") <= width
-                box = notice.bounding_box()
-                assert box is not None
-                assert box["x"] >= 0
-                assert box["x"] + box["width"] <= width
-                screenshot(page, tmp_path, f"strong-challenge-{width}.png")
-                holder.close()
-            owner.close()
-        finally:
-            browser.close()
+            page = holder.new_page()
+            page.goto("/mfa/settings")
+            page.get_by_role("button", name="Generate new recovery codes").click()
+            expect(page).to_have_url(re.compile(r"/mfa/challenge\?next=/mfa/settings&strong=1$"))
+            notice = page.get_by_text("a text-message code is not enough")
+            expect(notice).to_be_visible()
+            expect(page.get_by_label("Authentication code")).to_be_visible()
+            expect(page.get_by_text("Lost your device? Use a recovery code")).to_be_visible()
+            expect(page.get_by_role("button", name="Text me a code")).to_have_count(0)
+            # Nothing wider than the screen: no sideways scrolling on a phone.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            box = notice.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= width
+            screenshot(page, tmp_path, f"strong-challenge-{width}.png")
+            holder.close()
+        owner.close()

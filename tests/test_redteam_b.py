@@ -13,7 +13,7 @@ import httpx
 import pytest
 from examples.inbox import DEMO_PASSWORD, create_app
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +26,7 @@ from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
+from tests.chromium import launched
 from tests.live import served
 
 # -- the audit log: a value is one field, whatever it holds (finding 8) ---------------------------
@@ -353,8 +354,6 @@ def framed_text(browser_page: Page, evil_url: str) -> str:
 def test_chromium_refuses_to_show_a_kit_page_in_another_sites_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("/usr/bin/chromium is missing")
     for name in os.environ:
         if name.upper().startswith("MFA_GUARD_"):
             monkeypatch.delenv(name)
@@ -362,36 +361,30 @@ def test_chromium_refuses_to_show_a_kit_page_in_another_sites_frame(
         served(create_app(tmp_path / "data")) as demo,
         served(evil_site(f"{demo}/mfa/settings")) as kit_framed,
         served(evil_site(f"{demo}/login")) as app_framed,
-        sync_playwright() as playwright,
+        launched() as browser,
     ):
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
-        )
-        try:
-            context = browser.new_context(base_url=demo)
-            page = context.new_page()
-            page.goto("/login")
-            page.get_by_label("E-mail address").fill("solo@example.test")
-            page.get_by_label("Password").fill(DEMO_PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(re.compile(r".*/inbox"))
-            # The settings page itself, with its style (a CSP of frame-ancestors only).
-            for width in (390, 1280):
-                page.set_viewport_size({"width": width, "height": 900})
-                page.goto("/mfa/settings")
-                expect(page.get_by_role("heading", level=1)).to_be_visible()
-                # The pages' inline <style> still applies: the kit's blue button.
-                button = page.get_by_role("button", name="Add the number")
-                assert button.evaluate("e => getComputedStyle(e).backgroundColor") == (
-                    "rgb(29, 78, 216)"
-                )
-                assert page.evaluate("document.documentElement.scrollWidth") <= width
-                page.screenshot(path=str(tmp_path / f"settings-{width}.png"), full_page=True)
-            # A page of the app, which sends no such header, shows in the frame (the test can
-            # see a frame's content); the kit's page does not.
-            assert "Sign in" in framed_text(page, app_framed)
-            shown = framed_text(page, kit_framed)
-            assert "refused to connect" in shown  # Chromium's page for a blocked frame
-            assert "two-factor" not in shown.lower()
-        finally:
-            browser.close()
+        context = browser.new_context(base_url=demo)
+        page = context.new_page()
+        page.goto("/login")
+        page.get_by_label("E-mail address").fill("solo@example.test")
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r".*/inbox"))
+        # The settings page itself, with its style (a CSP of frame-ancestors only).
+        for width in (390, 1280):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.goto("/mfa/settings")
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            # The pages' inline <style> still applies: the kit's blue button.
+            button = page.get_by_role("button", name="Add the number")
+            assert button.evaluate("e => getComputedStyle(e).backgroundColor") == (
+                "rgb(29, 78, 216)"
+            )
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=str(tmp_path / f"settings-{width}.png"), full_page=True)
+        # A page of the app, which sends no such header, shows in the frame (the test can
+        # see a frame's content); the kit's page does not.
+        assert "Sign in" in framed_text(page, app_framed)
+        shown = framed_text(page, kit_framed)
+        assert "refused to connect" in shown  # Chromium's page for a blocked frame
+        assert "two-factor" not in shown.lower()

@@ -14,12 +14,10 @@ Chromium is missing: skipped, as in tests/test_browser.py; a failure with CI=tru
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -31,7 +29,6 @@ from playwright.sync_api import (
     Page,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -46,10 +43,10 @@ from mfa_guard import MemoryStore, MFAGuard
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import current_code
 from tests.apps import SESSION_SECRET, SessionAuth, settings_for
+from tests.chromium import launched
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 15_000
 # 53 characters, and an address of 77: the QR code grows to its next versions with them.
 LONG_ISSUER = "Acme Customer Support Inbox for Europe, Africa & Asia"
@@ -145,17 +142,8 @@ def build(*, sign_out: dict[str, Any] | None) -> tuple[Starlette, MFAGuard]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; with CI=true the browser test must run")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import time
 import uuid
@@ -22,17 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from redis import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app
+from tests.chromium import launched
 from tests.live import served
 from tests.test_accessibility import violations
 from tests.test_ratelimit import redis_or_skip
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 15_000
 PHONE = "+33 6 12 34 56 78"
 E164 = "+33612345678"
@@ -63,24 +62,10 @@ class SMSSite:
         return match.group(1)
 
 
-def _chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; with CI=true the browser test must run")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 @pytest.fixture
