@@ -738,6 +738,7 @@ async def test_the_wait_is_what_is_left_of_the_limiters_window() -> None:
         settings={"storage_uri": url},
         resend_cooldown="1/30 seconds",
         per_number="1000/minute",
+        per_number_daily="1000000/day",
         per_ip="1000/minute",
         global_hourly="1000000/hour",
         global_daily="1000000/day",

@@ -41,6 +41,7 @@ WIDTHS = (390, 1280)
 # Other tests share the Redis and the phone number: only this user's own windows count here.
 SHARED_BUDGETS = {
     "per_number": "1000/minute",
+    "per_number_daily": "1000000/day",
     "per_ip": "1000/minute",
     "global_hourly": "1000000/hour",
     "global_daily": "1000000/day",
