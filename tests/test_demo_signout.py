@@ -190,10 +190,13 @@ async def test_sign_ins_that_cannot_be_read_let_no_cookie_in(
     async with running(app), browser(app) as laptop, browser(app) as stranger:
         assert (await sign_in(laptop)).status_code == 303
         assert (await laptop.get("/inbox")).status_code == 200
-        # The sign-ins' database stops answering (a file that cannot be opened).
-        sign_ins = app.state.sign_ins
-        working = sign_ins.engine
-        sign_ins.engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/gone/inbox.db")
+        # The database stops answering: its file cannot be opened (a folder stands in its way).
+        engine = app.state.store.engine
+        database = tmp_path / "data" / "inbox.db"
+        aside = tmp_path / "inbox.db.aside"
+        await engine.dispose()
+        database.rename(aside)
+        database.mkdir()
         try:
             for path in ("/inbox", "/mfa/settings", "/mfa/api/status", "/outbox"):
                 refused = await laptop.get(path)
@@ -205,8 +208,9 @@ async def test_sign_ins_that_cannot_be_read_let_no_cookie_in(
             assert (await stranger.get("/login")).status_code == 200
             assert (await sign_in(stranger)).status_code == 503
         finally:
-            await sign_ins.engine.dispose()
-            sign_ins.engine = working
+            await engine.dispose()
+            database.rmdir()
+            aside.rename(database)
         # Back: the laptop's sign-in is still there.
         assert (await laptop.get("/inbox")).status_code == 200
         assert (await sign_in(stranger, USER)).status_code == 303

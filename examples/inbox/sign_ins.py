@@ -50,6 +50,8 @@ class SignIns:
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock, lifetime: float) -> None:
         self.engine = engine
+        # The read of every request in autocommit: one SELECT, no BEGIN and ROLLBACK around it.
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.clock = clock
         self.lifetime = lifetime
 
@@ -96,7 +98,7 @@ class SignIns:
             sign_ins.c.expires_at > self.clock(),
         )
         try:
-            async with self.engine.connect() as conn:
+            async with self._reads.connect() as conn:
                 found = (await conn.execute(query)).first()
         except (exc.SQLAlchemyError, OSError) as error:
             raise StoreUnavailable() from error
