@@ -2,10 +2,10 @@
 
 Operators live in memory; the MFA data and the sign-ins are in a database, a SQLite file under
 ``data_dir`` next to the generated encryption key and session secret, so a restart keeps
-enrolments. Two sites
-are seeded at start-up into the same database (see :mod:`examples.inbox.sites`): Acme, whose
-owner can force its operators to turn on 2FA, and Solo; a restart keeps their policies.
-``/signup`` makes a new operator of Acme (in memory too: a restart forgets them).
+enrolments. Two sites are seeded at start-up into the same database (see
+:mod:`examples.inbox.sites`): Acme, whose owner can force its operators to turn on 2FA, and Solo;
+a restart keeps their policies. ``/signup`` makes a new operator of Acme (in memory too: a
+restart forgets them).
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
 codes can be tried without a phone or an SMS provider account. "Remember this browser" is on: the
