@@ -1,6 +1,6 @@
 """Two demo processes sharing PostgreSQL and Redis serve one site, told as one browser whose
-requests a load balancer spreads over both: codes, failure counts and revocations hold in total,
-not per process.
+requests a load balancer spreads over both: codes, failure counts, revocations and sign-outs hold
+in total, not per process.
 
 The servers are real ``python -m examples.inbox`` processes on the real clock, so codes come from
 ``current_code(secret, time.time())``; a code stays valid one step either side of its own.
@@ -449,3 +449,29 @@ async def test_a_site_policy_changed_on_one_server_reaches_sessions_on_the_other
             return (await agent.get(f"{site.a}/inbox")).status_code == 200
 
         await eventually(agent_is_free, "A let the agent in again")
+
+
+async def test_signing_out_through_one_server_signs_a_copied_cookie_out_on_the_other(
+    site: Site,
+) -> None:
+    async with (
+        httpx.AsyncClient(timeout=30) as laptop,
+        httpx.AsyncClient(timeout=30) as phone,
+        httpx.AsyncClient(timeout=30) as thief,
+    ):
+        await sign_in(laptop, site.a, SOLO)
+        await sign_in(phone, site.b, SOLO)
+        thief.cookies.update(laptop.cookies)
+        for server in (site.a, site.b):
+            assert (await thief.get(f"{server}/mfa/api/status")).status_code == 200
+
+        # The sign-in is deleted in the shared database: B no longer admits the copy, at once.
+        await sign_out(laptop, site.a)
+        for server in (site.b, site.a):
+            status = await thief.get(f"{server}/mfa/api/status")
+            assert status.status_code == 401, status.text
+            assert error_code(status) == "not_authenticated"
+            inbox = await thief.get(f"{server}/inbox")
+            assert inbox.headers["location"] == "/login?next=/inbox"
+            # The user's other browser stays signed in, on both servers.
+            assert (await phone.get(f"{server}/mfa/api/status")).status_code == 200

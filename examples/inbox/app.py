@@ -1,14 +1,19 @@
 """The demo app: password sign-in (the first factor) guarded by mfa_guard (the second).
 
-Operators live in memory; only the MFA data needs a database, a SQLite file under ``data_dir``
-next to the generated encryption key and session secret, so a restart keeps enrolments. Two sites
-are seeded at start-up into the same database (see :mod:`examples.inbox.sites`): Acme, whose
-owner can force its operators to turn on 2FA, and Solo; a restart keeps their policies.
-``/signup`` makes a new operator of Acme (in memory too: a restart forgets them).
+Operators live in memory; the MFA data and the sign-ins are in a database, a SQLite file under
+``data_dir`` next to the generated encryption key and session secret, so a restart keeps
+enrolments. Two sites are seeded at start-up into the same database (see
+:mod:`examples.inbox.sites`): Acme, whose owner can force its operators to turn on 2FA, and Solo;
+a restart keeps their policies. ``/signup`` makes a new operator of Acme (in memory too: a
+restart forgets them).
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
 codes can be tried without a phone or an SMS provider account. "Remember this browser" is on: the
 remembered browsers live in the same database, listed on the kit's settings page.
+
+Sign-ins are kept on the server too (:mod:`examples.inbox.sign_ins`), in the same database: the
+cookie session holds a random id whose hash the server keeps, and sign-out deletes it, so a copy
+of the cookie taken before sign-out is signed out with it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
+    AuthenticationError,
     BaseUser,
     SimpleUser,
 )
@@ -45,8 +51,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from examples.inbox.forms import FormRefused, checked_form, csrf_token, field
+from examples.inbox.sign_ins import SignIns
 from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
-from mfa_guard import LoggingEventSink, MFAGuard, MFAGuardSettings
+from mfa_guard import LoggingEventSink, MFAGuard, MFAGuardSettings, StoreUnavailable
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
@@ -88,6 +95,8 @@ SMS_DEFAULTS: dict[str, Any] = {
 TRUSTED_DEVICES_DEFAULTS: dict[str, Any] = {"enabled": True, "cookie_secure": False}
 # The kit's pages offer the demo's sign-out (POST /logout, an exempt path) in their header.
 SIGN_OUT_DEFAULTS: dict[str, Any] = {"url": "/logout", "method": "post"}
+# The session cookie's lifetime, and a sign-in's on the server (from its start, not renewed).
+SESSION_MAX_AGE = 14 * 24 * 3600  # 14 days, in seconds
 # Inputs longer than this are refused before any hashing.
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
@@ -174,16 +183,33 @@ def _normalise_email(email: str) -> str:
 
 
 class SessionAuth(AuthenticationBackend):
-    """The first factor's result: ``session["user"]``, set by a successful sign-in."""
+    """The first factor's result: ``session["user"]``, set by a successful sign-in, while that
+    sign-in is live on the server (sign-out deletes it, for every copy of the cookie)."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, sign_ins: SignIns) -> None:
         self.accounts = accounts
+        self.sign_ins = sign_ins
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        user = conn.session.get("user")
-        if not isinstance(user, str) or user not in self.accounts:
+        # One indexed read (by primary key) per request with a signed-in cookie: the app's own
+        # authentication, before the kit's middleware, whose hot path stays free of any call.
+        try:
+            user = await self.sign_ins.user(conn.session)
+        except StoreUnavailable as error:
+            # Fail closed: no cookie gets in unchecked (the answer is 503, see auth_unavailable).
+            raise AuthenticationError("sign-ins unavailable") from error
+        if user is None or user not in self.accounts:
             return None
         return AuthCredentials(["authenticated"]), SimpleUser(user)
+
+
+def auth_unavailable(conn: HTTPConnection, error: AuthenticationError) -> Response:
+    """The answer when the sign-ins cannot be read: 503, never the page unchecked."""
+    return PlainTextResponse(
+        "The inbox cannot reach its data right now. Please try again soon.",
+        status_code=503,
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+    )
 
 
 def _secret_file(path: Path, make: Callable[[], str]) -> str:
@@ -300,6 +326,8 @@ def create_app(
         events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
     )
     shows_outbox = outbox is not None and guard.sms is outbox
+    # Sign-ins on the server, in the enrolments' database (and engine) too.
+    sign_ins = SignIns(store.engine, clock=clock, lifetime=SESSION_MAX_AGE)
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["utc"] = _utc_text
@@ -352,8 +380,7 @@ def create_app(
                 "error": "Wrong e-mail address or password.",
             }
             return render(request, "login.html", context, status_code=400)
-        request.session.clear()  # a new sign-in starts a new session
-        request.session["user"] = user
+        await sign_ins.start(request.session, user)  # a new sign-in starts a new session
         return RedirectResponse(next_path, status_code=303)
 
     async def signup_form(request: Request) -> Response:
@@ -375,8 +402,7 @@ def create_app(
         service = guard.site_service
         if not await service.add_member(SIGN_UP_SITE, email, Role.OPERATOR, by=email):
             logger.warning("the demo site %r is missing: %s joined no site", SIGN_UP_SITE, email)
-        request.session.clear()  # a new sign-in starts a new session
-        request.session["user"] = email
+        await sign_ins.start(request.session, email)  # a new sign-in starts a new session
         if not (await service.enforcement(email)).required:
             return RedirectResponse(INBOX_PATH, status_code=303)
         # The set-up is bound to this new session (its marker's nonce): made here, as the
@@ -392,7 +418,9 @@ def create_app(
     async def logout(request: Request) -> Response:
         if not same_origin(request.scope, settings):
             return PlainTextResponse("Cross-site sign-out refused.", status_code=403)
-        request.session.clear()
+        # Deleted on the server before the cookie is cleared: a copy of it is signed out too.
+        # Remembered browsers and the user's other sign-ins stay.
+        await sign_ins.end(request.session)
         return RedirectResponse(LOGIN_PATH, status_code=303)
 
     async def inbox(request: Request) -> Response:
@@ -458,6 +486,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
+            await sign_ins.create_table()
             await seed_sites(sites)
             yield
         finally:
@@ -481,9 +510,17 @@ def create_app(
         middleware=[
             # https_only is off so the demo works on http://127.0.0.1; turn it on behind TLS.
             Middleware(
-                SessionMiddleware, secret_key=session_secret, https_only=False, same_site="lax"
+                SessionMiddleware,
+                secret_key=session_secret,
+                max_age=SESSION_MAX_AGE,
+                https_only=False,
+                same_site="lax",
             ),
-            Middleware(AuthenticationMiddleware, backend=SessionAuth(accounts)),
+            Middleware(
+                AuthenticationMiddleware,
+                backend=SessionAuth(accounts, sign_ins),
+                on_error=auth_unavailable,
+            ),
             guard.middleware(),
         ],
         exception_handlers={FormRefused: form_refused, MFAGuardError: unavailable},
@@ -494,4 +531,5 @@ def create_app(
     app.state.sites = sites
     app.state.accounts = accounts
     app.state.outbox = outbox
+    app.state.sign_ins = sign_ins
     return app
