@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
-from starlette.types import Message, Scope
+from starlette.types import ASGIApp, Message, Scope
 
 from mfa_guard.core import recovery, totp
 from mfa_guard.crypto import SecretBox
@@ -128,6 +128,11 @@ def assert_refused_page(response: httpx.Response, status_code: int) -> None:
 async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[Message]:
     """Opens ``/ws`` with the client's cookies, as a browser would, at the ASGI level."""
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    return await open_websocket(ga.app, {"cookie": cookie})
+
+
+async def open_websocket(app: ASGIApp, headers: dict[str, str]) -> list[Message]:
+    """Opens ``/ws`` at the ASGI level with ``headers``; returns what the app sent."""
     scope: Scope = {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -136,15 +141,13 @@ async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[
         "raw_path": b"/ws",
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "headers": [(b"host", b"testserver")]
+        + [(name.lower().encode(), value.encode()) for name, value in headers.items()],
         "client": ("203.0.113.7", 4000),
         "server": ("testserver", 80),
         "subprotocols": [],
     }
-    incoming: list[Message] = [
-        {"type": "websocket.connect"},
-        {"type": "websocket.disconnect", "code": 1000},
-    ]
+    incoming: list[Message] = [{"type": "websocket.connect"}]
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -153,5 +156,5 @@ async def websocket_messages(ga: GuardedApp, client: httpx.AsyncClient) -> list[
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await ga.app(scope, receive, send)
+    await app(scope, receive, send)
     return sent

@@ -28,7 +28,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Message, Scope
+from starlette.types import Scope
 
 from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
@@ -44,6 +44,7 @@ from mfa_guard.tokens import (
 )
 from mfa_guard.web.http import json_error, wants_json
 from tests.apps import SESSION_SECRET, SessionAuth, login, settings_for, websocket_echo
+from tests.scenarios import open_websocket
 
 REDIS_URL = os.environ.get("MFA_GUARD_TEST_REDIS_URL_TOKENS", "redis://127.0.0.1:6379/13")
 LIFETIME = 3600
@@ -409,48 +410,18 @@ async def test_the_wrong_order_is_refused_on_the_first_bearer_request() -> None:
             await client.post("/token", json={"user": "x"}, headers={"Authorization": "Bearer x"})
 
 
-async def websocket(ta: TokenApp, token: dict[str, str]) -> list[Message]:
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", token["Authorization"].encode()),
-        ],
-        "client": ("203.0.113.7", 4000),
-        "server": ("testserver", 80),
-        "subprotocols": [],
-    }
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await ta.app(scope, receive, send)
-    return sent
-
-
 async def test_a_websocket_with_a_token_opens_only_once_the_token_is_verified() -> None:
     ta = token_app()
     async with ta.client() as client:
         phone = await new_token(client, "owner@acme.test")
         secret = await enrol(ta, client, phone)
         laptop = await new_token(client, "owner@acme.test")
-        assert await websocket(ta, laptop) == [
+        assert await open_websocket(ta.app, laptop) == [
             {"type": "websocket.close", "code": 1008, "reason": ""}
         ]
         ta.clock.advance(30)
         await client.post("/mfa/api/verify", json={"code": ta.code(secret)}, headers=laptop)
-    assert [message["type"] for message in await websocket(ta, laptop)] == [
+    assert [message["type"] for message in await open_websocket(ta.app, laptop)] == [
         "websocket.accept",
         "websocket.send",
         "websocket.close",
@@ -599,7 +570,7 @@ async def test_a_redis_that_does_not_answer_fails_closed_with_503() -> None:
         assert error_code(answer) == (503, "service_unavailable")
         assert answer.headers["retry-after"] == "5"
         assert "Traceback" not in answer.text
-        closed = await websocket(ta, {"Authorization": "Bearer abc"})
+        closed = await open_websocket(ta.app, {"Authorization": "Bearer abc"})
     await ta.sessions.aclose()
     assert closed == [{"type": "websocket.close", "code": 1013, "reason": ""}]
 

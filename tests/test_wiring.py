@@ -57,7 +57,7 @@ from tests.apps import (
     settings_for,
     websocket_echo,
 )
-from tests.scenarios import recovery_code_set
+from tests.scenarios import open_websocket, recovery_code_set
 
 USER = "solo@example.test"
 # What names the fix in every refusal about the middleware's place or the session.
@@ -360,35 +360,6 @@ def client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
-async def websocket(app: ASGIApp, headers: dict[str, str]) -> list[Message]:
-    """Opens ``/ws`` at the ASGI level; returns what the app sent."""
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")]
-        + [(name.encode(), value.encode()) for name, value in headers.items()],
-        "client": ("203.0.113.7", 4000),
-        "server": ("testserver", 80),
-        "subprotocols": [],
-    }
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
-
-
 async def start_up(app: ASGIApp) -> tuple[list[Message], ConfigurationError | None]:
     """Runs the app's lifespan, start-up then shutdown; returns what it sent and its error."""
     incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
@@ -464,7 +435,7 @@ async def test_a_miswired_app_closes_an_unverified_users_websocket_before_accept
 ) -> None:
     kit = new_kit()
     await enrolled(kit)
-    sent = await websocket(miswiring.build(kit), SIGNED_IN)
+    sent = await open_websocket(miswiring.build(kit), SIGNED_IN)
     assert sent == [{"type": "websocket.close", "code": 1011, "reason": ""}]
     assert miswiring.says in refusals(caplog)[0]
 
@@ -622,12 +593,12 @@ async def test_a_right_wiring_starts_challenges_and_then_lets_the_verified_user_
         api = await http.get("/api/data", headers={"accept": "application/json"})
         assert api.status_code == 401
         cookie = {"cookie": f"session={http.cookies['session']}"}
-        assert (await websocket(app, cookie))[0]["code"] == 1008
+        assert (await open_websocket(app, cookie))[0]["code"] == 1008
         verified = await http.post("/mfa/api/verify", json={"code": kit.code(secret)})
         assert verified.status_code == 200, verified.text
         assert (await http.get("/protected")).status_code == 200
         cookie = {"cookie": f"session={http.cookies['session']}"}
-        assert (await websocket(app, cookie))[0]["type"] == "websocket.accept"
+        assert (await open_websocket(app, cookie))[0]["type"] == "websocket.accept"
     assert refusals(caplog) == []
 
 
