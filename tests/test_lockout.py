@@ -287,6 +287,23 @@ async def test_wrong_text_message_codes_use_up_the_codes_budget_not_the_recovery
         assert signed.status_code == 200, signed.text
 
 
+async def enrolled_and_remembered(
+    ga: GuardedApp, owner: httpx.AsyncClient
+) -> tuple[str, list[str]]:
+    """The owner turns 2FA on, signs in again and ticks "Remember this browser": their secret
+    and recovery codes."""
+    await sign_in(owner)
+    secret, codes = await enrol(ga, owner)
+    await sign_in(owner)
+    ga.clock.advance(30)
+    remembered = await owner.post(
+        "/mfa/api/verify", json={"code": ga.code(secret), "remember_device": True}
+    )
+    assert remembered.status_code == 200, remembered.text
+    await ga.guard.service.drain()
+    return secret, codes
+
+
 async def test_a_remembered_browser_stays_a_way_in_when_both_budgets_are_spent() -> None:
     ga = build_app(
         rate_limits={"failures": CODES, "recovery_failures": RECOVERY},
@@ -297,15 +314,7 @@ async def test_a_remembered_browser_stays_a_way_in_when_both_budgets_are_spent()
         ga.client(base_url="https://testserver") as owner,
         ga.client(base_url="https://testserver") as attacker,
     ):
-        await sign_in(owner)
-        secret, codes = await enrol(ga, owner)
-        await sign_in(owner)
-        ga.clock.advance(30)
-        remembered = await owner.post(
-            "/mfa/api/verify", json={"code": ga.code(secret), "remember_device": True}
-        )
-        assert remembered.status_code == 200, remembered.text
-        await ga.guard.service.drain()
+        secret, codes = await enrolled_and_remembered(ga, owner)
 
         await sign_in(attacker)
         wrong = str((int(ga.code(secret)) + 500_000) % 1_000_000).zfill(6)
@@ -340,15 +349,7 @@ async def test_a_remembered_browser_signing_in_lifts_the_failures_in_a_row() -> 
         ga.client(base_url="https://testserver") as attacker,
         ga.client(base_url="https://testserver") as new_browser,
     ):
-        await sign_in(owner)
-        secret, _ = await enrol(ga, owner)
-        await sign_in(owner)
-        ga.clock.advance(30)
-        remembered = await owner.post(
-            "/mfa/api/verify", json={"code": ga.code(secret), "remember_device": True}
-        )
-        assert remembered.status_code == 200, remembered.text
-        await ga.guard.service.drain()
+        secret, _ = await enrolled_and_remembered(ga, owner)
 
         await sign_in(attacker)
         wrong = str((int(ga.code(secret)) + 500_000) % 1_000_000).zfill(6)
