@@ -183,7 +183,8 @@ _ERRORS = {
     "404": "No such site, or not a member of it (site_not_found); no such remembered browser "
     "(device_not_found).",
     "409": "Conflicts with the current state (already_enrolled, not_enrolled, "
-    "mfa_enforced_by_site, members_without_mfa, sms_disabled, trusted_devices_disabled, …).",
+    "mfa_enforced_by_site, mfa_required_for_everyone, members_without_mfa, "
+    "no_pending_enrolment, sms_disabled, trusted_devices_disabled, …).",
     "413": "The body is over 4096 bytes (payload_too_large).",
     "415": "The body is not application/json (unsupported_media_type).",
     "422": "The code is wrong or already used (invalid_code, code_already_used).",
