@@ -22,8 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
-from mfa_guard.testing import FrozenClock, current_code
-from tests.test_demo import USER, csrf_token, sign_in, turn_on_two_factor
+from mfa_guard.testing import FrozenClock
+from tests.test_demo import USER, sign_in, turn_on_two_factor
+from tests.test_demo_devices import challenge
 from tests.test_stores import POSTGRES_URL
 
 SIGNED_OUT = "/login?next=/inbox"
@@ -90,18 +91,7 @@ def browser(app: Starlette) -> httpx.AsyncClient:
 async def pass_challenge(
     client: httpx.AsyncClient, secret: str, clock: FrozenClock, *, remember: bool
 ) -> None:
-    clock.advance(30)  # each time step's code is accepted once
-    page = await client.get("/mfa/challenge", params={"next": "/inbox"})
-    assert page.status_code == 200
-    form = {
-        "csrf_token": csrf_token(page.text),
-        "next": "/inbox",
-        "method": "totp",
-        "code": current_code(secret, clock()),
-    }
-    if remember:
-        form["remember"] = "1"
-    verified = await client.post("/mfa/challenge", data=form)
+    verified = await challenge(client, secret, clock, remember=remember)
     assert verified.status_code == 303
     assert verified.headers["location"] == "/inbox"
 

@@ -95,6 +95,17 @@ async def signed_in_again_with_phone(
     await sign_in(client)
 
 
+async def signed_in_again_with_stored_phone(ga: GuardedApp, client: httpx.AsyncClient) -> str:
+    """An enrolled user whose verified phone is set up directly in the store (so every text is
+    a sign-in code), signed in again and facing the challenge; returns the secret."""
+    await sign_in(client)
+    secret, _ = await enrol(ga, client)
+    await ga.store.set_phone(USER, E164, ga.clock())
+    await client.post("/logout")
+    await sign_in(client)
+    return secret
+
+
 async def test_a_user_adds_a_mobile_number_from_the_settings_page(
     browser: httpx.AsyncClient, outbox: OutboxSMS
 ) -> None:
@@ -354,12 +365,7 @@ async def test_an_sms_code_works_once(
 async def test_the_fourth_text_in_a_row_is_refused_with_retry_after(
     ga: GuardedApp, browser: httpx.AsyncClient, outbox: OutboxSMS
 ) -> None:
-    await sign_in(browser)
-    await enrol(ga, browser)
-    # The verified phone is set up directly, so every text below is a sign-in code.
-    await ga.store.set_phone(USER, E164, ga.clock())
-    await browser.post("/logout")
-    await sign_in(browser)
+    await signed_in_again_with_stored_phone(ga, browser)
     challenge = await browser.get("/mfa/challenge")
     form = {"csrf_token": csrf_of(challenge), "next": "/protected"}
     for _ in range(3):
@@ -530,11 +536,7 @@ async def test_a_resend_inside_the_cooldown_says_how_long_to_wait_and_keeps_the_
     # The default cooldown, one text per 30 s; its window runs on the real clock (`limits`).
     ga = sms_app(outbox, sms={"resend_cooldown": "1/30 seconds"})
     async with ga.client() as browser:
-        await sign_in(browser)
-        await enrol(ga, browser)
-        await ga.store.set_phone(USER, E164, ga.clock())
-        await browser.post("/logout")
-        await sign_in(browser)
+        await signed_in_again_with_stored_phone(ga, browser)
         challenge = await browser.get("/mfa/challenge?next=/protected")
         form = {"csrf_token": csrf_of(challenge), "next": "/protected"}
         before = time.time()
@@ -575,11 +577,7 @@ async def test_a_refused_resend_in_french_says_the_wait_in_french(outbox: Outbox
     ga = sms_app(outbox, sms={"resend_cooldown": "1/30 seconds"})
     french = {"Accept-Language": "fr"}
     async with ga.client() as browser:
-        await sign_in(browser)
-        await enrol(ga, browser)
-        await ga.store.set_phone(USER, E164, ga.clock())
-        await browser.post("/logout")
-        await sign_in(browser)
+        await signed_in_again_with_stored_phone(ga, browser)
         form = {"csrf_token": csrf_of(await browser.get("/mfa/challenge"))}
         sent = await browser.post("/mfa/sms", data=form, headers=french)
         refused = await browser.post("/mfa/sms", data=form, headers=french)
@@ -647,11 +645,7 @@ async def test_one_code_is_checked_for_the_chosen_method_only() -> None:
     outbox = OutboxSMS()
     ga = sms_app(outbox, trusted_devices={"enabled": True})
     async with ga.client() as browser:
-        await sign_in(browser)
-        secret, _ = await enrol(ga, browser)
-        await ga.store.set_phone(USER, E164, ga.clock())
-        await browser.post("/logout")
-        await sign_in(browser)
+        secret = await signed_in_again_with_stored_phone(ga, browser)
         ga.clock.advance(30)  # the enrolment used this step
         sent = await browser.post(
             "/mfa/sms", data={"csrf_token": csrf_of(await browser.get("/mfa/challenge"))}
