@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the JSON API, served at ``{mount}/api/openapi.json``.
 
 Built from the settings and the guard's options (site endpoints only with a site directory), so
-it describes what this app answers; ``tests/test_openapi.py`` checks every response of the suite's
-scenarios against it, and schemathesis fuzzes the live demo with it.
+it describes what this app answers; ``tests/web/test_openapi.py`` checks every response of the
+suite's scenarios against it, and schemathesis fuzzes the live demo with it.
 """
 
 from __future__ import annotations
