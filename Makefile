@@ -129,7 +129,7 @@ bench: $(COMPILED_STAMP)
 # banner).
 screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_browser_story.py \
-		tests/web/test_everyone.py::test_the_app_wide_banner_in_chromium
+		tests/e2e/test_everyone_demo.py::test_the_app_wide_banner_in_chromium
 
 # The sdist, the pure-Python wheel and this platform's wheel with the compiled middleware (each
 # built from the sdist) in dist/, checked by twine (the metadata PyPI would show). The tools get a

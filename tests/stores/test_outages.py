@@ -1,5 +1,6 @@
 """Outages (SECURITY.md checklist 12): a rate-limit or store backend that goes down while requests
-run fails closed with a generic 503, loses nothing, and the same app recovers once it is back.
+run fails closed with a generic 503, loses nothing, and the same app recovers once it is back;
+with Redis down, no text is sent.
 
 Redis is a throwaway ``redis-server`` the test starts and kills; PostgreSQL is reached through
 an in-process TCP proxy whose ``cut()`` is the network failing and ``restore()`` its return.
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,16 +29,27 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
+from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import StoreUnavailable
+from mfa_guard.events import EventKind
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
+from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.base import MFAStore, SMSChallenge, SMSPurpose, StoredSecrets
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
-from tests.scenarios import TOKEN, USER, assert_refused_page
+from tests.scenarios import (
+    TOKEN,
+    USER,
+    State,
+    assert_refused_page,
+    page_token,
+    recovery_code_set,
+)
 
 POSTGRES_URL = os.environ.get(
     "MFA_GUARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -48,8 +61,27 @@ WAIT_TIMEOUT = 10.0
 POLL_INTERVAL = 0.01
 RECHECK_SECONDS = 60
 PHONE = "+33612345678"
+OTHER_MOBILE = "+33699887766"
+SMS = {
+    "enabled": True,
+    "provider": "outbox",
+    "allowed_regions": ["FR", "GB"],
+    # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
+    "resend_cooldown": "100/second",
+}
+TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 # What a 503 must never show the client: the cause is for the operator's log only.
-LEAKS = ("Traceback", 'File "', "redis", "asyncpg", "postgres", "sqlalchemy", "127.0.0.1")
+LEAKS = (
+    "Traceback",
+    'File "',
+    "redis",
+    "coredis",
+    "limits",
+    "asyncpg",
+    "postgres",
+    "sqlalchemy",
+    "127.0.0.1",
+)
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -608,6 +640,96 @@ async def test_a_redis_that_lost_its_scripts_still_counts_every_attempt(
         assert await failures.acquire(USER, 0.0) is not None
     finally:
         await failures.aclose()
+
+
+# -- Redis: the send budget of texts ------------------------------------------------------
+#
+# The send budget cannot be counted, so nothing is sent on a guess: every SMS path answers the
+# generic 503 and sends nothing, a verified session keeps working, nothing is lost, and texts
+# flow again once Redis is back.
+
+
+def last_texted_code(outbox: OutboxSMS) -> str:
+    assert outbox.messages, "a text was sent"
+    match = TEXTED_CODE.search(outbox.messages[-1].text)
+    assert match is not None, outbox.messages[-1].text
+    return match.group(1)
+
+
+async def enrolled_with_a_phone(ga: GuardedApp) -> str:
+    """The user enrolled with a verified phone, straight in the store; returns the TOTP key."""
+    secret = totp.new_secret()
+    encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)
+    now = ga.clock()
+    await ga.store.begin_enrolment(USER, encrypted)
+    epoch = await ga.store.confirm_enrolment(
+        USER, encrypted, step=int(now // 30), recovery=recovery_code_set(), now=now
+    )
+    assert epoch is not None
+    await ga.store.set_phone(USER, PHONE, now)
+    return secret
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_refuses_every_text_with_503_and_sends_none(
+    redis_server: RedisServer,
+) -> None:
+    outbox = OutboxSMS()
+    ga = build_app(
+        sms_provider=outbox,
+        sms=SMS,
+        storage_uri=redis_server.url,
+        recheck_seconds=RECHECK_SECONDS,
+    )
+    try:
+        async with ga.client() as verified, ga.client() as challenged:
+            secret = await enrolled_with_a_phone(ga)
+            await sign_in(verified)
+            await sign_in(challenged)
+            ga.clock.advance(30)  # the enrolment used this step
+            done = await verified.post("/mfa/api/verify", json={"code": ga.code(secret)})
+            assert done.status_code == 200, done.text
+            sent = await challenged.post("/mfa/api/sms/send", json={})
+            assert sent.status_code == 202, sent.text
+            code = last_texted_code(outbox)
+            token = await page_token(challenged, State.CHALLENGED)
+            before = await ga.store.get(USER)
+
+            await redis_server.stop()
+
+            # The send budget cannot be counted: no text goes out on a guess.
+            assert_unavailable_json(await challenged.post("/mfa/api/sms/send", json={}))
+            assert_unavailable_json(
+                await verified.post("/mfa/api/phone", json={"phone": OTHER_MOBILE})
+            )
+            page = await challenged.post("/mfa/sms", data={"csrf_token": token})
+            assert_unavailable_page(page)
+            # Nor can the failure count: the texted code is not tried, so not spent.
+            assert_unavailable_json(
+                await challenged.post("/mfa/api/verify", json={"method": "sms", "code": code})
+            )
+            assert (await challenged.get("/protected")).status_code == 303
+            assert len(outbox.messages) == 1
+            assert EventKind.SMS_SENT in ga.events.kinds()
+
+            # The verified session works on, from its marker and then its store re-check.
+            assert (await verified.get("/protected")).status_code == 200
+            ga.clock.advance(RECHECK_SECONDS + 1)
+            assert (await verified.get("/api/data")).json() == {"data": 42}
+            assert await ga.store.get(USER) == before  # nothing lost, nothing spent
+
+            # Redis is back (empty): the waiting code signs in, and texts go out again.
+            await redis_server.start()
+            signed_in = await challenged.post(
+                "/mfa/api/verify", json={"method": "sms", "code": code}
+            )
+            assert signed_in.status_code == 200, signed_in.text
+            assert (await challenged.get("/protected")).status_code == 200
+            again = await verified.post("/mfa/api/sms/send", json={})
+            assert again.status_code == 202, again.text
+            assert len(outbox.messages) == 2
+    finally:
+        await ga.guard.aclose()
 
 
 # -- PostgreSQL: the enrolment store ---------------------------------------------------------

@@ -6,21 +6,12 @@ Time is the injected clock (2027-01-15T08:00:00Z); deadlines ride in the session
 
 from __future__ import annotations
 
-import asyncio
-import html
 import io
-import os
-import re
-from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
-import httpx
 import pytest
 import schemathesis
-from playwright.sync_api import Browser, expect
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,57 +22,24 @@ from mfa_guard.errors import StoreUnavailable
 from mfa_guard.events import EventKind
 from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.stores.sql import SQLStore
-from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock
+from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from tests.apps import ENCRYPTION_KEY, GuardedApp, build_app, enrol, sign_in
-from tests.e2e.test_browser_story import TIMEOUT_MS, browser, screenshot  # noqa: F401 (the fixture)
-from tests.e2e.test_demo_sites import Demo, owner_with_2fa, post_policy, running_demo
-from tests.e2e.test_demo_sites import sign_in as demo_sign_in
-from tests.live import served
+from tests.everyone import (
+    AGENT,
+    ANYONE,
+    NOW,
+    OWNER,
+    acme,
+    banner,
+    enforce,
+    everyone,
+    text_of,
+    without_mfa_guard_variables,
+)
 from tests.scenarios import assert_json_error, websocket_messages
 from tests.web.test_cli import seeded
 
-T = TypeVar("T")
-NOW = FrozenClock().now  # 2027-01-15T08:00:00Z
 RECHECK = 60
-AGENT = "agent@acme.test"
-OWNER = "owner@acme.test"
-ANYONE = "anyone@example.test"
-
-
-def instant(seconds_from_now: float) -> datetime:
-    return datetime.fromtimestamp(NOW + seconds_from_now, UTC)
-
-
-def everyone(*, deadline_in: float | None = None) -> dict[str, object]:
-    """The settings group: required of every account, at once or ``deadline_in`` seconds on."""
-    group: dict[str, object] = {"required": True}
-    if deadline_in is not None:
-        group["deadline"] = instant(deadline_in)
-    return group
-
-
-async def acme(*, name: str = "Acme") -> MemorySiteDirectory:
-    directory = MemorySiteDirectory()
-    await directory.save_site("acme", name)
-    await directory.add_member("acme", OWNER, Role.OWNER)
-    await directory.add_member("acme", AGENT, Role.OPERATOR)
-    return directory
-
-
-async def enforce(directory: MemorySiteDirectory, deadline: float) -> None:
-    policy = SitePolicy(enforce=True, grace_deadline=deadline, changed_by=OWNER, changed_at=NOW)
-    assert await directory.set_policy("acme", policy)
-
-
-def text_of(page: str) -> str:
-    """The page's text: tags dropped, entities decoded, white space made single spaces."""
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", page))).strip()
-
-
-def banner(page: httpx.Response) -> str:
-    match = re.search(r'<p class="banner"[^>]*id="enrolment-notice">(.*?)</p>', page.text, re.S)
-    assert match is not None, page.text
-    return text_of(match.group(1))
 
 
 def with_notice_routes(ga: GuardedApp) -> GuardedApp:
@@ -547,58 +505,6 @@ def test_a_naive_datetime_object_is_refused_too() -> None:
         )
 
 
-# -- the demo ------------------------------------------------------------------------------------
-
-
-def without_mfa_guard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The demo reads MFA_GUARD_* from the environment; these tests set their own.
-    for name in list(os.environ):
-        if name.upper().startswith("MFA_GUARD_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-async def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Demo]:
-    without_mfa_guard_variables(monkeypatch)
-    async with running_demo(tmp_path, FrozenClock()) as running:
-        yield running
-
-
-async def test_the_demos_banner_names_the_site(demo: Demo) -> None:
-    async with demo.browser() as owner, demo.browser() as agent:
-        await owner_with_2fa(demo, owner)
-        assert (await post_policy(owner, enforce=True, grace="24")).status_code == 303
-        await demo_sign_in(agent, AGENT)
-        inbox = await agent.get("/inbox")
-        assert inbox.status_code == 200
-        assert banner(inbox) == (
-            "Acme requires two-factor authentication from 16 Jan 2027, 08:00 UTC. "
-            "Turn it on now to keep your access."
-        )
-        demo.clock.advance(24 * 3600)
-        enrol_page = await agent.get("/mfa/enrol?next=/inbox")
-        assert banner(enrol_page) == (
-            "Acme requires two-factor authentication. Turn it on to continue."
-        )
-
-
-async def test_the_demo_requires_2fa_of_everyone_when_the_environment_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    without_mfa_guard_variables(monkeypatch)
-    monkeypatch.setenv("MFA_GUARD_EVERYONE__REQUIRED", "true")
-    monkeypatch.setenv("MFA_GUARD_EVERYONE__DEADLINE", "2027-01-16T08:00:00Z")
-    async with running_demo(tmp_path, FrozenClock()) as running, running.browser() as solo:
-        await demo_sign_in(solo, "solo@example.test")
-        inbox = await solo.get("/inbox")
-        assert banner(inbox) == (
-            "Two-factor authentication is required for every account from "
-            "16 Jan 2027, 08:00 UTC. Turn it on now to keep your access."
-        )
-        running.clock.advance(86400)
-        assert (await solo.get("/inbox")).headers["location"] == "/mfa/enrol?next=/inbox"
-
-
 # -- mfa-guard status ----------------------------------------------------------------------------
 
 
@@ -708,72 +614,3 @@ def test_status_refuses_bad_settings_and_unreadable_lists(
     assert code == 2
     assert "has no timezone" in err
     assert "Traceback" not in err
-
-
-# -- in a real browser ---------------------------------------------------------------------------
-
-
-def on_another_thread(work: Coroutine[Any, Any, T]) -> T:
-    """``work``'s result, from a test whose thread runs Playwright's own event loop."""
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, work).result()
-
-
-def enrolment_page_in_chromium(
-    chromium: Browser, ga: GuardedApp, user: str, tmp_path: Path, name: str
-) -> str:
-    """The enrolment page ``user`` opens from the banner's link during the grace period, at a
-    phone's and a desktop's width: screenshots ``{name}-390.png`` and ``{name}-1280.png``;
-    returns the banner's text (the same at both)."""
-    texts = set()
-    with served(ga.app) as url:
-        for width in (390, 1280):
-            context = chromium.new_context(base_url=url, viewport={"width": width, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            assert page.request.post("/login", form={"user": user}, max_redirects=0).status == 303
-            page.goto("/mfa/settings")
-            page.locator("#enrolment-notice").get_by_role("link", name="Turn it on now").click()
-            expect(page).to_have_url(f"{url}/mfa/enrol")
-            notice = page.locator("#enrolment-notice")
-            expect(notice).to_be_visible()
-            # The whole banner on screen: inside the page's width, no sideways scrolling.
-            box = notice.bounding_box()
-            assert box is not None
-            assert box["x"] >= 0
-            assert box["x"] + box["width"] <= width
-            assert page.evaluate("document.documentElement.scrollWidth") <= width
-            expect(page.locator("time")).to_have_attribute("datetime", "2027-01-16T08:00:00Z")
-            texts.add(" ".join(notice.inner_text().split()))
-            page.screenshot(path=tmp_path / f"{name}-{width}.png", full_page=True)
-            if name == "enrol-everyone" and width == 1280:
-                screenshot(
-                    page, tmp_path, "enrol-everyone.png"
-                )  # docs/images with make screenshots
-            context.close()
-    (text,) = texts
-    return text
-
-
-def test_the_app_wide_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
-    tmp_path: Path,
-) -> None:
-    ga = build_app(everyone=everyone(deadline_in=86400), issuer="Acme Inbox")
-    assert enrolment_page_in_chromium(browser, ga, ANYONE, tmp_path, "enrol-everyone") == (
-        "Two-factor authentication is required for every account from 16 Jan 2027, 08:00 UTC. "
-        "Turn it on now to keep your access."
-    )
-
-
-def test_the_site_named_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
-    tmp_path: Path,
-) -> None:
-    directory = on_another_thread(acme())
-    on_another_thread(enforce(directory, NOW + 86400))
-    ga = build_app(sites=directory, issuer="Acme Inbox")
-    assert enrolment_page_in_chromium(browser, ga, AGENT, tmp_path, "enrol-site") == (
-        "Acme requires two-factor authentication from 16 Jan 2027, 08:00 UTC. "
-        "Turn it on now to keep your access."
-    )
