@@ -14,16 +14,15 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from examples.inbox import DEMO_PASSWORD, create_app
 from playwright.sync_api import Page, expect
 
 from mfa_guard.testing import current_code
 from tests.chromium import launched
 from tests.live import served
+from tests.rendering import violations
 
 TIMEOUT_MS = 15_000
 OWNER = "owner@acme.test"
@@ -34,7 +33,6 @@ PHONE = "+33 6 12 34 56 78"
 TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 CODE_INPUTS = "#code, #recovery-code, #phone-code, #disable-code"
 NUMERIC_CODE_INPUTS = "#code, #phone-code, #disable-code"
-AXE = Axe()
 
 
 @pytest.fixture(autouse=True)
@@ -53,16 +51,6 @@ def page(tmp_path: Path) -> Iterator[Page]:
         context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         yield context.new_page()
-
-
-def violations(page: Page) -> list[str]:
-    """axe-core's violations of every impact, one line each (rule, impact, offending nodes)."""
-    results: dict[str, Any] = AXE.run(page).response
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} — "
-        + "; ".join(node["html"][:120] for node in v["nodes"])
-        for v in results["violations"]
-    ]
 
 
 def labelled_inputs(page: Page) -> list[str]:

@@ -26,7 +26,6 @@ from examples.inbox import DEMO_PASSWORD, create_app
 from playwright.sync_api import (
     Browser,
     BrowserContext,
-    Locator,
     Page,
     Response,
     ViewportSize,
@@ -34,15 +33,9 @@ from playwright.sync_api import (
 )
 
 from mfa_guard.testing import current_code
-from tests.chromium import launched
+from tests.chromium import TIMEOUT_MS, screenshot
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCS_IMAGES = ROOT / "docs" / "images"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Playwright's waits, in milliseconds: generous for a loaded CI machine.
-TIMEOUT_MS = 15_000
 
 OWNER = "owner@acme.test"
 AGENT = "agent@acme.test"
@@ -78,12 +71,6 @@ def served_demo(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with launched() as browser:
-        yield browser
-
-
 def person(
     browser: Browser, base_url: str, user_agent: str | None = None
 ) -> tuple[BrowserContext, Page]:
@@ -114,35 +101,6 @@ def scan_the_qr_code_and_confirm(page: Page, at: float | None = None) -> list[st
     page.get_by_role("button", name="Confirm and turn on").click()
     expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
     return page.locator("#recovery-codes code").all_inner_texts()
-
-
-def screenshot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) -> None:
-    """The whole page, or only ``part`` of it: always into tmp_path (checked to be a PNG); into
-    docs/images with MFA_GUARD_SCREENSHOTS=1 (``make screenshots``)."""
-    places = [tmp_path / name]
-    if os.environ.get("MFA_GUARD_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        places.append(DOCS_IMAGES / name)
-    for place in places:
-        if part is None:
-            page.screenshot(path=place, full_page=True)
-        else:
-            box = part.bounding_box()
-            assert box is not None, f"{name}: the part to show is not on the page"
-            margin = 16  # inside the page's own padding
-            page.screenshot(
-                path=place,
-                clip={
-                    "x": box["x"] - margin,
-                    "y": box["y"] - margin,
-                    "width": box["width"] + 2 * margin,
-                    "height": box["height"] + 2 * margin,
-                },
-                full_page=True,
-            )
-        image = place.read_bytes()
-        assert image.startswith(PNG_SIGNATURE), place
-        assert len(image) > 1000, place
 
 
 def as_seen_at_both_widths(page: Page, tmp_path: Path, name: str) -> None:

@@ -6,7 +6,6 @@ import os
 import re
 import stat
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -15,12 +14,18 @@ from examples.inbox import DEMO_PASSWORD, create_app
 from examples.inbox.app import demo_settings
 
 from mfa_guard.testing import FrozenClock, current_code
+from tests.demo import (
+    MANUAL_KEY,
+    USER,
+    answer_challenge,
+    csrf_token,
+    running_inbox,
+    sign_in,
+    turn_on_two_factor,
+)
 from tests.live import served
 
-USER = "solo@example.test"
 PHONE = "+33 6 12 34 56 78"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-MANUAL_KEY = re.compile(r'id="manual-key">([^<]+)<')
 TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 
 
@@ -40,73 +45,10 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@asynccontextmanager
-async def running_inbox(data_dir: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
-    """The demo app with its lifespan (which closes the store), and a client for it."""
-    app = create_app(data_dir, clock=clock)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 async def client(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
     async with running_inbox(tmp_path, clock) as client:
         yield client
-
-
-def csrf_token(html: str) -> str:
-    match = CSRF.search(html)
-    assert match is not None, html
-    return match.group(1)
-
-
-async def sign_in(client: httpx.AsyncClient, email: str = USER) -> httpx.Response:
-    return await client.post("/login", data={"email": email, "password": DEMO_PASSWORD})
-
-
-async def turn_on_two_factor(client: httpx.AsyncClient, clock: FrozenClock) -> str:
-    """Enrols the signed-in operator through the HTML pages; returns the authenticator key."""
-    page = await client.get("/mfa/enrol")
-    assert page.status_code == 200
-    started = await client.post(
-        "/mfa/enrol", data={"csrf_token": csrf_token(page.text), "next": "/inbox"}
-    )
-    assert started.status_code == 200
-    key = MANUAL_KEY.search(started.text)
-    assert key is not None, started.text
-    secret = key.group(1).replace(" ", "")
-    confirmed = await client.post(
-        "/mfa/enrol/confirm",
-        data={
-            "csrf_token": csrf_token(started.text),
-            "next": "/inbox",
-            "code": current_code(secret, clock()),
-        },
-    )
-    assert confirmed.status_code == 200
-    assert 'id="recovery-codes"' in confirmed.text
-    return secret
-
-
-async def answer_challenge(
-    client: httpx.AsyncClient, secret: str, clock: FrozenClock
-) -> httpx.Response:
-    page = await client.get("/mfa/challenge", params={"next": "/inbox"})
-    assert page.status_code == 200
-    return await client.post(
-        "/mfa/challenge",
-        data={
-            "csrf_token": csrf_token(page.text),
-            "next": "/inbox",
-            "method": "totp",
-            "code": current_code(secret, clock()),
-        },
-    )
 
 
 async def test_operator_turns_on_two_factor_and_signs_in_with_a_code(

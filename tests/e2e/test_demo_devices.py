@@ -16,8 +16,8 @@ from cryptography.fernet import Fernet
 from examples.inbox.app import demo_settings
 
 from mfa_guard.devices import DAY
-from mfa_guard.testing import FrozenClock, current_code
-from tests.e2e.test_demo import csrf_token, running_inbox, sign_in, turn_on_two_factor
+from mfa_guard.testing import FrozenClock
+from tests.demo import challenge, csrf_token, running_inbox, sign_in, turn_on_two_factor
 
 COOKIE = "mfa_guard_device"
 DEVICE_ID = re.compile(r'data-device="([^"]+)"')
@@ -47,24 +47,6 @@ def device_cookie(response: httpx.Response) -> str | None:
         if header.startswith(f"{COOKIE}="):
             return header
     return None
-
-
-async def challenge(
-    client: httpx.AsyncClient, secret: str, clock: FrozenClock, *, remember: bool
-) -> httpx.Response:
-    clock.advance(30)  # each time step's code is accepted once
-    page = await client.get("/mfa/challenge", params={"next": "/inbox"})
-    assert page.status_code == 200
-    form = {
-        "csrf_token": csrf_token(page.text),
-        "next": "/inbox",
-        "method": "totp",
-        "code": current_code(secret, clock()),
-    }
-    if remember:
-        assert "Remember this browser for 30 days" in page.text
-        form["remember"] = "1"
-    return await client.post("/mfa/challenge", data=form)
 
 
 async def sign_in_again(client: httpx.AsyncClient) -> httpx.Response:

@@ -23,9 +23,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
 from mfa_guard.testing import FrozenClock
-from tests.e2e.test_demo import USER, sign_in, turn_on_two_factor
-from tests.e2e.test_demo_devices import challenge
-from tests.stores.test_mfa_store import POSTGRES_URL
+from tests.databases import POSTGRES_URL
+from tests.demo import USER, challenge, sign_in, turn_on_two_factor
 
 SIGNED_OUT = "/login?next=/inbox"
 CHALLENGE = "/mfa/challenge?next=/inbox"

@@ -8,21 +8,27 @@ import html
 import os
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from examples.inbox.sites import DEMO_SITES, DemoSite, seed_sites
-from starlette.applications import Starlette
 
 from mfa_guard.stores.sites import Member, MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import FrozenClock, current_code
-from tests.e2e.test_demo import MANUAL_KEY, answer_challenge, csrf_token, turn_on_two_factor
+from tests.demo import (
+    MANUAL_KEY,
+    OWNER,
+    Demo,
+    answer_challenge,
+    csrf_token,
+    owner_with_2fa,
+    post_policy,
+    running_demo,
+    turn_on_two_factor,
+)
 
-OWNER = "owner@acme.test"
 AGENT = "agent@acme.test"
 SOLO = "solo@example.test"
 NEWCOMER = "newcomer@acme.test"
@@ -46,32 +52,6 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@dataclass
-class Demo:
-    """The demo app, started (its sites seeded); each person gets a browser of their own."""
-
-    app: Starlette
-    clock: FrozenClock
-
-    def browser(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://testserver"
-        )
-
-    async def policy(self, site_id: str = "acme") -> SitePolicy:
-        site = await self.app.state.sites.site(site_id)
-        assert site is not None
-        policy: SitePolicy = site.policy
-        return policy
-
-
-@asynccontextmanager
-async def running_demo(data_dir: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
-    app = create_app(data_dir, clock=clock)
-    async with app.router.lifespan_context(app):
-        yield Demo(app, clock)
-
-
 @pytest.fixture
 async def demo(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
     async with running_demo(tmp_path, clock) as demo:
@@ -81,27 +61,6 @@ async def demo(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
 async def sign_in(browser: httpx.AsyncClient, email: str, password: str = DEMO_PASSWORD) -> None:
     response = await browser.post("/login", data={"email": email, "password": password})
     assert response.status_code == 303, response.text
-
-
-async def owner_with_2fa(demo: Demo, browser: httpx.AsyncClient) -> str:
-    """Acme's owner, signed in with 2FA turned on (and so verified) in this session."""
-    await sign_in(browser, OWNER)
-    return await turn_on_two_factor(browser, demo.clock)
-
-
-async def post_policy(
-    browser: httpx.AsyncClient,
-    *,
-    enforce: bool,
-    grace: str = "now",
-    site: str = "acme",
-) -> httpx.Response:
-    page = await browser.get(f"/sites/{site}/settings")
-    assert page.status_code == 200, page.text
-    data = {"csrf_token": csrf_token(page.text), "grace": grace}
-    if enforce:
-        data["enforce"] = "on"
-    return await browser.post(f"/sites/{site}/settings", data=data)
 
 
 def text_of(page: str) -> str:

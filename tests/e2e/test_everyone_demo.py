@@ -17,9 +17,8 @@ from playwright.sync_api import Browser, expect
 
 from mfa_guard.testing import FrozenClock
 from tests.apps import GuardedApp, build_app
-from tests.e2e.test_browser_story import TIMEOUT_MS, browser, screenshot  # noqa: F401 (the fixture)
-from tests.e2e.test_demo_sites import Demo, owner_with_2fa, post_policy, running_demo
-from tests.e2e.test_demo_sites import sign_in as demo_sign_in
+from tests.chromium import TIMEOUT_MS, screenshot
+from tests.demo import Demo, owner_with_2fa, post_policy, running_demo, sign_in
 from tests.everyone import (
     AGENT,
     ANYONE,
@@ -46,7 +45,7 @@ async def test_the_demos_banner_names_the_site(demo: Demo) -> None:
     async with demo.browser() as owner, demo.browser() as agent:
         await owner_with_2fa(demo, owner)
         assert (await post_policy(owner, enforce=True, grace="24")).status_code == 303
-        await demo_sign_in(agent, AGENT)
+        assert (await sign_in(agent, AGENT)).status_code == 303
         inbox = await agent.get("/inbox")
         assert inbox.status_code == 200
         assert banner(inbox) == (
@@ -67,7 +66,7 @@ async def test_the_demo_requires_2fa_of_everyone_when_the_environment_says_so(
     monkeypatch.setenv("MFA_GUARD_EVERYONE__REQUIRED", "true")
     monkeypatch.setenv("MFA_GUARD_EVERYONE__DEADLINE", "2027-01-16T08:00:00Z")
     async with running_demo(tmp_path, FrozenClock()) as running, running.browser() as solo:
-        await demo_sign_in(solo, "solo@example.test")
+        assert (await sign_in(solo, "solo@example.test")).status_code == 303
         inbox = await solo.get("/inbox")
         assert banner(inbox) == (
             "Two-factor authentication is required for every account from "
@@ -123,7 +122,7 @@ def enrolment_page_in_chromium(
 
 
 def test_the_app_wide_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     ga = build_app(everyone=everyone(deadline_in=86400), issuer="Acme Inbox")
@@ -134,7 +133,7 @@ def test_the_app_wide_banner_in_chromium(
 
 
 def test_the_site_named_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     directory = on_another_thread(acme())

@@ -28,9 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app
 from tests.chromium import launched
-from tests.e2e.test_accessibility import violations
+from tests.databases import redis_or_skip
 from tests.live import served
-from tests.stores.test_rate_limits import redis_or_skip
+from tests.rendering import violations
 
 TIMEOUT_MS = 15_000
 PHONE = "+33 6 12 34 56 78"

@@ -31,7 +31,7 @@ from mfa_guard.settings import RateLimitSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
-from tests.stores.test_rate_limits import redis_or_skip
+from tests.databases import redis_or_skip
 
 # Small budgets, so a test reaches each limit in a few requests.
 CODES = "3/minute;100/day"

@@ -22,11 +22,10 @@ from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing.contract import RECOVERY
 from tests.apps import enrol, sign_in
-from tests.chromium import launched
-from tests.e2e.test_browser_story import TIMEOUT_MS, screenshot
+from tests.chromium import TIMEOUT_MS, launched, screenshot
+from tests.databases import empty_postgres_store, fresh_schema, sqlite_url
 from tests.live import served
-from tests.stores.test_mfa_store import empty_postgres_store, fresh_schema, sqlite_url
-from tests.web.test_sms_api import SMSApp, build_sms_app
+from tests.sms_apps import SMSApp, build_sms_app
 
 USER = "solo@example.test"
 MOBILE = "+33612345678"

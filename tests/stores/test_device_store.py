@@ -11,7 +11,7 @@ from mfa_guard.stores.devices import MemoryDeviceStore
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.stores.sql_devices import SQLDeviceStore
 from mfa_guard.testing.devices_contract import NOW, DeviceStoreContract, device
-from tests.stores.test_mfa_store import (
+from tests.databases import (
     POSTGRES_URL,
     UNREACHABLE_POSTGRES_URL,
     fresh_schema,

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.marker import EnrolmentSummary
@@ -20,55 +15,19 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql import SQLStore, metadata
 from mfa_guard.testing.contract import CONCURRENT_REQUESTS, STEP, MFAStoreContract, enrol
-
-POSTGRES_URL = os.environ.get(
-    "MFA_GUARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from tests.databases import (
+    POSTGRES_URL,
+    UNREACHABLE_POSTGRES_URL,
+    empty_postgres_store,
+    fresh_schema,
+    sqlite_url,
 )
-UNREACHABLE_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
-
-
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/mfa.db"
-
-
-async def _execute(url: str, statement: str) -> None:
-    engine = create_async_engine(url, connect_args={"timeout": 5})
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@contextlib.contextmanager
-def fresh_schema(prefix: str) -> Iterator[str]:
-    """A PostgreSQL schema of its own (dropped after), so parallel runs share the server safely;
-    a failure when CI=true, a skip elsewhere, if the server is not there."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_execute(POSTGRES_URL, f"CREATE SCHEMA {schema}"))
-    except (OSError, sa_exc.DBAPIError) as exc:
-        where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        reason = f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(f"{reason} (start it or set MFA_GUARD_TEST_POSTGRES_URL)")
-    yield schema
-    asyncio.run(_execute(POSTGRES_URL, f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture(scope="session")
 def postgres_schema() -> Iterator[str]:
     with fresh_schema("mfa_guard_test") as schema:
         yield schema
-
-
-async def empty_postgres_store(schema: str) -> SQLStore:
-    store = SQLStore(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    await store.create_all()
-    async with store.engine.begin() as conn:
-        await conn.execute(text("TRUNCATE mfa_guard_recovery_codes, mfa_guard_enrolments"))
-    return store
 
 
 class TestMemoryStore(MFAStoreContract):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 import uuid
 
@@ -21,20 +19,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.ratelimit import FailureLimiter, _key, failure_limiters, storage_from_uri
 from mfa_guard.settings import DAY, RateLimitSettings
-
-REDIS_URL = os.environ.get("MFA_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-
-
-def redis_or_skip() -> str:
-    """The test Redis; a skip only outside CI, where it must run."""
-    if os.environ.get("CI") == "true":
-        return REDIS_URL
-    try:
-        with socket.create_connection(("127.0.0.1", int(REDIS_URL.split(":")[2].split("/")[0])), 1):
-            pass
-    except OSError as exc:  # pragma: no cover - only without a local Redis
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
-    return REDIS_URL
+from tests.databases import redis_or_skip
 
 
 async def test_each_attempt_takes_a_slot_and_a_success_clears_them() -> None:

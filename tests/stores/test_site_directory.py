@@ -18,7 +18,7 @@ from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, metadata, site_memb
 from mfa_guard.testing import CountingSiteDirectory
 from mfa_guard.testing.contract import PHONE, enrol
 from mfa_guard.testing.sites_contract import NOW, SiteDirectoryContract, enforcing, site_with
-from tests.stores.test_mfa_store import (
+from tests.databases import (
     POSTGRES_URL,
     UNREACHABLE_POSTGRES_URL,
     fresh_schema,

@@ -16,11 +16,8 @@ from cryptography.fernet import Fernet
 import mfa_guard
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
-from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.ratelimit import FailureLimiter, Wait, storage_from_uri
-from mfa_guard.stores.sites import Role, SitePolicy
-from mfa_guard.stores.sql import SQLStore
-from tests.stores.test_rate_limits import redis_or_skip
+from tests.databases import redis_or_skip, seeded
 
 
 def test_keygen_prints_a_key_the_settings_accept(capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,26 +55,6 @@ def test_init_db_says_when_the_database_is_down(capsys: pytest.CaptureFixture[st
     url = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
     assert main(["init-db", "--database-url", url]) == 1
     assert "unavailable" in capsys.readouterr().err
-
-
-async def seeded(url: str) -> None:
-    """Acme (an owner with 2FA, an operator without) and Solo, in the SQL store at ``url``."""
-    store = SQLStore(url)
-    try:
-        directory = store.site_directory()
-        await directory.save_site("acme", "Acme")
-        await directory.add_member("acme", "owner@acme.test", Role.OWNER)
-        await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)
-        await directory.save_site("solo", "Solo")
-        await directory.add_member("solo", "solo@example.test", Role.OWNER)
-        policy = SitePolicy(enforce=True, grace_deadline=1_800_000_000.0, changed_at=0.0)
-        assert await directory.set_policy("acme", policy)
-        recovery = RecoveryCodeSet(salt="00", hashes=("11",))
-        for user in ("owner@acme.test", "solo@example.test"):
-            await store.begin_enrolment(user, "token")
-            assert await store.confirm_enrolment(user, "token", step=1, recovery=recovery, now=1.0)
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePo
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from tests.apps import ENCRYPTION_KEY, GuardedApp, build_app, enrol, sign_in
+from tests.databases import seeded
 from tests.everyone import (
     AGENT,
     ANYONE,
@@ -37,7 +38,6 @@ from tests.everyone import (
     without_mfa_guard_variables,
 )
 from tests.scenarios import assert_json_error, websocket_messages
-from tests.web.test_cli import seeded
 
 RECHECK = 60
 

@@ -8,10 +8,8 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,15 +18,15 @@ from itsdangerous import TimestampSigner
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mfa_guard import EventKind, MFAStore
+from mfa_guard import EventKind
 from mfa_guard.core import totp
 from mfa_guard.crypto import SecretBox
 from mfa_guard.settings import SMSSettings
-from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.base import SMSPurpose
-from tests.apps import SESSION_SECRET, GuardedApp, build_app, enrol, settings_for, sign_in
+from tests.apps import SESSION_SECRET, build_app, enrol, settings_for, sign_in
+from tests.databases import redis_or_skip
 from tests.scenarios import State, arrive, recovery_code_set
-from tests.stores.test_rate_limits import redis_or_skip
+from tests.sms_apps import CODE, PEER, SMSApp, build_sms_app
 
 USER = "solo@example.test"
 OTHER_USER = "other@example.test"
@@ -37,53 +35,6 @@ TYPED_MOBILE = "+33 6 12 34 56 78"
 MASKED = "+33 •••• ••78"
 OTHER_MOBILE = "+33699887766"
 UK_MOBILE = "+447400123456"  # Great Britain (+44 7911 is Guernsey)
-PEER = "203.0.113.7"
-CODE = re.compile(r"\b\d{6}\b")
-
-
-@dataclass
-class SMSApp:
-    """A guarded app that sends texts to an outbox the test reads."""
-
-    ga: GuardedApp
-    outbox: OutboxSMS
-
-    def client(self, ip: str = PEER, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.ga.app, client=(ip, 4000)),
-            base_url="http://testserver",
-            **kwargs,
-        )
-
-    def sent(self) -> int:
-        return len(self.outbox.messages)
-
-    def codes(self) -> list[str]:
-        """The code of each text sent, oldest first."""
-        found = [CODE.search(message.text) for message in self.outbox.messages]
-        assert all(found), [message.text for message in self.outbox.messages]
-        return [match.group() for match in found if match is not None]
-
-    def last_code(self) -> str:
-        return self.codes()[-1]
-
-
-def build_sms_app(
-    store: MFAStore | None = None, *, settings: dict[str, Any] | None = None, **sms: Any
-) -> SMSApp:
-    """SMS on for France and the United Kingdom, a cooldown that lets a test send in a burst
-    (the ``limits`` windows run on the real clock, not the test's), ``sms`` overriding any of
-    it."""
-    outbox = OutboxSMS()
-    sms_settings = {
-        "enabled": True,
-        "allowed_regions": ["FR", "GB"],
-        "provider": "outbox",
-        "resend_cooldown": "100/second",
-        **sms,
-    }
-    ga = build_app(store, sms_provider=outbox, **{"sms": sms_settings, **(settings or {})})
-    return SMSApp(ga, outbox)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql_devices import SQLDeviceStore
 from mfa_guard.testing import CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
-from tests.stores.test_mfa_store import POSTGRES_URL, fresh_schema
+from tests.databases import POSTGRES_URL, fresh_schema
 
 USER = "solo@example.test"
 RECHECK = 60
