@@ -23,14 +23,7 @@ from pathlib import Path
 
 import pytest
 from examples.inbox import DEMO_PASSWORD, create_app
-from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    Page,
-    Response,
-    ViewportSize,
-    expect,
-)
+from playwright.sync_api import Browser, BrowserContext, Page, Response, ViewportSize, expect
 
 from mfa_guard.testing import current_code
 from tests.chromium import TIMEOUT_MS, screenshot

@@ -27,12 +27,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app
-from tests.chromium import launched
+from tests.chromium import TIMEOUT_MS, launched, screenshot
 from tests.databases import redis_or_skip
 from tests.live import served
 from tests.rendering import violations
+from tests.scenarios import USER
+from tests.sms_apps import MOBILE, build_sms_app, texted_code
 
-TIMEOUT_MS = 15_000
 PHONE = "+33 6 12 34 56 78"
 E164 = "+33612345678"
 MASKED = "+33 •••• ••78"
@@ -349,3 +350,51 @@ def test_the_settings_page_draws_turning_2fa_on_as_its_main_action(
         expect(page.get_by_role("button", name="Set up an authenticator app")).to_be_visible()
     finally:
         context.close()
+
+
+# -- a session verified by text asks for a stronger code (finding 4 of the security review) ----
+
+
+def test_the_challenge_asking_for_a_stronger_code_reads_well_on_a_phone_and_a_desktop(
+    tmp_path: Path,
+) -> None:
+    """A session verified by text asks for new recovery codes: the challenge it is sent to says
+    why, offers the app's code and a recovery code, and no text option; at 390 and 1280 px."""
+    app = build_sms_app()
+    clock = app.ga.clock
+    with served(app.ga.app) as url, launched() as browser:
+        owner = browser.new_context(base_url=url)
+        assert owner.request.post("/login", form={"user": USER}).ok
+        secret = owner.request.post("/mfa/api/totp/setup", data={}).json()["secret"]
+        assert owner.request.post("/mfa/api/totp/confirm", data={"code": app.ga.code(secret)}).ok
+        assert owner.request.post("/mfa/api/phone", data={"phone": MOBILE}).status == 202
+        assert owner.request.post(
+            "/mfa/api/phone/verify", data={"code": texted_code(app.outbox, MOBILE)}
+        ).ok
+        clock.advance(30)
+        for width in (390, 1280):
+            holder = browser.new_context(base_url=url, viewport={"width": width, "height": 900})
+            holder.set_default_timeout(TIMEOUT_MS)
+            assert holder.request.post("/login", form={"user": USER}).ok
+            assert holder.request.post("/mfa/api/sms/send", data={}).status == 202
+            assert holder.request.post(
+                "/mfa/api/verify", data={"method": "sms", "code": texted_code(app.outbox, MOBILE)}
+            ).ok
+            page = holder.new_page()
+            page.goto("/mfa/settings")
+            page.get_by_role("button", name="Generate new recovery codes").click()
+            expect(page).to_have_url(re.compile(r"/mfa/challenge\?next=/mfa/settings&strong=1$"))
+            notice = page.get_by_text("a text-message code is not enough")
+            expect(notice).to_be_visible()
+            expect(page.get_by_label("Authentication code")).to_be_visible()
+            expect(page.get_by_text("Lost your device? Use a recovery code")).to_be_visible()
+            expect(page.get_by_role("button", name="Text me a code")).to_have_count(0)
+            # Nothing wider than the screen: no sideways scrolling on a phone.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            box = notice.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= width
+            screenshot(page, tmp_path, f"strong-challenge-{width}.png")
+            holder.close()
+        owner.close()

@@ -32,6 +32,7 @@ from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
 from tests.databases import redis_or_skip
+from tests.scenarios import USER, State, arrive, wrong_code
 
 # Small budgets, so a test reaches each limit in a few requests.
 CODES = "3/minute;100/day"
@@ -523,3 +524,52 @@ def test_the_failures_in_a_row_of_both_paths_are_at_most_a_hundred() -> None:
         RateLimitSettings(consecutive_failures=0)
     defaults = RateLimitSettings()
     assert defaults.consecutive_failures + defaults.consecutive_recovery_failures == 100
+
+
+# -- throttling: at most 100 failures -----------------------------------------------------------
+
+
+async def test_after_ninety_failures_in_a_row_even_the_right_code_waits_for_another_path() -> None:
+    # By default the codes' path locks after 90 failures in a row and the recovery codes' after
+    # 10: at most 100 on the account (NIST SP 800-63B), whatever the windows allow.
+    ga = build_app(rate_limits={"failures": "100/day"})
+    async with ga.client() as client:
+        secret = await arrive(ga, client, State.CHALLENGED)
+        wrong = wrong_code(ga, secret)
+        for _ in range(90):
+            refused = await client.post("/mfa/api/verify", json={"code": wrong})
+            assert refused.status_code == 422, refused.text
+        locked = await client.post("/mfa/api/verify", json={"code": ga.code(secret)})
+    assert locked.status_code == 429, locked.text
+    assert locked.json()["error"]["code"] == "locked_after_failures"
+    # Not a window that reopens in a day: only a success on another path (or an admin) does.
+    assert int(locked.headers["retry-after"]) > 300 * 86_400
+    assert (await ga.store.get(USER)) is not None
+    assert EventKind.LOCKED_OUT in ga.events.kinds()
+
+
+@pytest.mark.parametrize(
+    ("failures", "accepted"),
+    [
+        ("100/day", True),
+        ("5/minute;20/hour;100/day", True),
+        ("101/day", False),
+        ("5/minute;101/year", False),
+    ],
+)
+def test_no_window_of_the_failure_limit_may_allow_more_than_a_hundred(
+    failures: str, accepted: bool
+) -> None:
+    if accepted:
+        assert settings_for(rate_limits={"failures": failures}).rate_limits.failures == failures
+    else:
+        with pytest.raises(ValidationError, match="at most 100"):
+            settings_for(rate_limits={"failures": failures})
+
+
+@pytest.mark.parametrize("failures", ["100/second", "10/minute"])
+def test_a_failure_limit_that_lets_more_than_a_hundred_attempts_a_day_through_is_refused(
+    failures: str,
+) -> None:
+    with pytest.raises(ValidationError):
+        settings_for(rate_limits={"failures": failures})

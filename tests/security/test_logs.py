@@ -30,13 +30,14 @@ from mfa_guard.errors import StoreUnavailable
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.base import Enrolment
 from mfa_guard.stores.sql import SQLStore
-from tests.apps import build_app, enrol, sign_in
+from tests.apps import ENCRYPTION_KEY, SESSION_SECRET, build_app, enrol, sign_in
 from tests.live import served
 from tests.log_guard import LogGuard, Secrets, leaks, record_text
-from tests.scenarios import State, page_token
+from tests.scenarios import State, page_token, wrong_code
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "solo@example.test"
+MOBILE = "+33612345678"
 TYPED_MOBILE = "+33 6 12 34 56 78"
 SMS = {
     "enabled": True,
@@ -391,3 +392,101 @@ def test_a_test_that_logs_a_secret_fails_at_teardown(tmp_path: Path) -> None:
     assert re.search(r"\b3 passed, 2 errors\b", out), out
     assert "246802" not in out
     assert "246 802" not in out
+
+
+# -- one user's whole story, through pages and API, at DEBUG ------------------------------------
+
+
+def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record as formatted, with its raw arguments and attributes."""
+    return caplog.text + "".join(repr(vars(record)) for record in caplog.records)
+
+
+async def test_no_code_key_phone_or_secret_reaches_any_log_through_a_whole_story(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One user's story through pages and API, with failures, a replay, a failed text and a
+    lock-out, logged at DEBUG on every logger: no secret of any kind is in the log."""
+    caplog.set_level(logging.DEBUG)
+    outbox = OutboxSMS()
+    ga = build_app(sms_provider=outbox, sms=SMS, rate_limits={"failures": "6/minute;100/day"})
+    typed: list[str] = []  # every code the story types in
+    async with ga.client() as client:
+        await sign_in(client)
+        token = await page_token(client, State.SIGNED_IN)
+        started = await client.post("/mfa/enrol", data={"csrf_token": token})
+        match = re.search(r'id="manual-key">([A-Z2-7 ]+)<', started.text)
+        assert match is not None
+        secret = match.group(1).replace(" ", "")
+        typed.append(wrong_code(ga, secret))
+        refused = await client.post("/mfa/api/totp/confirm", json={"code": typed[-1]})
+        assert refused.status_code == 422, refused.text
+        typed.append(ga.code(secret))
+        confirmed = await client.post("/mfa/api/totp/confirm", json={"code": typed[-1]})
+        first_codes: list[str] = confirmed.json()["recovery_codes"]
+        new_codes: list[str] = (await client.post("/mfa/api/recovery-codes", json={})).json()[
+            "recovery_codes"
+        ]
+        assert (await client.post("/mfa/api/phone", json={"phone": TYPED_MOBILE})).is_success
+        phone_code = texted_code(outbox)
+        typed.append(str((int(phone_code) + 1) % 10**6).zfill(6))
+        await client.post("/mfa/api/phone/verify", json={"code": typed[-1]})
+        assert (await client.post("/mfa/api/phone/verify", json={"code": phone_code})).is_success
+
+        await sign_in(client)
+        assert (await client.post("/mfa/api/sms/send", json={})).status_code == 202
+        sms_code = texted_code(outbox)
+        outbox.fail_next = 1
+        failed = await client.post("/mfa/api/sms/send", json={})  # a warning for the operator
+        assert failed.status_code == 503, failed.text
+        sms = await client.post("/mfa/api/verify", json={"method": "sms", "code": sms_code})
+        assert sms.status_code == 200, sms.text
+        await sign_in(client)
+        used = await client.post(
+            "/mfa/api/verify", json={"method": "recovery", "code": new_codes[0]}
+        )
+        assert used.status_code == 200, used.text
+        await sign_in(client)
+        ga.clock.advance(30)
+        typed.append(ga.code(secret))
+        assert (await client.post("/mfa/api/verify", json={"code": typed[-1]})).is_success
+        replayed = await client.post("/mfa/api/verify", json={"code": typed[-1]})
+        assert replayed.status_code == 422, replayed.text
+        await sign_in(client)
+        statuses = []
+        for _ in range(7):  # to the lock-out
+            typed.append(wrong_code(ga, secret))
+            statuses.append(
+                (await client.post("/mfa/api/verify", json={"code": typed[-1]})).status_code
+            )
+        assert statuses[-1] == 429, statuses
+        cookie = client.cookies["session"]
+    kinds = ga.events.kinds()
+    for kind in (
+        EventKind.VERIFICATION_FAILED,
+        EventKind.CODE_REUSED,
+        EventKind.LOCKED_OUT,
+        EventKind.SMS_FAILED,
+        EventKind.RECOVERY_CODE_USED,
+        EventKind.PHONE_VERIFIED,
+    ):
+        assert kind in kinds, kind
+    logged = everything_logged(caplog)
+    assert "event=code_reused" in logged
+    for needle in (
+        secret,
+        secret.lower(),
+        " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+        *first_codes,
+        *new_codes,
+        *(code.replace("-", "") for code in (*first_codes, *new_codes)),
+        MOBILE,
+        TYPED_MOBILE,
+        "612345678",
+        ENCRYPTION_KEY,
+        SESSION_SECRET,
+        cookie,
+    ):
+        assert needle not in logged, needle
+    for code in (*typed, phone_code, sms_code):
+        assert re.search(rf"(?<!\d){code}(?!\d)", logged) is None, code
