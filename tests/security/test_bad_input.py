@@ -1,19 +1,25 @@
 """SECURITY.md checklist item 1: bad input to every endpoint is a 4xx with a message, never a 500,
-and it changes nothing: no enrolment, no audit event, no failed attempt counted."""
+and it changes nothing: no enrolment, no audit event, no failed attempt counted. Here the JSON
+API's code endpoints and the forms; the SMS endpoints in test_bad_input_sms.py, the site
+endpoints in test_bad_input_sites.py, the tables they share in tests/bad_input.py."""
 
 from __future__ import annotations
-
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 
 from mfa_guard.events import EventKind
 from tests.apps import GuardedApp, build_app
+from tests.bad_input import (
+    BAD_CODES,
+    BAD_ENVELOPES,
+    BAD_FORM_CODES,
+    BAD_FORM_ENVELOPES,
+    ENVELOPE_BODIES,
+    Body,
+    Form,
+    as_json,
+)
 
 # The shared helpers' asserts explain a failure as this module's own do.
 from tests.scenarios import (
@@ -26,9 +32,6 @@ from tests.scenarios import (
     snapshot,
 )
 
-FULL_WIDTH_DIGITS = "１２３４５６"  # noqa: RUF001 (they are the point)
-# Stands for the session's CSRF token in a form body; urlencode leaves it as it is.
-TOKEN_PLACEHOLDER = "CSRF_TOKEN_PLACEHOLDER"
 # The states a request comes in: signed out, an authenticator set-up started and not confirmed,
 # enrolled without the second factor, and past it.
 SCENARIO_STATES = (State.SIGNED_OUT, State.PENDING, State.CHALLENGED, State.VERIFIED)
@@ -57,85 +60,19 @@ async def assert_no_failure_was_counted(
     assert response.status_code == 200, response.text
 
 
-async def in_chunks(data: bytes) -> AsyncIterator[bytes]:
-    """A body sent without Content-Length (chunked), so only reading it can show its size."""
-    for start in range(0, len(data), 1024):
-        yield data[start : start + 1024]
-
-
-@dataclass(frozen=True)
-class Body:
-    content: bytes
-    content_type: str | None = "application/json"
-    streamed: bool = False
-
-    def request(self) -> dict[str, Any]:
-        headers = {} if self.content_type is None else {"content-type": self.content_type}
-        content = in_chunks(self.content) if self.streamed else self.content
-        return {"content": content, "headers": headers}
-
-
-def as_json(value: object) -> bytes:
-    return json.dumps(value).encode()
-
-
-TEN_KB_JSON = as_json({"code": "123456", "padding": "x" * 10_240})
-
-# Refused by every POST endpoint before it looks at a field: (body, status, error code).
-BAD_ENVELOPES = [
-    pytest.param(Body(TEN_KB_JSON), 413, "payload_too_large", id="ten-kb-body"),
-    pytest.param(
-        Body(TEN_KB_JSON, streamed=True), 413, "payload_too_large", id="ten-kb-body-streamed"
-    ),
-    pytest.param(
-        Body(b'{"code": "123456"}', "text/plain"), 415, "unsupported_media_type", id="text-plain"
-    ),
-    pytest.param(
-        Body(b"code=123456", "application/x-www-form-urlencoded"),
-        415,
-        "unsupported_media_type",
-        id="form-urlencoded",
-    ),
-    pytest.param(
-        Body(b'{"code": "123456"}', None), 415, "unsupported_media_type", id="no-content-type"
-    ),
-    pytest.param(Body(b'{"code": "123456"'), 400, "invalid_json", id="malformed-json"),
-    pytest.param(Body(b'["123456"]'), 400, "invalid_json", id="json-array"),
-    pytest.param(Body(b"null"), 400, "invalid_json", id="json-null"),
-    pytest.param(Body(b'"123456"'), 400, "invalid_json", id="json-string"),
-    pytest.param(Body(b'{"code": "123\x00456"}'), 400, "invalid_json", id="raw-nul-byte"),
-    pytest.param(Body(b'{"code": "\xff\xfe"}'), 400, "invalid_json", id="invalid-utf8"),
-    # Too deep for the parser, or else parsed into a list: invalid either way.
-    pytest.param(Body(b"[" * 2000 + b"]" * 2000), 400, "invalid_json", id="deeply-nested"),
-]
-
-# JSON objects whose fields are wrong: refused by every endpoint that reads a code. None carries
-# a well-formed code, so none may count as a failed attempt.
-BAD_FIELDS = [
-    pytest.param(Body(b""), id="empty-body"),
-    pytest.param(Body(b"{}"), id="empty-object"),
-    pytest.param(Body(as_json({"code": "12345"})), id="five-digits"),
-    pytest.param(Body(as_json({"code": "1234567"})), id="seven-digits"),
-    pytest.param(Body(as_json({"code": "abcdef"})), id="letters"),
-    pytest.param(Body(as_json({"code": "      "})), id="spaces-only"),
-    pytest.param(Body(as_json({"code": "123\u0000456"})), id="escaped-nul"),
-    pytest.param(Body(as_json({"code": FULL_WIDTH_DIGITS})), id="full-width-digits"),
-    pytest.param(Body(as_json({"code": "1" * 3000})), id="overlong-code"),
-    pytest.param(Body(as_json({"code": 123456})), id="number-not-string"),
-    pytest.param(Body(as_json({"code": None})), id="null-code"),
-    pytest.param(Body(as_json({"code": ["123456"]})), id="list-code"),
-    pytest.param(Body(b'{"code": ' + b"[" * 1900 + b"]" * 1900 + b"}"), id="deeply-nested-code"),
+# Fields of the endpoints that take a method, wrong beside a code: none may count as an attempt.
+BAD_METHODS = [
     pytest.param(Body(as_json({"method": "sms", "code": "12345"})), id="unknown-method"),
     pytest.param(Body(as_json({"method": 5, "code": "12345"})), id="number-method"),
     pytest.param(Body(as_json({"method": "recovery", "code": "abcd"})), id="short-recovery"),
 ]
+BAD_FIELDS = [*BAD_CODES, *BAD_METHODS]
 
 # An endpoint without fields ignores them; these stand for the rest (each answer costs a QR code
 # or a fresh set of scrypt-hashed recovery codes).
 IGNORED_FIELDS = [
     p for p in BAD_FIELDS if p.id in ("empty-body", "letters", "number-not-string", "list-code")
 ]
-ENVELOPE_BODIES = [pytest.param(p.values[0], id=p.id) for p in BAD_ENVELOPES]
 STATES = [pytest.param(state, id=state.value) for state in SCENARIO_STATES]
 CODE_ENDPOINTS = ["/mfa/api/totp/confirm", "/mfa/api/verify", "/mfa/api/disable"]
 FIELDLESS_ENDPOINTS = ["/mfa/api/totp/setup", "/mfa/api/recovery-codes"]
@@ -300,68 +237,6 @@ async def test_a_wrong_method_or_path_under_the_api_answers_a_json_error(
 
 
 # -- HTML forms -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Form:
-    """A form post; ``TOKEN_PLACEHOLDER`` in ``content`` becomes the session's CSRF token."""
-
-    content: str
-    content_type: str | None = "application/x-www-form-urlencoded"
-    streamed: bool = False
-
-    def request(self, token: str) -> dict[str, Any]:
-        content = self.content.replace(TOKEN_PLACEHOLDER, token).encode()
-        return Body(content, self.content_type, self.streamed).request()
-
-
-def form(**fields: str) -> str:
-    return urlencode({"csrf_token": TOKEN_PLACEHOLDER, **fields})
-
-
-def multipart(*parts: str, boundary: str = "b0undary") -> str:
-    return "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
-
-
-TOKEN_PART = f'Content-Disposition: form-data; name="csrf_token"\r\n\r\n{TOKEN_PLACEHOLDER}'
-FILE_PART = 'Content-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nx'
-
-# (form, status): refused before any field is read.
-BAD_FORM_ENVELOPES = [
-    pytest.param(Form(form(code="123456", pad="x" * 10_240)), 413, id="ten-kb-form"),
-    pytest.param(
-        Form(form(code="123456", pad="x" * 10_240), streamed=True), 400, id="ten-kb-streamed"
-    ),
-    pytest.param(
-        Form(json.dumps({"csrf_token": TOKEN_PLACEHOLDER, "code": "123456"}), "application/json"),
-        415,
-        id="json-content-type",
-    ),
-    pytest.param(Form(form(code="123456"), "text/plain"), 415, id="text-plain"),
-    pytest.param(Form(form(code="123456"), None), 415, id="no-content-type"),
-    pytest.param(
-        Form(multipart(TOKEN_PART, FILE_PART), "multipart/form-data; boundary=b0undary"),
-        400,
-        id="multipart-with-a-file",
-    ),
-    pytest.param(
-        Form(multipart(TOKEN_PART), "multipart/form-data"), 400, id="multipart-without-boundary"
-    ),
-    pytest.param(Form(form(**{f"field{i}": "1" for i in range(20)})), 400, id="twenty-one-fields"),
-]
-
-BAD_FORM_CODES = [
-    pytest.param(Form(form()), id="no-code-field"),
-    pytest.param(Form(form(code="")), id="empty-code"),
-    pytest.param(Form(form(code="12345")), id="five-digits"),
-    pytest.param(Form(form(code="1234567")), id="seven-digits"),
-    pytest.param(Form(form(code="abcdef")), id="letters"),
-    pytest.param(Form(form(code="      ")), id="spaces-only"),
-    pytest.param(Form(form(code="123\x00456")), id="nul-inside"),
-    pytest.param(Form(form(code=FULL_WIDTH_DIGITS)), id="full-width-digits"),
-    pytest.param(Form(form(code="1" * 2000)), id="overlong-code"),
-    pytest.param(Form(f"csrf_token={TOKEN_PLACEHOLDER}&code=%zz%ff%00"), id="bad-percent-escapes"),
-]
 
 CODE_FORMS = [
     pytest.param("/mfa/challenge", State.CHALLENGED, id="challenge"),
