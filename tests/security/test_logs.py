@@ -472,6 +472,7 @@ async def test_no_code_key_phone_or_secret_reaches_any_log_through_a_whole_story
     ):
         assert kind in kinds, kind
     logged = everything_logged(caplog)
+    assert "event=verified" in logged
     assert "event=code_reused" in logged
     for needle in (
         secret,

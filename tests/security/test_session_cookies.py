@@ -81,13 +81,23 @@ def signed_with_another_key(client: httpx.AsyncClient, changes: dict[str, Any]) 
     return TimestampSigner("the attacker's own secret").sign(payload).decode()
 
 
+def with_its_signature_bent(client: httpx.AsyncClient, changes: dict[str, Any]) -> str:
+    """The client's own cookie, its payload as it was (``changes`` left out), the end of its
+    signature changed."""
+    cookie = client.cookies["session"]
+    return cookie[:-3] + ("AAA" if cookie[-3:] != "AAA" else "BBB")
+
+
 Forge = Callable[[httpx.AsyncClient, dict[str, Any]], str]
 
 
-@pytest.mark.parametrize("forge", [forged_payload, signed_with_another_key])
+@pytest.mark.parametrize(
+    "forge", [forged_payload, signed_with_another_key, with_its_signature_bent]
+)
 async def test_a_cookie_the_client_rewrote_is_no_session(guarded: GuardedApp, forge: Forge) -> None:
     """Mallory, signed in, rewrites her cookie to be Alice, with or without Alice's verified
-    marker; without the app's secret the cookie is refused whole: no user, no marker."""
+    marker, or only bends its signature; without the app's secret the cookie is refused whole:
+    no user, no marker."""
     async with guarded.client() as alice, guarded.client() as mallory:
         await arrive(guarded, alice, State.VERIFIED)
         stolen = session_of(alice)

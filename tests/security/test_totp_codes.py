@@ -56,6 +56,8 @@ async def test_an_authenticator_app_on_its_defaults_enrols_and_signs_in(
         pytest.param({"headers": {"date": "Thu, 01 Jan 1970 00:00:00 GMT"}}, False, id="date"),
         pytest.param({"params": {"time": "0", "now": "0", "t": "0"}}, False, id="query"),
         pytest.param({"headers": {"x-client-time": "0"}}, False, id="header"),
+        # The body claims the very time the code of ten steps ago belongs to.
+        pytest.param({"json_seconds_ago": 300}, False, id="body"),
         pytest.param({"headers": {"date": "Thu, 01 Jan 1970 00:00:00 GMT"}}, True, id="date-ok"),
         pytest.param({"params": {"time": "0"}, "json_time": 0}, True, id="query-and-body-ok"),
     ],
@@ -70,6 +72,9 @@ async def test_no_client_supplied_time_moves_the_servers_clock(
     body: dict[str, Any] = {"code": code}
     if "json_time" in send:
         body |= {"time": send["json_time"], "timestamp": send["json_time"]}
+    if "json_seconds_ago" in send:
+        claimed = guarded.clock() - send["json_seconds_ago"]
+        body |= {"time": claimed, "timestamp": claimed}
     response = await client.post(
         "/mfa/api/verify",
         json=body,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 
 import httpx
 import PIL.Image
@@ -176,15 +175,6 @@ async def test_clock_skew_of_one_step_is_accepted_and_two_refused(
     assert response.status_code == status
 
 
-async def test_a_client_supplied_time_is_ignored(
-    guarded: GuardedApp, client: httpx.AsyncClient
-) -> None:
-    secret, _ = await challenged(guarded, client)
-    stale = guarded.code(secret, steps=-10)
-    body = {"code": stale, "time": guarded.clock() - 300, "timestamp": guarded.clock() - 300}
-    assert (await client.post("/mfa/api/verify", json=body)).status_code == 422
-
-
 async def test_a_recovery_code_works_once(guarded: GuardedApp, client: httpx.AsyncClient) -> None:
     _, codes = await challenged(guarded, client)
     typed = codes[3].upper().replace("-", " ")
@@ -311,23 +301,6 @@ async def test_disabling_needs_a_verified_session_and_a_valid_code(
     await client.post("/logout")
     await sign_in(client)
     assert (await client.get("/protected")).status_code == 200
-
-
-async def test_logs_never_contain_a_code_or_secret(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    ga = build_app()
-    async with ga.client() as client:
-        secret, codes = await challenged(ga, client)
-        code = ga.code(secret)
-        await client.post("/mfa/api/verify", json={"code": "000000"})
-        await client.post("/mfa/api/verify", json={"code": code})
-        await client.post("/mfa/api/verify", json={"code": code})
-        await client.post("/mfa/api/verify", json={"method": "recovery", "code": codes[0]})
-    text = caplog.text
-    assert "event=verified" in text
-    assert "event=code_reused" in text
-    for needle in [secret, code, codes[0], codes[0].replace("-", "")]:
-        assert needle not in text
 
 
 async def test_a_success_stands_when_the_failure_count_cannot_be_cleared(
