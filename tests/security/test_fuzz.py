@@ -24,6 +24,7 @@ from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app
 from tests.scenarios import USER, State, arrive, page_token
+from tests.sms_apps import SMS
 
 EXAMPLES = 300
 
@@ -83,12 +84,6 @@ CONTENT_TYPES = [
     "application/JSON",
     "",
 ]
-SMS = {
-    "enabled": True,
-    "provider": "outbox",
-    "allowed_regions": ["FR", "GB"],
-    "resend_cooldown": "100/second",
-}
 
 texts = st.text(max_size=40)
 json_values = st.recursive(

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import inspect
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -49,7 +48,9 @@ from tests.scenarios import (
     assert_refused_page,
     page_token,
     recovery_code_set,
+    wrong_code,
 )
+from tests.sms_apps import SMS, texted_code
 
 POSTGRES_URL = os.environ.get(
     "MFA_GUARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -62,14 +63,6 @@ POLL_INTERVAL = 0.01
 RECHECK_SECONDS = 60
 PHONE = "+33612345678"
 OTHER_MOBILE = "+33699887766"
-SMS = {
-    "enabled": True,
-    "provider": "outbox",
-    "allowed_regions": ["FR", "GB"],
-    # The resend cooldown runs on the real clock of `limits`: widened so a test never waits.
-    "resend_cooldown": "100/second",
-}
-TEXTED_CODE = re.compile(r"\b(\d{6}) is your ")
 # What a 503 must never show the client: the cause is for the operator's log only.
 LEAKS = (
     "Traceback",
@@ -399,12 +392,6 @@ async def three_sessions(
     return secret
 
 
-def wrong_code(ga: GuardedApp, secret: str) -> str:
-    """Six digits that no step inside the drift window accepts."""
-    valid = {ga.code(secret, steps) for steps in (-1, 0, 1)}
-    return next(code for n in range(10) if (code := str(n) * 6) not in valid)
-
-
 async def csrf_token(client: httpx.AsyncClient) -> str:
     page = await client.get("/mfa/challenge")
     assert page.status_code == 200, page.text
@@ -649,13 +636,6 @@ async def test_a_redis_that_lost_its_scripts_still_counts_every_attempt(
 # flow again once Redis is back.
 
 
-def last_texted_code(outbox: OutboxSMS) -> str:
-    assert outbox.messages, "a text was sent"
-    match = TEXTED_CODE.search(outbox.messages[-1].text)
-    assert match is not None, outbox.messages[-1].text
-    return match.group(1)
-
-
 async def enrolled_with_a_phone(ga: GuardedApp) -> str:
     """The user enrolled with a verified phone, straight in the store; returns the TOTP key."""
     secret = totp.new_secret()
@@ -691,7 +671,7 @@ async def test_a_redis_outage_refuses_every_text_with_503_and_sends_none(
             assert done.status_code == 200, done.text
             sent = await challenged.post("/mfa/api/sms/send", json={})
             assert sent.status_code == 202, sent.text
-            code = last_texted_code(outbox)
+            code = texted_code(outbox)
             token = await page_token(challenged, State.CHALLENGED)
             before = await ga.store.get(USER)
 
