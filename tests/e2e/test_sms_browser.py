@@ -2,7 +2,8 @@
 test app on a real uvicorn server): one form for the code, whichever sent it; a resend inside
 the cooldown says how long to wait, counts it down, and keeps the field of the code already
 sent; without JavaScript the page says the wait all the same. And the settings page's "Turn on
-two-factor authentication", drawn as the page's main action.
+two-factor authentication", drawn as the page's main action; and the challenge that asks a
+session verified by text for a stronger code.
 
 The app's clock is frozen (``FrozenClock``); the send limits' windows run on the real clock of
 ``limits``, so a window is aged in Redis instead of waited for, and the page's countdown runs on
