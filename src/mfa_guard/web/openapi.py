@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mfa_guard.version import __version__
+
 if TYPE_CHECKING:
     from mfa_guard.web.context import Kit
 
@@ -270,8 +272,6 @@ _SITE = [
 
 def document(kit: Kit) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``guard``'s JSON API (paths include the mount path)."""
-    from mfa_guard import __version__
-
     api = kit.settings.mount_path + "/api"
     paths: dict[str, Any] = {
         f"{api}/status": {
