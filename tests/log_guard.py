@@ -46,7 +46,7 @@ import pytest
 from pydantic import SecretStr
 
 from mfa_guard import devices
-from mfa_guard import guard as guard_module
+from mfa_guard import session as session_module
 from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
@@ -267,7 +267,7 @@ def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
     _wrap(sms_codes, "normalise_phone", phone, patch)
     # A remembered browser's token is hashed as it is made and each time it comes back; the
     # modules that imported the function look it up as their own.
-    for module in (devices, guard_module, web_devices):
+    for module in (devices, session_module, web_devices):
         _wrap(module, "token_hash", one("a device token"), patch, argument=True)
 
     box_init = SecretBox.__init__

@@ -31,7 +31,7 @@ from mfa_guard.core.marker import Marker
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import SecretDecryptionError
 from mfa_guard.events import EventKind
-from mfa_guard.guard import SESSION_KEY
+from mfa_guard.session import SESSION_KEY
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import (
@@ -81,7 +81,7 @@ def session_of(client: httpx.AsyncClient) -> dict[str, Any]:
 
 def marker_of(ga: GuardedApp, client: httpx.AsyncClient, user: str = USER) -> Marker:
     """The session's marker, read as the kit reads it (whatever its stored shape)."""
-    marker = Marker.load(session_of(client).get(SESSION_KEY), ga.guard.subject(user))
+    marker = Marker.load(session_of(client).get(SESSION_KEY), ga.guard.gate.subject(user))
     assert marker is not None
     return marker
 

@@ -59,13 +59,14 @@ from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import MFAGuardError
+from mfa_guard.identity import client_ip
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.stores.sql_devices import SQLDeviceStore
-from mfa_guard.web.http import client_ip, report_failure, same_origin
+from mfa_guard.web.http import report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
 
@@ -407,7 +408,7 @@ def create_app(
             return RedirectResponse(INBOX_PATH, status_code=303)
         # The set-up is bound to this new session (its marker's nonce): made here, as the
         # guard makes it at the session's first request.
-        marker = await guard.recheck(request.session, email, None, guard.clock())
+        marker = await guard.gate.recheck(request.session, email, None, guard.clock())
         setup = await guard.service.begin_setup(
             email, email, client_ip(request.scope, settings), session=marker.nonce
         )

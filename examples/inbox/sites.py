@@ -19,10 +19,10 @@ from starlette.routing import Route
 from examples.inbox.forms import checked_form, field
 from mfa_guard import MFAGuard
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
+from mfa_guard.identity import client_ip
 from mfa_guard.services import Denied, Reason
 from mfa_guard.stores.sites import Role, Site, SiteDirectory
 from mfa_guard.web.api import DENIED_STATUS, MAX_SITE_ID
-from mfa_guard.web.http import client_ip
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 

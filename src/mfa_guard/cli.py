@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings
 
-from mfa_guard import __version__
 from mfa_guard.crypto import generate_key
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
     from mfa_guard.settings import EveryoneSettings

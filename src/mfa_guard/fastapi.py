@@ -45,6 +45,7 @@ from starlette.types import Scope
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import Decision, decide
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.session import session_of
 from mfa_guard.stepup import recent_mfa_refusal, require_recent_mfa
 from mfa_guard.web import openapi as kit_openapi
 from mfa_guard.web.http import (
@@ -177,17 +178,18 @@ class RequireMFA:
 
     async def __call__(self, connection: HTTPConnection) -> MFASession:
         guard = self.guard
+        gate = guard.gate
         scope = connection.scope
         websocket = scope["type"] == "websocket"
         if not websocket:
             _check_handler(connection)
-        user_id = guard.identity(scope)
+        user_id = gate.identity(scope)
         if user_id is None:
             if websocket:
                 raise WebSocketException(WS_POLICY_VIOLATION)
             raise MFARefusal(_not_authenticated(guard, scope))
         try:
-            marker = await guard.session_marker(scope)
+            marker = await gate.marker(scope)
         except StoreUnavailable as exc:
             if websocket:
                 report_failure(exc)
@@ -204,8 +206,8 @@ class RequireMFA:
         if decision is Decision.CHALLENGE and guard.trusted_devices is not None:
             # As the middleware does: a remembered browser verifies the session instead.
             try:
-                admitted = await guard.admit_by_device(
-                    scope, guard.session_of(scope), user_id, marker, now
+                admitted = await gate.admit_by_device(
+                    scope, session_of(scope), user_id, marker, now
                 )
             except StoreUnavailable as exc:
                 if websocket:
@@ -243,19 +245,20 @@ class RequireRecentMFA:
             raise ConfigurationError("RequireRecentMFA guards HTTP routes, not websockets")
         _check_handler(connection)
         guard = self.guard
+        gate = guard.gate
         scope = connection.scope
-        user_id = guard.identity(scope)
+        user_id = gate.identity(scope)
         if user_id is None:
             raise MFARefusal(_not_authenticated(guard, scope))
         # No session is a wiring error to raise, not an outage to answer with a 503.
-        session = guard.session_of(scope)
+        session = session_of(scope)
         refusal = await recent_mfa_refusal(guard, connection, self.max_age)
         if refusal is not None:
             raise MFARefusal(refusal)
         # The marker recent_mfa_refusal just accepted, read back from the session: no I/O.
-        marker, _ = guard.fresh_marker(session, user_id, guard.clock())
+        marker, _ = gate.fresh(session, user_id, gate.clock())
         if marker is None:
-            marker = await guard.current_marker(session, user_id, scope=scope)
+            marker = await gate.current(session, user_id, scope=scope)
         return MFASession(user_id, marker)
 
 
@@ -326,7 +329,7 @@ def include_mfa_guard(
 def _merge_openapi_into(app: FastAPI, guard: MFAGuard) -> None:
     app.openapi_schema = None
     # FastAPI's documented way to extend the document (its /openapi.json calls app.openapi()).
-    with_kit = _OpenAPIWithKit(app.openapi, _prefixed(kit_openapi.document(guard)))
+    with_kit = _OpenAPIWithKit(app.openapi, _prefixed(kit_openapi.document(guard.kit)))
     app.openapi = with_kit  # type: ignore[method-assign]
 
 

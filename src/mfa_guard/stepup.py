@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from mfa_guard.core.policy import is_recent
 from mfa_guard.errors import ConfigurationError, SecretDecryptionError, StoreUnavailable
+from mfa_guard.session import session_of
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     UNAVAILABLE_MESSAGE,
@@ -74,15 +75,16 @@ async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) ->
     scope = request.scope
     settings = guard.settings
     as_json = wants_json(scope, settings)
-    user_id = guard.identity(scope)
+    gate = guard.gate
+    user_id = gate.identity(scope)
     if user_id is None:
         if as_json:
             return json_error(401, "not_authenticated", "Sign in first.")
         return see_other(settings.home_path)
     # A missing session is the app's wiring error (ConfigurationError): raised, not a 503.
-    session = guard.session_of(scope)
+    session = session_of(scope)
     try:
-        marker = await guard.current_marker(session, user_id, scope=scope)
+        marker = await gate.current(session, user_id, scope=scope)
     except (StoreUnavailable, SecretDecryptionError) as exc:
         if as_json:
             return unavailable_json(exc)

@@ -25,7 +25,7 @@ from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, str
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import Kit
 
 DENIED_STATUS = {
     Reason.INVALID_CODE: 422,
@@ -135,9 +135,9 @@ def method_field(value: str) -> Method:
 
 
 class API:
-    def __init__(self, guard: MFAGuard) -> None:
-        self.guard = guard
-        self.service = guard.service
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.service = kit.service
         self._openapi: dict[str, Any] | None = None
 
     def routes(self) -> list[Route]:
@@ -153,13 +153,13 @@ class API:
             ("/api/sms/send", "POST", self.sms_send, True),
             ("/api/sessions/revoke", "POST", self.revoke_sessions, True),
         ]
-        if self.guard.sites is not None:
+        if self.kit.sites is not None:
             table += [
                 ("/api/sites", "GET", self.sites, False),
                 ("/api/sites/{site}/members", "GET", self.site_members, False),
                 ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
             ]
-        if self.guard.trusted_devices is not None:
+        if self.kit.trusted_devices is not None:
             table += [
                 ("/api/devices", "GET", self.devices, False),
                 ("/api/devices", "DELETE", self.forget_devices, True),
@@ -196,11 +196,11 @@ class API:
                 return response
             handler, mutates = chosen
             try:
-                if mutates and not same_origin(request.scope, self.guard.settings):
+                if mutates and not same_origin(request.scope, self.kit.settings):
                     return json_error(
                         403, "cross_site_request", "Cross-site requests are not allowed."
                     )
-                caller = await caller_of(request, self.guard)
+                caller = await caller_of(request, self.kit.gate)
                 if caller is None:
                     return json_error(401, "not_authenticated", "Sign in first.")
                 return await handler(request, caller)
@@ -211,7 +211,7 @@ class API:
                 return json_error(503, exc.code, exc.message, retry_after=30)
             except ConfigurationError as exc:  # wired wrong: permanent, not an outage
                 report_miswiring(exc)
-                return misconfigured_response(request.scope, self.guard)
+                return misconfigured_response(request.scope, self.kit.settings)
             except MFAGuardError as exc:
                 return unavailable_json(exc)
 
@@ -220,12 +220,12 @@ class API:
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 document of this API (public: it holds no user data)."""
         if self._openapi is None:
-            self._openapi = openapi.document(self.guard)
+            self._openapi = openapi.document(self.kit)
         return JSONResponse(self._openapi)
 
     async def status(self, request: Request, caller: Caller) -> Response:
         enrolment = await self.service.enrolment(caller.user_id)
-        verified = caller.is_verified(self.guard) and enrolment.enrolled
+        verified = caller.is_verified() and enrolment.enrolled
         methods = ["totp", "recovery"] if enrolment.enrolled else []
         if self.service.sms_offered(enrolment):
             methods.append("sms")
@@ -247,10 +247,10 @@ class API:
         )
 
     async def _enforcement(self, caller: Caller) -> dict[str, Any]:
-        if self.guard.sites is None:
-            enforcement = Enforcement(everyone_from=self.guard.settings.everyone.required_from())
+        if self.kit.sites is None:
+            enforcement = Enforcement(everyone_from=self.kit.settings.everyone.required_from())
         else:
-            enforcement = await self.guard.site_service.enforcement(caller.user_id)
+            enforcement = await self.kit.site_service.enforcement(caller.user_id)
         return {
             "required": enforcement.required,
             "everyone": enforcement.everyone,
@@ -264,7 +264,7 @@ class API:
     async def sites(self, request: Request, caller: Caller) -> Response:
         if (refused := await self._needs_verified(caller)) is not None:
             return refused
-        memberships = await self.guard.site_service.memberships(caller.user_id)
+        memberships = await self.kit.site_service.memberships(caller.user_id)
         return JSONResponse(
             {
                 "sites": [
@@ -281,13 +281,13 @@ class API:
         # password only (and, before the lookup, not even whether the site exists).
         if (refused := await self._needs_verified(caller)) is not None:
             return refused
-        service = self.guard.site_service
+        service = self.kit.site_service
         result = await service.members(caller.user_id, site_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
+            return denied_response(result, self.kit.clock())
         site = await service.sites.site(site_id)
         if site is None:  # removed since the owner check
-            return denied_response(Denied(Reason.SITE_NOT_FOUND), self.guard.clock())
+            return denied_response(Denied(Reason.SITE_NOT_FOUND), self.kit.clock())
         return JSONResponse(
             {**site_json(site, owner=True), "members": [member_json(m) for m in result]},
             headers={"Cache-Control": "no-store"},
@@ -299,10 +299,10 @@ class API:
         enforce = data.get("enforce")
         if not isinstance(enforce, bool):
             raise BadRequest(400, "invalid_input", "The field 'enforce' must be true or false.")
-        grace_hours = grace_field(data, self.guard.settings.max_grace_hours)
+        grace_hours = grace_field(data, self.kit.settings.max_grace_hours)
         # The owner's own state, read now: a policy change is not decided on a stale marker.
-        await caller.recheck(self.guard)
-        result = await self.guard.site_service.set_policy(
+        await caller.recheck()
+        result = await self.kit.site_service.set_policy(
             caller.user_id,
             site_id,
             enforce=enforce,
@@ -311,7 +311,7 @@ class API:
             ip=caller.ip,
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
+            return denied_response(result, self.kit.clock())
         if isinstance(result, MembersWithoutMFA):
             count = len(result.members)
             return json_error(
@@ -328,12 +328,12 @@ class API:
         await json_body(request)
         result = await self.service.begin_setup(
             caller.user_id,
-            self.guard.account_name(request.scope),
+            self.kit.account_name(request.scope),
             caller.ip,
             session=caller.marker.nonce,
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
+            return denied_response(result, self.kit.clock())
         return JSONResponse(
             {
                 "secret": result.secret,
@@ -350,8 +350,8 @@ class API:
             caller.user_id, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
+            return denied_response(result, self.kit.clock())
+        caller.mark_verified(result.method.value, result.epoch)
         return JSONResponse(
             {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)},
             headers={"Cache-Control": "no-store"},
@@ -366,7 +366,7 @@ class API:
             raise BadRequest(
                 400, "invalid_input", "The field 'remember_device' must be true or false."
             )
-        if remember and self.guard.trusted_devices is None:
+        if remember and self.kit.trusted_devices is None:
             # Refused before the code is checked: the code is not spent.
             return json_error(
                 409, "trusted_devices_disabled", "Remembering a browser is not offered here."
@@ -375,24 +375,24 @@ class API:
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
+            return denied_response(result, self.kit.clock())
+        caller.mark_verified(result.method.value, result.epoch)
         response = JSONResponse(
             {"verified": True, "method": result.method.value, "device_remembered": remember},
             headers={"Cache-Control": "no-store"},
         )
         if remember:
-            await remember_browser(self.guard, caller, result.epoch, response)
+            await remember_browser(self.kit, caller, result.epoch, response)
         return response
 
     async def devices(self, request: Request, caller: Caller) -> Response:
         """The user's remembered browsers, most recently used first."""
         if (refused := await self._needs_verified(caller)) is not None:
             return refused
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         listed = [] if devices is None else await devices.trusted(caller.user_id)
         return JSONResponse(
-            {"devices": [device_json(self.guard, caller, device) for device in listed]},
+            {"devices": [device_json(self.kit, caller, device) for device in listed]},
             headers={"Cache-Control": "no-store"},
         )
 
@@ -400,7 +400,7 @@ class API:
         if (refused := await self._needs_verified(caller)) is not None:
             return refused
         device_id = str(request.path_params["device"])
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         # An id no store can hold (too long, a control character such as NUL, which PostgreSQL
         # refuses) is the same 404 as an unknown one, answered without a lookup.
         if (
@@ -415,72 +415,72 @@ class API:
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
         if (refused := await self._needs_verified(caller)) is not None:
             return refused
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         count = 0 if devices is None else await devices.forget_all(caller.user_id, caller.ip)
         return JSONResponse({"forgotten": count}, headers={"Cache-Control": "no-store"})
 
     async def _needs_verified(self, caller: Caller) -> Response | None:
         """401 ``mfa_required`` for an enrolled caller whose session has not completed its
         second factor: every read beyond the caller's own status (docs/api.md)."""
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
         return None
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        await caller.recheck(self.guard)
+        await caller.recheck()
         if not caller.marker.enrolled:
-            return denied_response(Denied(Reason.NOT_ENROLLED), self.guard.clock())
-        if not caller.is_recently_verified(self.guard):
+            return denied_response(Denied(Reason.NOT_ENROLLED), self.kit.clock())
+        if not caller.is_recently_verified():
             return json_error(
                 401,
                 "mfa_reauthentication_required",
                 "Confirm a current code (POST api/verify) before regenerating recovery codes.",
             )
         if not caller.is_strongly_verified():
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
+            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        await forget_browsers(self.guard, caller)
+            return denied_response(result, self.kit.clock())
+        await forget_browsers(self.kit, caller)
         return JSONResponse({"recovery_codes": result}, headers={"Cache-Control": "no-store"})
 
     async def disable(self, request: Request, caller: Caller) -> Response:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
         code = string_field(data, "code")
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
         result = await self.service.disable(
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        await forget_browsers(self.guard, caller)
-        await caller.recheck(self.guard)
+            return denied_response(result, self.kit.clock())
+        await forget_browsers(self.kit, caller)
+        await caller.recheck()
         return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
         result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
+            return denied_response(result, self.kit.clock())
         # This session asked: it stays verified under the new epoch; every other one must
         # verify again at its next re-check. The epoch bump made every remembered browser
         # untrusted: they are forgotten.
-        caller.adopt_epoch(self.guard, result)
-        await forget_browsers(self.guard, caller)
+        caller.adopt_epoch(result)
+        await forget_browsers(self.kit, caller)
         return JSONResponse({"other_sessions_revoked": True}, headers={"Cache-Control": "no-store"})
 
     async def phone(self, request: Request, caller: Caller) -> Response:
         raw = string_field(await json_body(request), "phone")
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_recently_verified():
             # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3).
             return json_error(
                 401,
@@ -489,7 +489,7 @@ class API:
             )
         if caller.marker.enrolled and not caller.is_strongly_verified():
             # Not with a code texted to the number being replaced.
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
+            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
         result = await self.service.register_phone(
             caller.user_id, raw, caller.ip, session=caller.marker.nonce
         )
@@ -499,8 +499,8 @@ class API:
         code = string_field(await json_body(request), "code")
         # Re-checked now, not from the marker's cache: a session revoked since it asked for the
         # text changes no phone, even within its re-check interval.
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
         result = await self.service.verify_phone(
             caller.user_id,
@@ -512,10 +512,10 @@ class API:
         if isinstance(result, Denied):
             if result.reason is Reason.CONFLICT:
                 # A revocation landed meanwhile: this session learns it now, not at its re-check.
-                await caller.recheck(self.guard)
-            return denied_response(result, self.guard.clock())
+                await caller.recheck()
+            return denied_response(result, self.kit.clock())
         # This session made the change: it keeps its verified state under the new epoch.
-        caller.adopt_epoch(self.guard, result)
+        caller.adopt_epoch(result)
         enrolment = await self.service.enrolment(caller.user_id)
         phone = None if enrolment.phone is None else mask_phone(enrolment.phone)
         return JSONResponse(
@@ -530,7 +530,7 @@ class API:
         return self._text_sent(result)
 
     def _text_sent(self, result: TextSent | Denied) -> Response:
-        now = self.guard.clock()
+        now = self.kit.clock()
         if isinstance(result, Denied):
             return denied_response(result, now)
         return JSONResponse(

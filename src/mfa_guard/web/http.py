@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -99,32 +98,6 @@ def requested_path(scope: Scope) -> str:
     path = scope.get("root_path", "") + app_path(scope)
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{path}?{query}" if query else path
-
-
-def client_ip(scope: Scope, settings: MFAGuardSettings) -> str | None:
-    """The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
-    address in ``X-Forwarded-For`` that is not one of the trusted proxies."""
-    client = scope.get("client")
-    peer = str(client[0]) if client else None
-    if not settings.trusted_proxies or peer is None or not _is_trusted_proxy(peer, settings):
-        return peer
-    forwarded = Headers(scope=scope).get("x-forwarded-for", "")
-    for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return peer  # a malformed chain is not trusted
-        if not _is_trusted_proxy(hop, settings):
-            return hop
-    return peer
-
-
-def _is_trusted_proxy(address: str, settings: MFAGuardSettings) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.trusted_proxies)
 
 
 def same_origin(scope: Scope, settings: MFAGuardSettings) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mfa_guard.version import __version__
+
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import Kit
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -268,11 +270,9 @@ _SITE = [
 ]
 
 
-def document(guard: MFAGuard) -> dict[str, Any]:
+def document(kit: Kit) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``guard``'s JSON API (paths include the mount path)."""
-    from mfa_guard import __version__
-
-    api = guard.settings.mount_path + "/api"
+    api = kit.settings.mount_path + "/api"
     paths: dict[str, Any] = {
         f"{api}/status": {
             "get": _operation(
@@ -419,7 +419,7 @@ def document(guard: MFAGuard) -> dict[str, Any]:
             )
         },
     }
-    if guard.sites is not None:
+    if kit.sites is not None:
         paths[f"{api}/sites"] = {
             "get": _operation(
                 "The signed-in user's sites, roles and policies",
@@ -491,7 +491,7 @@ def document(guard: MFAGuard) -> dict[str, Any]:
                 parameters=_SITE,
             )
         }
-    if guard.trusted_devices is not None:
+    if kit.trusted_devices is not None:
         paths[f"{api}/devices"] = {
             "get": _operation(
                 "The user's remembered browsers, most recently used first",
@@ -551,7 +551,7 @@ def document(guard: MFAGuard) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": f"mfa_guard API ({guard.settings.issuer})",
+            "title": f"mfa_guard API ({kit.settings.issuer})",
             "version": __version__,
             "description": "Two-factor authentication: enrolment, verification, SMS, recovery "
             "codes and site enforcement. Every request needs the app's own sign-in (its session "

@@ -43,7 +43,7 @@ from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_t
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import Kit
 
 CSRF_SESSION_KEY = "mfa_guard_csrf"
 STRONG_FACTOR_NOTICE = N_(
@@ -138,10 +138,10 @@ def _pending_text(enrolment: Enrolment, purpose: SMSPurpose, now: float) -> str 
 
 
 class Pages:
-    def __init__(self, guard: MFAGuard) -> None:
-        self.guard = guard
-        self.service = guard.service
-        self.templates = _templates(guard.template_directory)
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.service = kit.service
+        self.templates = _templates(kit.template_directory)
 
     def routes(self) -> list[Route]:
         routes = [
@@ -160,7 +160,7 @@ class Pages:
             Route("/settings/phone", self._page(self.phone), methods=["POST"]),
             Route("/settings/phone/verify", self._page(self.phone_verify), methods=["POST"]),
         ]
-        if self.guard.trusted_devices is not None:
+        if self.kit.trusted_devices is not None:
             routes += [
                 Route("/settings/devices/forget", self._page(self.forget_device), methods=["POST"]),
                 Route(
@@ -185,21 +185,21 @@ class Pages:
 
         async def respond(request: Request) -> Response:
             try:
-                caller = await caller_of(request, self.guard)
+                caller = await caller_of(request, self.kit.gate)
                 if caller is None:
-                    return RedirectResponse(self.guard.settings.home_path, status_code=303)
+                    return RedirectResponse(self.kit.settings.home_path, status_code=303)
                 # The banner names the sites that require 2FA: looked up now (only when one
                 # is due), as rendering reads the notice with no I/O.
-                await self.guard.named_enrolment_notice(request.scope)
+                await self.kit.gate.named_enrolment_notice(request.scope)
                 return await handler(request, caller)
             except FormRejected as exc:
                 return self._error(request, exc.status_code, exc.heading, exc.message)
             except SMSError as exc:
                 # Handlers that send say where to go back to; this is the fallback.
-                return self._text_failed(request, exc, self.guard.settings.home_path)
+                return self._text_failed(request, exc, self.kit.settings.home_path)
             except ConfigurationError as exc:  # wired wrong: permanent, not an outage
                 report_miswiring(exc)
-                return misconfigured_response(request.scope, self.guard)
+                return misconfigured_response(request.scope, self.kit.settings)
             except MFAGuardError as exc:
                 report_failure(exc)
                 return self._error(
@@ -214,7 +214,7 @@ class Pages:
         return endpoint
 
     def _framing_headers(self) -> dict[str, str]:
-        ancestors = self.guard.settings.frame_ancestors
+        ancestors = self.kit.settings.frame_ancestors
         headers = {"Content-Security-Policy": f"frame-ancestors {ancestors}"}
         # X-Frame-Options, for browsers before CSP 2, names no origin: only these two.
         legacy = {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(ancestors)
@@ -223,7 +223,7 @@ class Pages:
         return headers
 
     def _base(self, request: Request) -> str:
-        return str(request.scope.get("app_root_path", "")) + self.guard.settings.mount_path
+        return str(request.scope.get("app_root_path", "")) + self.kit.settings.mount_path
 
     def _render(
         self,
@@ -233,7 +233,7 @@ class Pages:
         status_code: int = 200,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        settings = self.guard.settings
+        settings = self.kit.settings
         lang = i18n.request_language(request, settings.languages)
         full = {
             "lang": lang,
@@ -247,7 +247,7 @@ class Pages:
             "error": None,
             "notice": None,
             "next": settings.home_path,
-            "enrolment_notice": self.guard.enrolment_notice(request.scope),
+            "enrolment_notice": self.kit.gate.enrolment_notice(request.scope),
             "sign_out": self._sign_out(request),
             **context,
         }
@@ -266,16 +266,16 @@ class Pages:
     def _sign_out(self, request: Request) -> dict[str, Any] | None:
         """The app's sign-out for base.html's header (``None`` when none is configured): every
         kit page offers a way out, whoever is asked for a code."""
-        settings = self.guard.settings.sign_out
+        settings = self.kit.settings.sign_out
         if settings.url is None:
             return None
-        hook = self.guard.sign_out_fields
+        hook = self.kit.sign_out_fields
         fields = {} if hook is None or settings.method == "get" else dict(hook(request.scope))
         return {
             "url": settings.url,
             "method": settings.method,
             "fields": fields,
-            "account": self.guard.account_name(request.scope),
+            "account": self.kit.account_name(request.scope),
         }
 
     def _error(
@@ -291,7 +291,7 @@ class Pages:
         context = {
             "heading": heading,
             "message": message,
-            "back": back or self.guard.settings.home_path,
+            "back": back or self.kit.settings.home_path,
         }
         return self._render(request, "error.html", context, status_code, headers)
 
@@ -310,7 +310,7 @@ class Pages:
     def _retry_after(self, denied: Denied) -> dict[str, str] | None:
         if denied.retry_at is None:
             return None
-        return {"Retry-After": str(max(1, math.ceil(denied.retry_at - self.guard.clock())))}
+        return {"Retry-After": str(max(1, math.ceil(denied.retry_at - self.kit.clock())))}
 
     def _denied(
         self, request: Request, name: str, denied: Denied, context: dict[str, Any]
@@ -324,15 +324,15 @@ class Pages:
         )
 
     def _translations(self, request: Request) -> NullTranslations:
-        return i18n.translations(i18n.request_language(request, self.guard.settings.languages))
+        return i18n.translations(i18n.request_language(request, self.kit.settings.languages))
 
     def _refusal(self, request: Request, denied: Denied) -> str:
         """The refusal's message in the page's language, with the wait when it has one."""
-        return denied.message_at(self.guard.clock(), self._translations(request))
+        return denied.message_at(self.kit.clock(), self._translations(request))
 
     async def _form(self, request: Request) -> FormData:
         """The posted form, after the CSRF checks (Origin and the session's token)."""
-        if not same_origin(request.scope, self.guard.settings):
+        if not same_origin(request.scope, self.kit.settings):
             raise FormRejected(
                 403, N_("Request refused"), N_("Cross-site form posts are not allowed.")
             )
@@ -367,7 +367,7 @@ class Pages:
         return form
 
     def _next(self, value: str | None) -> str:
-        return safe_next(value, self.guard.settings.home_path)
+        return safe_next(value, self.kit.settings.home_path)
 
     def _challenge_url(self, request: Request, next_path: str) -> str:
         return f"{self._base(request)}/challenge?next={quote(next_path, safe='/')}"
@@ -381,7 +381,7 @@ class Pages:
         submitted one after a refusal); ``None`` chooses: the text message while this session's
         sign-in code is pending, the authenticator app otherwise. ``sms`` is set only for a
         user SMS is offered to, ``remember_days`` only when trusted devices are on."""
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         context: dict[str, Any] = {
             "next": next_path,
             "method": (method or Method.TOTP).value,
@@ -409,7 +409,7 @@ class Pages:
         return (
             challenge is not None
             and challenge.purpose is SMSPurpose.SIGN_IN
-            and self.guard.clock() < challenge.expires_at
+            and self.kit.clock() < challenge.expires_at
             and isinstance(asked, int | float)
             # Stores keep the expiry as a float; one that rounds it still matches.
             and abs(asked - challenge.expires_at) < 1
@@ -435,7 +435,7 @@ class Pages:
         # radio button while a texted code is pending), and only that one is checked.
         method = _method(_field(form, "method"))
         # "Remember this browser", ticked: ignored when trusted devices are off.
-        remember = self.guard.trusted_devices is not None and _field(form, "remember") != ""
+        remember = self.kit.trusted_devices is not None and _field(form, "remember") != ""
         result = await self.service.verify(
             caller.user_id, method, _field(form, "code"), caller.ip, session=caller.marker.nonce
         )
@@ -447,11 +447,11 @@ class Pages:
             context["error_field"] = "recovery" if method is Method.RECOVERY else "code"
             return self._denied(request, "challenge.html", result, context)
         caller.session.pop(SMS_SESSION_KEY, None)
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        caller.mark_verified(result.method.value, result.epoch)
         response = RedirectResponse(next_path, status_code=303)
         if remember:
             # The device cookie rides on the redirect.
-            await remember_browser(self.guard, caller, result.epoch, response)
+            await remember_browser(self.kit, caller, result.epoch, response)
         return response
 
     async def sms(self, request: Request, caller: Caller) -> Response:
@@ -503,7 +503,7 @@ class Pages:
             countdown = [
                 f"{lead} {sentence}"
                 for sentence in sms_wording.countdown(
-                    denied.retry_at - self.guard.clock(), translations
+                    denied.retry_at - self.kit.clock(), translations
                 )
             ]
         return {
@@ -523,13 +523,13 @@ class Pages:
 
     def _phone_required(self, enrolment: Enrolment) -> bool:
         return (
-            self.guard.settings.require_phone_for_enrolment
+            self.kit.settings.require_phone_for_enrolment
             and self.service.sms is not None
             and enrolment.phone_verified_at is None
         )
 
     async def enrol(self, request: Request, caller: Caller) -> Response:
-        account = self.guard.account_name(request.scope)
+        account = self.kit.account_name(request.scope)
         if request.method == "GET":
             next_path = self._next(request.query_params.get("next"))
             enrolment = await self.service.enrolment(caller.user_id)
@@ -567,11 +567,11 @@ class Pages:
             if result.reason is Reason.ALREADY_ENROLLED:
                 return RedirectResponse(f"{self._base(request)}/settings", status_code=303)
             setup = await self.service.pending_setup(
-                caller.user_id, self.guard.account_name(request.scope), session=caller.marker.nonce
+                caller.user_id, self.kit.account_name(request.scope), session=caller.marker.nonce
             )
             context = {"next": next_path, "setup": setup, "phone_required": False}
             return self._denied(request, "enrol.html", result, context)
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
+        caller.mark_verified(result.method.value, result.epoch)
         return self._render(
             request,
             "recovery_codes.html",
@@ -608,8 +608,8 @@ class Pages:
         headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
         enrolment, devices = await concurrently(
             self.service.enrolment(caller.user_id), self._remembered(caller)
@@ -620,7 +620,7 @@ class Pages:
             verified = enrolment.phone if enrolment.phone_verified_at is not None else None
             phone = {
                 "verified": None if verified is None else sms_codes.mask_phone(verified),
-                "pending": _pending_text(enrolment, SMSPurpose.PHONE, self.guard.clock()),
+                "pending": _pending_text(enrolment, SMSPurpose.PHONE, self.kit.clock()),
                 "input": "",
                 "sms_offered": self.service.sms_offered(enrolment),
             }
@@ -635,7 +635,7 @@ class Pages:
                 "enforced_by": await self.service.enforcing_sites(caller.user_id),
                 "required_for_everyone": self.service.everyone_required,
                 "devices": devices if enrolment.enrolled else None,
-                "trusted_devices": self.guard.trusted_devices is not None,
+                "trusted_devices": self.kit.trusted_devices is not None,
                 "device_days": self._device_days(),
                 **context,
             },
@@ -644,13 +644,13 @@ class Pages:
         )
 
     def _device_days(self) -> int | None:
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         return None if devices is None else devices.settings.days
 
     async def _remembered(self, caller: Caller) -> list[dict[str, Any]] | None:
         """The settings page's list of remembered browsers (``None`` when there is none to
         show: trusted devices off, or the user has no 2FA)."""
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         if devices is None or not caller.marker.enrolled:
             return None
         return [
@@ -664,7 +664,7 @@ class Pages:
             "created_at": device.created_at,
             "last_used_at": device.last_seen_at,
             "expires_at": device.expires_at,
-            "current": is_this_browser(self.guard, caller, device),
+            "current": is_this_browser(self.kit, caller, device),
         }
 
     def _to_challenge(self, request: Request, *, strong: bool = False) -> Response:
@@ -675,8 +675,8 @@ class Pages:
 
     async def new_recovery_codes(self, request: Request, caller: Caller) -> Response:
         await self._form(request)
-        await caller.recheck(self.guard)
-        if not caller.is_recently_verified(self.guard):
+        await caller.recheck()
+        if not caller.is_recently_verified():
             # Step-up: a fresh code first, then back to the settings page.
             return self._to_challenge(request)
         if not caller.is_strongly_verified():
@@ -685,9 +685,9 @@ class Pages:
         if isinstance(result, Denied):
             return await self._settings_page(request, caller, 409, error=result.message)
         # A factor change: every remembered browser must enter a code again.
-        await forget_browsers(self.guard, caller)
+        await forget_browsers(self.kit, caller)
         notice = N_("Your old recovery codes no longer work.")
-        if self.guard.trusted_devices is not None:
+        if self.kit.trusted_devices is not None:
             notice = N_(
                 "Your old recovery codes no longer work, and every remembered browser must "
                 "enter a code again."
@@ -701,16 +701,16 @@ class Pages:
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
         """Every other session of the user verifies again at its next re-check."""
         await self._form(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
         result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result)
-        caller.adopt_epoch(self.guard, result)
-        await forget_browsers(self.guard, caller)
+        caller.adopt_epoch(result)
+        await forget_browsers(self.kit, caller)
         notice = N_("Your other sessions must enter a code again to continue.")
-        if self.guard.trusted_devices is not None:
+        if self.kit.trusted_devices is not None:
             # The new epoch forgets every remembered browser too, this one included.
             notice = N_(
                 "Your other sessions must enter a code again to continue, and every "
@@ -721,21 +721,21 @@ class Pages:
     async def forget_device(self, request: Request, caller: Caller) -> Response:
         """Forgets one remembered browser (the form's ``device``): it must enter a code again."""
         form = await self._form(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
         device_id = _field(form, "device")
         if not device_id:
             return await self._settings_page(
                 request, caller, 400, error=N_("Choose a browser to forget.")
             )
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         this_browser = None
         if devices is not None and len(device_id) <= MAX_DEVICE_ID and device_id.isprintable():
             # Whether it is this browser, known before it is gone.
             this_browser = next(
                 (
-                    is_this_browser(self.guard, caller, device)
+                    is_this_browser(self.kit, caller, device)
                     for device in await devices.devices.devices(caller.user_id)
                     if device.id == device_id
                 ),
@@ -757,22 +757,22 @@ class Pages:
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
         """Forgets every remembered browser of the user."""
         await self._form(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         if devices is not None:
             await devices.forget_all(caller.user_id, caller.ip)
         response = await self._settings_page(
             request, caller, notice=N_("Every remembered browser must enter a code again.")
         )
-        if self.guard.device_token(request.scope) is not None:
+        if self.kit.gate.device_token(request.scope) is not None:
             self._drop_device_cookie(response)
         return response
 
     def _drop_device_cookie(self, response: Response) -> None:
         """This browser was forgotten: its cookie goes too (it would open nothing anyway)."""
-        devices = self.guard.trusted_devices
+        devices = self.kit.trusted_devices
         if devices is not None:
             response.delete_cookie(
                 devices.settings.cookie_name,
@@ -784,8 +784,8 @@ class Pages:
 
     async def disable(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
         # A texted code is refused by the service (a code of the app or a recovery code only).
         method = _method(_field(form, "method"))
@@ -794,7 +794,7 @@ class Pages:
         )
         if isinstance(result, Denied):
             return await self._settings_refused(request, caller, result, active_form="disable")
-        await forget_browsers(self.guard, caller)
+        await forget_browsers(self.kit, caller)
         return await self._settings_page(
             request, caller, notice=N_("Two-factor authentication is off.")
         )
@@ -803,8 +803,8 @@ class Pages:
         """Texts a code to a new mobile number; the number counts once the code comes back."""
         form = await self._form(request)
         raw = _field(form, "phone")
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_recently_verified():
             # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3): a fresh code first.
             return self._to_challenge(request)
         if caller.marker.enrolled and not caller.is_strongly_verified():
@@ -826,8 +826,8 @@ class Pages:
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
         form = await self._form(request)
         # Re-checked now: a session revoked since it asked for the text changes no phone.
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
             return self._to_challenge(request)
         result = await self.service.verify_phone(
             caller.user_id,
@@ -841,7 +841,7 @@ class Pages:
             # session, and sends it to the challenge.
             return await self._settings_refused(request, caller, result, active_form="phone-code")
         # This session made the change: it keeps its verified state under the new epoch.
-        caller.adopt_epoch(self.guard, result)
+        caller.adopt_epoch(result)
         return await self._settings_page(
             request, caller, notice=N_("Your mobile number is verified.")
         )

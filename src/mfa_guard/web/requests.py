@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Scope
 
 from mfa_guard.core.marker import STRONG_METHODS, Marker, new_nonce
 from mfa_guard.core.policy import is_recent
-from mfa_guard.web.http import client_ip
-
-if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+from mfa_guard.identity import client_ip
+from mfa_guard.session import MARKER_SCOPE_KEY, Session, SessionGate, session_of
 
 MAX_BODY_BYTES = 4096
-# Where the middleware leaves the marker of a request it let through.
-MARKER_SCOPE_KEY = "mfa_guard"
 
 
 class BadRequest(Exception):
@@ -34,22 +29,25 @@ class BadRequest(Exception):
 
 @dataclass(slots=True)
 class Caller:
-    """The signed-in user behind a request to the kit's own routes."""
+    """The signed-in user behind a request to the kit's own routes, and their session's marker
+    as this request left it."""
 
+    gate: SessionGate
     user_id: str
-    session: MutableMapping[str, Any]
+    session: Session
     marker: Marker
     ip: str | None
     scope: Scope
 
-    def is_verified(self, guard: MFAGuard) -> bool:
-        return self.marker.is_verified(guard.clock(), guard.settings.verified_lifetime_seconds)
+    def is_verified(self) -> bool:
+        settings = self.gate.settings
+        return self.marker.is_verified(self.gate.clock(), settings.verified_lifetime_seconds)
 
-    def is_recently_verified(self, guard: MFAGuard) -> bool:
-        settings = guard.settings
+    def is_recently_verified(self) -> bool:
+        settings = self.gate.settings
         return is_recent(
             self.marker,
-            guard.clock(),
+            self.gate.clock(),
             lifetime_seconds=settings.verified_lifetime_seconds,
             max_age=settings.recent_mfa_seconds,
         )
@@ -59,51 +57,53 @@ class Caller:
         or a recovery code, not a texted code (``STRONG_METHODS``)."""
         return self.marker.method in STRONG_METHODS
 
-    def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
-        self._adopt(guard, self.marker.verified(method, epoch, guard.clock()))
+    def mark_verified(self, method: str, epoch: int) -> None:
+        self._adopt(self.marker.verified(method, epoch, self.gate.clock()))
 
-    def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
+    def adopt_epoch(self, epoch: int) -> None:
         """After a change this session made itself (a new phone, "sign out my other sessions"),
         from the epoch it was re-checked at just before: ``epoch`` is what the store answered.
         Epochs go up by one per change, so only the next one is this change alone: the session
         stays verified (with a new nonce). Any other epoch means another change landed in
         between (a revocation from another session): the session takes the epoch, verified no
         more."""
-        now = guard.clock()
+        now = self.gate.clock()
         if epoch == self.marker.epoch + 1:
             marker = self.marker._replace(nonce=new_nonce(), epoch=epoch, checked_at=now)
         else:
             marker = self.marker._replace(
                 nonce=new_nonce(), epoch=epoch, checked_at=now, verified_at=None, method=None
             )
-        self._adopt(guard, marker)
+        self._adopt(marker)
 
-    async def recheck(self, guard: MFAGuard) -> None:
+    async def recheck(self) -> None:
         """Re-read the enrolment now (after a change this request made)."""
-        self.marker = await guard.recheck(
-            self.session, self.user_id, self.marker, guard.clock(), scope=self.scope
+        gate = self.gate
+        self.marker = await gate.recheck(
+            self.session, self.user_id, self.marker, gate.clock(), scope=self.scope
         )
         self.scope[MARKER_SCOPE_KEY] = self.marker
 
-    def _adopt(self, guard: MFAGuard, marker: Marker) -> None:
+    def _adopt(self, marker: Marker) -> None:
         self.marker = marker
-        guard.save_marker(self.session, marker)
+        self.gate.save(self.session, marker)
         self.scope[MARKER_SCOPE_KEY] = marker
 
 
-async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
-    user_id = guard.identity(request.scope)
+async def caller_of(request: Request, gate: SessionGate) -> Caller | None:
+    user_id = gate.identity(request.scope)
     if user_id is None:
         return None
-    session = guard.session_of(request.scope)
-    marker = await guard.current_marker(session, user_id, scope=request.scope)
+    session = session_of(request.scope)
+    marker = await gate.current(session, user_id, scope=request.scope)
     # As the middleware does for the app's routes: templates read the marker from the scope.
     request.scope[MARKER_SCOPE_KEY] = marker
     return Caller(
+        gate=gate,
         user_id=user_id,
         session=session,
         marker=marker,
-        ip=client_ip(request.scope, guard.settings),
+        ip=client_ip(request.scope, gate.settings),
         scope=request.scope,
     )
 
