@@ -8,8 +8,7 @@ from sqlalchemy import inspect, text
 
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.stores.devices import MemoryDeviceStore
-from mfa_guard.stores.sql import SQLStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
+from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 from mfa_guard.testing.devices_contract import NOW, DeviceStoreContract, device
 from tests.test_stores import POSTGRES_URL, UNREACHABLE_POSTGRES_URL, fresh_schema, sqlite_url
 
@@ -59,11 +58,9 @@ class TestPostgresDeviceStore(DeviceStoreContract):
         await devices.close()
 
 
-async def test_a_store_whose_tables_exist_gets_the_devices_table_on_first_use(
-    tmp_path: Path,
-) -> None:
+async def test_a_store_makes_the_devices_table_with_its_own(tmp_path: Path) -> None:
     store = SQLStore(sqlite_url(tmp_path))
-    await store.summary("alice")  # the store's own tables are created here
+    await store.summary("alice")  # every table on the metadata is created here
     devices = SQLDeviceStore.sharing(store)
 
     await devices.add(device("alice", 1), keep=10)

@@ -63,8 +63,7 @@ from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
-from mfa_guard.stores.sql import SQLStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
+from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 from mfa_guard.web.http import client_ip, report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
