@@ -126,7 +126,7 @@ def _status(args: argparse.Namespace) -> int:
     from mfa_guard.enforcement import MemberStatus, iso, member_statuses
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.stores.sites import Site
-    from mfa_guard.stores.sql import SQLStore, sites
+    from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, sites
 
     url = _database_url(args)
     if problem := _url_problem(url):
@@ -157,7 +157,7 @@ def _status(args: argparse.Namespace) -> int:
     async def report() -> tuple[list[tuple[Site, list[MemberStatus]]], list[UserStatus]]:
         store = SQLStore(url)
         try:
-            directory = store.site_directory()
+            directory = SQLSiteDirectory.sharing(store)
             if args.site:
                 site_ids = [args.site]
             else:

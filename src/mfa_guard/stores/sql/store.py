@@ -43,7 +43,6 @@ from mfa_guard.stores.sql.schema import (
     enrolments,
     recovery_codes,
 )
-from mfa_guard.stores.sql.site_directory import SQLSiteDirectory
 
 # Ids per ``IN (…)`` list: well under SQLite's bound-variable limit (999 before 3.32).
 _IN_CHUNK = 500
@@ -80,11 +79,6 @@ class SQLStore(SQLAdapter):
                 "pool_timeout": settings.database_pool_timeout,
             }
         return cls(settings.database_url, **{**options, **engine_options})
-
-    def site_directory(self) -> SQLSiteDirectory:
-        """The site directory in this store's database, on the same engine (and its lock and
-        table creation); closing the directory leaves the engine to the store."""
-        return SQLSiteDirectory.sharing(self)
 
     async def get(self, user_id: str) -> Enrolment | None:
         rows = await self._db.rows(GET_ENROLMENT, {"uid": user_id}, retry=True)
