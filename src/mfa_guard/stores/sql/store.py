@@ -65,7 +65,9 @@ class SQLStore(SQLAdapter):
     ``postgresql+asyncpg://user@host/db``; extra keyword arguments go to
     :func:`~sqlalchemy.ext.asyncio.create_async_engine`) or an existing ``engine``, which the
     store then shares and never disposes. With ``create_tables`` the tables are created on first
-    use if missing. Backend failures raise :class:`~mfa_guard.errors.StoreUnavailable`.
+    use if missing. Backend failures raise :class:`~mfa_guard.errors.StoreUnavailable`. The site
+    directory and the device store run on its engine with ``SQLSiteDirectory.sharing(store)``
+    and ``SQLDeviceStore.sharing(store)``.
     """
 
     @classmethod
