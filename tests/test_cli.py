@@ -19,7 +19,7 @@ from mfa_guard.cli import main
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.ratelimit import FailureLimiter, Wait, storage_from_uri
 from mfa_guard.stores.sites import Role, SitePolicy
-from mfa_guard.stores.sql import SQLStore
+from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
 from tests.test_ratelimit import redis_or_skip
 
 
@@ -64,7 +64,7 @@ async def seeded(url: str) -> None:
     """Acme (an owner with 2FA, an operator without) and Solo, in the SQL store at ``url``."""
     store = SQLStore(url)
     try:
-        directory = store.site_directory()
+        directory = SQLSiteDirectory.sharing(store)
         await directory.save_site("acme", "Acme")
         await directory.add_member("acme", "owner@acme.test", Role.OWNER)
         await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)

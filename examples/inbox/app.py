@@ -64,8 +64,7 @@ from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
-from mfa_guard.stores.sql import SQLStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
+from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
 from mfa_guard.web.http import report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
@@ -311,7 +310,7 @@ def create_app(
     else:
         store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
     # Sites, members and policies in the same database (and engine) as the enrolments.
-    sites = store.site_directory()
+    sites = SQLSiteDirectory.sharing(store)
     clock = clock or system_clock
     # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
     outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
