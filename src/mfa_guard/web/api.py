@@ -22,6 +22,7 @@ from mfa_guard.web import openapi
 from mfa_guard.web.devices import device_json, forget_browsers, remember_browser
 from mfa_guard.web.http import json_error, same_origin, unavailable_json
 from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
+from mfa_guard.web.schemas import MAX_CODE_LENGTH
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
@@ -345,7 +346,7 @@ class API:
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code")
+        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
         result = await self.service.confirm_setup(
             caller.user_id, code, caller.ip, session=caller.marker.nonce
         )
@@ -360,7 +361,7 @@ class API:
     async def verify(self, request: Request, caller: Caller) -> Response:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code")
+        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
         remember = data.get("remember_device", False)
         if not isinstance(remember, bool):
             raise BadRequest(
@@ -449,7 +450,7 @@ class API:
     async def disable(self, request: Request, caller: Caller) -> Response:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code")
+        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_verified():
             return json_error(401, "mfa_required", "Complete two-factor authentication first.")
@@ -496,7 +497,7 @@ class API:
         return self._text_sent(result)
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code")
+        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
         # Re-checked now, not from the marker's cache: a session revoked since it asked for the
         # text changes no phone, even within its re-check interval.
         await caller.recheck()

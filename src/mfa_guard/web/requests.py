@@ -141,10 +141,24 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def string_field(data: dict[str, Any], name: str, *, default: str | None = None) -> str:
+def invalid_field(name: str, rule: str) -> BadRequest:
+    """The ``400 invalid_input`` of a body field that breaks ``rule`` ("is required")."""
+    return BadRequest(400, "invalid_input", f"The field {name!r} {rule}.")
+
+
+def string_field(
+    data: dict[str, Any], name: str, *, default: str | None = None, max_length: int | None = None
+) -> str:
     value = data.get(name, default)
     if value is None:
-        raise BadRequest(400, "invalid_input", f"The field {name!r} is required.")
+        raise invalid_field(name, "is required")
     if not isinstance(value, str):
-        raise BadRequest(400, "invalid_input", f"The field {name!r} must be a string.")
+        raise invalid_field(name, "must be a string")
+    if max_length is not None and len(value) > max_length:
+        raise invalid_field(name, too_long(max_length))
     return value
+
+
+def too_long(max_length: int) -> str:
+    """The rule a string field over ``max_length`` characters breaks."""
+    return f"must be at most {max_length} characters"
