@@ -50,6 +50,7 @@ from mfa_guard import session as session_module
 from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
+from mfa_guard.errors import Denied
 from mfa_guard.web import devices as web_devices
 
 # A secret this short that is not a code is test data, not a secret (``SecretStr("")``,
@@ -252,7 +253,7 @@ def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
 
         return remember
 
-    def phone(value: str | sms_codes.PhoneProblem) -> None:
+    def phone(value: str | Denied) -> None:
         if isinstance(value, str):
             guard.saw("a phone number", value.lstrip("+"), anywhere=True)
             national = str(phonenumbers.parse(value, None).national_number)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -14,45 +13,25 @@ from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA, iso
-from mfa_guard.errors import ConfigurationError, MFAGuardError
-from mfa_guard.services import Denied, Method, Reason, TextSent
+from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
+from mfa_guard.services import Method, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi
 from mfa_guard.web.devices import device_json, forget_browsers, remember_browser
-from mfa_guard.web.http import json_error, same_origin, unavailable_json
-from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
+from mfa_guard.web.http import (
+    denied_json,
+    json_error,
+    refusal_json,
+    same_origin,
+    unavailable_json,
+)
+from mfa_guard.web.requests import Caller, caller_of, json_body, string_field
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
     from mfa_guard.web.context import Kit
 
-DENIED_STATUS = {
-    Reason.INVALID_CODE: 422,
-    Reason.CODE_ALREADY_USED: 422,
-    Reason.TOO_MANY_ATTEMPTS: 429,
-    Reason.LOCKED_AFTER_FAILURES: 429,
-    Reason.NOT_ENROLLED: 409,
-    Reason.ALREADY_ENROLLED: 409,
-    Reason.NO_PENDING_ENROLMENT: 409,
-    Reason.CONFLICT: 409,
-    Reason.SMS_DISABLED: 409,
-    Reason.PHONE_REQUIRED: 409,
-    Reason.NO_VERIFIED_PHONE: 409,
-    Reason.TOO_MANY_TEXTS: 429,
-    Reason.INVALID_PHONE: 400,
-    Reason.NOT_A_MOBILE: 400,
-    Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
-    Reason.TEXTS_TO_COUNTRY_REFUSED: 429,
-    Reason.ENFORCED_BY_SITE: 409,
-    Reason.REQUIRED_FOR_EVERYONE: 409,
-    Reason.SITE_NOT_FOUND: 404,
-    Reason.NOT_SITE_OWNER: 403,
-    Reason.OWNER_MFA_REQUIRED: 403,
-    Reason.REAUTHENTICATION_REQUIRED: 401,
-    Reason.INVALID_GRACE: 400,
-    Reason.STRONG_FACTOR_REQUIRED: 403,
-}
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
 # Device ids are 16 characters; anything much longer is no device.
@@ -64,19 +43,7 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def _not_found(request: Request) -> Response:
-    return json_error(404, "not_found", "There is no such API endpoint.")
-
-
-def denied_response(denied: Denied, now: float) -> JSONResponse:
-    retry_after = None
-    if denied.retry_at is not None:
-        retry_after = max(1, math.ceil(denied.retry_at - now))
-    return json_error(
-        DENIED_STATUS[denied.reason],
-        denied.reason.value,
-        denied.message_at(now),
-        retry_after=retry_after,
-    )
+    return refusal_json(Reason.NO_SUCH_ENDPOINT)
 
 
 def site_param(request: Request) -> str:
@@ -84,7 +51,7 @@ def site_param(request: Request) -> str:
     as NUL, which PostgreSQL refuses) is the same 404 as an unknown site."""
     site_id = str(request.path_params["site"])
     if not site_id or len(site_id) > MAX_SITE_ID or not site_id.isprintable():
-        raise BadRequest(404, Reason.SITE_NOT_FOUND.value, "There is no such site.")
+        raise Refused(Reason.SITE_NOT_FOUND)
     return site_id
 
 
@@ -95,11 +62,7 @@ def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
     # Compared before any conversion: a JSON integer too large for a float is just too large.
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or value != value or not 0 <= value <= max_hours:
-        raise BadRequest(
-            400,
-            "invalid_input",
-            f"The field 'grace_hours' must be a number of hours from 0 to {max_hours}.",
-        )
+        raise Refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
     return float(value)
 
 
@@ -129,9 +92,7 @@ def method_field(value: str) -> Method:
     try:
         return Method(value)
     except ValueError:
-        raise BadRequest(
-            400, "invalid_method", "The method must be one of: totp, recovery, sms."
-        ) from None
+        raise Refused(Reason.INVALID_METHOD) from None
 
 
 class API:
@@ -191,24 +152,23 @@ class API:
         async def endpoint(request: Request) -> Response:
             chosen = handlers.get(request.method)
             if chosen is None:
-                response = json_error(405, "method_not_allowed", f"Use {use} here.")
+                response = refusal_json(Reason.METHOD_NOT_ALLOWED, methods=use)
                 response.headers["Allow"] = allow
                 return response
             handler, mutates = chosen
             try:
                 if mutates and not same_origin(request.scope, self.kit.settings):
-                    return json_error(
-                        403, "cross_site_request", "Cross-site requests are not allowed."
-                    )
+                    return refusal_json(Reason.CROSS_SITE_REQUEST)
                 caller = await caller_of(request, self.kit.gate)
                 if caller is None:
-                    return json_error(401, "not_authenticated", "Sign in first.")
+                    return refusal_json(Reason.NOT_AUTHENTICATED)
                 return await handler(request, caller)
-            except BadRequest as exc:
-                return json_error(exc.status_code, exc.code, exc.message)
+            except Refused as exc:
+                return denied_json(exc.denied, self.kit.clock())
             except SMSError as exc:
                 logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
-                return json_error(503, exc.code, exc.message, retry_after=30)
+                row = Reason.SMS_UNAVAILABLE
+                return json_error(row.status, row.code, exc.message, retry_after=row.retry_after)
             except ConfigurationError as exc:  # wired wrong: permanent, not an outage
                 report_miswiring(exc)
                 return misconfigured_response(request.scope, self.kit.settings)
@@ -284,10 +244,10 @@ class API:
         service = self.kit.site_service
         result = await service.members(caller.user_id, site_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         site = await service.sites.site(site_id)
         if site is None:  # removed since the owner check
-            return denied_response(Denied(Reason.SITE_NOT_FOUND), self.kit.clock())
+            return denied_json(Denied(Reason.SITE_NOT_FOUND), self.kit.clock())
         return JSONResponse(
             {**site_json(site, owner=True), "members": [member_json(m) for m in result]},
             headers={"Cache-Control": "no-store"},
@@ -298,7 +258,7 @@ class API:
         data = await json_body(request)
         enforce = data.get("enforce")
         if not isinstance(enforce, bool):
-            raise BadRequest(400, "invalid_input", "The field 'enforce' must be true or false.")
+            raise Refused(Reason.FIELD_NOT_A_BOOLEAN, field="enforce")
         grace_hours = grace_field(data, self.kit.settings.max_grace_hours)
         # The owner's own state, read now: a policy change is not decided on a stale marker.
         await caller.recheck()
@@ -311,17 +271,11 @@ class API:
             ip=caller.ip,
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         if isinstance(result, MembersWithoutMFA):
-            count = len(result.members)
-            return json_error(
-                409,
-                "members_without_mfa",
-                f"{count} member{'' if count == 1 else 's'} of this site "
-                f"{'has' if count == 1 else 'have'} not turned on two-factor authentication: "
-                "ask them to, or give a grace period (grace_hours; 0 enforces at once).",
-                extra={"members": [member_json(m) for m in result.members]},
-            )
+            refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
+            members = [member_json(m) for m in result.members]
+            return denied_json(refused, self.kit.clock(), extra={"members": members})
         return JSONResponse(site_json(result, owner=True), headers={"Cache-Control": "no-store"})
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
@@ -333,7 +287,7 @@ class API:
             session=caller.marker.nonce,
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         return JSONResponse(
             {
                 "secret": result.secret,
@@ -350,7 +304,7 @@ class API:
             caller.user_id, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         caller.mark_verified(result.method.value, result.epoch)
         return JSONResponse(
             {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)},
@@ -363,19 +317,15 @@ class API:
         code = string_field(data, "code")
         remember = data.get("remember_device", False)
         if not isinstance(remember, bool):
-            raise BadRequest(
-                400, "invalid_input", "The field 'remember_device' must be true or false."
-            )
+            raise Refused(Reason.FIELD_NOT_A_BOOLEAN, field="remember_device")
         if remember and self.kit.trusted_devices is None:
             # Refused before the code is checked: the code is not spent.
-            return json_error(
-                409, "trusted_devices_disabled", "Remembering a browser is not offered here."
-            )
+            return refusal_json(Reason.TRUSTED_DEVICES_DISABLED)
         result = await self.service.verify(
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         caller.mark_verified(result.method.value, result.epoch)
         response = JSONResponse(
             {"verified": True, "method": result.method.value, "device_remembered": remember},
@@ -409,7 +359,7 @@ class API:
             or not device_id.isprintable()
             or not await devices.forget(caller.user_id, device_id, caller.ip)
         ):
-            return json_error(404, "device_not_found", "There is no such remembered browser.")
+            return refusal_json(Reason.DEVICE_NOT_FOUND)
         return JSONResponse({"forgotten": 1}, headers={"Cache-Control": "no-store"})
 
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
@@ -424,25 +374,21 @@ class API:
         second factor: every read beyond the caller's own status (docs/api.md)."""
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_verified():
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+            return refusal_json(Reason.MFA_REQUIRED)
         return None
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
         await caller.recheck()
         if not caller.marker.enrolled:
-            return denied_response(Denied(Reason.NOT_ENROLLED), self.kit.clock())
+            return denied_json(Denied(Reason.NOT_ENROLLED), self.kit.clock())
         if not caller.is_recently_verified():
-            return json_error(
-                401,
-                "mfa_reauthentication_required",
-                "Confirm a current code (POST api/verify) before regenerating recovery codes.",
-            )
+            return refusal_json(Reason.RECENT_MFA_FOR_RECOVERY_CODES)
         if not caller.is_strongly_verified():
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
+            return denied_json(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         await forget_browsers(self.kit, caller)
         return JSONResponse({"recovery_codes": result}, headers={"Cache-Control": "no-store"})
 
@@ -452,12 +398,12 @@ class API:
         code = string_field(data, "code")
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_verified():
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+            return refusal_json(Reason.MFA_REQUIRED)
         result = await self.service.disable(
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         await forget_browsers(self.kit, caller)
         await caller.recheck()
         return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
@@ -466,10 +412,10 @@ class API:
         await json_body(request)
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_verified():
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+            return refusal_json(Reason.MFA_REQUIRED)
         result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
         if isinstance(result, Denied):
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         # This session asked: it stays verified under the new epoch; every other one must
         # verify again at its next re-check. The epoch bump made every remembered browser
         # untrusted: they are forgotten.
@@ -482,14 +428,10 @@ class API:
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_recently_verified():
             # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3).
-            return json_error(
-                401,
-                "mfa_reauthentication_required",
-                "Confirm a current code (POST api/verify) before changing your phone number.",
-            )
+            return refusal_json(Reason.RECENT_MFA_FOR_PHONE)
         if caller.marker.enrolled and not caller.is_strongly_verified():
             # Not with a code texted to the number being replaced.
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
+            return denied_json(Denied(Reason.STRONG_FACTOR_REQUIRED), self.kit.clock())
         result = await self.service.register_phone(
             caller.user_id, raw, caller.ip, session=caller.marker.nonce
         )
@@ -501,7 +443,7 @@ class API:
         # text changes no phone, even within its re-check interval.
         await caller.recheck()
         if caller.marker.enrolled and not caller.is_verified():
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
+            return refusal_json(Reason.MFA_REQUIRED)
         result = await self.service.verify_phone(
             caller.user_id,
             code,
@@ -513,7 +455,7 @@ class API:
             if result.reason is Reason.CONFLICT:
                 # A revocation landed meanwhile: this session learns it now, not at its re-check.
                 await caller.recheck()
-            return denied_response(result, self.kit.clock())
+            return denied_json(result, self.kit.clock())
         # This session made the change: it keeps its verified state under the new epoch.
         caller.adopt_epoch(result)
         enrolment = await self.service.enrolment(caller.user_id)
@@ -532,7 +474,7 @@ class API:
     def _text_sent(self, result: TextSent | Denied) -> Response:
         now = self.kit.clock()
         if isinstance(result, Denied):
-            return denied_response(result, now)
+            return denied_json(result, now)
         return JSONResponse(
             {
                 "sent": True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,13 +28,13 @@ from mfa_guard.core import sms as sms_codes
 from mfa_guard.core import sms_wording
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
-from mfa_guard.errors import ConfigurationError, MFAGuardError
-from mfa_guard.services import Denied, Method, Reason, TextSent, concurrently
+from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
+from mfa_guard.services import Method, TextSent, concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
 from mfa_guard.stores.devices import TrustedDevice
 from mfa_guard.web import i18n
-from mfa_guard.web.api import DENIED_STATUS, MAX_DEVICE_ID
+from mfa_guard.web.api import MAX_DEVICE_ID
 from mfa_guard.web.devices import forget_browsers, is_this_browser, remember_browser
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.i18n import N_
@@ -57,14 +56,6 @@ SMS_SESSION_KEY = "mfa_guard_sms_until"
 MAX_PHONE_ECHO = 64
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
-
-
-class FormRejected(Exception):
-    def __init__(self, status_code: int, heading: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.heading = heading
-        self.message = message
 
 
 def csrf_token(session: Any) -> str:
@@ -192,8 +183,11 @@ class Pages:
                 # is due), as rendering reads the notice with no I/O.
                 await self.kit.gate.named_enrolment_notice(request.scope)
                 return await handler(request, caller)
-            except FormRejected as exc:
-                return self._error(request, exc.status_code, exc.heading, exc.message)
+            except Refused as exc:
+                # The form's checks: the page says why, and nothing was done.
+                denied = exc.denied
+                message = self._refusal(request, denied)
+                return self._error(request, denied.status, N_("Request refused"), message)
             except SMSError as exc:
                 # Handlers that send say where to go back to; this is the fallback.
                 return self._text_failed(request, exc, self.kit.settings.home_path)
@@ -204,7 +198,7 @@ class Pages:
                 report_failure(exc)
                 return self._error(
                     request,
-                    503,
+                    Reason.SERVICE_UNAVAILABLE.status,
                     N_("Service unavailable"),
                     N_(
                         "Two-factor authentication is unavailable right now. Please try again soon."
@@ -300,17 +294,16 @@ class Pages:
         logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
         return self._error(
             request,
-            503,
+            Reason.SMS_UNAVAILABLE.status,
             N_("Text message not sent"),
             exc.message,
             back=back,
-            headers={"Retry-After": "30"},
+            headers={"Retry-After": str(Reason.SMS_UNAVAILABLE.retry_after)},
         )
 
     def _retry_after(self, denied: Denied) -> dict[str, str] | None:
-        if denied.retry_at is None:
-            return None
-        return {"Retry-After": str(max(1, math.ceil(denied.retry_at - self.kit.clock())))}
+        seconds = denied.retry_after(self.kit.clock())
+        return None if seconds is None else {"Retry-After": str(seconds)}
 
     def _denied(
         self, request: Request, name: str, denied: Denied, context: dict[str, Any]
@@ -319,7 +312,7 @@ class Pages:
             request,
             name,
             {**context, "error": self._refusal(request, denied)},
-            DENIED_STATUS[denied.reason],
+            denied.status,
             self._retry_after(denied),
         )
 
@@ -333,22 +326,18 @@ class Pages:
     async def _form(self, request: Request) -> FormData:
         """The posted form, after the CSRF checks (Origin and the session's token)."""
         if not same_origin(request.scope, self.kit.settings):
-            raise FormRejected(
-                403, N_("Request refused"), N_("Cross-site form posts are not allowed.")
-            )
+            raise Refused(Reason.FORM_CROSS_SITE)
         if declared_too_large(request):
-            raise FormRejected(413, N_("Request refused"), N_("The form is too large."))
+            raise Refused(Reason.FORM_TOO_LARGE)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            raise FormRejected(415, N_("Request refused"), N_("Send the form from the page."))
+            raise Refused(Reason.FORM_NOT_FROM_PAGE)
         try:
             form = await request.form(max_files=0, max_fields=16, max_part_size=MAX_BODY_BYTES)
         except (MultiPartException, HTTPException) as exc:
             # What Starlette raises for a body it cannot parse (HTTPException(400) inside an
             # app); anything else is a bug or an incompatible Starlette, never a bad form.
-            raise FormRejected(
-                400, N_("Request refused"), N_("The form could not be read.")
-            ) from exc
+            raise Refused(Reason.FORM_UNREADABLE) from exc
         expected = request.session.get(CSRF_SESSION_KEY)
         sent = _field(form, "csrf_token")
         if not (
@@ -356,14 +345,7 @@ class Pages:
             and sent
             and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8"))
         ):
-            raise FormRejected(
-                403,
-                N_("Request refused"),
-                N_(
-                    "This form has expired or did not come from this site. Go back, reload the "
-                    "page and try again."
-                ),
-            )
+            raise Refused(Reason.FORM_EXPIRED)
         return form
 
     def _next(self, value: str | None) -> str:
@@ -484,7 +466,7 @@ class Pages:
                 request,
                 "challenge.html",
                 context,
-                DENIED_STATUS[result.reason],
+                result.status,
                 self._retry_after(result),
             )
         caller.session[SMS_SESSION_KEY] = result.expires_at
@@ -594,7 +576,7 @@ class Pages:
         return await self._settings_page(
             request,
             caller,
-            DENIED_STATUS[denied.reason],
+            denied.status,
             self._retry_after(denied),
             error=self._refusal(request, denied),
             **context,
@@ -683,7 +665,7 @@ class Pages:
             return self._to_challenge(request, strong=True)
         result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
         if isinstance(result, Denied):
-            return await self._settings_page(request, caller, 409, error=result.message)
+            return await self._settings_refused(request, caller, result)
         # A factor change: every remembered browser must enter a code again.
         await forget_browsers(self.kit, caller)
         notice = N_("Your old recovery codes no longer work.")
@@ -726,9 +708,7 @@ class Pages:
             return self._to_challenge(request)
         device_id = _field(form, "device")
         if not device_id:
-            return await self._settings_page(
-                request, caller, 400, error=N_("Choose a browser to forget.")
-            )
+            return await self._settings_refused(request, caller, Denied(Reason.NO_DEVICE_CHOSEN))
         devices = self.kit.trusted_devices
         this_browser = None
         if devices is not None and len(device_id) <= MAX_DEVICE_ID and device_id.isprintable():
@@ -746,9 +726,7 @@ class Pages:
             or this_browser is None
             or not await devices.forget(caller.user_id, device_id, caller.ip)
         ):
-            return await self._settings_page(
-                request, caller, 404, error=N_("There is no such remembered browser.")
-            )
+            return await self._settings_refused(request, caller, Denied(Reason.DEVICE_NOT_FOUND))
         response = await self._settings_page(request, caller, notice=N_("Browser forgotten."))
         if this_browser:
             self._drop_device_cookie(response)
