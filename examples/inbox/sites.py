@@ -22,7 +22,7 @@ from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
 from mfa_guard.identity import client_ip
 from mfa_guard.stores.sites import Role, Site, SiteDirectory
-from mfa_guard.web.api import MAX_SITE_ID
+from mfa_guard.web.flows import MAX_SITE_ID
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 

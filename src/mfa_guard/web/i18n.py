@@ -116,7 +116,7 @@ def _refusal_messages() -> Iterator[tuple[str, str | tuple[str, str]]]:
 
 
 def extract() -> Catalog:
-    """Every msgid: the templates' ``{% trans %}``, pages.py's ``N_()``, the refusals."""
+    """Every msgid: the templates' ``{% trans %}``, the pages' ``N_()``, the refusals."""
     catalog = Catalog(project="mfa_guard", domain=DOMAIN)
     options: dict[str, Any] = {"trimmed": "true", "extensions": "jinja2.ext.i18n"}
     method_map = [("**.html", "jinja2.ext:babel_extract")]
@@ -126,7 +126,7 @@ def extract() -> Catalog:
         catalog.add(message, locations=[(f"templates/{filename}", lineno)], context=context)
     for filename, lineno, message, _comments, context in extract_from_dir(
         str(Path(__file__).parent),
-        [("pages.py", "python")],
+        [("pages/*.py", "python")],
         keywords={"N_": None, "ngettext": (1, 2)},
     ):
         catalog.add(message, locations=[(filename, lineno)], context=context)
