@@ -244,8 +244,8 @@ def refusal_of(model: type[schemas.RequestBody], body: dict[str, Any]) -> tuple[
     try:
         model.model_validate(body)
     except ValidationError as exc:
-        refusal = exc.errors()[0]["ctx"]
-        return 400, refusal["code"], refusal["message"]
+        denied = schemas.refused(exc).denied
+        return denied.status, denied.code, denied.message
     return 0, "", ""
 
 

@@ -58,10 +58,9 @@ from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
-from mfa_guard.errors import MFAGuardError
+from mfa_guard.errors import Denied, MFAGuardError
 from mfa_guard.identity import client_ip
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
-from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
 from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore

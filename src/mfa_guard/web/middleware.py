@@ -4,7 +4,6 @@ from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
@@ -14,11 +13,10 @@ from mfa_guard.identity import IdentityGetter
 from mfa_guard.session import MARKER_SCOPE_KEY, SESSION_KEY, SESSION_TYPES, session_of
 from mfa_guard.web.context import HasKit
 from mfa_guard.web.http import (
-    UNAVAILABLE_MESSAGE,
-    refusal_response,
+    decision_refusal,
+    guarded_refusal,
     report_failure,
-    unavailable_json,
-    wants_json,
+    unavailable_response,
 )
 from mfa_guard.web.wiring import (
     WS_INTERNAL_ERROR,
@@ -235,7 +233,7 @@ class MFAGuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
-        response = refusal_response(scope, self.kit.settings, decision)
+        response = guarded_refusal(scope, self.kit.settings, decision_refusal(decision))
         await response(scope, receive, send)
 
     async def _misconfigured(
@@ -257,12 +255,4 @@ class MFAGuardMiddleware:
             # 1013: try again later.
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
             return
-        response: Response
-        if wants_json(scope, self.kit.settings):
-            response = unavailable_json(exc)
-        else:
-            report_failure(exc)
-            response = PlainTextResponse(
-                UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"}
-            )
-        await response(scope, receive, send)
+        await unavailable_response(scope, self.kit.settings, exc)(scope, receive, send)

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from mfa_guard.errors import StoreUnavailable
+from mfa_guard.errors import Reason
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.sms import SMSError
 from mfa_guard.version import __version__
 from mfa_guard.web import schemas
+from mfa_guard.web.flows import MAX_DEVICE_ID, MAX_SITE_ID
 from mfa_guard.web.requests import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -32,30 +32,14 @@ JSON = "application/json"
 Schema = dict[str, Any]
 COMPONENT = "#/components/schemas/{model}"
 
+
 # The refusals the API answers itself, outside services.Denied, with their status.
-_OTHER_REFUSALS = {
-    "invalid_json": 400,
-    "invalid_input": 400,
-    "invalid_method": 400,
-    "not_authenticated": 401,
-    "mfa_required": 401,
-    "cross_site_request": 403,
-    "device_not_found": 404,
-    "members_without_mfa": 409,
-    "trusted_devices_disabled": 409,
-    "payload_too_large": 413,
-    "unsupported_media_type": 415,
-    StoreUnavailable.code: StoreUnavailable.status_code,
-    SMSError.code: SMSError.status_code,
-}
-
-
 def refusal_status(code: str) -> int:
-    """The status the API answers the refusal ``code`` with."""
-    from mfa_guard.web.api import DENIED_STATUS  # the API serves this document
+    """The status the API answers the refusal ``code`` with (from the refusal table)."""
+    return _STATUS_OF_CODE[code]
 
-    denied = {reason.value: status for reason, status in DENIED_STATUS.items()}
-    return denied.get(code) or _OTHER_REFUSALS[code]
+
+_STATUS_OF_CODE = {reason.code: reason.status for reason in Reason}
 
 
 # What any call may be refused with, then a change (same-origin only), then a change with a
@@ -348,8 +332,6 @@ OPERATIONS = (
 
 def _path_parameters(path: str) -> list[Schema]:
     """The path's parameters: ids no store can hold are refused as unknown ones (404)."""
-    from mfa_guard.web.api import MAX_DEVICE_ID, MAX_SITE_ID  # the API serves this document
-
     described = {
         "site": (MAX_SITE_ID, "The site's id (no slash, no control character)."),
         "device": (

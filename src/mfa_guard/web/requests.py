@@ -11,20 +11,11 @@ from starlette.types import Scope
 
 from mfa_guard.core.marker import STRONG_METHODS, Marker, new_nonce
 from mfa_guard.core.policy import is_recent
+from mfa_guard.errors import Reason, Refused
 from mfa_guard.identity import client_ip
 from mfa_guard.session import MARKER_SCOPE_KEY, Session, SessionGate, session_of
 
 MAX_BODY_BYTES = 4096
-
-
-class BadRequest(Exception):
-    """A request the kit refuses before doing anything: carries the JSON error to answer."""
-
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True)
@@ -119,31 +110,26 @@ def declared_too_large(request: Request) -> bool:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The JSON object of the body; anything else is a :class:`BadRequest`."""
+    """The JSON object of the body; anything else is :class:`~mfa_guard.errors.Refused`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(415, "unsupported_media_type", "Send the body as application/json.")
+        raise Refused(Reason.UNSUPPORTED_MEDIA_TYPE)
     if declared_too_large(request):
-        raise BadRequest(413, "payload_too_large", "The request body is too large.")
+        raise Refused(Reason.PAYLOAD_TOO_LARGE)
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest(413, "payload_too_large", "The request body is too large.")
+            raise Refused(Reason.PAYLOAD_TOO_LARGE)
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(400, "invalid_json", "The body is not valid JSON.") from exc
+        raise Refused(Reason.INVALID_JSON) from exc
     if not isinstance(data, dict):
-        raise BadRequest(400, "invalid_json", "The body must be a JSON object.")
+        raise Refused(Reason.NOT_A_JSON_OBJECT)
     return data
-
-
-def invalid_field(name: str, rule: str) -> BadRequest:
-    """The ``400 invalid_input`` of a body field that breaks ``rule`` ("is required")."""
-    return BadRequest(400, "invalid_input", f"The field {name!r} {rule}.")
 
 
 def string_field(
@@ -151,14 +137,9 @@ def string_field(
 ) -> str:
     value = data.get(name, default)
     if value is None:
-        raise invalid_field(name, "is required")
+        raise Refused(Reason.FIELD_REQUIRED, field=name)
     if not isinstance(value, str):
-        raise invalid_field(name, "must be a string")
+        raise Refused(Reason.FIELD_NOT_A_STRING, field=name)
     if max_length is not None and len(value) > max_length:
-        raise invalid_field(name, too_long(max_length))
+        raise Refused(Reason.FIELD_TOO_LONG, field=name, max_length=max_length)
     return value
-
-
-def too_long(max_length: int) -> str:
-    """The rule a string field over ``max_length`` characters breaks."""
-    return f"must be at most {max_length} characters"

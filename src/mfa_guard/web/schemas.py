@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from annotated_types import Le
 from pydantic import (
@@ -38,10 +38,11 @@ from starlette.responses import JSONResponse
 from mfa_guard.core import recovery, totp
 from mfa_guard.core.sms import MAX_PHONE_LENGTH
 from mfa_guard.enforcement import iso
+from mfa_guard.errors import Reason, Refused
 from mfa_guard.services import Method
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.sites import Role
-from mfa_guard.web.requests import BadRequest, invalid_field, json_body, too_long
+from mfa_guard.web.requests import json_body
 
 # The longest code any method's check reads (authenticator, texted and recovery codes): a
 # longer one is refused before it reaches a check.
@@ -51,11 +52,9 @@ DEFAULT_MAX_GRACE_HOURS: int = MFAGuardSettings.model_fields["max_grace_hours"].
 # -- Reading a request body ------------------------------------------------------------------
 
 
-def _refused(refusal: BadRequest) -> PydanticCustomError:
-    """A field's refusal as a validation error: :func:`read_body` answers it as it is."""
-    return PydanticCustomError(
-        "refused", "{message}", {"code": refusal.code, "message": refusal.message}
-    )
+def _refused(reason: Reason, **params: str | int) -> PydanticCustomError:
+    """A field's refusal as a validation error: :func:`read_body` raises it as it is."""
+    return PydanticCustomError("refused", reason.code, {"reason": reason.name, "params": params})
 
 
 def _field_name(info: ValidationInfo) -> str:
@@ -65,9 +64,9 @@ def _field_name(info: ValidationInfo) -> str:
 def _text(value: Any, info: ValidationInfo) -> str:
     """A string field's value: absent or ``null`` is missing, anything else must be a string."""
     if value is None:
-        raise _refused(invalid_field(_field_name(info), "is required"))
+        raise _refused(Reason.FIELD_REQUIRED, field=_field_name(info))
     if not isinstance(value, str):
-        raise _refused(invalid_field(_field_name(info), "must be a string"))
+        raise _refused(Reason.FIELD_NOT_A_STRING, field=_field_name(info))
     return value
 
 
@@ -78,7 +77,9 @@ def _string(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationI
     except ValidationError as exc:
         # A string's only other check here is its length.
         max_length = exc.errors()[0].get("ctx", {})["max_length"]
-        raise _refused(invalid_field(_field_name(info), too_long(max_length))) from None
+        raise _refused(
+            Reason.FIELD_TOO_LONG, field=_field_name(info), max_length=max_length
+        ) from None
 
 
 def _method(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
@@ -86,14 +87,12 @@ def _method(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationI
     try:
         return handler(text)
     except ValidationError:
-        choices = ", ".join(method.value for method in Method)
-        refusal = BadRequest(400, "invalid_method", f"The method must be one of: {choices}.")
-        raise _refused(refusal) from None
+        raise _refused(Reason.INVALID_METHOD) from None
 
 
 def _flag(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
     if not isinstance(value, bool):
-        raise _refused(invalid_field(_field_name(info), "must be true or false"))
+        raise _refused(Reason.FIELD_NOT_A_BOOLEAN, field=_field_name(info))
     return handler(value)
 
 
@@ -197,9 +196,8 @@ class PolicyChange(RequestBody):
             except ValidationError:
                 pass
         bound = cls.model_fields["grace_hours"].metadata
-        max_hours = next(rule.le for rule in bound if isinstance(rule, Le))
-        rule = f"must be a number of hours from 0 to {max_hours}"
-        raise _refused(invalid_field("grace_hours", rule))
+        max_hours = cast(int, next(rule.le for rule in bound if isinstance(rule, Le)))
+        raise _refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
 
 
 @functools.cache
@@ -220,14 +218,19 @@ Body = TypeVar("Body", bound=RequestBody)
 
 
 async def read_body(request: Request, model: type[Body]) -> Body:
-    """The request's JSON body read into ``model``; a :class:`BadRequest` as :func:`json_body`
-    raises it, or the ``400`` of the first field refused."""
+    """The request's JSON body read into ``model``: :class:`~mfa_guard.errors.Refused` as
+    :func:`json_body` raises it, or with the first field refused."""
     data = await json_body(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        refusal = exc.errors()[0]["ctx"]
-        raise BadRequest(400, refusal["code"], refusal["message"]) from None
+        raise refused(exc) from None
+
+
+def refused(exc: ValidationError) -> Refused:
+    """The refusal of the first field a body model refused."""
+    refusal = exc.errors()[0]["ctx"]
+    return Refused(Reason[refusal["reason"]], **refusal["params"])
 
 
 # -- Writing an answer -----------------------------------------------------------------------

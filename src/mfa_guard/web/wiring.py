@@ -22,10 +22,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import Scope
 
-from mfa_guard.errors import ConfigurationError
+from mfa_guard.errors import ConfigurationError, Reason
 from mfa_guard.identity import WIRING_FIX
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.web.http import json_error, wants_json
+from mfa_guard.web.http import refusal_json, wants_json
 
 if TYPE_CHECKING:
     from mfa_guard.web.context import HasKit
@@ -148,7 +148,9 @@ def misconfigured_response(scope: Scope, settings: MFAGuardSettings) -> Response
     """A generic ``500`` that tells the client nothing of the cause (the log does): JSON for
     API requests, as any other error of the kit's, else plain text."""
     if wants_json(scope, settings):
-        return json_error(500, "internal_error", "Something went wrong on the server.")
+        return refusal_json(Reason.INTERNAL_ERROR)
     return PlainTextResponse(
-        "Internal Server Error", status_code=500, headers={"Cache-Control": "no-store"}
+        "Internal Server Error",
+        status_code=Reason.INTERNAL_ERROR.status,
+        headers={"Cache-Control": "no-store"},
     )
