@@ -219,7 +219,7 @@ def verified_session(
     ``enrol_by``: the enforcement deadline of the user's sites."""
     now = guard.clock()
     marker = Marker(
-        subject=guard.subject(user_id),
+        subject=guard.gate.subject(user_id),
         nonce=new_nonce(),
         checked_at=now,
         epoch=epoch,

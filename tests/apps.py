@@ -31,6 +31,7 @@ from mfa_guard import (
     MFAGuardSettings,
     MFAStore,
 )
+from mfa_guard.identity import SignOutFields
 from mfa_guard.notifications import Notifier, NotifyingSink
 from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
@@ -127,6 +128,7 @@ def build_app(
     sites: SiteDirectory | None = None,
     notifier: Notifier | None = None,
     devices: DeviceStore | None = None,
+    sign_out_fields: SignOutFields | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -143,6 +145,7 @@ def build_app(
         sites=sites,
         # Used only with trusted_devices={"enabled": True}.
         devices=devices if devices is not None else MemoryDeviceStore(),
+        sign_out_fields=sign_out_fields,
     )
 
     async def banner(request: Request) -> Response:

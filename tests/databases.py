@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.stores.sites import Role, SitePolicy
-from mfa_guard.stores.sql import SQLStore
+from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
 
 POSTGRES_URL = os.environ.get(
     "MFA_GUARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -85,7 +85,7 @@ async def seeded(url: str) -> None:
     """Acme (an owner with 2FA, an operator without) and Solo, in the SQL store at ``url``."""
     store = SQLStore(url)
     try:
-        directory = store.site_directory()
+        directory = SQLSiteDirectory.sharing(store)
         await directory.save_site("acme", "Acme")
         await directory.add_member("acme", "owner@acme.test", Role.OWNER)
         await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)

@@ -46,11 +46,12 @@ import pytest
 from pydantic import SecretStr
 
 from mfa_guard import devices
-from mfa_guard import guard as guard_module
+from mfa_guard import session as session_module
 from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
-from mfa_guard.web import devices as web_devices
+from mfa_guard.errors import Denied
+from mfa_guard.web import flows
 
 # A secret this short that is not a code is test data, not a secret (``SecretStr("")``,
 # ``"not-a-key"``): looking for it would find English words.
@@ -252,7 +253,7 @@ def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
 
         return remember
 
-    def phone(value: str | sms_codes.PhoneProblem) -> None:
+    def phone(value: str | Denied) -> None:
         if isinstance(value, str):
             guard.saw("a phone number", value.lstrip("+"), anywhere=True)
             national = str(phonenumbers.parse(value, None).national_number)
@@ -267,7 +268,7 @@ def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
     _wrap(sms_codes, "normalise_phone", phone, patch)
     # A remembered browser's token is hashed as it is made and each time it comes back; the
     # modules that imported the function look it up as their own.
-    for module in (devices, guard_module, web_devices):
+    for module in (devices, session_module, flows):
         _wrap(module, "token_hash", one("a device token"), patch, argument=True)
 
     box_init = SecretBox.__init__

@@ -58,14 +58,13 @@ from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
-from mfa_guard.errors import MFAGuardError
+from mfa_guard.errors import Denied, MFAGuardError
+from mfa_guard.identity import client_ip
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
-from mfa_guard.services import Denied
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import Role
-from mfa_guard.stores.sql import SQLStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
-from mfa_guard.web.http import client_ip, report_failure, same_origin
+from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
+from mfa_guard.web.http import report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
 
@@ -310,7 +309,7 @@ def create_app(
     else:
         store = SQLStore(f"sqlite+aiosqlite:///{data_dir / 'inbox.db'}")
     # Sites, members and policies in the same database (and engine) as the enrolments.
-    sites = store.site_directory()
+    sites = SQLSiteDirectory.sharing(store)
     clock = clock or system_clock
     # Demo only: the texts stay in memory, and whoever is signed in reads the codes at /outbox.
     outbox = OutboxSMS(clock=clock) if settings.sms.provider == "outbox" else None
@@ -407,7 +406,7 @@ def create_app(
             return RedirectResponse(INBOX_PATH, status_code=303)
         # The set-up is bound to this new session (its marker's nonce): made here, as the
         # guard makes it at the session's first request.
-        marker = await guard.recheck(request.session, email, None, guard.clock())
+        marker = await guard.gate.recheck(request.session, email, None, guard.clock())
         setup = await guard.service.begin_setup(
             email, email, client_ip(request.scope, settings), session=marker.nonce
         )

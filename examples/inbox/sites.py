@@ -19,10 +19,10 @@ from starlette.routing import Route
 from examples.inbox.forms import checked_form, field
 from mfa_guard import MFAGuard
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
-from mfa_guard.services import Denied, Reason
+from mfa_guard.errors import Denied, Reason
+from mfa_guard.identity import client_ip
 from mfa_guard.stores.sites import Role, Site, SiteDirectory
-from mfa_guard.web.api import DENIED_STATUS, MAX_SITE_ID
-from mfa_guard.web.http import client_ip
+from mfa_guard.web.flows import MAX_SITE_ID
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 
@@ -199,9 +199,8 @@ class SitePages:
                 mount = self.guard.settings.mount_path
                 return RedirectResponse(f"{mount}/challenge?next={back}", status_code=303)
             if result.reason is Reason.OWNER_MFA_REQUIRED:
-                status_code = DENIED_STATUS[result.reason]
                 return await self._refused(
-                    request, user, status_code, result.message, enforce, grace
+                    request, user, result.status, result.message, enforce, grace
                 )
             return self._denied_page(request, result)
         if isinstance(result, MembersWithoutMFA):
@@ -321,5 +320,5 @@ class SitePages:
             request,
             "error.html",
             {"heading": heading, "message": denied.message},
-            DENIED_STATUS[denied.reason],
+            denied.status,
         )

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from mfa_guard.errors import ConfigurationError, MFAGuardError, StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink, LoggingEventSink, MemoryEventSink
 from mfa_guard.guard import MFAGuard
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores import Enrolment, MemoryStore, MFAStore
-
-# The version lives in pyproject.toml only; the installed distribution reports it.
-__version__ = metadata.version("mfa-guard")
+from mfa_guard.version import __version__
 
 __all__ = [
     "AuditEvent",

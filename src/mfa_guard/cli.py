@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings
 
-from mfa_guard import __version__
 from mfa_guard.crypto import generate_key
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
     from mfa_guard.settings import EveryoneSettings
@@ -42,7 +42,6 @@ def _init_db(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from mfa_guard.errors import MFAGuardError
-    from mfa_guard.stores import sql_devices  # noqa: F401  (puts the devices' table on the metadata)
     from mfa_guard.stores.sql import SQLStore
 
     url = _database_url(args)
@@ -127,7 +126,7 @@ def _status(args: argparse.Namespace) -> int:
     from mfa_guard.enforcement import MemberStatus, iso, member_statuses
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.stores.sites import Site
-    from mfa_guard.stores.sql import SQLStore, sites
+    from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, sites
 
     url = _database_url(args)
     if problem := _url_problem(url):
@@ -158,7 +157,7 @@ def _status(args: argparse.Namespace) -> int:
     async def report() -> tuple[list[tuple[Site, list[MemberStatus]]], list[UserStatus]]:
         store = SQLStore(url)
         try:
-            directory = store.site_directory()
+            directory = SQLSiteDirectory.sharing(store)
             if args.site:
                 site_ids = [args.site]
             else:
@@ -340,8 +339,7 @@ def _reset_user(args: argparse.Namespace) -> int:
     from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink, field
     from mfa_guard.ratelimit import failure_limiters, reset_all, storage_from_uri
-    from mfa_guard.stores.sql import SQLStore
-    from mfa_guard.stores.sql_devices import SQLDeviceStore
+    from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 
     # The app's own settings: where its failure counts live, and under which limits.
     loaded = _app_settings("reset-user", args)

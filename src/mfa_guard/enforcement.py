@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from mfa_guard.clock import Clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import is_recent
+from mfa_guard.errors import Denied, Reason
 from mfa_guard.events import AuditEvent, EventKind, EventSink
-from mfa_guard.services import Denied, Reason, publish
+from mfa_guard.services import publish
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.sites import Membership, Role, Site, SiteDirectory, SitePolicy
@@ -213,10 +214,7 @@ class SiteService:
         if grace_hours is not None and not (
             math.isfinite(grace_hours) and 0 <= grace_hours <= self.max_grace_hours
         ):
-            return Denied(
-                Reason.INVALID_GRACE,
-                detail=f"The grace period must be from 0 to {self.max_grace_hours} hours.",
-            )
+            return Denied(Reason.INVALID_GRACE, params={"max_hours": self.max_grace_hours})
         now = self._clock()
         if not marker.enrolled:
             if enforce:

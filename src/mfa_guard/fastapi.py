@@ -25,13 +25,12 @@ A refused dependency raises :class:`MFARefusal`, an ``HTTPException`` carrying t
 answer (``{"error": {"code", "message"}}``, or a ``303`` to the challenge page for a browser
 navigation); the handler ``include_mfa_guard`` installs sends that answer as it is. The rules are
 the kit's: the middleware's :func:`~mfa_guard.core.policy.decide` and the step-up's
-:func:`~mfa_guard.stepup.recent_mfa_refusal`.
+:func:`~mfa_guard.stepup.recent_mfa_reason`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,23 +38,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from fastapi import FastAPI, HTTPException
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import Decision, decide
-from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.stepup import recent_mfa_refusal, require_recent_mfa
+from mfa_guard.errors import ConfigurationError, Reason, StoreUnavailable
+from mfa_guard.session import session_of
+from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stepup import recent_mfa_reason, require_recent_mfa
 from mfa_guard.web import openapi as kit_openapi
-from mfa_guard.web.http import (
-    UNAVAILABLE_MESSAGE,
-    json_error,
-    refusal_response,
-    report_failure,
-    see_other,
-    unavailable_json,
-    wants_json,
-)
+from mfa_guard.web.http import decision_refusal, guarded_refusal, report_failure
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -103,33 +96,27 @@ class MFASession:
 
 
 class MFARefusal(HTTPException):
-    """A dependency's refusal. ``response`` is the kit's answer, sent as is by the handler of
-    :func:`install_refusal_handler`; ``code`` is its machine code (``None`` for a redirect),
-    ``detail`` its message."""
+    """A dependency's refusal, ``reason`` in the kit's refusal table. ``response`` is the kit's
+    answer (the middleware's), sent as is by the handler of :func:`install_refusal_handler`;
+    ``code`` is its machine code (``None`` when the answer is no JSON error: a redirect, or
+    plain text), ``detail`` its message."""
 
-    def __init__(self, response: Response) -> None:
-        code, message = _error_of(response)
+    def __init__(self, reason: Reason, scope: Scope, settings: MFAGuardSettings) -> None:
+        response = guarded_refusal(scope, settings, reason)
         headers = {
             name: response.headers[name]
             for name in ("location", "retry-after", "cache-control")
             if name in response.headers
         }
+        redirect = isinstance(response, RedirectResponse)
         super().__init__(
             status_code=response.status_code,
-            detail=message,
+            detail="See Other" if redirect else reason.message,
             headers=headers,
         )
         self.response = response
-        self.code = code
-
-
-def _error_of(response: Response) -> tuple[str | None, str]:
-    if response.media_type == "application/json":
-        error = json.loads(bytes(response.body))["error"]
-        return str(error["code"]), str(error["message"])
-    if isinstance(response, RedirectResponse):
-        return None, "See Other"
-    return None, bytes(response.body).decode()
+        self.reason = reason
+        self.code = reason.code if response.media_type == "application/json" else None
 
 
 async def _send_refusal(request: Request, exc: Exception) -> Response:
@@ -176,25 +163,24 @@ class RequireMFA:
         self.guard = guard
 
     async def __call__(self, connection: HTTPConnection) -> MFASession:
-        guard = self.guard
         scope = connection.scope
-        websocket = scope["type"] == "websocket"
-        if not websocket:
+        if scope["type"] != "websocket":
             _check_handler(connection)
-        user_id = guard.identity(scope)
-        if user_id is None:
-            if websocket:
-                raise WebSocketException(WS_POLICY_VIOLATION)
-            raise MFARefusal(_not_authenticated(guard, scope))
+        settings = self.guard.settings
         try:
-            marker = await guard.session_marker(scope)
+            return await self._session(scope)
         except StoreUnavailable as exc:
-            if websocket:
-                report_failure(exc)
-                raise WebSocketException(WS_TRY_AGAIN_LATER) from exc
-            raise MFARefusal(_unavailable(guard, scope, exc)) from exc
-        if marker is None:  # the identity vanished in between: nobody signed in
-            raise MFARefusal(_not_authenticated(guard, scope))
+            report_failure(exc)
+            raise _refusal(Reason.SERVICE_UNAVAILABLE, scope, settings) from exc
+
+    async def _session(self, scope: Scope) -> MFASession:
+        guard = self.guard
+        gate = guard.gate
+        user_id = gate.identity(scope)
+        marker = None if user_id is None else await gate.marker(scope)
+        # No identity, or one that vanished in between: nobody signed in.
+        if user_id is None or marker is None:
+            raise _refusal(Reason.NOT_AUTHENTICATED, scope, guard.settings)
         now = guard.clock()
         decision = decide(
             marker, now, verified_lifetime_seconds=guard.settings.verified_lifetime_seconds
@@ -203,20 +189,20 @@ class RequireMFA:
             return MFASession(user_id, marker)
         if decision is Decision.CHALLENGE and guard.trusted_devices is not None:
             # As the middleware does: a remembered browser verifies the session instead.
-            try:
-                admitted = await guard.admit_by_device(
-                    scope, guard.session_of(scope), user_id, marker, now
-                )
-            except StoreUnavailable as exc:
-                if websocket:
-                    report_failure(exc)
-                    raise WebSocketException(WS_TRY_AGAIN_LATER) from exc
-                raise MFARefusal(_unavailable(guard, scope, exc)) from exc
+            admitted = await gate.admit_by_device(scope, session_of(scope), user_id, marker, now)
             if admitted is not None:
                 return MFASession(user_id, admitted)
-        if websocket:
-            raise WebSocketException(WS_POLICY_VIOLATION)
-        raise MFARefusal(refusal_response(scope, guard.settings, decision))
+        raise _refusal(decision_refusal(decision), scope, guard.settings)
+
+
+def _refusal(reason: Reason, scope: Scope, settings: MFAGuardSettings) -> Exception:
+    """What a refused dependency raises: an :class:`MFARefusal`; on a websocket, the close
+    before accept (``1008``, ``1013`` when the store is down)."""
+    if scope["type"] == "websocket":
+        if reason is Reason.SERVICE_UNAVAILABLE:
+            return WebSocketException(WS_TRY_AGAIN_LATER)
+        return WebSocketException(WS_POLICY_VIOLATION)
+    return MFARefusal(reason, scope, settings)
 
 
 class RequireRecentMFA:
@@ -243,33 +229,21 @@ class RequireRecentMFA:
             raise ConfigurationError("RequireRecentMFA guards HTTP routes, not websockets")
         _check_handler(connection)
         guard = self.guard
+        gate = guard.gate
         scope = connection.scope
-        user_id = guard.identity(scope)
+        user_id = gate.identity(scope)
         if user_id is None:
-            raise MFARefusal(_not_authenticated(guard, scope))
+            raise MFARefusal(Reason.NOT_AUTHENTICATED, scope, guard.settings)
         # No session is a wiring error to raise, not an outage to answer with a 503.
-        session = guard.session_of(scope)
-        refusal = await recent_mfa_refusal(guard, connection, self.max_age)
-        if refusal is not None:
-            raise MFARefusal(refusal)
-        # The marker recent_mfa_refusal just accepted, read back from the session: no I/O.
-        marker, _ = guard.fresh_marker(session, user_id, guard.clock())
+        session = session_of(scope)
+        reason = await recent_mfa_reason(guard, connection, self.max_age)
+        if reason is not None:
+            raise MFARefusal(reason, scope, guard.settings)
+        # The marker recent_mfa_reason just accepted, read back from the session: no I/O.
+        marker, _ = gate.fresh(session, user_id, gate.clock())
         if marker is None:
-            marker = await guard.current_marker(session, user_id, scope=scope)
+            marker = await gate.current(session, user_id, scope=scope)
         return MFASession(user_id, marker)
-
-
-def _not_authenticated(guard: MFAGuard, scope: Scope) -> Response:
-    if wants_json(scope, guard.settings):
-        return json_error(401, "not_authenticated", "Sign in first.")
-    return see_other(guard.settings.home_path)
-
-
-def _unavailable(guard: MFAGuard, scope: Scope, exc: StoreUnavailable) -> Response:
-    if wants_json(scope, guard.settings):
-        return unavailable_json(exc)  # logs why
-    report_failure(exc)
-    return PlainTextResponse(UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"})
 
 
 def refusal_responses() -> dict[int | str, dict[str, Any]]:
@@ -326,7 +300,7 @@ def include_mfa_guard(
 def _merge_openapi_into(app: FastAPI, guard: MFAGuard) -> None:
     app.openapi_schema = None
     # FastAPI's documented way to extend the document (its /openapi.json calls app.openapi()).
-    with_kit = _OpenAPIWithKit(app.openapi, _prefixed(kit_openapi.document(guard)))
+    with_kit = _OpenAPIWithKit(app.openapi, _prefixed(kit_openapi.document(guard.kit)))
     app.openapi = with_kit  # type: ignore[method-assign]
 
 

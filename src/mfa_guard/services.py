@@ -1,13 +1,12 @@
 """Enrolment and verification: core rules + store + throttling + audit events.
 
-Expected refusals are data (:class:`Denied`), not exceptions; only an unreachable backend raises
-(:class:`mfa_guard.errors.StoreUnavailable`).
+Expected refusals are data (:class:`mfa_guard.errors.Denied`), not exceptions; only an
+unreachable backend raises (:class:`mfa_guard.errors.StoreUnavailable`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gettext
 import hashlib
 import hmac
 import logging
@@ -25,7 +24,7 @@ from mfa_guard.core import recovery, sms_wording, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
-from mfa_guard.errors import StoreUnavailable
+from mfa_guard.errors import Denied, Reason, StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
@@ -52,108 +51,10 @@ async def concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]
         raise
 
 
-class Reason(StrEnum):
-    INVALID_CODE = "invalid_code"
-    CODE_ALREADY_USED = "code_already_used"
-    TOO_MANY_ATTEMPTS = "too_many_attempts"
-    LOCKED_AFTER_FAILURES = "locked_after_failures"
-    NOT_ENROLLED = "not_enrolled"
-    ALREADY_ENROLLED = "already_enrolled"
-    NO_PENDING_ENROLMENT = "no_pending_enrolment"
-    CONFLICT = "conflict"
-    SMS_DISABLED = "sms_disabled"
-    PHONE_REQUIRED = "phone_required"
-    NO_VERIFIED_PHONE = "no_verified_phone"
-    TOO_MANY_TEXTS = "too_many_texts"
-    INVALID_PHONE = "invalid_phone"
-    NOT_A_MOBILE = "not_a_mobile"
-    PHONE_COUNTRY_NOT_ALLOWED = "phone_country_not_allowed"
-    TEXTS_TO_COUNTRY_REFUSED = "sms_country_not_allowed"
-    ENFORCED_BY_SITE = "mfa_enforced_by_site"
-    REQUIRED_FOR_EVERYONE = "mfa_required_for_everyone"
-    SITE_NOT_FOUND = "site_not_found"
-    NOT_SITE_OWNER = "not_site_owner"
-    OWNER_MFA_REQUIRED = "verified_mfa_required"
-    REAUTHENTICATION_REQUIRED = "mfa_reauthentication_required"
-    INVALID_GRACE = "invalid_grace_hours"
-    STRONG_FACTOR_REQUIRED = "strong_factor_required"
-
-
-_MESSAGES = {
-    Reason.INVALID_CODE: "That code is not valid. Check it and try again.",
-    Reason.CODE_ALREADY_USED: "That code was already used. Wait for the next code and try again.",
-    Reason.TOO_MANY_ATTEMPTS: "Too many attempts. Wait a moment before trying again.",
-    Reason.LOCKED_AFTER_FAILURES: (
-        "Too many wrong codes in a row: this way of signing in is locked. Use another one (a "
-        "recovery code, or your app's code), or ask an administrator to reset your "
-        "two-factor authentication."
-    ),
-    Reason.NOT_ENROLLED: "Two-factor authentication is not enabled for this account.",
-    Reason.ALREADY_ENROLLED: "Two-factor authentication is already enabled for this account.",
-    Reason.NO_PENDING_ENROLMENT: (
-        "No set-up is waiting in this session: it was not started here, or a newer set-up "
-        "replaced it. Start the set-up again."
-    ),
-    Reason.CONFLICT: "Another request changed your two-factor settings. Please start again.",
-    Reason.SMS_DISABLED: "Text-message codes are not offered here.",
-    Reason.PHONE_REQUIRED: "Add and verify your mobile number before turning on 2FA.",
-    Reason.NO_VERIFIED_PHONE: "There is no verified mobile number on this account.",
-    # Said with the wait (Denied.message_at): "... Wait 23 seconds before asking for a new code."
-    Reason.TOO_MANY_TEXTS: "You cannot get another text message yet.",
-    Reason.INVALID_PHONE: "That is not a valid phone number.",
-    Reason.NOT_A_MOBILE: "Enter a mobile number: text messages go to mobiles.",
-    Reason.PHONE_COUNTRY_NOT_ALLOWED: "Text messages cannot be sent to that country.",
-    Reason.TEXTS_TO_COUNTRY_REFUSED: (
-        "Text messages to your number's country are not sent any more. Use your authenticator "
-        "app or a recovery code."
-    ),
-    Reason.ENFORCED_BY_SITE: (
-        "A site you belong to requires two-factor authentication: it cannot be turned off."
-    ),
-    Reason.REQUIRED_FOR_EVERYONE: (
-        "Two-factor authentication is required for every account: it cannot be turned off."
-    ),
-    Reason.SITE_NOT_FOUND: "There is no such site.",
-    Reason.NOT_SITE_OWNER: "Only the site's owners can do this.",
-    Reason.OWNER_MFA_REQUIRED: (
-        "Turn on two-factor authentication for your own account before enforcing it on the site."
-    ),
-    Reason.REAUTHENTICATION_REQUIRED: (
-        "Confirm a current code (POST api/verify) before changing the site's policy."
-    ),
-    Reason.INVALID_GRACE: "The grace period is out of range.",
-    Reason.STRONG_FACTOR_REQUIRED: (
-        "A text-message code is not enough to change your two-factor settings: use a code from "
-        "your authenticator app or a recovery code."
-    ),
-}
-
-
 class Method(StrEnum):
     TOTP = "totp"
     RECOVERY = "recovery"
     SMS = "sms"
-
-
-@dataclass(frozen=True, slots=True)
-class Denied:
-    reason: Reason
-    retry_at: float | None = None
-    detail: str | None = None
-
-    @property
-    def message(self) -> str:
-        return self.detail or _MESSAGES[self.reason]
-
-    def message_at(
-        self, now: float, translations: gettext.NullTranslations = sms_wording.ENGLISH
-    ) -> str:
-        """The message in the language of ``translations``; a text refused for now says how
-        long to wait (from ``retry_at``, the send limits' own reset)."""
-        text = translations.gettext(self.message)
-        if self.reason is Reason.TOO_MANY_TEXTS and self.retry_at is not None:
-            text = f"{text} {sms_wording.wait(self.retry_at - now, translations)}"
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,8 +360,8 @@ class MFAService:
         if self.sms is None:
             return Denied(Reason.SMS_DISABLED)
         phone = sms_codes.normalise_phone(raw_phone, self.sms.settings.allowed_regions)
-        if isinstance(phone, sms_codes.PhoneProblem):
-            return Denied(Reason(phone.code), detail=phone.message)
+        if isinstance(phone, Denied):
+            return phone
         return await self._send_text(user_id, phone, SMSPurpose.PHONE, ip, session)
 
     async def verify_phone(
@@ -502,7 +403,7 @@ class MFAService:
         if enrolment.phone is None or enrolment.phone_verified_at is None:
             return Denied(Reason.NO_VERIFIED_PHONE)
         phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_regions)
-        if isinstance(phone, sms_codes.PhoneProblem):
+        if isinstance(phone, Denied):
             # The number was allowed when verified: a send policy refuses it now, like a budget
             # of zero (SECURITY.md: every pumping limit answers 429), until the list changes.
             await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
@@ -564,14 +465,7 @@ class MFAService:
         enforcing = await self.enforcing_sites(user_id)
         if enforcing:
             await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
-            names = ", ".join(enforcing)
-            return Denied(
-                Reason.ENFORCED_BY_SITE,
-                detail=(
-                    f"Two-factor authentication cannot be turned off: {names} requires it of "
-                    "every member."
-                ),
-            )
+            return Denied(Reason.ENFORCED_BY_SITE, params={"names": ", ".join(enforcing)})
         outcome = await self.verify(user_id, method, raw_code, ip, session=session)
         if isinstance(outcome, Denied):
             return outcome

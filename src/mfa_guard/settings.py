@@ -476,6 +476,11 @@ class SignOutSettings(BaseModel):
 
 
 class MFAGuardSettings(BaseSettings):
+    """Every setting of the kit, read from ``MFA_GUARD_*`` environment variables (nested groups
+    with ``__``: ``MFA_GUARD_SMS__ENABLED``) and the app's ``.env``, or passed as keywords.
+    Values are checked as they are read: one that would be unsafe is refused with a message
+    naming the setting. docs/configuration.md lists them all (generated from this class)."""
+
     model_config = SettingsConfigDict(
         env_prefix="MFA_GUARD_",
         populate_by_name=True,

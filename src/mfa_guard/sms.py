@@ -18,7 +18,7 @@ import anyio
 from pydantic import SecretStr
 
 from mfa_guard.clock import Clock, system_clock
-from mfa_guard.errors import ConfigurationError, MFAGuardError
+from mfa_guard.errors import ConfigurationError, MFAGuardError, Reason
 
 if TYPE_CHECKING:
     import httpx
@@ -35,17 +35,9 @@ class SMSError(MFAGuardError):
     """A text could not be sent. ``message`` is for the user; ``detail`` is for the operator and
     names the provider's status and error code only: never the text, never the code in it."""
 
-    code = "sms_unavailable"
-    status_code = 503
+    code = Reason.SMS_UNAVAILABLE.code
 
-    def __init__(
-        self,
-        message: str = (
-            "The text message could not be sent. Try again later or use your authenticator app."
-        ),
-        *,
-        detail: str = "",
-    ) -> None:
+    def __init__(self, message: str = Reason.SMS_UNAVAILABLE.message, *, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail
 

@@ -21,21 +21,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from mfa_guard.core.policy import is_recent
-from mfa_guard.errors import ConfigurationError, SecretDecryptionError, StoreUnavailable
-from mfa_guard.web.http import (
-    NAVIGATION_METHODS,
-    UNAVAILABLE_MESSAGE,
-    json_error,
-    page_url,
-    report_failure,
-    requested_path,
-    see_other,
-    unavailable_json,
-    wants_json,
-)
+from mfa_guard.errors import ConfigurationError, Reason, SecretDecryptionError, StoreUnavailable
+from mfa_guard.session import session_of
+from mfa_guard.web.http import guarded_refusal, report_failure
 
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
@@ -71,39 +62,29 @@ def require_recent_mfa(
 async def recent_mfa_refusal(guard: MFAGuard, request: Request, max_age: int) -> Response | None:
     """``None`` when the session verified its second factor within ``max_age`` seconds, else
     the answer that sends it to step up (the same rules as the decorator)."""
+    reason = await recent_mfa_reason(guard, request, max_age)
+    return None if reason is None else guarded_refusal(request.scope, guard.settings, reason)
+
+
+async def recent_mfa_reason(guard: MFAGuard, request: Request, max_age: int) -> Reason | None:
+    """Why the session may not go on (``None``: it verified its second factor within
+    ``max_age`` seconds): nobody signed in, no 2FA to step up with, no recent verification,
+    or the store did not answer (logged here)."""
     scope = request.scope
-    settings = guard.settings
-    as_json = wants_json(scope, settings)
-    user_id = guard.identity(scope)
+    gate = guard.gate
+    user_id = gate.identity(scope)
     if user_id is None:
-        if as_json:
-            return json_error(401, "not_authenticated", "Sign in first.")
-        return see_other(settings.home_path)
+        return Reason.NOT_AUTHENTICATED
     # A missing session is the app's wiring error (ConfigurationError): raised, not a 503.
-    session = guard.session_of(scope)
+    session = session_of(scope)
     try:
-        marker = await guard.current_marker(session, user_id, scope=scope)
+        marker = await gate.current(session, user_id, scope=scope)
     except (StoreUnavailable, SecretDecryptionError) as exc:
-        if as_json:
-            return unavailable_json(exc)
         report_failure(exc)
-        return PlainTextResponse(UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"})
-    now = guard.clock()
-    next_path = requested_path(scope) if request.method in NAVIGATION_METHODS else None
+        return Reason.SERVICE_UNAVAILABLE
     if not marker.enrolled:
-        if as_json:
-            return json_error(
-                403,
-                "mfa_enrolment_required",
-                "This action needs two-factor authentication: turn it on first.",
-            )
-        return see_other(page_url(scope, settings, "enrol", next_path))
-    if is_recent(marker, now, lifetime_seconds=settings.verified_lifetime_seconds, max_age=max_age):
+        return Reason.ENROLMENT_REQUIRED_FOR_STEP_UP
+    lifetime = guard.settings.verified_lifetime_seconds
+    if is_recent(marker, guard.clock(), lifetime_seconds=lifetime, max_age=max_age):
         return None
-    if as_json:
-        return json_error(
-            401,
-            "mfa_reauthentication_required",
-            "Confirm a current code (POST api/verify) to continue.",
-        )
-    return see_other(page_url(scope, settings, "challenge", next_path))
+    return Reason.RECENT_MFA_REQUIRED

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.events import EventKind
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SiteDirectory, SitePolicy
-from mfa_guard.stores.sql import SQLStore
+from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
 from tests.apps import GuardedApp, build_app
 from tests.bad_input import BAD_ENVELOPES, ENVELOPE_BODIES, Body, as_json
 from tests.databases import POSTGRES_URL
@@ -231,7 +231,7 @@ async def postgres_acme() -> AsyncIterator[Acme]:
         pytest.skip(f"PostgreSQL is unreachable: {exc}")
     store = SQLStore(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
     try:
-        directory = store.site_directory()
+        directory = SQLSiteDirectory.sharing(store)
         await fill(directory)
         yield Acme(build_app(store=store, sites=directory), directory)
     finally:

@@ -15,7 +15,7 @@ from itsdangerous import TimestampSigner
 
 from mfa_guard.core import recovery
 from mfa_guard.core.marker import Marker
-from mfa_guard.guard import SESSION_KEY
+from mfa_guard.session import SESSION_KEY
 from tests.apps import SESSION_SECRET, GuardedApp, sign_in
 from tests.scenarios import USER, State, arrive, page_token
 
@@ -29,7 +29,7 @@ def session_of(client: httpx.AsyncClient) -> dict[str, Any]:
 
 def marker_of(ga: GuardedApp, client: httpx.AsyncClient, user: str = USER) -> Marker:
     """The session's marker, read as the kit reads it (whatever its stored shape)."""
-    marker = Marker.load(session_of(client).get(SESSION_KEY), ga.guard.subject(user))
+    marker = Marker.load(session_of(client).get(SESSION_KEY), ga.guard.gate.subject(user))
     assert marker is not None
     return marker
 

@@ -8,8 +8,8 @@ from sqlalchemy import inspect, text
 
 from mfa_guard.errors import StoreUnavailable
 from mfa_guard.stores.devices import MemoryDeviceStore
-from mfa_guard.stores.sql import SQLStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
+from mfa_guard.stores.sites import Role
+from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
 from mfa_guard.testing.devices_contract import NOW, DeviceStoreContract, device
 from tests.databases import (
     POSTGRES_URL,
@@ -64,11 +64,9 @@ class TestPostgresDeviceStore(DeviceStoreContract):
         await devices.close()
 
 
-async def test_a_store_whose_tables_exist_gets_the_devices_table_on_first_use(
-    tmp_path: Path,
-) -> None:
+async def test_a_store_makes_the_devices_table_with_its_own(tmp_path: Path) -> None:
     store = SQLStore(sqlite_url(tmp_path))
-    await store.summary("alice")  # the store's own tables are created here
+    await store.summary("alice")  # every table on the metadata is created here
     devices = SQLDeviceStore.sharing(store)
 
     await devices.add(device("alice", 1), keep=10)
@@ -90,6 +88,22 @@ async def test_closing_a_shared_device_store_leaves_the_store_working(tmp_path: 
     await devices.close()
 
     assert (await store.summary("alice")).epoch == 0
+    await store.close()
+
+
+async def test_sharing_an_adapter_that_shares_a_store_shares_the_store(tmp_path: Path) -> None:
+    store = SQLStore(sqlite_url(tmp_path))
+    directory = SQLSiteDirectory.sharing(store)
+    devices = SQLDeviceStore.sharing(directory)
+    assert devices.engine is directory.engine is store.engine
+    await devices.add(device("alice", 1), keep=10)
+    await directory.save_site("acme", "Acme")
+
+    await devices.close()
+    await directory.close()  # both leave the engine to the store
+
+    assert await directory.add_member("acme", "alice", Role.OWNER) is True
+    assert [d.id for d in await devices.devices("alice")] == ["alice-1"]
     await store.close()
 
 

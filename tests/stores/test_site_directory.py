@@ -71,7 +71,7 @@ class TestSQLiteInMemorySiteDirectory(SiteDirectoryContract):
     @pytest.fixture
     async def directory(self) -> AsyncIterator[SQLSiteDirectory]:
         store = SQLStore("sqlite+aiosqlite://")
-        yield store.site_directory()
+        yield SQLSiteDirectory.sharing(store)
         await store.close()
 
 
@@ -132,7 +132,7 @@ def test_metadata_holds_the_site_tables() -> None:
 
 async def test_a_directory_from_a_store_shares_its_database(tmp_path: Path) -> None:
     store = SQLStore(sqlite_url(tmp_path))
-    directory = store.site_directory()
+    directory = SQLSiteDirectory.sharing(store)
     try:
         assert directory.engine is store.engine
         await site_with(directory, "acme", "Acme", alice=Role.OWNER)
@@ -154,7 +154,7 @@ async def test_a_directory_from_a_store_shares_its_database(tmp_path: Path) -> N
 async def test_a_store_and_its_directory_take_turns_on_one_connection() -> None:
     # SQLite :memory: has a single connection (StaticPool): the two share one lock.
     store = SQLStore("sqlite+aiosqlite://")
-    directory = store.site_directory()
+    directory = SQLSiteDirectory.sharing(store)
     try:
         await directory.save_site("acme", "Acme")
         user_ids = [f"user-{n:02}" for n in range(20)]
@@ -226,7 +226,7 @@ async def test_the_directory_from_an_unreachable_store_is_unavailable() -> None:
     store = SQLStore(UNREACHABLE_POSTGRES_URL, connect_args={"timeout": 2})
     try:
         with pytest.raises(StoreUnavailable):
-            await store.site_directory().memberships("alice")
+            await SQLSiteDirectory.sharing(store).memberships("alice")
         with pytest.raises(StoreUnavailable):
             await store.statuses(["alice"])
     finally:

@@ -27,7 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from mfa_guard import ConfigurationError, MemoryEventSink, MemoryStore, MFAGuard
 from mfa_guard.core.marker import EnrolmentSummary
-from mfa_guard.errors import StoreUnavailable
+from mfa_guard.errors import Reason, StoreUnavailable
 from mfa_guard.fastapi import (
     MFARefusal,
     MFASession,
@@ -379,12 +379,21 @@ async def test_the_refusal_handler_alone_serves_an_app_that_mounts_the_kit_itsel
 
 
 def test_a_refusal_is_an_http_exception_with_the_code() -> None:
-    from mfa_guard.web.http import json_error
-
-    refusal = MFARefusal(json_error(401, "mfa_required", "Complete it."))
+    scope = {"type": "http", "method": "GET", "path": "/api/reports", "headers": []}
+    refusal = MFARefusal(Reason.MFA_REQUIRED_TO_CONTINUE, scope, settings_for())
     assert (refusal.status_code, refusal.code) == (401, "mfa_required")
-    assert refusal.detail == "Complete it."
+    assert refusal.detail == "Complete two-factor authentication to continue."
     assert refusal.headers == {"cache-control": "no-store"}
+
+
+def test_a_refusal_of_a_page_navigation_is_a_redirect_without_a_code() -> None:
+    scope = {"type": "http", "method": "GET", "path": "/reports", "headers": []}
+    refusal = MFARefusal(Reason.MFA_REQUIRED_TO_CONTINUE, scope, settings_for())
+    assert (refusal.status_code, refusal.code, refusal.detail) == (303, None, "See Other")
+    assert refusal.headers == {
+        "location": "/mfa/challenge?next=/reports",
+        "cache-control": "no-store",
+    }
 
 
 async def test_the_include_mounts_the_kit_and_leaves_routes_without_dependencies_open() -> None:

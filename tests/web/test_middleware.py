@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mfa_guard import MemoryStore, StoreUnavailable
 from mfa_guard.core.marker import EnrolmentSummary
-from mfa_guard.guard import user_identity
+from mfa_guard.identity import user_identity
 from mfa_guard.testing import CountingStore
 from mfa_guard.web import middleware as middleware_module
 from mfa_guard.web.middleware import MFAGuardMiddleware

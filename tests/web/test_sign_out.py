@@ -137,8 +137,7 @@ async def pages_of_an_enrolled_user(guarded: GuardedApp) -> dict[str, httpx.Resp
 
 
 async def test_every_kit_page_offers_the_apps_sign_out_form_with_its_fields() -> None:
-    guarded = build_app(sign_out=POST_SIGN_OUT)
-    guarded.guard.sign_out_fields = the_apps_csrf_field
+    guarded = build_app(sign_out=POST_SIGN_OUT, sign_out_fields=the_apps_csrf_field)
     seen = await pages_of_an_enrolled_user(guarded)
     assert [seen[name].status_code for name in seen] == [200, 200, 200, 200, 403, 200]
     for name, page in seen.items():
@@ -151,14 +150,16 @@ async def test_every_kit_page_offers_the_apps_sign_out_form_with_its_fields() ->
 
 
 async def test_a_get_sign_out_is_a_link_and_takes_no_fields() -> None:
-    guarded = build_app(sign_out={"url": "https://id.example.com/logout?a=1&b=2", "method": "get"})
     called: list[Scope] = []
 
     def fields(scope: Scope) -> dict[str, str]:
         called.append(scope)
         return {}
 
-    guarded.guard.sign_out_fields = fields
+    guarded = build_app(
+        sign_out={"url": "https://id.example.com/logout?a=1&b=2", "method": "get"},
+        sign_out_fields=fields,
+    )
     async with guarded.client() as client:
         await sign_in(client)
         page = await client.get("/mfa/enrol")

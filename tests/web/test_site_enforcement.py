@@ -13,9 +13,8 @@ import pytest
 
 from mfa_guard import MemoryStore
 from mfa_guard.core.marker import Marker
-from mfa_guard.errors import StoreUnavailable
+from mfa_guard.errors import Denied, Reason, StoreUnavailable
 from mfa_guard.events import EventKind
-from mfa_guard.services import Denied, Reason
 from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in

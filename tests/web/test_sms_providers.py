@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mfa_guard.errors import ConfigurationError
+from mfa_guard.errors import ConfigurationError, Reason
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import (
     ConsoleSMS,
@@ -107,7 +107,8 @@ async def test_the_outbox_raises_the_given_error_until_it_is_cleared() -> None:
 
 def test_an_sms_error_tells_the_user_what_to_do_and_the_operator_why() -> None:
     error = SMSError(detail="twilio status=429 code=20429")
-    assert (error.code, error.status_code) == ("sms_unavailable", 503)
+    assert error.code == Reason.SMS_UNAVAILABLE.code == "sms_unavailable"
+    assert Reason.SMS_UNAVAILABLE.status == 503
     assert error.message == str(error) == USER_MESSAGE
     assert "20429" not in str(error)
     assert error.detail == "twilio status=429 code=20429"

@@ -17,7 +17,7 @@ from mfa_guard.events import EventKind
 from mfa_guard.notifications import MemoryNotifier, Notice
 from mfa_guard.stores.devices import MemoryDeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
-from mfa_guard.stores.sql_devices import SQLDeviceStore
+from mfa_guard.stores.sql import SQLDeviceStore
 from mfa_guard.testing import CountingStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.databases import POSTGRES_URL, fresh_schema

@@ -44,7 +44,7 @@ from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.core import totp
 from mfa_guard.crypto import SecretBox
 from mfa_guard.fastapi import RequireMFA, include_mfa_guard
-from mfa_guard.guard import user_identity
+from mfa_guard.identity import user_identity
 from mfa_guard.testing import FrozenClock, current_code
 from mfa_guard.web.middleware import MFAGuardMiddleware
 from tests.apps import (

@@ -10,9 +10,10 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import phonenumbers
+
+from mfa_guard.errors import Denied, Reason
 
 CODE_DIGITS = 6
 MAX_PHONE_LENGTH = 32
@@ -37,18 +38,12 @@ def binding_of(key: bytes, session_nonce: str) -> str:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneProblem:
-    code: str
-    message: str
-
-
 # What people type in a phone number: ASCII digits and separators. libphonenumber would also read
 # full-width or Arabic-Indic digits and drop a NUL; the kit refuses them rather than guess.
 _PHONE_CHARACTERS = frozenset("0123456789+-.() \t")
 
 
-def normalise_phone(raw: str, allowed_regions: Collection[str]) -> str | PhoneProblem:
+def normalise_phone(raw: str, allowed_regions: Collection[str]) -> str | Denied:
     """The number in E.164 if it is a valid mobile number of an allowed country or territory
     (its ISO 3166 region, not its calling code: +1 876 is Jamaica, not the United States)."""
     if (
@@ -56,11 +51,7 @@ def normalise_phone(raw: str, allowed_regions: Collection[str]) -> str | PhonePr
         or not raw.strip().startswith(("+", "00"))
         or not set(raw) <= _PHONE_CHARACTERS
     ):
-        return PhoneProblem(
-            "invalid_phone",
-            "Enter the mobile number in international format, starting with + and the country "
-            "code, e.g. +33 6 12 34 56 78.",
-        )
+        return Denied(Reason.PHONE_NOT_INTERNATIONAL)
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -69,15 +60,12 @@ def normalise_phone(raw: str, allowed_regions: Collection[str]) -> str | PhonePr
     except phonenumbers.NumberParseException:
         number = None
     if number is None or not phonenumbers.is_valid_number(number):
-        return PhoneProblem("invalid_phone", "That is not a valid phone number.")
+        return Denied(Reason.INVALID_PHONE)
     if phonenumbers.number_type(number) not in _MOBILE:
-        return PhoneProblem("not_a_mobile", "Enter a mobile number: text messages go to mobiles.")
+        return Denied(Reason.NOT_A_MOBILE)
     region = phonenumbers.region_code_for_number(number)
     if region not in allowed_regions:
-        return PhoneProblem(
-            "phone_country_not_allowed",
-            f"Text messages cannot be sent to numbers of this country ({region}).",
-        )
+        return Denied(Reason.PHONE_COUNTRY_NOT_ALLOWED, params={"region": str(region)})
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 

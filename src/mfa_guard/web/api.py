@@ -1,9 +1,11 @@
-"""The JSON API: ``{mount}/api/...``. Errors are ``{"error": {"code", "message"}}``."""
+"""The JSON API: ``{mount}/api/...``. Errors are ``{"error": {"code", "message"}}``.
+
+Each handler reads its inputs, runs its flow (:mod:`mfa_guard.web.flows`) and answers the result
+as JSON; a refusal is answered from the refusal table (:mod:`mfa_guard.errors`)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,78 +15,43 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
-from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA, iso
-from mfa_guard.errors import ConfigurationError, MFAGuardError
-from mfa_guard.services import Denied, Method, Reason, TextSent
+from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
+from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
+from mfa_guard.services import Method, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi
-from mfa_guard.web.devices import device_json, forget_browsers, remember_browser
-from mfa_guard.web.http import json_error, same_origin, unavailable_json
-from mfa_guard.web.requests import BadRequest, Caller, caller_of, json_body, string_field
+from mfa_guard.web.flows import MAX_SITE_ID, DeviceRow, Flows, valid_id
+from mfa_guard.web.http import (
+    denied_json,
+    json_error,
+    refusal_json,
+    same_origin,
+    unavailable_json,
+)
+from mfa_guard.web.requests import Caller, caller_of, json_body, string_field
+from mfa_guard.web.schemas import MAX_CODE_LENGTH
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
-
-DENIED_STATUS = {
-    Reason.INVALID_CODE: 422,
-    Reason.CODE_ALREADY_USED: 422,
-    Reason.TOO_MANY_ATTEMPTS: 429,
-    Reason.LOCKED_AFTER_FAILURES: 429,
-    Reason.NOT_ENROLLED: 409,
-    Reason.ALREADY_ENROLLED: 409,
-    Reason.NO_PENDING_ENROLMENT: 409,
-    Reason.CONFLICT: 409,
-    Reason.SMS_DISABLED: 409,
-    Reason.PHONE_REQUIRED: 409,
-    Reason.NO_VERIFIED_PHONE: 409,
-    Reason.TOO_MANY_TEXTS: 429,
-    Reason.INVALID_PHONE: 400,
-    Reason.NOT_A_MOBILE: 400,
-    Reason.PHONE_COUNTRY_NOT_ALLOWED: 400,
-    Reason.TEXTS_TO_COUNTRY_REFUSED: 429,
-    Reason.ENFORCED_BY_SITE: 409,
-    Reason.REQUIRED_FOR_EVERYONE: 409,
-    Reason.SITE_NOT_FOUND: 404,
-    Reason.NOT_SITE_OWNER: 403,
-    Reason.OWNER_MFA_REQUIRED: 403,
-    Reason.REAUTHENTICATION_REQUIRED: 401,
-    Reason.INVALID_GRACE: 400,
-    Reason.STRONG_FACTOR_REQUIRED: 403,
-}
-# Longer site ids are no site of any directory: refused before a lookup.
-MAX_SITE_ID = 255
-# Device ids are 16 characters; anything much longer is no device.
-MAX_DEVICE_ID = 64
+    from mfa_guard.web.context import Kit
 
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _not_found(request: Request) -> Response:
-    return json_error(404, "not_found", "There is no such API endpoint.")
-
-
-def denied_response(denied: Denied, now: float) -> JSONResponse:
-    retry_after = None
-    if denied.retry_at is not None:
-        retry_after = max(1, math.ceil(denied.retry_at - now))
-    return json_error(
-        DENIED_STATUS[denied.reason],
-        denied.reason.value,
-        denied.message_at(now),
-        retry_after=retry_after,
-    )
+    return refusal_json(Reason.NO_SUCH_ENDPOINT)
 
 
 def site_param(request: Request) -> str:
-    """The site id of the path; one no directory can hold (too long, a control character such
-    as NUL, which PostgreSQL refuses) is the same 404 as an unknown site."""
+    """The site id of the path; one no directory can hold is the same 404 as an unknown
+    site."""
     site_id = str(request.path_params["site"])
-    if not site_id or len(site_id) > MAX_SITE_ID or not site_id.isprintable():
-        raise BadRequest(404, Reason.SITE_NOT_FOUND.value, "There is no such site.")
+    if not valid_id(site_id, MAX_SITE_ID):
+        raise Refused(Reason.SITE_NOT_FOUND)
     return site_id
 
 
@@ -95,12 +62,22 @@ def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
     # Compared before any conversion: a JSON integer too large for a float is just too large.
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or value != value or not 0 <= value <= max_hours:
-        raise BadRequest(
-            400,
-            "invalid_input",
-            f"The field 'grace_hours' must be a number of hours from 0 to {max_hours}.",
-        )
+        raise Refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
     return float(value)
+
+
+def boolean_field(data: dict[str, Any], name: str, default: bool | None = None) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise Refused(Reason.FIELD_NOT_A_BOOLEAN, field=name)
+    return value
+
+
+def method_field(value: str) -> Method:
+    try:
+        return Method(value)
+    except ValueError:
+        raise Refused(Reason.INVALID_METHOD) from None
 
 
 def site_json(site: Site, *, owner: bool) -> dict[str, Any]:
@@ -125,19 +102,26 @@ def member_json(member: MemberStatus) -> dict[str, Any]:
     }
 
 
-def method_field(value: str) -> Method:
-    try:
-        return Method(value)
-    except ValueError:
-        raise BadRequest(
-            400, "invalid_method", "The method must be one of: totp, recovery, sms."
-        ) from None
+def device_json(row: DeviceRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "created_at": iso(row.created_at),
+        "last_used_at": iso(row.last_used_at),
+        "expires_at": iso(row.expires_at),
+        "current": row.current,
+    }
+
+
+def answer(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    """A success: the kit's answers depend on the session, so none is cached."""
+    return JSONResponse(data, status_code=status_code, headers=NO_STORE)
 
 
 class API:
-    def __init__(self, guard: MFAGuard) -> None:
-        self.guard = guard
-        self.service = guard.service
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.flows = Flows(kit)
         self._openapi: dict[str, Any] | None = None
 
     def routes(self) -> list[Route]:
@@ -153,13 +137,13 @@ class API:
             ("/api/sms/send", "POST", self.sms_send, True),
             ("/api/sessions/revoke", "POST", self.revoke_sessions, True),
         ]
-        if self.guard.sites is not None:
+        if self.kit.sites is not None:
             table += [
                 ("/api/sites", "GET", self.sites, False),
                 ("/api/sites/{site}/members", "GET", self.site_members, False),
                 ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
             ]
-        if self.guard.trusted_devices is not None:
+        if self.kit.trusted_devices is not None:
             table += [
                 ("/api/devices", "GET", self.devices, False),
                 ("/api/devices", "DELETE", self.forget_devices, True),
@@ -191,354 +175,212 @@ class API:
         async def endpoint(request: Request) -> Response:
             chosen = handlers.get(request.method)
             if chosen is None:
-                response = json_error(405, "method_not_allowed", f"Use {use} here.")
+                response = refusal_json(Reason.METHOD_NOT_ALLOWED, methods=use)
                 response.headers["Allow"] = allow
                 return response
             handler, mutates = chosen
             try:
-                if mutates and not same_origin(request.scope, self.guard.settings):
-                    return json_error(
-                        403, "cross_site_request", "Cross-site requests are not allowed."
-                    )
-                caller = await caller_of(request, self.guard)
+                if mutates and not same_origin(request.scope, self.kit.settings):
+                    return refusal_json(Reason.CROSS_SITE_REQUEST)
+                caller = await caller_of(request, self.kit.gate)
                 if caller is None:
-                    return json_error(401, "not_authenticated", "Sign in first.")
+                    return refusal_json(Reason.NOT_AUTHENTICATED)
                 return await handler(request, caller)
-            except BadRequest as exc:
-                return json_error(exc.status_code, exc.code, exc.message)
+            except Refused as exc:
+                return self._refused(exc.denied)
             except SMSError as exc:
                 logger.warning("mfa_guard could not send a text: %s", exc.detail or "no detail")
-                return json_error(503, exc.code, exc.message, retry_after=30)
+                row = Reason.SMS_UNAVAILABLE
+                return json_error(row.status, row.code, exc.message, retry_after=row.retry_after)
             except ConfigurationError as exc:  # wired wrong: permanent, not an outage
                 report_miswiring(exc)
-                return misconfigured_response(request.scope, self.guard)
+                return misconfigured_response(request.scope, self.kit.settings)
             except MFAGuardError as exc:
                 return unavailable_json(exc)
 
         return endpoint
 
+    def _refused(self, denied: Denied, **extra: Any) -> JSONResponse:
+        return denied_json(denied, self.kit.clock(), extra=extra)
+
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 document of this API (public: it holds no user data)."""
         if self._openapi is None:
-            self._openapi = openapi.document(self.guard)
+            self._openapi = openapi.document(self.kit)
         return JSONResponse(self._openapi)
 
     async def status(self, request: Request, caller: Caller) -> Response:
-        enrolment = await self.service.enrolment(caller.user_id)
-        verified = caller.is_verified(self.guard) and enrolment.enrolled
-        methods = ["totp", "recovery"] if enrolment.enrolled else []
-        if self.service.sms_offered(enrolment):
-            methods.append("sms")
-        return JSONResponse(
+        status = await self.flows.status(caller)
+        enrolment = status.enrolment
+        enforcement = status.enforcement
+        return answer(
             {
                 "authenticated": True,
                 "enrolled": enrolment.enrolled,
-                "verified": verified,
-                "verified_method": caller.marker.method if verified else None,
-                "methods": methods,
+                "verified": status.verified,
+                "verified_method": status.method,
+                "methods": status.methods,
                 "recovery_codes_left": enrolment.recovery_codes_left,
-                # Only a set-up this session began: another session's is none of its business.
-                "enrolment_pending": self.service.setup_pending(enrolment, caller.marker.nonce),
+                "enrolment_pending": status.setup_pending,
                 "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
                 "phone_verified": enrolment.phone_verified_at is not None,
-                "enforcement": await self._enforcement(caller),
-            },
-            headers={"Cache-Control": "no-store"},
+                "enforcement": {
+                    "required": enforcement.required,
+                    "everyone": enforcement.everyone,
+                    "deadline": iso(enforcement.deadline),
+                    "sites": [
+                        {
+                            "id": site.id,
+                            "name": site.name,
+                            "deadline": iso(site.policy.requires_by()),
+                        }
+                        for site in enforcement.sites
+                    ],
+                },
+            }
         )
 
-    async def _enforcement(self, caller: Caller) -> dict[str, Any]:
-        if self.guard.sites is None:
-            enforcement = Enforcement(everyone_from=self.guard.settings.everyone.required_from())
-        else:
-            enforcement = await self.guard.site_service.enforcement(caller.user_id)
-        return {
-            "required": enforcement.required,
-            "everyone": enforcement.everyone,
-            "deadline": iso(enforcement.deadline),
-            "sites": [
-                {"id": site.id, "name": site.name, "deadline": iso(site.policy.requires_by())}
-                for site in enforcement.sites
-            ],
-        }
-
     async def sites(self, request: Request, caller: Caller) -> Response:
-        if (refused := await self._needs_verified(caller)) is not None:
-            return refused
-        memberships = await self.guard.site_service.memberships(caller.user_id)
-        return JSONResponse(
+        result = await self.flows.sites(caller)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return answer(
             {
                 "sites": [
                     site_json(m.site, owner=m.role is Role.OWNER) | {"role": m.role.value}
-                    for m in memberships
+                    for m in result
                 ]
-            },
-            headers={"Cache-Control": "no-store"},
+            }
         )
 
     async def site_members(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
-        # Other people's e-mail, role, 2FA and phone state: never to a session that holds the
-        # password only (and, before the lookup, not even whether the site exists).
-        if (refused := await self._needs_verified(caller)) is not None:
-            return refused
-        service = self.guard.site_service
-        result = await service.members(caller.user_id, site_id, caller.ip)
+        result = await self.flows.site_members(caller, site_id)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        site = await service.sites.site(site_id)
-        if site is None:  # removed since the owner check
-            return denied_response(Denied(Reason.SITE_NOT_FOUND), self.guard.clock())
-        return JSONResponse(
-            {**site_json(site, owner=True), "members": [member_json(m) for m in result]},
-            headers={"Cache-Control": "no-store"},
-        )
+            return self._refused(result)
+        site, members = result
+        return answer({**site_json(site, owner=True), "members": [member_json(m) for m in members]})
 
     async def site_policy(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
         data = await json_body(request)
-        enforce = data.get("enforce")
-        if not isinstance(enforce, bool):
-            raise BadRequest(400, "invalid_input", "The field 'enforce' must be true or false.")
-        grace_hours = grace_field(data, self.guard.settings.max_grace_hours)
-        # The owner's own state, read now: a policy change is not decided on a stale marker.
-        await caller.recheck(self.guard)
-        result = await self.guard.site_service.set_policy(
-            caller.user_id,
-            site_id,
-            enforce=enforce,
-            grace_hours=grace_hours,
-            marker=caller.marker,
-            ip=caller.ip,
+        enforce = boolean_field(data, "enforce")
+        grace_hours = grace_field(data, self.kit.settings.max_grace_hours)
+        result = await self.flows.set_site_policy(
+            caller, site_id, enforce=enforce, grace_hours=grace_hours
         )
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
+            return self._refused(result)
         if isinstance(result, MembersWithoutMFA):
-            count = len(result.members)
-            return json_error(
-                409,
-                "members_without_mfa",
-                f"{count} member{'' if count == 1 else 's'} of this site "
-                f"{'has' if count == 1 else 'have'} not turned on two-factor authentication: "
-                "ask them to, or give a grace period (grace_hours; 0 enforces at once).",
-                extra={"members": [member_json(m) for m in result.members]},
-            )
-        return JSONResponse(site_json(result, owner=True), headers={"Cache-Control": "no-store"})
+            refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
+            return self._refused(refused, members=[member_json(m) for m in result.members])
+        return answer(site_json(result, owner=True))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        result = await self.service.begin_setup(
-            caller.user_id,
-            self.guard.account_name(request.scope),
-            caller.ip,
-            session=caller.marker.nonce,
-        )
+        result = await self.flows.begin_setup(caller)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        return JSONResponse(
+            return self._refused(result)
+        return answer(
             {
                 "secret": result.secret,
                 "secret_grouped": result.grouped_secret,
                 "otpauth_uri": result.otpauth_uri,
                 "qr_svg": result.qr_svg,
-            },
-            headers={"Cache-Control": "no-store"},
+            }
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code")
-        result = await self.service.confirm_setup(
-            caller.user_id, code, caller.ip, session=caller.marker.nonce
-        )
+        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
+        result = await self.flows.confirm_setup(caller, code)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
-        return JSONResponse(
-            {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)},
-            headers={"Cache-Control": "no-store"},
+            return self._refused(result)
+        return answer(
+            {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)}
         )
 
     async def verify(self, request: Request, caller: Caller) -> Response:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code")
-        remember = data.get("remember_device", False)
-        if not isinstance(remember, bool):
-            raise BadRequest(
-                400, "invalid_input", "The field 'remember_device' must be true or false."
-            )
-        if remember and self.guard.trusted_devices is None:
-            # Refused before the code is checked: the code is not spent.
-            return json_error(
-                409, "trusted_devices_disabled", "Remembering a browser is not offered here."
-            )
-        result = await self.service.verify(
-            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
-        )
+        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
+        remember = boolean_field(data, "remember_device", default=False)
+        result = await self.flows.verify(caller, method, code, remember=remember)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        caller.mark_verified(self.guard, result.method.value, result.epoch)
-        response = JSONResponse(
-            {"verified": True, "method": result.method.value, "device_remembered": remember},
-            headers={"Cache-Control": "no-store"},
+            return self._refused(result)
+        response = answer(
+            {
+                "verified": True,
+                "method": result.verified.method.value,
+                "device_remembered": remember,
+            }
         )
-        if remember:
-            await remember_browser(self.guard, caller, result.epoch, response)
+        self.flows.set_device_cookie(response, result.remembered)
         return response
 
     async def devices(self, request: Request, caller: Caller) -> Response:
         """The user's remembered browsers, most recently used first."""
-        if (refused := await self._needs_verified(caller)) is not None:
-            return refused
-        devices = self.guard.trusted_devices
-        listed = [] if devices is None else await devices.trusted(caller.user_id)
-        return JSONResponse(
-            {"devices": [device_json(self.guard, caller, device) for device in listed]},
-            headers={"Cache-Control": "no-store"},
-        )
+        result = await self.flows.devices(caller)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return answer({"devices": [device_json(row) for row in result]})
 
     async def forget_device(self, request: Request, caller: Caller) -> Response:
-        if (refused := await self._needs_verified(caller)) is not None:
-            return refused
-        device_id = str(request.path_params["device"])
-        devices = self.guard.trusted_devices
-        # An id no store can hold (too long, a control character such as NUL, which PostgreSQL
-        # refuses) is the same 404 as an unknown one, answered without a lookup.
-        if (
-            devices is None
-            or len(device_id) > MAX_DEVICE_ID
-            or not device_id.isprintable()
-            or not await devices.forget(caller.user_id, device_id, caller.ip)
-        ):
-            return json_error(404, "device_not_found", "There is no such remembered browser.")
-        return JSONResponse({"forgotten": 1}, headers={"Cache-Control": "no-store"})
+        result = await self.flows.forget_device(caller, str(request.path_params["device"]))
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return answer({"forgotten": 1})
 
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
-        if (refused := await self._needs_verified(caller)) is not None:
-            return refused
-        devices = self.guard.trusted_devices
-        count = 0 if devices is None else await devices.forget_all(caller.user_id, caller.ip)
-        return JSONResponse({"forgotten": count}, headers={"Cache-Control": "no-store"})
-
-    async def _needs_verified(self, caller: Caller) -> Response | None:
-        """401 ``mfa_required`` for an enrolled caller whose session has not completed its
-        second factor: every read beyond the caller's own status (docs/api.md)."""
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
-        return None
+        result = await self.flows.forget_devices(caller)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return answer({"forgotten": result})
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        await caller.recheck(self.guard)
-        if not caller.marker.enrolled:
-            return denied_response(Denied(Reason.NOT_ENROLLED), self.guard.clock())
-        if not caller.is_recently_verified(self.guard):
-            return json_error(
-                401,
-                "mfa_reauthentication_required",
-                "Confirm a current code (POST api/verify) before regenerating recovery codes.",
-            )
-        if not caller.is_strongly_verified():
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
-        result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
+        result = await self.flows.regenerate_recovery_codes(caller)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        await forget_browsers(self.guard, caller)
-        return JSONResponse({"recovery_codes": result}, headers={"Cache-Control": "no-store"})
+            return self._refused(result)
+        return answer({"recovery_codes": result})
 
     async def disable(self, request: Request, caller: Caller) -> Response:
         data = await json_body(request)
         method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code")
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
-        result = await self.service.disable(
-            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
-        )
+        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
+        result = await self.flows.disable(caller, method, code)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        await forget_browsers(self.guard, caller)
-        await caller.recheck(self.guard)
-        return JSONResponse({"enrolled": False}, headers={"Cache-Control": "no-store"})
+            return self._refused(result)
+        return answer({"enrolled": False})
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
-        result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
+        result = await self.flows.revoke_other_sessions(caller)
         if isinstance(result, Denied):
-            return denied_response(result, self.guard.clock())
-        # This session asked: it stays verified under the new epoch; every other one must
-        # verify again at its next re-check. The epoch bump made every remembered browser
-        # untrusted: they are forgotten.
-        caller.adopt_epoch(self.guard, result)
-        await forget_browsers(self.guard, caller)
-        return JSONResponse({"other_sessions_revoked": True}, headers={"Cache-Control": "no-store"})
+            return self._refused(result)
+        return answer({"other_sessions_revoked": True})
 
     async def phone(self, request: Request, caller: Caller) -> Response:
         raw = string_field(await json_body(request), "phone")
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_recently_verified(self.guard):
-            # A new number is a new authenticator (NIST SP 800-63B 5.1.3.3).
-            return json_error(
-                401,
-                "mfa_reauthentication_required",
-                "Confirm a current code (POST api/verify) before changing your phone number.",
-            )
-        if caller.marker.enrolled and not caller.is_strongly_verified():
-            # Not with a code texted to the number being replaced.
-            return denied_response(Denied(Reason.STRONG_FACTOR_REQUIRED), self.guard.clock())
-        result = await self.service.register_phone(
-            caller.user_id, raw, caller.ip, session=caller.marker.nonce
-        )
-        return self._text_sent(result)
+        return self._text_sent(await self.flows.register_phone(caller, raw))
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code")
-        # Re-checked now, not from the marker's cache: a session revoked since it asked for the
-        # text changes no phone, even within its re-check interval.
-        await caller.recheck(self.guard)
-        if caller.marker.enrolled and not caller.is_verified(self.guard):
-            return json_error(401, "mfa_required", "Complete two-factor authentication first.")
-        result = await self.service.verify_phone(
-            caller.user_id,
-            code,
-            caller.ip,
-            session=caller.marker.nonce,
-            epoch=caller.marker.epoch,
-        )
+        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
+        result = await self.flows.verify_phone(caller, code)
         if isinstance(result, Denied):
-            if result.reason is Reason.CONFLICT:
-                # A revocation landed meanwhile: this session learns it now, not at its re-check.
-                await caller.recheck(self.guard)
-            return denied_response(result, self.guard.clock())
-        # This session made the change: it keeps its verified state under the new epoch.
-        caller.adopt_epoch(self.guard, result)
-        enrolment = await self.service.enrolment(caller.user_id)
+            return self._refused(result)
+        enrolment = await self.kit.service.enrolment(caller.user_id)
         phone = None if enrolment.phone is None else mask_phone(enrolment.phone)
-        return JSONResponse(
-            {"phone": phone, "phone_verified": True}, headers={"Cache-Control": "no-store"}
-        )
+        return answer({"phone": phone, "phone_verified": True})
 
     async def sms_send(self, request: Request, caller: Caller) -> Response:
         await json_body(request)
-        result = await self.service.send_sign_in_code(
-            caller.user_id, caller.ip, session=caller.marker.nonce
-        )
-        return self._text_sent(result)
+        return self._text_sent(await self.flows.send_sign_in_code(caller))
 
     def _text_sent(self, result: TextSent | Denied) -> Response:
-        now = self.guard.clock()
         if isinstance(result, Denied):
-            return denied_response(result, now)
-        return JSONResponse(
-            {
-                "sent": True,
-                "phone": mask_phone(result.phone),
-                "expires_in": int(result.expires_at - now),
-            },
+            return self._refused(result)
+        expires_in = int(result.expires_at - self.kit.clock())
+        return answer(
+            {"sent": True, "phone": mask_phone(result.phone), "expires_in": expires_in},
             status_code=202,
-            headers={"Cache-Control": "no-store"},
         )

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import Scope
 
 from mfa_guard.core.policy import Decision
-from mfa_guard.errors import MFAGuardError, StoreUnavailable
+from mfa_guard.errors import Denied, MFAGuardError, Reason, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
 
 logger = logging.getLogger("mfa_guard")
-UNAVAILABLE_MESSAGE = StoreUnavailable().message
 
 NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
+# Where a guarded route sends a page navigation it refuses (and back, with ``next``).
+_NAVIGATE_TO = {
+    Reason.MFA_REQUIRED_TO_CONTINUE: "challenge",
+    Reason.RECENT_MFA_REQUIRED: "challenge",
+    Reason.ENROLMENT_REQUIRED: "enrol",
+    Reason.ENROLMENT_REQUIRED_FOR_STEP_UP: "enrol",
+}
 
 
 def json_error(
@@ -52,9 +57,26 @@ def report_failure(exc: MFAGuardError) -> None:
         logger.error("mfa_guard failed closed: %s", exc.message)
 
 
+def denied_json(denied: Denied, now: float, *, extra: dict[str, Any] | None = None) -> JSONResponse:
+    """A refusal as the JSON API answers it: its row's status and code, its message (with the
+    wait, from ``now``) and its ``Retry-After``."""
+    return json_error(
+        denied.status,
+        denied.code,
+        denied.message_at(now),
+        retry_after=denied.retry_after(now),
+        extra=extra,
+    )
+
+
+def refusal_json(reason: Reason, **params: str | int) -> JSONResponse:
+    """A refusal that has no time of its own (no ``retry_at``) as the JSON API answers it."""
+    return denied_json(Denied(reason, params=params), 0.0)
+
+
 def unavailable_json(exc: MFAGuardError) -> JSONResponse:
     report_failure(exc)
-    return json_error(503, StoreUnavailable.code, UNAVAILABLE_MESSAGE, retry_after=5)
+    return refusal_json(Reason.SERVICE_UNAVAILABLE)
 
 
 def app_path(scope: Scope) -> str:
@@ -101,32 +123,6 @@ def requested_path(scope: Scope) -> str:
     return f"{path}?{query}" if query else path
 
 
-def client_ip(scope: Scope, settings: MFAGuardSettings) -> str | None:
-    """The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
-    address in ``X-Forwarded-For`` that is not one of the trusted proxies."""
-    client = scope.get("client")
-    peer = str(client[0]) if client else None
-    if not settings.trusted_proxies or peer is None or not _is_trusted_proxy(peer, settings):
-        return peer
-    forwarded = Headers(scope=scope).get("x-forwarded-for", "")
-    for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return peer  # a malformed chain is not trusted
-        if not _is_trusted_proxy(hop, settings):
-            return hop
-    return peer
-
-
-def _is_trusted_proxy(address: str, settings: MFAGuardSettings) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.trusted_proxies)
-
-
 def same_origin(scope: Scope, settings: MFAGuardSettings) -> bool:
     """CSRF defence for state-changing requests (ASVS 4.2.2).
 
@@ -155,18 +151,36 @@ def see_other(url: str) -> Response:
     return response
 
 
-def refusal_response(scope: Scope, settings: MFAGuardSettings, decision: Decision) -> Response:
-    """What a request the decision refuses gets: to the challenge, or to enrolment when a site
-    of the user enforces 2FA; JSON errors for API calls. The middleware's answer, and the
-    FastAPI dependencies'."""
-    enrol = decision is Decision.ENROL
+def guarded_refusal(scope: Scope, settings: MFAGuardSettings, reason: Reason) -> Response:
+    """What a guarded route (the middleware, ``require_recent_mfa``, the FastAPI dependencies)
+    answers a request it refuses: the refusal's JSON error for an API call; for a page
+    navigation, a ``303`` to the challenge or to enrolment (and back), to ``home_path`` when
+    nobody is signed in, or plain text when the store is down."""
     if wants_json(scope, settings):
-        if enrol:
-            return json_error(
-                403,
-                "mfa_enrolment_required",
-                "A site you belong to requires two-factor authentication: turn it on to continue.",
-            )
-        return json_error(401, "mfa_required", "Complete two-factor authentication to continue.")
+        return refusal_json(reason)
+    if reason is Reason.SERVICE_UNAVAILABLE:
+        return PlainTextResponse(
+            reason.message,
+            status_code=reason.status,
+            headers={"Retry-After": str(reason.retry_after)},
+        )
+    if reason is Reason.NOT_AUTHENTICATED:
+        return see_other(settings.home_path)
     next_path = requested_path(scope) if scope["method"] in NAVIGATION_METHODS else None
-    return see_other(page_url(scope, settings, "enrol" if enrol else "challenge", next_path))
+    return see_other(page_url(scope, settings, _NAVIGATE_TO[reason], next_path))
+
+
+def unavailable_response(
+    scope: Scope, settings: MFAGuardSettings, exc: StoreUnavailable
+) -> Response:
+    """A guarded route's answer when the store does not answer (and the log line saying why)."""
+    report_failure(exc)
+    return guarded_refusal(scope, settings, Reason.SERVICE_UNAVAILABLE)
+
+
+def decision_refusal(decision: Decision) -> Reason:
+    """The refusal of a request the access decision does not allow: enrol first when a site of
+    the user enforces 2FA, else the second factor."""
+    if decision is Decision.ENROL:
+        return Reason.ENROLMENT_REQUIRED
+    return Reason.MFA_REQUIRED_TO_CONTINUE

@@ -10,7 +10,6 @@ package ships.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,19 +104,19 @@ def install(env: jinja2.Environment) -> None:
 # -- the catalog ---------------------------------------------------------------------------
 
 
-def _message_texts() -> Iterator[tuple[str, str]]:
-    """The English texts shown by the pages but written in Python: (source, msgid)."""
-    from mfa_guard import services
-    from mfa_guard.sms import SMSError
+def _refusal_messages() -> Iterator[tuple[str, str | tuple[str, str]]]:
+    """The refusal table's messages (written in Python, shown by the pages): (source, msgid),
+    a (singular, plural) pair for a message said by a count."""
+    from mfa_guard.errors import Reason
 
-    for reason, text in services._MESSAGES.items():
-        yield f"mfa_guard/services.py ({reason.value})", text
-    default = inspect.signature(SMSError.__init__).parameters["message"].default
-    yield "mfa_guard/sms.py (SMSError)", default
+    for reason in Reason:
+        row = reason.value
+        message = row.message if row.plural is None else (row.message, row.plural)
+        yield f"mfa_guard/errors.py ({reason.name})", message
 
 
 def extract() -> Catalog:
-    """Every msgid: the templates' ``{% trans %}``, pages.py's ``N_()``, the refusals."""
+    """Every msgid: the templates' ``{% trans %}``, the pages' ``N_()``, the refusals."""
     catalog = Catalog(project="mfa_guard", domain=DOMAIN)
     options: dict[str, Any] = {"trimmed": "true", "extensions": "jinja2.ext.i18n"}
     method_map = [("**.html", "jinja2.ext:babel_extract")]
@@ -127,7 +126,7 @@ def extract() -> Catalog:
         catalog.add(message, locations=[(f"templates/{filename}", lineno)], context=context)
     for filename, lineno, message, _comments, context in extract_from_dir(
         str(Path(__file__).parent),
-        [("pages.py", "python")],
+        [("pages/*.py", "python")],
         keywords={"N_": None, "ngettext": (1, 2)},
     ):
         catalog.add(message, locations=[(filename, lineno)], context=context)
@@ -137,7 +136,7 @@ def extract() -> Catalog:
         "python", str(wording), keywords={"gettext": None, "ngettext": (1, 2)}
     ):
         catalog.add(message, locations=[("mfa_guard/core/sms_wording.py", lineno)], context=context)
-    for source, text in _message_texts():
+    for source, text in _refusal_messages():
         catalog.add(text, locations=[(source, 0)])
     return catalog
 

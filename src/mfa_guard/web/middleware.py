@@ -2,32 +2,28 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, admitted_until, decide
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.guard import SESSION_KEY, SESSION_TYPES, IdentityGetter
+from mfa_guard.identity import IdentityGetter
+from mfa_guard.session import MARKER_SCOPE_KEY, SESSION_KEY, SESSION_TYPES, session_of
+from mfa_guard.web.context import HasKit
 from mfa_guard.web.http import (
-    UNAVAILABLE_MESSAGE,
-    refusal_response,
+    decision_refusal,
+    guarded_refusal,
     report_failure,
-    unavailable_json,
-    wants_json,
+    unavailable_response,
 )
-from mfa_guard.web.requests import MARKER_SCOPE_KEY
 from mfa_guard.web.wiring import (
     WS_INTERNAL_ERROR,
     check_wiring,
     misconfigured_response,
     report_miswiring,
 )
-
-if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
 
 # RFC 6455 7.4.1: policy violation.
 WS_POLICY_VIOLATION = 1008
@@ -64,10 +60,12 @@ class MFAGuardMiddleware:
     ``ERROR`` naming the fix. A ``ConfigurationError`` from the identity getter is answered so.
     """
 
-    def __init__(self, app: ASGIApp, *, guard: MFAGuard) -> None:
+    def __init__(self, app: ASGIApp, *, guard: HasKit) -> None:
         self.app = app
         self.guard = guard
-        settings = guard.settings
+        self.kit = kit = guard.kit
+        self.gate = gate = kit.gate
+        settings = kit.settings
         # Every request is matched against these: sets and a tuple, built once.
         prefixes = [settings.mount_path, *settings.exempt_paths]
         self._exempt = frozenset(prefixes)
@@ -79,7 +77,10 @@ class MFAGuardMiddleware:
         # Until a request has shown the app wired right, the identity is read through the
         # check (once it passes, the guard's own getter: nothing more on every request).
         self._identity: IdentityGetter = self._checked_identity
-        self._clock = guard.clock
+        self._clock = gate.clock
+        # The kit's class and this one's (a subclass, or a copy of the class loaded apart from
+        # the package, as the benchmark's): another of them inside or beside it is a miswiring.
+        self._kinds = (MFAGuardMiddleware, type(self))
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Every request of the app comes through here. Not a coroutine: a request that may
@@ -116,14 +117,14 @@ class MFAGuardMiddleware:
 
     def _checked_identity(self, scope: Scope) -> str | None:
         """The identity of a request before one showed the wiring right: checked first."""
-        check_wiring(scope, self.guard, self, self.app)
-        self._identity = identity = self.guard.identity
+        check_wiring(scope, self.guard, self._kinds, self.app)
+        self._identity = identity = self.gate.identity
         return identity(scope)
 
     async def _start(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The lifespan: an app wired wrong does not start (the server logs why and exits)."""
         try:
-            check_wiring(scope, self.guard, self, self.app)
+            check_wiring(scope, self.guard, self._kinds, self.app)
         except ConfigurationError as exc:
             report_miswiring(exc)
             message = await receive()
@@ -140,16 +141,16 @@ class MFAGuardMiddleware:
             path = path[len(root) :] or "/"
         if path in self._exempt or path.startswith(self._exempt_under):
             return self.app(scope, receive, send)
-        guard = self.guard
+        gate = self.gate
         session: Any = scope.get("session")
         if type(session) not in SESSION_TYPES:
             try:
-                session = guard.session_of(scope)
+                session = session_of(scope)
             except ConfigurationError as exc:  # no session: the app is wired wrong
                 return self._misconfigured(scope, receive, send, exc)
-        now = guard.clock()
+        now = self._clock()
         raw = session.get(SESSION_KEY)
-        marker = Marker.load(raw, guard.subject(user_id))
+        marker = Marker.load(raw, gate.subject(user_id))
         if marker is None or marker.is_stale(now, self._recheck):
             return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
         decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
@@ -185,7 +186,7 @@ class MFAGuardMiddleware:
     ) -> None:
         """A marker missing or due for its re-check: one store call, then the same decision."""
         try:
-            marker = await self.guard.recheck(session, user_id, marker, now, scope=scope)
+            marker = await self.gate.recheck(session, user_id, marker, now, scope=scope)
         except StoreUnavailable as exc:
             await self._unavailable(scope, receive, send, exc)
             return
@@ -213,10 +214,10 @@ class MFAGuardMiddleware:
     ) -> None:
         """A session the decision would challenge, verified by its remembered browser if it has
         one (one round trip, made only here); else the refusal."""
-        guard = self.guard
-        if decision is CHALLENGE and guard.trusted_devices is not None:
+        gate = self.gate
+        if decision is CHALLENGE and gate.trusted_devices is not None:
             try:
-                admitted = await guard.admit_by_device(scope, session, user_id, marker, now)
+                admitted = await gate.admit_by_device(scope, session, user_id, marker, now)
             except StoreUnavailable as exc:
                 await self._unavailable(scope, receive, send, exc)
                 return
@@ -232,7 +233,7 @@ class MFAGuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
-        response = refusal_response(scope, self.guard.settings, decision)
+        response = guarded_refusal(scope, self.kit.settings, decision_refusal(decision))
         await response(scope, receive, send)
 
     async def _misconfigured(
@@ -243,7 +244,7 @@ class MFAGuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_INTERNAL_ERROR, "reason": ""})
             return
-        response = misconfigured_response(scope, self.guard)
+        response = misconfigured_response(scope, self.kit.settings)
         await response(scope, receive, send)
 
     async def _unavailable(
@@ -254,12 +255,4 @@ class MFAGuardMiddleware:
             # 1013: try again later.
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
             return
-        response: Response
-        if wants_json(scope, self.guard.settings):
-            response = unavailable_json(exc)
-        else:
-            report_failure(exc)
-            response = PlainTextResponse(
-                UNAVAILABLE_MESSAGE, status_code=503, headers={"Retry-After": "5"}
-            )
-        await response(scope, receive, send)
+        await unavailable_response(scope, self.kit.settings, exc)(scope, receive, send)

@@ -1,200 +1,78 @@
 """The OpenAPI 3.1 document of the JSON API, served at ``{mount}/api/openapi.json``.
 
-Built from the settings and the guard's options (site endpoints only with a site directory), so
-it describes what this app answers; ``tests/web/test_openapi.py`` checks every response of the
-suite's scenarios against it, and schemathesis fuzzes the live demo with it.
+Generated: its components are the JSON schemas of the request and response models
+(:mod:`mfa_guard.web.schemas`), its paths come from :data:`OPERATIONS`, one row per operation,
+and each operation's error responses from the refusal codes its row lists. Built for the
+guard's options (site endpoints only with a site directory, device endpoints only with trusted
+devices on), so it describes what this app answers; ``tests/web/test_openapi.py`` checks every
+response of the suite's scenarios against it, and schemathesis fuzzes the live demo with it.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from mfa_guard.errors import Reason
+from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.version import __version__
+from mfa_guard.web import schemas
+from mfa_guard.web.flows import MAX_DEVICE_ID, MAX_SITE_ID
+from mfa_guard.web.requests import MAX_BODY_BYTES
+
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import Kit
 
 JSON = "application/json"
 Schema = dict[str, Any]
-
-_NULLABLE_STRING: Schema = {"type": ["string", "null"]}
-_INSTANT: Schema = {"type": ["string", "null"], "format": "date-time"}
+COMPONENT = "#/components/schemas/{model}"
 
 
-def _object(properties: dict[str, Schema], *, required: list[str] | None = None) -> Schema:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties) if required is None else required,
+# The refusals the API answers itself, outside services.Denied, with their status.
+def refusal_status(code: str) -> int:
+    """The status the API answers the refusal ``code`` with (from the refusal table)."""
+    return _STATUS_OF_CODE[code]
+
+
+_STATUS_OF_CODE = {reason.code: reason.status for reason in Reason}
+
+
+# What any call may be refused with, then a change (same-origin only), then a change with a
+# body, then one whose body has fields.
+SIGNED_IN = ("not_authenticated", "service_unavailable")
+CHANGE = (*SIGNED_IN, "cross_site_request")
+BODY = (*CHANGE, "unsupported_media_type", "payload_too_large", "invalid_json")
+FIELDS = (*BODY, "invalid_input")
+CODE_REFUSED = ("invalid_code", "too_many_attempts", "locked_after_failures")
+
+# What each status means in this API; the codes of the document's refusals follow.
+_STATUS_MEANING = {
+    400: "Bad input: invalid JSON, a missing, mistyped or too long field, or a phone number "
+    "refused",
+    401: "Nobody is signed in, or a second factor is needed first",
+    403: "A cross-site request, or not allowed (strong_factor_required: a texted code cannot "
+    "change the factors)",
+    404: "No such site or remembered browser, or not a member of the site",
+    409: "Conflicts with the current state",
+    413: f"The body is over {MAX_BODY_BYTES} bytes",
+    415: "The body is not application/json",
+    422: "The code is wrong or already used",
+    429: "Too many attempts or texts; Retry-After gives the seconds to wait "
+    "(locked_after_failures: too many wrong codes in a row, this path is locked until a "
+    "success on another one)",
+    503: "A backing store or the SMS provider did not answer; Retry-After given",
+}
+_RETRY_AFTER: Schema = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
     }
-
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": _object(
-        {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string", "description": "Stable, for programs."},
-                    "message": {"type": "string", "description": "For people."},
-                    "members": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Member"},
-                        "description": "With members_without_mfa: who lacks 2FA.",
-                    },
-                },
-                "required": ["code", "message"],
-            }
-        }
-    ),
-    "Enforcement": _object(
-        {
-            "required": {
-                "type": "boolean",
-                "description": "2FA is required of this user: by a site, or of every account.",
-            },
-            "everyone": {
-                "type": "boolean",
-                "description": "The app requires 2FA of every account (MFA_GUARD_EVERYONE__*).",
-            },
-            "deadline": {
-                **_INSTANT,
-                "description": "From when 2FA is required: the earliest of the sites' and the "
-                "app-wide deadlines (maybe past); null when nothing requires it, or when it is "
-                "required at once with no deadline.",
-            },
-            "sites": {
-                "type": "array",
-                "items": _object(
-                    {"id": {"type": "string"}, "name": {"type": "string"}, "deadline": _INSTANT}
-                ),
-            },
-        }
-    ),
-    "Status": _object(
-        {
-            "authenticated": {"const": True},
-            "enrolled": {"type": "boolean"},
-            "verified": {"type": "boolean"},
-            "verified_method": {"enum": ["totp", "recovery", "sms", "device", None]},
-            "methods": {
-                "type": "array",
-                "items": {"enum": ["totp", "recovery", "sms"]},
-            },
-            "recovery_codes_left": {"type": "integer", "minimum": 0},
-            "enrolment_pending": {"type": "boolean"},
-            "phone": _NULLABLE_STRING,
-            "phone_verified": {"type": "boolean"},
-            "enforcement": {"$ref": "#/components/schemas/Enforcement"},
-        }
-    ),
-    "Setup": _object(
-        {
-            "secret": {"type": "string", "pattern": "^[A-Z2-7]+$"},
-            "secret_grouped": {"type": "string"},
-            "otpauth_uri": {"type": "string", "pattern": "^otpauth://totp/"},
-            "qr_svg": {"type": "string"},
-        }
-    ),
-    "Empty": {"type": "object", "description": "Send {}: the body is ignored, but must be JSON."},
-    "Code": _object(
-        {"code": {"type": "string", "maxLength": 64, "examples": ["123456"]}},
-    ),
-    "MethodCode": _object(
-        {
-            "method": {"enum": ["totp", "recovery", "sms"], "default": "totp"},
-            "code": {"type": "string", "maxLength": 64},
-            "remember_device": {
-                "type": "boolean",
-                "default": False,
-                "description": "Remember this browser (trusted devices must be on: else 409 "
-                "trusted_devices_disabled, before the code is checked).",
-            },
-        },
-        required=["code"],
-    ),
-    "Device": _object(
-        {
-            "id": {"type": "string"},
-            "name": {"type": "string", "examples": ["Firefox on Ubuntu"]},
-            "created_at": _INSTANT,
-            "last_used_at": _INSTANT,
-            "expires_at": _INSTANT,
-            "current": {"type": "boolean", "description": "The browser making this request."},
-        }
-    ),
-    "Forgotten": _object({"forgotten": {"type": "integer", "minimum": 0}}),
-    "Phone": _object({"phone": {"type": "string", "examples": ["+44 7400 123456"]}}),
-    "TextSent": _object(
-        {
-            "sent": {"const": True},
-            "phone": {"type": "string"},
-            "expires_in": {"type": "integer", "minimum": 0},
-        }
-    ),
-    "RecoveryCodes": _object(
-        {"recovery_codes": {"type": "array", "items": {"type": "string"}}},
-    ),
-    "Policy": _object(
-        {
-            "enforce": {"type": "boolean"},
-            "deadline": _INSTANT,
-            "changed_at": _INSTANT,
-            "changed_by": _NULLABLE_STRING,
-        },
-        required=["enforce", "deadline", "changed_at"],
-    ),
-    "Site": _object(
-        {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "policy": {"$ref": "#/components/schemas/Policy"},
-        }
-    ),
-    "Member": _object(
-        {
-            "user_id": {"type": "string"},
-            "role": {"enum": ["owner", "operator"]},
-            "two_factor": {"type": "boolean"},
-            "method": {"enum": ["totp", None]},
-            "phone_verified": {"type": "boolean"},
-        }
-    ),
-    "PolicyChange": _object(
-        {
-            "enforce": {"type": "boolean"},
-            "grace_hours": {
-                "type": "number",
-                "minimum": 0,
-                "description": "Hours until members must have 2FA; 0 = at once. Without it, "
-                "enforcing is refused (409) while members lack 2FA.",
-            },
-        },
-        required=["enforce"],
-    ),
 }
-
-# What each status means in this API; an operation lists the ones it can answer.
-_ERRORS = {
-    "400": "Bad input: invalid JSON, a missing or mistyped field (invalid_json, invalid_input, "
-    "invalid_method), or a phone number refused (invalid_phone, not_a_mobile, …).",
-    "401": "Nobody is signed in (not_authenticated), or a second factor is needed first "
-    "(mfa_required, mfa_reauthentication_required).",
-    "403": "A cross-site request (cross_site_request), or not allowed (not_site_owner, "
-    "verified_mfa_required; strong_factor_required: a texted code cannot change the factors).",
-    "404": "No such site, or not a member of it (site_not_found); no such remembered browser "
-    "(device_not_found).",
-    "409": "Conflicts with the current state (already_enrolled, not_enrolled, "
-    "mfa_enforced_by_site, mfa_required_for_everyone, members_without_mfa, "
-    "no_pending_enrolment, sms_disabled, trusted_devices_disabled, …).",
-    "413": "The body is over 4096 bytes (payload_too_large).",
-    "415": "The body is not application/json (unsupported_media_type).",
-    "422": "The code is wrong or already used (invalid_code, code_already_used).",
-    "429": "Too many attempts or texts (too_many_attempts, too_many_texts); Retry-After gives the "
-    "seconds to wait. locked_after_failures: too many wrong codes in a row, this path is locked "
-    "until a success on another one.",
-    "503": "A backing store did not answer (service_unavailable, sms_unavailable); "
-    "Retry-After given.",
-}
-_BODY_ERRORS = ["400", "401", "403", "413", "415", "503"]
 
 # The ways in the kit accepts: whatever sign-in the app has, carried by a cookie session or a
 # bearer token (mfa_guard.tokens). Declared so that "Try it out" in Swagger UI sends them.
@@ -215,343 +93,337 @@ SECURITY_SCHEMES: dict[str, Schema] = {
 }
 SECURITY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 
+RequestModel = type[schemas.RequestBody] | Callable[[MFAGuardSettings], type[schemas.RequestBody]]
 
-def _ok(status: str, schema: str, description: str) -> dict[str, Any]:
-    return {
-        status: {
-            "description": description,
-            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-        }
+
+def _always(kit: Kit) -> bool:
+    return True
+
+
+def _with_sites(kit: Kit) -> bool:
+    return kit.sites is not None
+
+
+def _with_devices(kit: Kit) -> bool:
+    return kit.trusted_devices is not None
+
+
+def _policy_change(settings: MFAGuardSettings) -> type[schemas.RequestBody]:
+    return schemas.policy_change(settings.max_grace_hours)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation of the JSON API, as the document describes it: its path under
+    ``{mount}/api``, its answer (``None``: any JSON), the codes it may be refused with, its
+    body, and whether this app offers it."""
+
+    method: str
+    path: str
+    summary: str
+    answer: type[schemas.ResponseBody] | None
+    answered: str
+    refusals: tuple[str, ...] = ()
+    status: int = 200
+    body: RequestModel | None = None
+    offered: Callable[[Kit], bool] = _always
+    public: bool = False
+
+    def body_model(self, settings: MFAGuardSettings) -> type[schemas.RequestBody] | None:
+        if self.body is None or isinstance(self.body, type):
+            return self.body
+        return self.body(settings)
+
+
+OPERATIONS = (
+    Operation(
+        "get",
+        "/status",
+        "The signed-in user's second-factor state",
+        schemas.Status,
+        "The state",
+        SIGNED_IN,
+    ),
+    Operation(
+        "post",
+        "/totp/setup",
+        "Start an enrolment: a new authenticator key and its QR code",
+        schemas.Setup,
+        "The key, its otpauth URI and an SVG QR code",
+        (*BODY, "already_enrolled", "phone_required"),
+        body=schemas.Empty,
+    ),
+    Operation(
+        "post",
+        "/totp/confirm",
+        "Confirm the enrolment with a first code; returns the recovery codes once",
+        schemas.Enrolled,
+        "2FA is on and this session verified",
+        (*FIELDS, *CODE_REFUSED, "already_enrolled", "no_pending_enrolment", "conflict"),
+        body=schemas.Code,
+    ),
+    Operation(
+        "post",
+        "/verify",
+        "Complete the second factor for this session",
+        schemas.Verified,
+        "This session is verified",
+        (
+            *FIELDS,
+            "invalid_method",
+            "trusted_devices_disabled",
+            *CODE_REFUSED,
+            "code_already_used",
+            "not_enrolled",
+            "sms_disabled",
+            "no_verified_phone",
+        ),
+        body=schemas.Verification,
+    ),
+    Operation(
+        "post",
+        "/recovery-codes",
+        "Replace the recovery codes (needs a recent verification)",
+        schemas.RecoveryCodes,
+        "The new codes, shown once",
+        (*BODY, "not_enrolled", "mfa_reauthentication_required", "strong_factor_required"),
+        body=schemas.Empty,
+    ),
+    Operation(
+        "post",
+        "/disable",
+        "Turn 2FA off with a current code",
+        schemas.Disabled,
+        "2FA is off",
+        (
+            *FIELDS,
+            "invalid_method",
+            "mfa_required",
+            "strong_factor_required",
+            "mfa_required_for_everyone",
+            "mfa_enforced_by_site",
+            *CODE_REFUSED,
+            "code_already_used",
+            "not_enrolled",
+        ),
+        body=schemas.MethodCode,
+    ),
+    Operation(
+        "post",
+        "/sessions/revoke",
+        "Sign out every other session of the user from its verified second factor",
+        schemas.SessionsRevoked,
+        "Every other session verifies again at its next re-check",
+        (*BODY, "mfa_required", "not_enrolled"),
+        body=schemas.Empty,
+    ),
+    Operation(
+        "post",
+        "/phone",
+        "Register a mobile number: a code is texted to it",
+        schemas.TextSent,
+        "A code was texted",
+        (
+            *FIELDS,
+            "mfa_reauthentication_required",
+            "strong_factor_required",
+            "sms_disabled",
+            "invalid_phone",
+            "not_a_mobile",
+            "phone_country_not_allowed",
+            "too_many_texts",
+            "sms_unavailable",
+        ),
+        status=202,
+        body=schemas.Phone,
+    ),
+    Operation(
+        "post",
+        "/phone/verify",
+        "Verify the mobile number with the texted code",
+        schemas.PhoneVerified,
+        "The number is verified",
+        (*FIELDS, "mfa_required", "sms_disabled", *CODE_REFUSED, "conflict"),
+        body=schemas.Code,
+    ),
+    Operation(
+        "post",
+        "/sms/send",
+        "Text a sign-in code to the verified number",
+        schemas.TextSent,
+        "A code was texted",
+        (
+            *BODY,
+            "sms_disabled",
+            "not_enrolled",
+            "no_verified_phone",
+            "sms_country_not_allowed",
+            "too_many_texts",
+            "sms_unavailable",
+        ),
+        status=202,
+        body=schemas.Empty,
+    ),
+    Operation(
+        "get",
+        "/sites",
+        "The signed-in user's sites, roles and policies",
+        schemas.Sites,
+        "The sites",
+        (*SIGNED_IN, "mfa_required"),
+        offered=_with_sites,
+    ),
+    Operation(
+        "get",
+        "/sites/{site}/members",
+        "Each member and their 2FA status (owners only)",
+        schemas.SiteMembers,
+        "The site and its members",
+        (*SIGNED_IN, "site_not_found", "mfa_required", "not_site_owner"),
+        offered=_with_sites,
+    ),
+    Operation(
+        "put",
+        "/sites/{site}/policy",
+        "Turn enforcement on (at once or after a grace period) or off (owners only)",
+        schemas.Site,
+        "The site with its new policy",
+        (
+            *FIELDS,
+            "site_not_found",
+            "not_site_owner",
+            "verified_mfa_required",
+            "mfa_reauthentication_required",
+            "members_without_mfa",
+        ),
+        body=_policy_change,
+        offered=_with_sites,
+    ),
+    Operation(
+        "get",
+        "/devices",
+        "The user's remembered browsers, most recently used first",
+        schemas.Devices,
+        "The remembered browsers still trusted",
+        (*SIGNED_IN, "mfa_required"),
+        offered=_with_devices,
+    ),
+    Operation(
+        "delete",
+        "/devices",
+        "Forget every remembered browser of the user",
+        schemas.Forgotten,
+        "How many were forgotten",
+        (*CHANGE, "mfa_required"),
+        offered=_with_devices,
+    ),
+    Operation(
+        "delete",
+        "/devices/{device}",
+        "Forget one remembered browser",
+        schemas.Forgotten,
+        "It was forgotten (1)",
+        (*CHANGE, "mfa_required", "device_not_found"),
+        offered=_with_devices,
+    ),
+    Operation("get", "/openapi.json", "This document", None, "OpenAPI 3.1", public=True),
+)
+
+
+def _path_parameters(path: str) -> list[Schema]:
+    """The path's parameters: ids no store can hold are refused as unknown ones (404)."""
+    described = {
+        "site": (MAX_SITE_ID, "The site's id (no slash, no control character)."),
+        "device": (
+            MAX_DEVICE_ID,
+            "The device's id (from GET devices; no slash, no control character).",
+        ),
     }
-
-
-def _operation(
-    summary: str,
-    ok: dict[str, Any],
-    errors: list[str],
-    *,
-    body: str | None = None,
-    body_required: bool = False,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    responses = dict(ok)
-    for status in sorted(set(errors)):
-        responses[status] = {"$ref": f"#/components/responses/E{status}"}
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": responses,
-        "security": [dict(requirement) for requirement in SECURITY],
-    }
-    if body is not None:
-        operation["requestBody"] = {
-            "required": body_required,
-            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    if parameters:
-        operation["parameters"] = parameters
-    return operation
-
-
-_SITE = [
-    {
-        "name": "site",
-        "in": "path",
-        "required": True,
-        "schema": {
+    parameters = []
+    for name in re.findall(r"{(\w+)}", path):
+        max_length, description = described[name]
+        schema = {
             "type": "string",
             "minLength": 1,
-            "maxLength": 255,
+            "maxLength": max_length,
             "pattern": r"^[^\x00-\x1f/]+$",
-        },
-        "description": "The site's id (no slash, no control character).",
-    }
-]
+        }
+        parameters.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": schema,
+                "description": description,
+            }
+        )
+    return parameters
 
 
-def document(guard: MFAGuard) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``guard``'s JSON API (paths include the mount path)."""
-    from mfa_guard import __version__
+def _content(model: type[schemas.RequestBody | schemas.ResponseBody] | None) -> Schema:
+    schema = {} if model is None else {"$ref": COMPONENT.format(model=model.__name__)}
+    return {JSON: {"schema": schema}}
 
-    api = guard.settings.mount_path + "/api"
-    paths: dict[str, Any] = {
-        f"{api}/status": {
-            "get": _operation(
-                "The signed-in user's second-factor state",
-                _ok("200", "Status", "The state"),
-                ["401", "503"],
-            )
-        },
-        f"{api}/totp/setup": {
-            "post": _operation(
-                "Start an enrolment: a new authenticator key and its QR code",
-                _ok("200", "Setup", "The key, its otpauth URI and an SVG QR code"),
-                [*_BODY_ERRORS, "409"],
-                body="Empty",
-                body_required=True,
-            )
-        },
-        f"{api}/totp/confirm": {
-            "post": _operation(
-                "Confirm the enrolment with a first code; returns the recovery codes once",
-                {
-                    "200": {
-                        "description": "2FA is on and this session verified",
-                        "content": {
-                            JSON: {
-                                "schema": _object(
-                                    {
-                                        "enrolled": {"const": True},
-                                        "verified": {"const": True},
-                                        "recovery_codes": {
-                                            "type": "array",
-                                            "items": {"type": "string"},
-                                        },
-                                    }
-                                )
-                            }
-                        },
-                    }
-                },
-                [*_BODY_ERRORS, "409", "422", "429"],
-                body="Code",
-                body_required=True,
-            )
-        },
-        f"{api}/verify": {
-            "post": _operation(
-                "Complete the second factor for this session",
-                {
-                    "200": {
-                        "description": "This session is verified",
-                        "content": {
-                            JSON: {
-                                "schema": _object(
-                                    {
-                                        "verified": {"const": True},
-                                        "method": {"enum": ["totp", "recovery", "sms"]},
-                                        "device_remembered": {"type": "boolean"},
-                                    }
-                                )
-                            }
-                        },
-                    }
-                },
-                [*_BODY_ERRORS, "409", "422", "429"],
-                body="MethodCode",
-                body_required=True,
-            )
-        },
-        f"{api}/recovery-codes": {
-            "post": _operation(
-                "Replace the recovery codes (needs a recent verification)",
-                _ok("200", "RecoveryCodes", "The new codes, shown once"),
-                [*_BODY_ERRORS, "409"],
-                body="Empty",
-                body_required=True,
-            )
-        },
-        f"{api}/disable": {
-            "post": _operation(
-                "Turn 2FA off with a current code",
-                {
-                    "200": {
-                        "description": "2FA is off",
-                        "content": {JSON: {"schema": _object({"enrolled": {"const": False}})}},
-                    }
-                },
-                [*_BODY_ERRORS, "409", "422", "429"],
-                body="MethodCode",
-                body_required=True,
-            )
-        },
-        f"{api}/sessions/revoke": {
-            "post": _operation(
-                "Sign out every other session of the user from its verified second factor",
-                {
-                    "200": {
-                        "description": "Every other session verifies again at its next re-check",
-                        "content": {
-                            JSON: {"schema": _object({"other_sessions_revoked": {"const": True}})}
-                        },
-                    }
-                },
-                [*_BODY_ERRORS, "409"],
-                body="Empty",
-                body_required=True,
-            )
-        },
-        f"{api}/phone": {
-            "post": _operation(
-                "Register a mobile number: a code is texted to it",
-                _ok("202", "TextSent", "A code was texted"),
-                [*_BODY_ERRORS, "409", "429"],
-                body="Phone",
-                body_required=True,
-            )
-        },
-        f"{api}/phone/verify": {
-            "post": _operation(
-                "Verify the mobile number with the texted code",
-                {
-                    "200": {
-                        "description": "The number is verified",
-                        "content": {
-                            JSON: {
-                                "schema": _object(
-                                    {"phone": {"type": "string"}, "phone_verified": {"const": True}}
-                                )
-                            }
-                        },
-                    }
-                },
-                [*_BODY_ERRORS, "409", "422", "429"],
-                body="Code",
-                body_required=True,
-            )
-        },
-        f"{api}/sms/send": {
-            "post": _operation(
-                "Text a sign-in code to the verified number",
-                _ok("202", "TextSent", "A code was texted"),
-                [*_BODY_ERRORS, "409", "429"],
-                body="Empty",
-                body_required=True,
-            )
-        },
-    }
-    if guard.sites is not None:
-        paths[f"{api}/sites"] = {
-            "get": _operation(
-                "The signed-in user's sites, roles and policies",
-                {
-                    "200": {
-                        "description": "The sites",
-                        "content": {
-                            JSON: {
-                                "schema": _object(
-                                    {
-                                        "sites": {
-                                            "type": "array",
-                                            "items": {
-                                                "allOf": [
-                                                    {"$ref": "#/components/schemas/Site"},
-                                                    _object(
-                                                        {"role": {"enum": ["owner", "operator"]}}
-                                                    ),
-                                                ]
-                                            },
-                                        }
-                                    }
-                                )
-                            }
-                        },
-                    }
-                },
-                ["401", "503"],
-            )
-        }
-        paths[f"{api}/sites/{{site}}/members"] = {
-            "get": _operation(
-                "Each member and their 2FA status (owners only)",
-                {
-                    "200": {
-                        "description": "The site and its members",
-                        "content": {
-                            JSON: {
-                                "schema": {
-                                    "allOf": [
-                                        {"$ref": "#/components/schemas/Site"},
-                                        _object(
-                                            {
-                                                "members": {
-                                                    "type": "array",
-                                                    "items": {
-                                                        "$ref": "#/components/schemas/Member"
-                                                    },
-                                                }
-                                            }
-                                        ),
-                                    ]
-                                }
-                            }
-                        },
-                    }
-                },
-                ["401", "403", "404", "503"],
-                parameters=_SITE,
-            )
-        }
-        paths[f"{api}/sites/{{site}}/policy"] = {
-            "put": _operation(
-                "Turn enforcement on (at once or after a grace period) or off (owners only)",
-                _ok("200", "Site", "The site with its new policy"),
-                [*_BODY_ERRORS, "404", "409"],
-                body="PolicyChange",
-                body_required=True,
-                parameters=_SITE,
-            )
-        }
-    if guard.trusted_devices is not None:
-        paths[f"{api}/devices"] = {
-            "get": _operation(
-                "The user's remembered browsers, most recently used first",
-                {
-                    "200": {
-                        "description": "The remembered browsers still trusted",
-                        "content": {
-                            JSON: {
-                                "schema": _object(
-                                    {
-                                        "devices": {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/Device"},
-                                        }
-                                    }
-                                )
-                            }
-                        },
-                    }
-                },
-                ["401", "503"],
-            ),
-            "delete": _operation(
-                "Forget every remembered browser of the user",
-                _ok("200", "Forgotten", "How many were forgotten"),
-                ["401", "403", "503"],
-            ),
-        }
-        paths[f"{api}/devices/{{device}}"] = {
-            "delete": _operation(
-                "Forget one remembered browser",
-                _ok("200", "Forgotten", "It was forgotten (1)"),
-                ["401", "403", "404", "503"],
-                parameters=[
-                    {
-                        "name": "device",
-                        "in": "path",
-                        "required": True,
-                        "schema": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 64,
-                            "pattern": r"^[^\x00-\x1f/]+$",
-                        },
-                        "description": "The device's id (from GET devices; no slash, no control "
-                        "character).",
-                    }
-                ],
-            )
-        }
-    paths[f"{api}/openapi.json"] = {
-        "get": {
-            "summary": "This document",
-            "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}},
+
+def _refusals(codes: Iterable[str]) -> dict[int, list[str]]:
+    """``codes`` by status, in order, each once."""
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        by_status.setdefault(refusal_status(code), []).append(code)
+    return dict(sorted(by_status.items()))
+
+
+def _operation(operation: Operation, body: type[schemas.RequestBody] | None) -> Schema:
+    responses: Schema = {
+        str(operation.status): {
+            "description": operation.answered,
+            "content": _content(operation.answer),
         }
     }
+    refusals = _refusals(operation.refusals)
+    for status in refusals:
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    described: Schema = {"summary": operation.summary}
+    if refusals:
+        described["description"] = "Refusals: " + "; ".join(
+            f"{status} {', '.join(codes)}" for status, codes in refusals.items()
+        )
+    described["responses"] = responses
+    if not operation.public:
+        described["security"] = [dict(requirement) for requirement in SECURITY]
+    if body is not None:
+        described["requestBody"] = {"required": True, "content": _content(body)}
+    if parameters := _path_parameters(operation.path):
+        described["parameters"] = parameters
+    return described
+
+
+def _components(models: Iterable[tuple[type[BaseModel], JsonSchemaMode]]) -> dict[str, Schema]:
+    """The JSON schemas of ``models`` and of every model they hold, by name."""
+    _, top = models_json_schema(list(dict.fromkeys(models)), ref_template=COMPONENT)
+    components: dict[str, Schema] = top["$defs"]
+    return components
+
+
+def document(kit: Kit) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for this kit's JSON API (paths include the mount path)."""
+    api = kit.settings.mount_path + "/api"
+    offered = [operation for operation in OPERATIONS if operation.offered(kit)]
+    bodies = {operation: operation.body_model(kit.settings) for operation in offered}
+    paths: dict[str, Schema] = {}
+    for operation in offered:
+        item = paths.setdefault(api + operation.path, {})
+        item[operation.method] = _operation(operation, bodies[operation])
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (body, "validation") for body in bodies.values() if body is not None
+    ]
+    models += [(operation.answer, "serialization") for operation in offered if operation.answer]
+    components = _components([*models, (schemas.Error, "serialization")])
+    refusals = _refusals(code for operation in offered for code in operation.refusals)
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": f"mfa_guard API ({guard.settings.issuer})",
+            "title": f"mfa_guard API ({kit.settings.issuer})",
             "version": __version__,
             "description": "Two-factor authentication: enrolment, verification, SMS, recovery "
             "codes and site enforcement. Every request needs the app's own sign-in (its session "
@@ -562,14 +434,20 @@ def document(guard: MFAGuard) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": components,
             "securitySchemes": SECURITY_SCHEMES,
             "responses": {
-                f"E{status}": {
-                    "description": description,
-                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
-                }
-                for status, description in _ERRORS.items()
+                f"E{status}": _error_response(status, codes) for status, codes in refusals.items()
             },
         },
     }
+
+
+def _error_response(status: int, codes: list[str]) -> Schema:
+    response: Schema = {
+        "description": f"{_STATUS_MEANING[status]}. Codes: {', '.join(codes)}.",
+        "content": _content(schemas.Error),
+    }
+    if status in (429, 503):
+        response["headers"] = _RETRY_AFTER
+    return response

@@ -3,53 +3,42 @@
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Scope
 
 from mfa_guard.core.marker import STRONG_METHODS, Marker, new_nonce
 from mfa_guard.core.policy import is_recent
-from mfa_guard.web.http import client_ip
-
-if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+from mfa_guard.errors import Reason, Refused
+from mfa_guard.identity import client_ip
+from mfa_guard.session import MARKER_SCOPE_KEY, Session, SessionGate, session_of
 
 MAX_BODY_BYTES = 4096
-# Where the middleware leaves the marker of a request it let through.
-MARKER_SCOPE_KEY = "mfa_guard"
-
-
-class BadRequest(Exception):
-    """A request the kit refuses before doing anything: carries the JSON error to answer."""
-
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True)
 class Caller:
-    """The signed-in user behind a request to the kit's own routes."""
+    """The signed-in user behind a request to the kit's own routes, and their session's marker
+    as this request left it."""
 
+    gate: SessionGate
     user_id: str
-    session: MutableMapping[str, Any]
+    session: Session
     marker: Marker
     ip: str | None
     scope: Scope
 
-    def is_verified(self, guard: MFAGuard) -> bool:
-        return self.marker.is_verified(guard.clock(), guard.settings.verified_lifetime_seconds)
+    def is_verified(self) -> bool:
+        settings = self.gate.settings
+        return self.marker.is_verified(self.gate.clock(), settings.verified_lifetime_seconds)
 
-    def is_recently_verified(self, guard: MFAGuard) -> bool:
-        settings = guard.settings
+    def is_recently_verified(self) -> bool:
+        settings = self.gate.settings
         return is_recent(
             self.marker,
-            guard.clock(),
+            self.gate.clock(),
             lifetime_seconds=settings.verified_lifetime_seconds,
             max_age=settings.recent_mfa_seconds,
         )
@@ -59,51 +48,53 @@ class Caller:
         or a recovery code, not a texted code (``STRONG_METHODS``)."""
         return self.marker.method in STRONG_METHODS
 
-    def mark_verified(self, guard: MFAGuard, method: str, epoch: int) -> None:
-        self._adopt(guard, self.marker.verified(method, epoch, guard.clock()))
+    def mark_verified(self, method: str, epoch: int) -> None:
+        self._adopt(self.marker.verified(method, epoch, self.gate.clock()))
 
-    def adopt_epoch(self, guard: MFAGuard, epoch: int) -> None:
+    def adopt_epoch(self, epoch: int) -> None:
         """After a change this session made itself (a new phone, "sign out my other sessions"),
         from the epoch it was re-checked at just before: ``epoch`` is what the store answered.
         Epochs go up by one per change, so only the next one is this change alone: the session
         stays verified (with a new nonce). Any other epoch means another change landed in
         between (a revocation from another session): the session takes the epoch, verified no
         more."""
-        now = guard.clock()
+        now = self.gate.clock()
         if epoch == self.marker.epoch + 1:
             marker = self.marker._replace(nonce=new_nonce(), epoch=epoch, checked_at=now)
         else:
             marker = self.marker._replace(
                 nonce=new_nonce(), epoch=epoch, checked_at=now, verified_at=None, method=None
             )
-        self._adopt(guard, marker)
+        self._adopt(marker)
 
-    async def recheck(self, guard: MFAGuard) -> None:
+    async def recheck(self) -> None:
         """Re-read the enrolment now (after a change this request made)."""
-        self.marker = await guard.recheck(
-            self.session, self.user_id, self.marker, guard.clock(), scope=self.scope
+        gate = self.gate
+        self.marker = await gate.recheck(
+            self.session, self.user_id, self.marker, gate.clock(), scope=self.scope
         )
         self.scope[MARKER_SCOPE_KEY] = self.marker
 
-    def _adopt(self, guard: MFAGuard, marker: Marker) -> None:
+    def _adopt(self, marker: Marker) -> None:
         self.marker = marker
-        guard.save_marker(self.session, marker)
+        self.gate.save(self.session, marker)
         self.scope[MARKER_SCOPE_KEY] = marker
 
 
-async def caller_of(request: Request, guard: MFAGuard) -> Caller | None:
-    user_id = guard.identity(request.scope)
+async def caller_of(request: Request, gate: SessionGate) -> Caller | None:
+    user_id = gate.identity(request.scope)
     if user_id is None:
         return None
-    session = guard.session_of(request.scope)
-    marker = await guard.current_marker(session, user_id, scope=request.scope)
+    session = session_of(request.scope)
+    marker = await gate.current(session, user_id, scope=request.scope)
     # As the middleware does for the app's routes: templates read the marker from the scope.
     request.scope[MARKER_SCOPE_KEY] = marker
     return Caller(
+        gate=gate,
         user_id=user_id,
         session=session,
         marker=marker,
-        ip=client_ip(request.scope, guard.settings),
+        ip=client_ip(request.scope, gate.settings),
         scope=request.scope,
     )
 
@@ -119,32 +110,36 @@ def declared_too_large(request: Request) -> bool:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The JSON object of the body; anything else is a :class:`BadRequest`."""
+    """The JSON object of the body; anything else is :class:`~mfa_guard.errors.Refused`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(415, "unsupported_media_type", "Send the body as application/json.")
+        raise Refused(Reason.UNSUPPORTED_MEDIA_TYPE)
     if declared_too_large(request):
-        raise BadRequest(413, "payload_too_large", "The request body is too large.")
+        raise Refused(Reason.PAYLOAD_TOO_LARGE)
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest(413, "payload_too_large", "The request body is too large.")
+            raise Refused(Reason.PAYLOAD_TOO_LARGE)
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(400, "invalid_json", "The body is not valid JSON.") from exc
+        raise Refused(Reason.INVALID_JSON) from exc
     if not isinstance(data, dict):
-        raise BadRequest(400, "invalid_json", "The body must be a JSON object.")
+        raise Refused(Reason.NOT_A_JSON_OBJECT)
     return data
 
 
-def string_field(data: dict[str, Any], name: str, *, default: str | None = None) -> str:
+def string_field(
+    data: dict[str, Any], name: str, *, default: str | None = None, max_length: int | None = None
+) -> str:
     value = data.get(name, default)
     if value is None:
-        raise BadRequest(400, "invalid_input", f"The field {name!r} is required.")
+        raise Refused(Reason.FIELD_REQUIRED, field=name)
     if not isinstance(value, str):
-        raise BadRequest(400, "invalid_input", f"The field {name!r} must be a string.")
+        raise Refused(Reason.FIELD_NOT_A_STRING, field=name)
+    if max_length is not None and len(value) > max_length:
+        raise Refused(Reason.FIELD_TOO_LONG, field=name, max_length=max_length)
     return value

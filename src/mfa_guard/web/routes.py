@@ -8,8 +8,8 @@ from mfa_guard.web.api import API
 from mfa_guard.web.pages import Pages
 
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import Kit
 
 
-def build_routes(guard: MFAGuard) -> list[BaseRoute]:
-    return [*Pages(guard).routes(), *API(guard).routes()]
+def build_routes(kit: Kit) -> list[BaseRoute]:
+    return [*Pages(kit).routes(), *API(kit).routes()]

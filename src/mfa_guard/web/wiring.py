@@ -22,11 +22,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import Scope
 
-from mfa_guard.errors import ConfigurationError
-from mfa_guard.web.http import json_error, wants_json
+from mfa_guard.errors import ConfigurationError, Reason
+from mfa_guard.identity import WIRING_FIX
+from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.web.http import refusal_json, wants_json
 
 if TYPE_CHECKING:
-    from mfa_guard.guard import MFAGuard
+    from mfa_guard.web.context import HasKit
 
 logger = logging.getLogger("mfa_guard")
 
@@ -37,25 +39,6 @@ BEARER_SESSIONS_MODULE = "mfa_guard.tokens"
 # How deep the search for a second guard follows the app inward (middleware, mounts).
 SEARCH_DEPTH = 64
 
-FIX = (
-    "Session apps: SessionMiddleware, then AuthenticationMiddleware, then the guard: "
-    "Starlette(middleware=[Middleware(SessionMiddleware, ...), "
-    "Middleware(AuthenticationMiddleware, ...), guard.middleware()]); with app.add_middleware, "
-    "which wraps what was added before it, add the guard FIRST "
-    "(app.add_middleware(MFAGuardMiddleware, guard=guard), then AuthenticationMiddleware, then "
-    "SessionMiddleware); FastAPI: include_mfa_guard(app, guard, middleware=True) places it "
-    "innermost for you. Token apps: mfa_guard.tokens.TokenSessionMiddleware gives each bearer "
-    "token a session, before AuthenticationMiddleware (docs/fastapi.md#bearer-tokens)."
-)
-NO_USER = (
-    "mfa_guard found no scope['user']: its middleware runs before the app's authentication, or "
-    "the app has none, so it cannot tell who is signed in (an anonymous request has "
-    "scope['user'] set, to UnauthenticatedUser). "
-)
-NO_SESSION = (
-    "mfa_guard found no session (scope['session']) for a signed-in user: the guard keeps the "
-    "second factor's state there. "
-)
 TWO_GUARDS = (
     "mfa_guard's middleware is in this app twice (guard.middleware() listed twice, added with "
     "app.add_middleware as well as listed or included, or in an app mounted inside it too): "
@@ -76,20 +59,12 @@ NO_MOUNT = (
 )
 
 
-def no_user() -> ConfigurationError:
-    return ConfigurationError(NO_USER + FIX)
-
-
-def no_session() -> ConfigurationError:
-    return ConfigurationError(NO_SESSION + FIX)
-
-
-def check_wiring(scope: Scope, guard: MFAGuard, middleware: object, inner: object) -> None:
+def check_wiring(scope: Scope, guard: HasKit, kinds: tuple[type, ...], inner: object) -> None:
     """Raises :class:`ConfigurationError` if the app of ``scope`` (a lifespan, or a request)
-    wires ``middleware``, a guard middleware of ``guard`` wrapping ``inner``, wrong: another
-    guard inside it, before the app's session or authentication, twice in the app's list, or
-    without the guard's mount. Reads the app's declared middleware and routes, no request."""
-    kinds = _guard_classes(middleware)
+    wires a guard middleware of ``guard`` (one of the classes ``kinds``) wrapping ``inner``,
+    wrong: another guard inside it, before the app's session or authentication, twice in the
+    app's list, or without the guard's mount. Reads the app's declared middleware and routes,
+    no request."""
     if _guard_inside(inner, kinds, {}, SEARCH_DEPTH):
         raise ConfigurationError(TWO_GUARDS)
     app = scope.get("app")
@@ -104,23 +79,15 @@ def check_wiring(scope: Scope, guard: MFAGuard, middleware: object, inner: objec
         raise ConfigurationError(TWO_GUARDS)
     after = classes[guards[0] + 1 :]
     if any(_subclass(cls, (AuthenticationMiddleware,)) for cls in after):
-        raise ConfigurationError(GUARD_BEFORE_AUTHENTICATION + FIX)
+        raise ConfigurationError(GUARD_BEFORE_AUTHENTICATION + WIRING_FIX)
     for cls in after:
         if _subclass(cls, (SessionMiddleware,)) or _from_bearer_sessions(cls):
             raise ConfigurationError(
-                GUARD_BEFORE_SESSION.format(name=getattr(cls, "__name__", "?")) + FIX
+                GUARD_BEFORE_SESSION.format(name=getattr(cls, "__name__", "?")) + WIRING_FIX
             )
-    path = guard.settings.mount_path
+    path = guard.kit.settings.mount_path
     if not _mounted(getattr(app, "routes", ()), guard.routes, path, ""):
         raise ConfigurationError(NO_MOUNT.format(path=path))
-
-
-def _guard_classes(middleware: object) -> tuple[type, ...]:
-    # The kit's class, and this middleware's own (a subclass, or a copy of the class loaded
-    # apart from the package, as the benchmark's interpreted one).
-    from mfa_guard.web.middleware import MFAGuardMiddleware
-
-    return (MFAGuardMiddleware, type(middleware))
 
 
 def _from_bearer_sessions(cls: object) -> bool:
@@ -177,11 +144,13 @@ def report_miswiring(exc: ConfigurationError) -> None:
     logger.error("mfa_guard is wired wrong, failing closed: %s", exc.message)
 
 
-def misconfigured_response(scope: Scope, guard: MFAGuard) -> Response:
+def misconfigured_response(scope: Scope, settings: MFAGuardSettings) -> Response:
     """A generic ``500`` that tells the client nothing of the cause (the log does): JSON for
     API requests, as any other error of the kit's, else plain text."""
-    if wants_json(scope, guard.settings):
-        return json_error(500, "internal_error", "Something went wrong on the server.")
+    if wants_json(scope, settings):
+        return refusal_json(Reason.INTERNAL_ERROR)
     return PlainTextResponse(
-        "Internal Server Error", status_code=500, headers={"Cache-Control": "no-store"}
+        "Internal Server Error",
+        status_code=Reason.INTERNAL_ERROR.status,
+        headers={"Cache-Control": "no-store"},
     )

@@ -1,0 +1,43 @@
+"""The SQL adapters, on SQLAlchemy's async Core (SQLite or PostgreSQL): :class:`SQLStore`
+(enrolments), :class:`SQLSiteDirectory` (sites and their members) and :class:`SQLDeviceStore`
+(remembered browsers).
+
+Each is built from a database ``url`` (with engine options) or an ``engine`` of the app's; the
+site directory and the device store usually share the store's engine, its connection pool and
+table creation, with ``SQLSiteDirectory.sharing(store)`` and ``SQLDeviceStore.sharing(store)``.
+Every method is one transaction whose deciding statement is a conditional write, so a check and
+its update cannot be split by another request, worker process or host.
+
+The tables live on :data:`metadata`; add it to an Alembic ``target_metadata`` to manage them with
+the application's own migrations (and pass ``create_tables=False``).
+
+Modules: ``schema`` (the tables and the statements built once), ``engine`` (the engine, its
+retries and error classification), ``adapter`` (the adapters' base and ``sharing``), ``store``,
+``site_directory`` and ``devices`` (one adapter each).
+"""
+
+from __future__ import annotations
+
+from mfa_guard.stores.sql.devices import SQLDeviceStore
+from mfa_guard.stores.sql.schema import (
+    enrolments,
+    metadata,
+    recovery_codes,
+    site_members,
+    sites,
+    trusted_devices,
+)
+from mfa_guard.stores.sql.site_directory import SQLSiteDirectory
+from mfa_guard.stores.sql.store import SQLStore
+
+__all__ = [
+    "SQLDeviceStore",
+    "SQLSiteDirectory",
+    "SQLStore",
+    "enrolments",
+    "metadata",
+    "recovery_codes",
+    "site_members",
+    "sites",
+    "trusted_devices",
+]

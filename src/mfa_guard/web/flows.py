@@ -1,0 +1,377 @@
+"""The use cases the pages and the JSON API share. A flow takes the :class:`Caller` (and the
+inputs its surface parsed) and returns its result, or a :class:`~mfa_guard.errors.Denied` from
+the refusal table: ``api.py`` answers it as JSON, ``pages.py`` as a page, a redirect or a form's
+error. The session rules (re-checked now, verified, recently and strongly verified for a change
+of factor) are written here once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+
+from mfa_guard.devices import Remembered, token_hash
+from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
+from mfa_guard.errors import Denied, Reason
+from mfa_guard.services import Method, Setup, TextSent, Verified
+from mfa_guard.stores.base import Enrolment
+from mfa_guard.stores.devices import TrustedDevice
+from mfa_guard.stores.sites import Membership, Site
+from mfa_guard.web.requests import Caller
+
+if TYPE_CHECKING:
+    from mfa_guard.web.context import Kit
+
+# Longer site ids are no site of any directory: refused before a lookup.
+MAX_SITE_ID = 255
+# Device ids are 16 characters; anything much longer is no device.
+MAX_DEVICE_ID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The caller's own 2FA state (``api/status``)."""
+
+    enrolment: Enrolment
+    verified: bool
+    method: str | None
+    methods: list[str]
+    # Only a set-up this session began: another session's is none of its business.
+    setup_pending: bool
+    enforcement: Enforcement
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A verified second factor, and the browser remembered with it (if asked)."""
+
+    verified: Verified
+    remembered: Remembered | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A remembered browser as the settings page and ``api/devices`` list it."""
+
+    id: str
+    name: str
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    # The browser making this request.
+    current: bool
+
+
+def valid_id(value: str, longest: int) -> bool:
+    """Whether ``value`` can be an id at all: one no store can hold (too long, a control
+    character such as NUL, which PostgreSQL refuses) is no site or device, answered without
+    a lookup."""
+    return 0 < len(value) <= longest and value.isprintable()
+
+
+class Flows:
+    """The shared use cases, for one kit."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.service = kit.service
+
+    # -- the session -------------------------------------------------------------------------
+
+    async def verified(self, caller: Caller) -> Denied | None:
+        """The session re-checked now; an enrolled user who has not completed the second factor
+        in it may read and change nothing beyond its own status (``mfa_required``)."""
+        await caller.recheck()
+        if caller.marker.enrolled and not caller.is_verified():
+            return Denied(Reason.MFA_REQUIRED)
+        return None
+
+    async def _stepped_up(self, caller: Caller, reason: Reason) -> Denied | None:
+        """For a new factor (recovery codes, a phone number): the session re-checked now, and
+        an enrolled user's second factor verified within ``recent_mfa_seconds`` (else
+        ``reason``), with the app or a recovery code, not a text (NIST SP 800-63B 5.1.3.3:
+        a new number is a new authenticator)."""
+        await caller.recheck()
+        if not caller.marker.enrolled:
+            return None
+        if not caller.is_recently_verified():
+            return Denied(reason)
+        if not caller.is_strongly_verified():
+            return Denied(Reason.STRONG_FACTOR_REQUIRED)
+        return None
+
+    async def status(self, caller: Caller) -> Status:
+        enrolment = await self.service.enrolment(caller.user_id)
+        verified = caller.is_verified() and enrolment.enrolled
+        methods = ["totp", "recovery"] if enrolment.enrolled else []
+        if self.service.sms_offered(enrolment):
+            methods.append("sms")
+        if self.kit.sites is None:
+            enforcement = Enforcement(everyone_from=self.kit.settings.everyone.required_from())
+        else:
+            enforcement = await self.kit.sites.enforcement(caller.user_id)
+        return Status(
+            enrolment=enrolment,
+            verified=verified,
+            method=caller.marker.method if verified else None,
+            methods=methods,
+            setup_pending=self.service.setup_pending(enrolment, caller.marker.nonce),
+            enforcement=enforcement,
+        )
+
+    async def revoke_other_sessions(self, caller: Caller) -> int | Denied:
+        """Every other session of the user verifies again at its next re-check; this one stays
+        verified under the new epoch. The epoch bump made every remembered browser untrusted:
+        they are forgotten."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        result = await self.service.revoke_other_sessions(caller.user_id, caller.ip)
+        if isinstance(result, Denied):
+            return result
+        caller.adopt_epoch(result)
+        await self.forget_browsers(caller)
+        return result
+
+    # -- enrolment and second factors ----------------------------------------------------------
+
+    async def begin_setup(self, caller: Caller) -> Setup | Denied:
+        return await self.service.begin_setup(
+            caller.user_id,
+            self.kit.account_name(caller.scope),
+            caller.ip,
+            session=caller.marker.nonce,
+        )
+
+    async def pending_setup(self, caller: Caller) -> Setup | None:
+        """The set-up this session began, to show its QR code again."""
+        return await self.service.pending_setup(
+            caller.user_id, self.kit.account_name(caller.scope), session=caller.marker.nonce
+        )
+
+    async def confirm_setup(self, caller: Caller, code: str) -> Verified | Denied:
+        """2FA on with the set-up's first code: the session is verified by it."""
+        result = await self.service.confirm_setup(
+            caller.user_id, code, caller.ip, session=caller.marker.nonce
+        )
+        if not isinstance(result, Denied):
+            caller.mark_verified(result.method.value, result.epoch)
+        return result
+
+    async def verify(
+        self, caller: Caller, method: Method, code: str, *, remember: bool
+    ) -> SignedIn | Denied:
+        """The session verified by a code of ``method``; ``remember``: the browser too (its
+        cookie goes on the answer: :meth:`set_device_cookie`). Remembering with trusted
+        devices off is refused before the code is checked: the code is not spent."""
+        if remember and self.kit.trusted_devices is None:
+            return Denied(Reason.TRUSTED_DEVICES_DISABLED)
+        result = await self.service.verify(
+            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
+        )
+        if isinstance(result, Denied):
+            return result
+        caller.mark_verified(result.method.value, result.epoch)
+        remembered = None
+        if remember and self.kit.trusted_devices is not None:
+            user_agent = Headers(scope=caller.scope).get("user-agent", "")
+            remembered = await self.kit.trusted_devices.remember(
+                caller.user_id, result.epoch, user_agent, caller.ip
+            )
+        return SignedIn(result, remembered)
+
+    async def regenerate_recovery_codes(self, caller: Caller) -> list[str] | Denied:
+        """New recovery codes (the old ones stop working); a factor change, so every
+        remembered browser must enter a code again."""
+        refused = await self._stepped_up(caller, Reason.RECENT_MFA_FOR_RECOVERY_CODES)
+        if refused is not None:
+            return refused
+        if not caller.marker.enrolled:
+            return Denied(Reason.NOT_ENROLLED)
+        result = await self.service.regenerate_recovery_codes(caller.user_id, caller.ip)
+        if not isinstance(result, Denied):
+            await self.forget_browsers(caller)
+        return result
+
+    async def disable(self, caller: Caller, method: Method, code: str) -> int | Denied:
+        """2FA off, after a code of the app or a recovery code (a texted code is refused by the
+        service); the session is re-checked after it."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        result = await self.service.disable(
+            caller.user_id, method, code, caller.ip, session=caller.marker.nonce
+        )
+        if isinstance(result, Denied):
+            return result
+        await self.forget_browsers(caller)
+        await caller.recheck()
+        return result
+
+    # -- text messages -------------------------------------------------------------------------
+
+    async def register_phone(self, caller: Caller, raw_phone: str) -> TextSent | Denied:
+        """Texts a code to a new number; it counts once the code comes back."""
+        if (refused := await self._stepped_up(caller, Reason.RECENT_MFA_FOR_PHONE)) is not None:
+            return refused
+        return await self.service.register_phone(
+            caller.user_id, raw_phone, caller.ip, session=caller.marker.nonce
+        )
+
+    async def verify_phone(self, caller: Caller, code: str) -> int | Denied:
+        """The texted number verified; the session keeps its verified state under the new
+        epoch. Re-checked now, not from the marker's cache: a session revoked since it asked
+        for the text changes no phone, even within its re-check interval."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        result = await self.service.verify_phone(
+            caller.user_id,
+            code,
+            caller.ip,
+            session=caller.marker.nonce,
+            epoch=caller.marker.epoch,
+        )
+        if isinstance(result, Denied):
+            if result.reason is Reason.CONFLICT:
+                # A revocation landed meanwhile: this session learns it now, not at its re-check.
+                await caller.recheck()
+            return result
+        caller.adopt_epoch(result)
+        return result
+
+    async def send_sign_in_code(self, caller: Caller) -> TextSent | Denied:
+        return await self.service.send_sign_in_code(
+            caller.user_id, caller.ip, session=caller.marker.nonce
+        )
+
+    # -- remembered browsers -------------------------------------------------------------------
+
+    async def devices(self, caller: Caller) -> list[DeviceRow] | Denied:
+        """The user's remembered browsers, most recently used first."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        return await self.device_rows(caller)
+
+    async def device_rows(self, caller: Caller) -> list[DeviceRow]:
+        devices = self.kit.trusted_devices
+        listed = [] if devices is None else await devices.trusted(caller.user_id)
+        return [self._row(caller, device) for device in listed]
+
+    def _row(self, caller: Caller, device: TrustedDevice) -> DeviceRow:
+        return DeviceRow(
+            id=device.id,
+            name=device.name,
+            created_at=device.created_at,
+            last_used_at=device.last_seen_at,
+            expires_at=device.expires_at,
+            current=self.is_this_browser(caller, device),
+        )
+
+    def is_this_browser(self, caller: Caller, device: TrustedDevice) -> bool:
+        token = self.kit.gate.device_token(caller.scope)
+        return token is not None and token_hash(token) == device.token_hash
+
+    async def forget_device(self, caller: Caller, device_id: str) -> bool | Denied:
+        """Forgets one remembered browser: it must enter a code again. Whether it was the
+        browser making this request (its cookie can go too)."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        if not device_id:
+            return Denied(Reason.NO_DEVICE_CHOSEN)
+        devices = self.kit.trusted_devices
+        if devices is None or not valid_id(device_id, MAX_DEVICE_ID):
+            return Denied(Reason.DEVICE_NOT_FOUND)
+        # Whether it is this browser, known before it is gone.
+        this_browser = next(
+            (
+                self.is_this_browser(caller, device)
+                for device in await devices.devices.devices(caller.user_id)
+                if device.id == device_id
+            ),
+            None,
+        )
+        if this_browser is None or not await devices.forget(caller.user_id, device_id, caller.ip):
+            return Denied(Reason.DEVICE_NOT_FOUND)
+        return this_browser
+
+    async def forget_devices(self, caller: Caller) -> int | Denied:
+        """Forgets every remembered browser of the user: how many there were."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        devices = self.kit.trusted_devices
+        return 0 if devices is None else await devices.forget_all(caller.user_id, caller.ip)
+
+    async def forget_browsers(self, caller: Caller) -> None:
+        """After a factor change or "sign out my other sessions": every remembered browser of
+        the user must verify again. An epoch bump already made them untrusted; this removes
+        their rows (and is what makes new recovery codes, which bump no epoch, forget them)."""
+        if self.kit.trusted_devices is not None:
+            await self.kit.trusted_devices.forget_all(caller.user_id, caller.ip)
+
+    def set_device_cookie(self, response: Response, remembered: Remembered | None) -> None:
+        """The remembered browser's cookie, on ``response``: ``HttpOnly``, ``SameSite=Lax``,
+        ``Secure`` unless turned off, for the whole site, as long as the device is trusted."""
+        devices = self.kit.trusted_devices
+        if devices is None or remembered is None:
+            return
+        response.set_cookie(
+            devices.settings.cookie_name,
+            remembered.token,
+            max_age=devices.max_age,
+            path="/",
+            secure=devices.settings.cookie_secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+    def drop_device_cookie(self, response: Response) -> None:
+        """This browser was forgotten: its cookie goes too (it would open nothing anyway)."""
+        devices = self.kit.trusted_devices
+        if devices is not None:
+            response.delete_cookie(
+                devices.settings.cookie_name,
+                path="/",
+                secure=devices.settings.cookie_secure,
+                httponly=True,
+                samesite="lax",
+            )
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    async def sites(self, caller: Caller) -> list[Membership] | Denied:
+        """The user's sites, with their policies and the user's role."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        return await self.kit.site_service.memberships(caller.user_id)
+
+    async def site_members(
+        self, caller: Caller, site_id: str
+    ) -> tuple[Site, list[MemberStatus]] | Denied:
+        """A site and its members with their 2FA, for its owners. Other people's e-mail,
+        role, 2FA and phone state: never to a session that holds the password only (and,
+        before the lookup, not even whether the site exists)."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        service = self.kit.site_service
+        members = await service.members(caller.user_id, site_id, caller.ip)
+        if isinstance(members, Denied):
+            return members
+        site = await service.sites.site(site_id)
+        if site is None:  # removed since the owner check
+            return Denied(Reason.SITE_NOT_FOUND)
+        return site, members
+
+    async def set_site_policy(
+        self, caller: Caller, site_id: str, *, enforce: bool, grace_hours: float | None
+    ) -> Site | MembersWithoutMFA | Denied:
+        """A site's policy changed by an owner, decided on the owner's own state read now,
+        not on a stale marker."""
+        await caller.recheck()
+        return await self.kit.site_service.set_policy(
+            caller.user_id,
+            site_id,
+            enforce=enforce,
+            grace_hours=grace_hours,
+            marker=caller.marker,
+            ip=caller.ip,
+        )

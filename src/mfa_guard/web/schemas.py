@@ -1,0 +1,460 @@
+"""The JSON API's bodies as pydantic models: what a request may send, what the API answers.
+
+A request model reads a body as the API does: an absent field counts as ``null``, unknown fields
+are ignored, the fields are checked in the order the API checks them and the first one refused
+answers a ``400`` with the API's own code and message (``invalid_input``, ``invalid_method``).
+A response model holds an answer's fields in the order the API writes them. Both generate the
+components of the OpenAPI document (:mod:`mfa_guard.web.openapi`), with the limits the kit
+enforces taken from its own constants and settings.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar, cast
+
+from annotated_types import Le
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from mfa_guard.core import recovery, totp
+from mfa_guard.core.sms import MAX_PHONE_LENGTH
+from mfa_guard.enforcement import iso
+from mfa_guard.errors import Reason, Refused
+from mfa_guard.services import Method
+from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stores.sites import Role
+from mfa_guard.web.requests import json_body
+
+# The longest code any method's check reads (authenticator, texted and recovery codes): a
+# longer one is refused before it reaches a check.
+MAX_CODE_LENGTH = max(totp.MAX_CODE_LENGTH, recovery.MAX_INPUT_LENGTH)
+DEFAULT_MAX_GRACE_HOURS: int = MFAGuardSettings.model_fields["max_grace_hours"].default
+
+# -- Reading a request body ------------------------------------------------------------------
+
+
+def _refused(reason: Reason, **params: str | int) -> PydanticCustomError:
+    """A field's refusal as a validation error: :func:`read_body` raises it as it is."""
+    return PydanticCustomError("refused", reason.code, {"reason": reason.name, "params": params})
+
+
+def _field_name(info: ValidationInfo) -> str:
+    return info.field_name or ""
+
+
+def _text(value: Any, info: ValidationInfo) -> str:
+    """A string field's value: absent or ``null`` is missing, anything else must be a string."""
+    if value is None:
+        raise _refused(Reason.FIELD_REQUIRED, field=_field_name(info))
+    if not isinstance(value, str):
+        raise _refused(Reason.FIELD_NOT_A_STRING, field=_field_name(info))
+    return value
+
+
+def _string(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    text = _text(value, info)
+    try:
+        return handler(text)
+    except ValidationError as exc:
+        # A string's only other check here is its length.
+        max_length = exc.errors()[0].get("ctx", {})["max_length"]
+        raise _refused(
+            Reason.FIELD_TOO_LONG, field=_field_name(info), max_length=max_length
+        ) from None
+
+
+def _method(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    text = _text(value, info)
+    try:
+        return handler(text)
+    except ValidationError:
+        raise _refused(Reason.INVALID_METHOD) from None
+
+
+def _flag(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    if not isinstance(value, bool):
+        raise _refused(Reason.FIELD_NOT_A_BOOLEAN, field=_field_name(info))
+    return handler(value)
+
+
+CodeText = Annotated[
+    str,
+    Field(max_length=MAX_CODE_LENGTH, examples=["123456"]),
+    WrapValidator(_string),
+]
+# Its length is checked with the rest of the number (400 invalid_phone, as a number that is not
+# in international format), once SMS is known to be on: documented here, refused there.
+PhoneText = Annotated[
+    str,
+    Field(json_schema_extra={"maxLength": MAX_PHONE_LENGTH}, examples=["+44 7400 123456"]),
+    WrapValidator(_string),
+]
+MethodChoice = Annotated[Method, WrapValidator(_method)]
+Flag = Annotated[bool, WrapValidator(_flag)]
+
+
+def _grace_hours(max_hours: int) -> Any:
+    """``grace_hours`` of a policy change: ``null``, or a number of hours up to ``max_hours``."""
+    return Field(
+        default=None,
+        ge=0,
+        le=max_hours,
+        allow_inf_nan=False,
+        description="Hours until members must have 2FA; 0 = at once. Without it, enforcing is "
+        "refused (409 members_without_mfa) while members lack 2FA.",
+    )
+
+
+class RequestBody(BaseModel):
+    """A JSON request body."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_null(cls, data: Any) -> Any:
+        """A required field that is absent is refused as ``null`` is."""
+        if not isinstance(data, dict):
+            return data
+        absent = {
+            name: None
+            for name, field in cls.model_fields.items()
+            if field.is_required() and name not in data
+        }
+        return {**data, **absent}
+
+
+class Empty(RequestBody):
+    """Send {}: the body is ignored, but must be a JSON object."""
+
+
+class Code(RequestBody):
+    """A code: the authenticator app's first one (totp/confirm), or the texted one
+    (phone/verify)."""
+
+    code: CodeText
+
+
+class MethodCode(RequestBody):
+    """A current code, and where it comes from."""
+
+    method: MethodChoice = Method.TOTP
+    code: CodeText
+
+
+class Verification(MethodCode):
+    """A current code to complete the second factor with."""
+
+    remember_device: Flag = Field(
+        default=False,
+        description="Remember this browser (trusted devices must be on: else 409 "
+        "trusted_devices_disabled, before the code is checked).",
+    )
+
+
+class Phone(RequestBody):
+    """A mobile number in international format (spaces, dashes and a leading 00 accepted)."""
+
+    phone: PhoneText
+
+
+class PolicyChange(RequestBody):
+    """Turn the site's enforcement on (at once, or after a grace period) or off."""
+
+    enforce: Flag
+    # Up to the settings' default max_grace_hours: policy_change() gives the app's own bound.
+    grace_hours: float | None = _grace_hours(DEFAULT_MAX_GRACE_HOURS)
+
+    @field_validator("grace_hours", mode="wrap")
+    @classmethod
+    def _hours(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if value is None:
+            return None
+        # Not true or false, though Python counts them as numbers.
+        if not isinstance(value, bool) and isinstance(value, int | float):
+            try:
+                return handler(value)
+            except ValidationError:
+                pass
+        bound = cls.model_fields["grace_hours"].metadata
+        max_hours = cast(int, next(rule.le for rule in bound if isinstance(rule, Le)))
+        raise _refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
+
+
+@functools.cache
+def policy_change(max_grace_hours: int) -> type[PolicyChange]:
+    """:class:`PolicyChange` for an app whose ``max_grace_hours`` is this."""
+    if max_grace_hours == DEFAULT_MAX_GRACE_HOURS:
+        return PolicyChange
+    return create_model(
+        "PolicyChange",
+        __base__=PolicyChange,
+        __doc__=PolicyChange.__doc__,
+        __module__=__name__,
+        grace_hours=(float | None, _grace_hours(max_grace_hours)),
+    )
+
+
+Body = TypeVar("Body", bound=RequestBody)
+
+
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body read into ``model``: :class:`~mfa_guard.errors.Refused` as
+    :func:`json_body` raises it, or with the first field refused."""
+    data = await json_body(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise refused(exc) from None
+
+
+def refused(exc: ValidationError) -> Refused:
+    """The refusal of the first field a body model refused."""
+    refusal = exc.errors()[0]["ctx"]
+    return Refused(Reason[refusal["reason"]], **refusal["params"])
+
+
+# -- Writing an answer -----------------------------------------------------------------------
+
+
+def _from_timestamp(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
+def _written(moment: datetime) -> str | None:
+    return iso(moment.timestamp())
+
+
+# An instant: given as a timestamp, written as iso() writes it (2026-11-27T20:45:00Z).
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_from_timestamp),
+    PlainSerializer(_written),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+# How a session verified its second factor (mfa_guard.core.marker.METHODS).
+VerifiedBy = Literal["totp", "recovery", "sms", "device"]
+
+
+class ResponseBody(BaseModel):
+    """A JSON answer of the API."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+def json_response(
+    body: ResponseBody, status_code: int = 200, *, retry_after: int | None = None
+) -> JSONResponse:
+    """``body`` as the API answers it: its fields in order, an optional one left out unless
+    given, never stored by a cache."""
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_unset=True),
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+class EnforcingSite(ResponseBody):
+    """A site of the user that requires 2FA, and from when."""
+
+    id: str
+    name: str
+    deadline: Instant | None
+
+
+class Enforcement(ResponseBody):
+    """Whether 2FA is required of the user, by what, and from when."""
+
+    required: bool = Field(
+        description="2FA is required of this user: by a site, or of every account."
+    )
+    everyone: bool = Field(
+        description="The app requires 2FA of every account (MFA_GUARD_EVERYONE__*)."
+    )
+    deadline: Instant | None = Field(
+        description="From when 2FA is required: the earliest of the sites' and the app-wide "
+        "deadlines (maybe past); null when nothing requires it, or when it is required at once "
+        "with no deadline."
+    )
+    sites: list[EnforcingSite]
+
+
+class Status(ResponseBody):
+    """The signed-in user's second-factor state."""
+
+    authenticated: Literal[True]
+    enrolled: bool
+    verified: bool
+    verified_method: VerifiedBy | None
+    methods: list[Method]
+    recovery_codes_left: int = Field(ge=0)
+    enrolment_pending: bool
+    phone: str | None = Field(description="The verified mobile number, masked.")
+    phone_verified: bool
+    enforcement: Enforcement
+
+
+class Setup(ResponseBody):
+    """A new authenticator key, its otpauth URI and its QR code (an SVG)."""
+
+    secret: str = Field(pattern=r"^[A-Z2-7]+$")
+    secret_grouped: str
+    otpauth_uri: str = Field(pattern=r"^otpauth://totp/")
+    qr_svg: str
+
+
+class Enrolled(ResponseBody):
+    """2FA is on and this session verified; the recovery codes, shown this once."""
+
+    enrolled: Literal[True]
+    verified: Literal[True]
+    recovery_codes: list[str]
+
+
+class Verified(ResponseBody):
+    """This session completed its second factor."""
+
+    verified: Literal[True]
+    method: Method
+    device_remembered: bool
+
+
+class RecoveryCodes(ResponseBody):
+    """The new recovery codes, shown this once."""
+
+    recovery_codes: list[str]
+
+
+class Disabled(ResponseBody):
+    """2FA is off."""
+
+    enrolled: Literal[False]
+
+
+class SessionsRevoked(ResponseBody):
+    """Every other session of the user verifies again at its next re-check."""
+
+    other_sessions_revoked: Literal[True]
+
+
+class TextSent(ResponseBody):
+    """A code was texted to the number (masked); it expires in expires_in seconds."""
+
+    sent: Literal[True]
+    phone: str
+    expires_in: int = Field(ge=0)
+
+
+class PhoneVerified(ResponseBody):
+    """The mobile number (masked) is verified."""
+
+    phone: str | None
+    phone_verified: Literal[True]
+
+
+class Policy(ResponseBody):
+    """Whether the site enforces 2FA, and from when."""
+
+    enforce: bool
+    deadline: Instant | None
+    changed_at: Instant | None
+    changed_by: str | None = Field(default=None, description="Told to the site's owners only.")
+
+
+class Site(ResponseBody):
+    """A site and its policy."""
+
+    id: str
+    name: str
+    policy: Policy
+
+
+class Membership(Site):
+    """A site of the user, and the user's role in it."""
+
+    role: Role
+
+
+class Sites(ResponseBody):
+    """The user's sites."""
+
+    sites: list[Membership]
+
+
+class Member(ResponseBody):
+    """A member of a site and their second factor."""
+
+    user_id: str
+    role: Role
+    two_factor: bool
+    method: Literal[Method.TOTP] | None
+    phone_verified: bool
+
+
+class SiteMembers(Site):
+    """A site and each member's 2FA status."""
+
+    members: list[Member]
+
+
+class Device(ResponseBody):
+    """A remembered browser."""
+
+    id: str
+    name: str = Field(examples=["Firefox on Ubuntu"])
+    created_at: Instant
+    last_used_at: Instant
+    expires_at: Instant
+    current: bool = Field(description="The browser making this request.")
+
+
+class Devices(ResponseBody):
+    """The user's remembered browsers still trusted, most recently used first."""
+
+    devices: list[Device]
+
+
+class Forgotten(ResponseBody):
+    """How many remembered browsers were forgotten."""
+
+    forgotten: int = Field(ge=0)
+
+
+class ErrorDetail(ResponseBody):
+    """What was refused, and why."""
+
+    code: str = Field(description="Stable, for programs.")
+    message: str = Field(description="For people.")
+    members: list[Member] = Field(
+        default_factory=list, description="With members_without_mfa: who lacks 2FA."
+    )
+
+
+class Error(ResponseBody):
+    """A refusal (its status says which kind; 429 and 503 come with Retry-After)."""
+
+    error: ErrorDetail
