@@ -31,8 +31,9 @@ from mfa_guard.web.wiring import (
 WS_POLICY_VIOLATION = 1008
 _GUARDED = frozenset({"http", "websocket"})
 # How many admitted markers a middleware keeps (about 0.7 kB each, 3 MB in all), and how many
-# nonces of markers let in once, before it forgets them all at once: more than the sessions one
-# process serves within ``recheck_seconds``. A forgotten one is read and checked again.
+# nonces of markers let in once (about 0.1 kB each), before it forgets them all at once: more
+# than the sessions one process serves within ``recheck_seconds``. A forgotten one is read and
+# checked again.
 ADMITTED_LIMIT = 4096
 
 
@@ -75,11 +76,10 @@ class MFAGuardMiddleware:
         self._lifetime = settings.verified_lifetime_seconds
         self._recheck = settings.recheck_seconds
         # By nonce: each session of a user has its own marker. A marker is remembered the
-        # second time it is let in; the first time, only its nonce is. A session seen once
-        # (the first request of each session, and every request in a process serving more
-        # sessions than these hold) so leaves no object behind for the garbage collector to
-        # track: an entry is three, and collecting them cost such a request more than all the
-        # rest of its check.
+        # second time it is let in; the first time, only its nonce is (a string, which the
+        # garbage collector does not track). An entry is three objects it does track (the
+        # entry, the copy of the list, the Marker), and a process meeting a new session on
+        # every request spent more collecting them than checking the markers.
         self._admitted: dict[str, Admitted] = {}
         self._seen: set[str] = set()
         # Until a request has shown the app wired right, the identity is read through the
