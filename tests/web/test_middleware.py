@@ -248,7 +248,8 @@ async def test_a_marker_changed_after_it_was_let_in_is_read_and_decided_again(
         secret = await challenged(ga, client)
         ga.clock.advance(30)
         assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).is_success
-        assert (await client.get("/protected")).status_code == 200  # let in, remembered
+        for _ in range(2):  # let in twice: remembered
+            assert (await client.get("/protected")).status_code == 200
         marker = read_session(client)["mfa_guard"]
         marker[position] = value
         write_session(client, read_session(client) | {"mfa_guard": marker})
@@ -272,6 +273,31 @@ async def test_each_session_of_one_user_is_let_in_again_with_no_store_call() -> 
             for client in (laptop, phone):
                 assert (await client.get("/protected")).status_code == 200
         assert store.total == 0
+
+
+async def test_a_marker_let_in_twice_is_let_in_again_without_being_read() -> None:
+    # The first request writes the session's marker; the second reads and checks it (the keyed
+    # hash of the user id, the types, the window); from the third on, the same marker of the
+    # same user is let in as it was, with no hash.
+    ga = build_app()
+    gate = ga.guard.gate
+    hashed: list[str] = []
+    subject = gate.subject
+
+    def counted(user_id: str) -> str:
+        hashed.append(user_id)
+        return subject(user_id)
+
+    gate.subject = counted
+    async with ga.client() as client:
+        await sign_in(client)
+        for _ in range(2):
+            assert (await client.get("/protected")).status_code == 200
+        assert hashed
+        before = len(hashed)
+        for _ in range(3):
+            assert (await client.get("/protected")).status_code == 200
+    assert len(hashed) == before
 
 
 async def test_admitted_markers_are_forgotten_all_at_once_past_the_limit(
@@ -300,16 +326,22 @@ async def test_admitted_markers_are_forgotten_all_at_once_past_the_limit(
         }
         await middleware(scope, receive_nothing, refuse_to_answer)
 
+    def remembered() -> set[str]:
+        return {admitted.user_id for admitted in middleware._admitted.values()}
+
     for name in ("ann", "bob"):
-        await request(name)  # a marker written: the next request reads it
-        await request(name)
+        await request(name)  # a marker written and let in once: only its nonce is noted
+        assert name not in remembered()
+        await request(name)  # read, checked and let in a second time: remembered
     assert len(middleware._admitted) == 2
     await request("cat")
     await request("cat")  # the third admitted marker: the first two are forgotten
     assert [admitted.user_id for admitted in middleware._admitted.values()] == ["cat"]
-    await request("ann")  # read and checked again, and remembered
-    assert {admitted.user_id for admitted in middleware._admitted.values()} == {"cat", "ann"}
-    assert reached == ["ann", "ann", "bob", "bob", "cat", "cat", "ann"]
+    await request("ann")  # read and checked again; its nonce was forgotten too
+    assert remembered() == {"cat"}
+    await request("ann")  # let in a second time: remembered
+    assert remembered() == {"cat", "ann"}
+    assert reached == ["ann", "ann", "bob", "bob", "cat", "cat", "ann", "ann"]
 
 
 async def receive_nothing() -> Message:
