@@ -159,7 +159,7 @@ class QRCodes:
 
 
 class MFAService:
-    """One user's second factor: enrolment, verification, recovery codes, the phone, turning
+    """Each user's second factor: enrolment, verification, recovery codes, the phone, turning
     2FA off; the rules of :mod:`mfa_guard.core` applied with the store, the failure limits and
     the audit events. The guard builds one, ``guard.service``; the kit's pages and JSON API
     work through it.
@@ -171,7 +171,8 @@ class MFAService:
     never writes a session's marker: a session that verifies a code through the kit's pages or
     API is marked verified by them, not by a call made here. An app calls it for the rest:
     reading a user's :meth:`enrolment`, beginning the set-up the kit's enrolment page then
-    shows (:meth:`begin_setup`), the sites that stop a user from turning 2FA off.
+    shows (:meth:`begin_setup`), naming the sites that require 2FA of a user
+    (:meth:`enforcing_sites`).
     """
 
     def __init__(
