@@ -43,8 +43,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 
-from mfa_guard import MemoryStore, MFAGuard, MFAGuardSettings
-from mfa_guard.clock import Clock, system_clock
+from mfa_guard import Clock, MemoryStore, MFAGuard, MFAGuardSettings, system_clock
 from mfa_guard.fastapi import (
     MFASession,
     RequireMFA,
@@ -52,9 +51,8 @@ from mfa_guard.fastapi import (
     include_mfa_guard,
     refusal_responses,
 )
-from mfa_guard.stores.sites import MemorySiteDirectory, Role, SiteDirectory
+from mfa_guard.stores import MemorySiteDirectory, Role, SiteDirectory
 from mfa_guard.tokens import TokenSessionMiddleware, TokenSessions
-from mfa_guard.web.http import json_error
 
 ISSUER = "Acme Inbox API"
 DEMO_PASSWORD = "demo"
@@ -300,7 +298,10 @@ def build(
 
 
 def _wrong_credentials() -> Response:
-    return json_error(401, "invalid_credentials", "Wrong e-mail address or password.")
+    error = ErrorDetail(code="invalid_credentials", message="Wrong e-mail address or password.")
+    return JSONResponse(
+        ErrorBody(error=error).model_dump(), status_code=401, headers={"Cache-Control": "no-store"}
+    )
 
 
 def create_app() -> FastAPI:

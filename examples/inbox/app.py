@@ -50,21 +50,25 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from examples.inbox.forms import FormRefused, checked_form, csrf_token, field
+from examples.inbox.forms import FormRefused, checked_form, csrf_token, field, same_origin
 from examples.inbox.sign_ins import SignIns
 from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
-from mfa_guard import LoggingEventSink, MFAGuard, MFAGuardSettings, StoreUnavailable
-from mfa_guard.clock import Clock, system_clock
-from mfa_guard.core.marker import Marker
-from mfa_guard.core.redirects import safe_next
-from mfa_guard.enforcement import iso
-from mfa_guard.errors import Denied, MFAGuardError
-from mfa_guard.identity import client_ip
+from mfa_guard import (
+    Clock,
+    Denied,
+    LoggingEventSink,
+    MFAGuard,
+    MFAGuardError,
+    MFAGuardSettings,
+    StoreUnavailable,
+    client_ip,
+    safe_next,
+    system_clock,
+)
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.sms import OutboxSMS
-from mfa_guard.stores.sites import Role
+from mfa_guard.stores import Role
 from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
-from mfa_guard.web.http import report_failure, same_origin
 
 logger = logging.getLogger("examples.inbox")
 
@@ -254,6 +258,11 @@ def _utc_text(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %Y, %H:%M UTC")
 
 
+def _iso_text(timestamp: float) -> str:
+    """For ``<time datetime=…>``: ``2026-11-27T20:45:00Z``."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _new_fernet_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
@@ -330,7 +339,7 @@ def create_app(
     accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["utc"] = _utc_text
-    templates.env.filters["iso"] = iso
+    templates.env.filters["iso"] = _iso_text
     mfa_settings = f"{settings.mount_path}/settings"
 
     def render(
@@ -366,7 +375,7 @@ def create_app(
         return render(request, "login.html", {"next": next_path, "email": "", "error": None})
 
     async def login(request: Request) -> Response:
-        if not same_origin(request.scope, settings):
+        if not same_origin(request):
             return PlainTextResponse("Cross-site sign-in refused.", status_code=403)
         form = await request.form(max_files=0, max_fields=8)
         email, password = _field(form, "email"), _field(form, "password")
@@ -387,8 +396,8 @@ def create_app(
 
     async def signup(request: Request) -> Response:
         """A new operator of Acme. When a site of theirs enforces 2FA, the set-up starts at
-        once: they land on the QR code, as Crisp shows it during sign-up."""
-        form = await checked_form(request, settings)
+        once: they land on the QR code."""
+        form = await checked_form(request)
         email = _normalise_email(field(form, "email"))
         password = field(form, "password")
         problem = sign_up_problem(email, password)
@@ -404,18 +413,19 @@ def create_app(
         await sign_ins.start(request.session, email)  # a new sign-in starts a new session
         if not (await service.enforcement(email)).required:
             return RedirectResponse(INBOX_PATH, status_code=303)
-        # The set-up is bound to this new session (its marker's nonce): made here, as the
-        # guard makes it at the session's first request.
-        marker = await guard.gate.recheck(request.session, email, None, guard.clock())
-        setup = await guard.service.begin_setup(
-            email, email, client_ip(request.scope, settings), session=marker.nonce
-        )
-        if isinstance(setup, Denied):  # a phone first (require_phone_for_enrolment)
-            logger.info("%s must add a phone before the QR code: %s", email, setup.reason)
+        # The set-up is bound to this new session (its marker's nonce). The scope's user is
+        # still the anonymous one the request came with: the marker is read for ``email``.
+        marker = await guard.session_marker(request.scope, user_id=email)
+        if marker is not None:
+            setup = await guard.service.begin_setup(
+                email, email, client_ip(request.scope, settings), session=marker.nonce
+            )
+            if isinstance(setup, Denied):  # a phone first (require_phone_for_enrolment)
+                logger.info("%s must add a phone before the QR code: %s", email, setup.reason)
         return RedirectResponse(f"{settings.mount_path}/enrol?next={INBOX_PATH}", status_code=303)
 
     async def logout(request: Request) -> Response:
-        if not same_origin(request.scope, settings):
+        if not same_origin(request):
             return PlainTextResponse("Cross-site sign-out refused.", status_code=403)
         # Deleted on the server before the cookie is cleared: a copy of it is signed out too.
         # Remembered browsers and the user's other sign-ins stay.
@@ -425,14 +435,14 @@ def create_app(
     async def inbox(request: Request) -> Response:
         if not request.user.is_authenticated:
             return RedirectResponse(f"{LOGIN_PATH}?next={INBOX_PATH}", status_code=303)
-        # The guard's middleware leaves the session's marker here when it lets a request in.
-        marker = request.scope.get("mfa_guard")
+        # Read from the session, fresh: the guard's middleware has just let the request in.
+        marker = await guard.session_marker(request.scope)
         memberships = await guard.site_service.memberships(request.user.display_name)
         # Names the sites in the banner ("Acme requires…"); render's enrolment_notice then does.
         await guard.named_enrolment_notice(request.scope)
         context = {
             "conversations": CONVERSATIONS,
-            "two_factor_on": isinstance(marker, Marker) and marker.enrolled,
+            "two_factor_on": marker is not None and marker.enrolled,
             "outbox": OUTBOX_PATH if shows_outbox else None,
             "sites": [
                 {
@@ -472,7 +482,12 @@ def create_app(
     async def unavailable(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, MFAGuardError):
             raise exc
-        report_failure(exc)
+        cause = exc.__cause__
+        logger.warning(
+            "the inbox failed closed: %s (%s)",
+            exc.message,
+            type(cause).__name__ if cause is not None else "no cause",
+        )
         response = error_page(
             request,
             503,

@@ -1,5 +1,5 @@
-"""The demo's own forms: each post must come from this site (``Origin``) and carry the session's
-CSRF token, as the kit's pages do. Refusals are pages, never a 500."""
+"""The demo's own forms: each post must come from this site (``Origin``, ``Sec-Fetch-Site``) and
+carry the session's CSRF token, as the kit's pages do. Refusals are pages, never a 500."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-
-from mfa_guard import MFAGuardSettings
-from mfa_guard.web.http import same_origin
 
 CSRF_SESSION_KEY = "inbox_csrf"
 MAX_FIELDS = 8
@@ -36,14 +33,28 @@ def csrf_token(session: Any) -> str:
     return token
 
 
+def same_origin(request: Request) -> bool:
+    """Whether a post comes from this site. A browser's ``Sec-Fetch-Site`` must not name another
+    site, and its ``Origin`` must be this app's own (scheme, host and port). A client that sends
+    neither (curl, a server) is no browser another site's page could have made post."""
+    headers = request.headers
+    if headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host", "").lower()
+    return bool(host) and origin.lower() == f"{request.url.scheme}://{host}"
+
+
 def field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
 
 
-async def checked_form(request: Request, settings: MFAGuardSettings) -> FormData:
-    """The posted form, once it has passed the CSRF checks (``Origin`` and the token)."""
-    if not same_origin(request.scope, settings):
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once it has passed the CSRF checks (the origin and the token)."""
+    if not same_origin(request):
         raise FormRefused(403, "Request refused", "Cross-site form posts are not allowed.")
     try:
         form = await request.form(max_files=0, max_fields=MAX_FIELDS)

@@ -19,8 +19,7 @@ from typing import Any
 from sqlalchemy import Column, Double, Index, MetaData, String, Table, delete, exc, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mfa_guard import StoreUnavailable
-from mfa_guard.clock import Clock
+from mfa_guard import Clock, StoreUnavailable
 
 # The demo's own tables: not the kit's metadata, which an app hands to its migrations.
 metadata = MetaData()

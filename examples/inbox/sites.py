@@ -17,16 +17,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from examples.inbox.forms import checked_form, field
-from mfa_guard import MFAGuard
-from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
-from mfa_guard.errors import Denied, Reason
-from mfa_guard.identity import client_ip
-from mfa_guard.stores.sites import Role, Site, SiteDirectory
-from mfa_guard.web.flows import MAX_SITE_ID
+from mfa_guard import Denied, MemberStatus, MembersWithoutMFA, MFAGuard, Reason, client_ip
+from mfa_guard.stores import Role, Site, SiteDirectory
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 
 NOTICE_SESSION_KEY = "inbox_notice"
+# Longer ids in a page's path are no site of the directory's: refused before a lookup.
+MAX_SITE_ID = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +151,7 @@ class SitePages:
         )
 
     async def _change_policy(self, request: Request, user: str) -> Response:
-        form = await checked_form(request, self.guard.settings)
+        form = await checked_form(request)
         site_id = str(request.path_params["site"])
         if not site_id or len(site_id) > MAX_SITE_ID:
             return self._denied_page(request, Denied(Reason.SITE_NOT_FOUND))

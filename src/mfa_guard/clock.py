@@ -11,4 +11,5 @@ class Clock(Protocol):
 
 
 def system_clock() -> float:
+    """The time now, in seconds since the epoch: the default :class:`Clock`."""
     return time.time()

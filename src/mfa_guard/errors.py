@@ -33,9 +33,10 @@ class Refusal:
 
 @unique
 class Reason(Enum):
-    """Every refusal the kit answers: the key of the table, a :class:`Refusal` each. Several
-    rows may share a code (and a client sees one code) where the kit says it in more than one
-    way; the pages' form refusals answer a page, not a code."""
+    """Every refusal the kit answers: the key of the table, a :class:`Refusal` each (``code``,
+    ``status``, ``message``, ``retry_after``). Several rows may share a code (and a client sees
+    one code) where the kit says it in more than one way; the pages' form refusals answer a
+    page, not a code."""
 
     _value_: Refusal
 
@@ -257,8 +258,15 @@ class Reason(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Denied:
-    """A refusal as data: its row (``reason``), when asking again may succeed (``retry_at``, a
-    time of the kit's clock) and the values its message names (``params``)."""
+    """A refusal as data, which the kit's services return where a request cannot go on: its row
+    of the table (``reason``), when asking again may succeed (``retry_at``, a time of the kit's
+    clock) and the values its message names (``params``).
+
+    ``code``, ``status`` and ``message`` are what the JSON API answers for it (its machine code,
+    HTTP status and English message); :meth:`text` and :meth:`message_at` give the message in
+    another language, :meth:`retry_after` the ``Retry-After`` seconds. Compare ``reason`` with a
+    :class:`Reason` member to act on one refusal (``denied.reason is
+    Reason.REAUTHENTICATION_REQUIRED``: send the user to the challenge)."""
 
     reason: Reason
     retry_at: float | None = None

@@ -11,6 +11,8 @@ logger = logging.getLogger("mfa_guard.audit")
 
 
 class EventKind(StrEnum):
+    """What an audit event reports; its value is the ``event=`` of the audit log's line."""
+
     ENROLMENT_STARTED = "enrolment_started"
     ENROLLED = "enrolled"
     VERIFIED = "verified"
@@ -51,6 +53,10 @@ _WARNINGS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
+    """Something that happened to a user's second factor, or to a site: what (``kind``), to
+    whom (``user_id``; for a site event, who did it), when (``at``, the kit's clock), with which
+    method and from which address. Never a code, a secret or a phone number."""
+
     kind: EventKind
     user_id: str
     at: float

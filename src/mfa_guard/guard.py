@@ -50,10 +50,19 @@ class MFAGuard:
 
     ``store`` holds the enrolments; ``sites`` (a site directory) turns on site enforcement;
     ``devices`` (a device store) is needed when trusted devices are on; ``sms`` overrides the
-    provider the settings name. ``identity`` and ``account_name`` read the signed-in user from
-    the request's scope (``scope["user"]`` by default); ``sign_out_fields`` gives the hidden
-    fields of the app's sign-out form. Construction refuses a configuration that would be
-    unsafe (:class:`~mfa_guard.errors.ConfigurationError`).
+    provider the settings name; ``events`` receives the audit events (logged by default);
+    ``clock`` tells the time (tests pass one they move). ``identity`` and ``account_name`` read
+    the signed-in user from the request's scope (``scope["user"]`` by default);
+    ``sign_out_fields`` gives the hidden fields of the app's sign-out form;
+    ``template_directory`` holds templates that replace the pages' own. Construction refuses a
+    configuration that would be unsafe (:class:`~mfa_guard.ConfigurationError`).
+
+    For the app's own code: ``settings``, ``store``, ``sites``, ``events``, ``clock``,
+    ``identity``, ``account_name`` and ``sms`` (the provider in use, if SMS is on); ``service``,
+    the :class:`~mfa_guard.MFAService`, and :attr:`site_service`; :meth:`session_marker` and
+    the enrolment notice for the app's templates (:meth:`enrolment_notice`,
+    :meth:`named_enrolment_notice`). :meth:`aclose` goes in the app's lifespan. The guard's
+    other attributes are the kit's own wiring.
     """
 
     def __init__(
@@ -175,11 +184,15 @@ class MFAGuard:
         """Members' 2FA status and site policies; needs ``MFAGuard(sites=...)``."""
         return self.kit.site_service
 
-    async def session_marker(self, scope: Scope, *, recheck: bool = False) -> Marker | None:
+    async def session_marker(
+        self, scope: Scope, *, recheck: bool = False, user_id: str | None = None
+    ) -> Marker | None:
         """The signed-in user's marker for this request (``None`` when nobody is signed in):
         the one the session holds while fresh, else re-read; with ``recheck``, re-read from the
-        stores now and saved (before a sensitive change, as the kit's own routes do)."""
-        return await self.gate.marker(scope, recheck=recheck)
+        stores now and saved (before a sensitive change, as the kit's own routes do).
+        ``user_id`` names the user the scope does not name yet: one this very request signed
+        in (or up), whose ``scope["user"]`` is still the anonymous one."""
+        return await self.gate.marker(scope, recheck=recheck, user_id=user_id)
 
     def enrolment_notice(self, scope: Scope) -> EnrolmentNotice | None:
         """For the app's templates: the banner to show when the app (``everyone``) or a site of

@@ -23,10 +23,22 @@ from typing import Protocol
 
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 
+__all__ = [
+    "LoggingNotifier",
+    "MemoryNotifier",
+    "Notice",
+    "Notification",
+    "Notifier",
+    "NotifyingSink",
+]
+
 logger = logging.getLogger("mfa_guard")
 
 
 class Notice(StrEnum):
+    """What a :class:`Notification` tells the user; its value names it (for the app's own
+    wording or templates)."""
+
     FACTOR_ADDED = "factor_added"
     FACTOR_REMOVED = "factor_removed"
     RECOVERY_CODE_USED = "recovery_code_used"

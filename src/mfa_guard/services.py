@@ -52,6 +52,8 @@ async def concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]
 
 
 class Method(StrEnum):
+    """A second factor a code is checked as."""
+
     TOTP = "totp"
     RECOVERY = "recovery"
     SMS = "sms"
@@ -59,6 +61,8 @@ class Method(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TextSent:
+    """A code texted to ``phone``, valid until ``expires_at``."""
+
     phone: str
     expires_at: float
     # The code's lifetime as the text said it (sms.code_ttl_seconds).
@@ -67,6 +71,9 @@ class TextSent:
 
 @dataclass(frozen=True, slots=True)
 class Setup:
+    """A set-up waiting for its first code: the new secret, its ``otpauth://`` URI and the QR
+    code of it (inline SVG)."""
+
     secret: str
     otpauth_uri: str
     qr_svg: str
@@ -78,6 +85,9 @@ class Setup:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
+    """A code accepted: how, the user's epoch now, and the recovery codes a new enrolment
+    shows once."""
+
     method: Method
     epoch: int
     recovery_codes: tuple[str, ...] = ()
@@ -149,6 +159,22 @@ class QRCodes:
 
 
 class MFAService:
+    """Each user's second factor: enrolment, verification, recovery codes, the phone, turning
+    2FA off; the rules of :mod:`mfa_guard.core` applied with the store, the failure limits and
+    the audit events. The guard builds one, ``guard.service``; the kit's pages and JSON API
+    work through it.
+
+    Expected refusals are returned, as :class:`~mfa_guard.Denied`; only a backend that does not
+    answer raises (:class:`~mfa_guard.StoreUnavailable`). A ``session`` argument is the
+    session's :attr:`Marker.nonce <mfa_guard.Marker.nonce>` (``guard.session_marker(scope)``),
+    which binds a set-up and a texted code to the session that asked for them. The service
+    never writes a session's marker: a session that verifies a code through the kit's pages or
+    API is marked verified by them, not by a call made here. An app calls it for the rest:
+    reading a user's :meth:`enrolment`, beginning the set-up the kit's enrolment page then
+    shows (:meth:`begin_setup`), naming the sites that require 2FA of a user
+    (:meth:`enforcing_sites`).
+    """
+
     def __init__(
         self,
         *,
@@ -405,7 +431,7 @@ class MFAService:
         phone = sms_codes.normalise_phone(enrolment.phone, self.sms.settings.allowed_regions)
         if isinstance(phone, Denied):
             # The number was allowed when verified: a send policy refuses it now, like a budget
-            # of zero (SECURITY.md: every pumping limit answers 429), until the list changes.
+            # of zero (every limit on sending answers 429), until the list changes.
             await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
             return Denied(Reason.TEXTS_TO_COUNTRY_REFUSED, retry_at=self._clock() + 3600)
         return await self._send_text(user_id, phone, SMSPurpose.SIGN_IN, ip, session)

@@ -46,8 +46,8 @@ SESSION_TYPES: set[type] = {dict}
 def session_of(scope: Scope) -> Session:
     """The request's session; none (or not a mapping) is a wiring error."""
     session: Any = scope.get("session")
-    # Starlette's Session is a dict subclass: the ABC check is made once per class, as it
-    # costs ten times more than the lookup.
+    # Starlette's Session is a dict subclass: the ABC check is made once per class, not on
+    # every request.
     if type(session) not in SESSION_TYPES:
         if not isinstance(session, MutableMapping):
             raise no_session()
@@ -93,11 +93,15 @@ class SessionGate:
         marker = Marker.load(session.get(SESSION_KEY), self.subject(user_id))
         return marker, marker is not None and not marker.is_stale(now, self._recheck)
 
-    async def marker(self, scope: Scope, *, recheck: bool = False) -> Marker | None:
+    async def marker(
+        self, scope: Scope, *, recheck: bool = False, user_id: str | None = None
+    ) -> Marker | None:
         """The signed-in user's marker for this request (``None`` when nobody is signed in):
         the session's while fresh, else re-checked; with ``recheck``, re-read from the stores
-        now. Left in the scope under :data:`MARKER_SCOPE_KEY`."""
-        user_id = self.identity(scope)
+        now. ``user_id``: the user, when the scope does not name them yet. Left in the scope
+        under :data:`MARKER_SCOPE_KEY`."""
+        if user_id is None:
+            user_id = self.identity(scope)
         if user_id is None:
             return None
         session = session_of(scope)

@@ -563,10 +563,7 @@ class MFAGuardSettings(BaseSettings):
     trusted_devices: TrustedDeviceSettings = Field(default_factory=TrustedDeviceSettings)
     require_phone_for_enrolment: bool = Field(
         default=False,
-        description=(
-            "Ask for a verified phone number before TOTP enrolment (the Crisp rule). Needs "
-            "`sms.enabled`."
-        ),
+        description="Ask for a verified phone number before TOTP enrolment. Needs `sms.enabled`.",
     )
     languages: list[str] = Field(
         default=["en", "fr"],

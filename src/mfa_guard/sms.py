@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from mfa_guard.settings import SMSSettings
 
+__all__ = ["ConsoleSMS", "OutboxSMS", "SMSError", "SMSProvider", "SentSMS", "TwilioSMS"]
+
 logger = logging.getLogger("mfa_guard.sms")
 
 # Twilio's word for a message it accepted and then gave up on, at creation already.
@@ -77,6 +79,8 @@ class ConsoleSMS:
 
 @dataclass(frozen=True, slots=True)
 class SentSMS:
+    """A text :class:`OutboxSMS` kept: the number it went to, the text, when it was sent."""
+
     to: str
     text: str
     at: float

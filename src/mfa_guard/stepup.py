@@ -31,6 +31,8 @@ from mfa_guard.web.http import guarded_refusal, report_failure
 if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
 
+__all__ = ["recent_mfa_refusal", "require_recent_mfa"]
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 

@@ -66,6 +66,15 @@ class EnrolmentSummary:
 
 
 class Marker(NamedTuple):
+    """What one session knows of its second factor, as its session keeps it (no user id, no
+    secret): its user as a keyed hash (``subject``), a random ``nonce`` (new at each
+    verification), when the stores were last read for it (``checked_at``) and the user's
+    ``epoch`` then, whether the user is ``enrolled``, when and how this session verified
+    (``verified_at``; ``method``: ``totp``, ``recovery``, ``sms`` or ``device``), and from when
+    the app or a site of the user requires 2FA of them (``enrol_by``).
+
+    ``guard.session_marker(scope)`` reads a request's; the kit alone writes it."""
+
     # A NamedTuple, not a frozen dataclass: one is built on every guarded request, at a third
     # of the cost.
     subject: str

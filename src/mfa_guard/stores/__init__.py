@@ -1,9 +1,21 @@
-"""The adapters the kit keeps its state in: the MFA store (per-user enrolment) and the site
-directory (memberships and 2FA policies), each a Protocol with memory and SQL implementations."""
+"""The adapters the kit keeps its state in, each a Protocol with an in-memory implementation
+(the SQL ones are in :mod:`mfa_guard.stores.sql`): the MFA store (per-user enrolment), the site
+directory (memberships and 2FA policies) and the device store (remembered browsers), with the
+values their methods take and return."""
 
 from __future__ import annotations
 
-from mfa_guard.stores.base import Enrolment, FactorStatus, MFAStore
+from mfa_guard.core.marker import EnrolmentSummary
+from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.base import (
+    Enrolment,
+    FactorStatus,
+    MFAStore,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+)
+from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import (
     Member,
@@ -16,15 +28,23 @@ from mfa_guard.stores.sites import (
 )
 
 __all__ = [
+    "DeviceStore",
     "Enrolment",
+    "EnrolmentSummary",
     "FactorStatus",
     "MFAStore",
     "Member",
     "Membership",
+    "MemoryDeviceStore",
     "MemorySiteDirectory",
     "MemoryStore",
+    "RecoveryCodeSet",
     "Role",
+    "SMSChallenge",
+    "SMSPurpose",
     "Site",
     "SiteDirectory",
     "SitePolicy",
+    "StoredSecrets",
+    "TrustedDevice",
 ]

@@ -10,6 +10,8 @@ from mfa_guard.core.recovery import RecoveryCodeSet
 
 
 class SMSPurpose(StrEnum):
+    """What a texted code is for: signing in, or verifying a new mobile number."""
+
     SIGN_IN = "sign_in"
     PHONE = "phone"
 
@@ -80,8 +82,8 @@ class MFAStore(Protocol):
     pending, so nothing begun under an old epoch completes under a new one: the pending SMS
     code and the unconfirmed set-up (with its binding) go with it.
 
-    Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
-    reached, so the kit fails closed with a 503. ``mfa_guard.testing.MFAStoreContract`` is the
+    Implementations raise :class:`mfa_guard.StoreUnavailable` when the backend cannot be reached,
+    so the kit fails closed with a 503. ``mfa_guard.testing.contract.MFAStoreContract`` is the
     suite an implementation must pass.
     """
 

@@ -17,6 +17,10 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class TrustedDevice:
+    """A remembered browser of a user: its public ``id`` (what the user forgets it by), the
+    SHA-256 of the token its cookie holds, its ``name`` (browser and system), when it was
+    remembered, last used and stops being trusted, and the user's epoch when it was remembered."""
+
     id: str
     user_id: str
     token_hash: str

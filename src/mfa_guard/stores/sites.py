@@ -1,6 +1,6 @@
 """The site directory: which sites a user belongs to, with what role, and each site's 2FA policy.
 
-A site (a workspace, a team, an organisation: Crisp calls it a website) has members, each an
+A site (a workspace, a team, an organisation, a website) has members, each an
 ``owner`` or an ``operator``, and a policy: whether it enforces two-factor authentication and from
 when (the grace deadline). The kit reads the directory when a session's marker is re-checked and
 on the enforcement routes; the app writes memberships as its users join and leave sites.
@@ -15,6 +15,8 @@ from typing import Protocol
 
 
 class Role(StrEnum):
+    """A member's role on a site: its owners set its 2FA policy, every member is held to it."""
+
     OWNER = "owner"
     OPERATOR = "operator"
 
@@ -41,6 +43,8 @@ class SitePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Site:
+    """A site of the directory: its id, the name its members see, and its 2FA policy."""
+
     id: str
     name: str
     policy: SitePolicy = SitePolicy()
@@ -65,9 +69,9 @@ class Member:
 class SiteDirectory(Protocol):
     """Where sites, their members and their 2FA policies live. Every method is one round trip.
 
-    Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
-    reached. ``mfa_guard.testing.SiteDirectoryContract`` is the suite an implementation must
-    pass. An app that already keeps memberships in its own tables implements this Protocol over
+    Implementations raise :class:`mfa_guard.StoreUnavailable` when the backend cannot be reached.
+    ``mfa_guard.testing.sites_contract.SiteDirectoryContract`` is the suite an implementation
+    must pass. An app that already keeps memberships in its own tables implements this Protocol over
     them (``memberships``, ``members``, ``role``) and keeps the policy columns next to its sites.
     """
 

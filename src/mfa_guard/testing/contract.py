@@ -31,6 +31,8 @@ from mfa_guard.stores.base import (
     StoredSecrets,
 )
 
+__all__ = ["MFAStoreContract"]
+
 # Stand-ins for Fernet tokens and scrypt hashes: a store keeps them, it never reads them.
 PENDING = "gAAAAA-pending-key-one"
 OTHER_PENDING = "gAAAAA-pending-key-two"
@@ -386,8 +388,8 @@ class MFAStoreContract:
         assert await store.summary("bob") == EnrolmentSummary(enrolled=False, epoch=1)
 
     async def test_revoking_sessions_voids_a_pending_text_and_set_up(self, store: MFAStore) -> None:
-        """A phone change or a set-up in flight dies with the revocation (issue 15, finding 1):
-        nothing begun under the old epoch completes under the new one."""
+        """A phone change or a set-up in flight dies with the revocation: nothing begun under the
+        old epoch completes under the new one."""
         await enrol(store, "alice")
         await store.start_sms_challenge("alice", PHONE_CHALLENGE)
         await store.start_sms_challenge("bob", PHONE_CHALLENGE)
@@ -651,7 +653,7 @@ class MFAStoreContract:
         assert (await current(store, "alice")).phone == PHONE
 
     async def test_disabling_forgets_the_phone(self, store: MFAStore) -> None:
-        """The number comes back only verified again, after a reset too (issue 15, finding 4)."""
+        """The number comes back only verified again, after a reset too."""
         await enrol(store, "alice")
         await store.set_phone("alice", PHONE, NOW)
 

@@ -21,6 +21,8 @@ import hashlib
 
 from mfa_guard.stores.devices import DeviceStore, TrustedDevice
 
+__all__ = ["DeviceStoreContract"]
+
 NOW = 1_800_000_000.5
 DAY = 86_400.0
 

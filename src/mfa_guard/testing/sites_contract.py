@@ -21,6 +21,8 @@ import asyncio
 
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
 
+__all__ = ["SiteDirectoryContract"]
+
 NOW = 1_800_000_000.5
 DAY = 86_400.0
 CONCURRENT_MEMBERS = 20
