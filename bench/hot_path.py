@@ -15,8 +15,6 @@ from bench.apps import (
     enrolled_session,
     exchange,
     expect,
-    interpreted_middleware,
-    middleware_is_compiled,
     scope_for,
     settled_cookie,
     sign_session,
@@ -109,24 +107,6 @@ async def run(report: Report, *, pairs: int) -> None:
     ]
     for name, scope, budget in cases:
         await guarded_line(report, name, bare, guarded, scope, pairs, budget)
-
-    # The same source run by the interpreter, beside the compiled build the budgets are for:
-    # what an install without a compiled wheel (an sdist, an editable checkout) pays.
-    if middleware_is_compiled():
-        interpreted = build(Variant.GUARDED, middleware_class=interpreted_middleware())
-        interpreted_verified, _ = await enrolled_session(interpreted, VERIFIED_USER)
-        interpreted_plain = await settled_cookie(
-            interpreted, sign_session({"user": "plain@acme.test"})
-        )
-        for name, cookie in (
-            ("verified session, interpreted", interpreted_verified),
-            ("signed in, no 2FA, interpreted", interpreted_plain),
-        ):
-            await guarded_line(report, name, bare, interpreted, scope_for("/", cookie), pairs)
-        report.note(
-            "the same middleware.py run by the interpreter (an install from the sdist, or "
-            "editable), beside the compiled build above"
-        )
 
     # What the first request of a session costs (and every request, in a process serving more
     # sessions than the guard remembers): verified sessions of the same user, each with its

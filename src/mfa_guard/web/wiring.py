@@ -117,7 +117,7 @@ def check_wiring(scope: Scope, guard: MFAGuard, middleware: object, inner: objec
 
 def _guard_classes(middleware: object) -> tuple[type, ...]:
     # The kit's class, and this middleware's own (a subclass, or a copy of the class loaded
-    # apart from the package, as the benchmark's interpreted one).
+    # apart from the package, as a module reloaded by a development server).
     from mfa_guard.web.middleware import MFAGuardMiddleware
 
     return (MFAGuardMiddleware, type(middleware))
