@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from playwright.sync_api import Page, expect
 
 from mfa_guard.testing import current_code
+from tests.apps import demo_inbox
 from tests.chromium import launched
 from tests.live import served
 
@@ -49,7 +50,7 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
-    with launched() as browser, served(create_app(tmp_path / "data")) as url:
+    with launched() as browser, served(demo_inbox(tmp_path / "data")) as url:
         context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         yield context.new_page()

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -34,6 +34,7 @@ from playwright.sync_api import (
 )
 
 from mfa_guard.testing import current_code
+from tests.apps import demo_inbox
 from tests.chromium import launched
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
@@ -74,7 +75,7 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def served_demo(tmp_path: Path) -> Iterator[str]:
     """The demo on a real uvicorn server (real clock, fresh data folder) on a free port."""
-    with served(create_app(tmp_path / "data")) as url:
+    with served(demo_inbox(tmp_path / "data")) as url:
         yield url
 
 

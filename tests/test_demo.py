@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from examples.inbox.app import demo_settings
 
 from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 from tests.live import served
 
 USER = "solo@example.test"
@@ -43,7 +44,7 @@ def clock() -> FrozenClock:
 @asynccontextmanager
 async def running_inbox(data_dir: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
     """The demo app with its lifespan (which closes the store), and a client for it."""
-    app = create_app(data_dir, clock=clock)
+    app = demo_inbox(data_dir, clock=clock)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
@@ -236,7 +237,7 @@ async def test_restart_keeps_the_enrolment(tmp_path: Path, clock: FrozenClock) -
 @pytest.fixture
 def served_inbox(tmp_path: Path, clock: FrozenClock) -> Iterator[str]:
     """The demo behind a real uvicorn server on a free 127.0.0.1 port; yields its base URL."""
-    with served(create_app(tmp_path, clock=clock)) as url:
+    with served(demo_inbox(tmp_path, clock=clock)) as url:
         yield url
 
 

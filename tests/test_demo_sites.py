@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from examples.inbox.sites import DEMO_SITES, DemoSite, seed_sites
 from starlette.applications import Starlette
 
 from mfa_guard.stores.sites import Member, MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 from tests.test_demo import MANUAL_KEY, answer_challenge, csrf_token, turn_on_two_factor
 
 OWNER = "owner@acme.test"
@@ -67,7 +68,7 @@ class Demo:
 
 @asynccontextmanager
 async def running_demo(data_dir: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
-    app = create_app(data_dir, clock=clock)
+    app = demo_inbox(data_dir, clock=clock)
     async with app.router.lifespan_context(app):
         yield Demo(app, clock)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 from pydantic import ValidationError
@@ -25,7 +25,7 @@ from mfa_guard import AuditEvent, EventKind, LoggingEventSink
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
-from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
+from tests.apps import GuardedApp, build_app, demo_inbox, enrol, settings_for, sign_in
 from tests.chromium import launched
 from tests.live import served
 
@@ -358,7 +358,7 @@ def test_chromium_refuses_to_show_a_kit_page_in_another_sites_frame(
         if name.upper().startswith("MFA_GUARD_"):
             monkeypatch.delenv(name)
     with (
-        served(create_app(tmp_path / "data")) as demo,
+        served(demo_inbox(tmp_path / "data")) as demo,
         served(evil_site(f"{demo}/mfa/settings")) as kit_framed,
         served(evil_site(f"{demo}/login")) as app_framed,
         launched() as browser,

@@ -18,6 +18,7 @@ from starlette.types import Scope
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import EnrolmentSummary, Marker, subject_hasher
 from mfa_guard.core.policy import DEVICE_METHOD
+from mfa_guard.core.recovery import DEFAULT_COST, ScryptCost
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
 from mfa_guard.devices import TrustedDevices, is_token, token_hash
@@ -129,6 +130,12 @@ def user_display_name(scope: Scope) -> str:
 
 
 class MFAGuard:
+    """The kit for one app: ``guard.middleware()`` and ``guard.mount()``. ``recovery_kdf`` is the
+    scrypt cost of new recovery-code sets (:class:`~mfa_guard.core.recovery.ScryptCost`, whose
+    default is also its floor: it may be raised, and lowered only to
+    ``mfa_guard.testing.CHEAP_KDF`` in tests); sets already stored keep the cost they were made
+    with."""
+
     def __init__(
         self,
         *,
@@ -143,6 +150,7 @@ class MFAGuard:
         sites: SiteDirectory | None = None,
         devices: DeviceStore | None = None,
         sign_out_fields: SignOutFields | None = None,
+        recovery_kdf: ScryptCost = DEFAULT_COST,
     ) -> None:
         self.settings = settings
         self.sign_out_fields = sign_out_fields
@@ -194,6 +202,7 @@ class MFAGuard:
             require_phone=settings.require_phone_for_enrolment,
             sites=sites,
             everyone_required=settings.everyone.required,
+            recovery_kdf=recovery_kdf,
         )
         self.trusted_devices: TrustedDevices | None = None
         if settings.trusted_devices.enabled:
