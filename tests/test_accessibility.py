@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from examples.inbox import DEMO_PASSWORD
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from mfa_guard.testing import current_code
 from tests.apps import demo_inbox
-from tests.chromium import launched
 from tests.live import served
 
 TIMEOUT_MS = 15_000
@@ -49,8 +48,8 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    with launched() as browser, served(demo_inbox(tmp_path / "data")) as url:
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    with served(demo_inbox(tmp_path / "data")) as url:
         context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         yield context.new_page()

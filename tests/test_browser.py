@@ -35,7 +35,6 @@ from playwright.sync_api import (
 
 from mfa_guard.testing import current_code
 from tests.apps import demo_inbox
-from tests.chromium import launched
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
 
@@ -77,12 +76,6 @@ def served_demo(tmp_path: Path) -> Iterator[str]:
     """The demo on a real uvicorn server (real clock, fresh data folder) on a free port."""
     with served(demo_inbox(tmp_path / "data")) as url:
         yield url
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with launched() as browser:
-        yield browser
 
 
 def person(

@@ -11,7 +11,7 @@ import html
 import io
 import os
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +33,10 @@ from mfa_guard.stores.sites import Membership, MemorySiteDirectory, Role, SitePo
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock
 from tests.apps import ENCRYPTION_KEY, GuardedApp, build_app, enrol, sign_in
+from tests.chromium import launched
 from tests.live import served
 from tests.scenarios import assert_json_error, websocket_messages
-from tests.test_browser import TIMEOUT_MS, browser, screenshot  # noqa: F401 (the fixture)
+from tests.test_browser import TIMEOUT_MS, screenshot
 from tests.test_cli import seeded
 from tests.test_demo_sites import Demo, owner_with_2fa, post_policy, running_demo
 from tests.test_demo_sites import sign_in as demo_sign_in
@@ -713,6 +714,14 @@ def test_status_refuses_bad_settings_and_unreadable_lists(
 # -- in a real browser ---------------------------------------------------------------------------
 
 
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A Chromium for one test: the conftest's lasts a module, and this one's async tests could
+    not run beside it."""
+    with launched() as chromium:
+        yield chromium
+
+
 def on_another_thread(work: Coroutine[Any, Any, T]) -> T:
     """``work``'s result, from a test whose thread runs Playwright's own event loop."""
     with ThreadPoolExecutor(1) as thread:
@@ -756,7 +765,7 @@ def enrolment_page_in_chromium(
 
 
 def test_the_app_wide_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     ga = build_app(everyone=everyone(deadline_in=86400), issuer="Acme Inbox")
@@ -767,7 +776,7 @@ def test_the_app_wide_banner_in_chromium(
 
 
 def test_the_site_named_banner_in_chromium(
-    browser: Browser,  # noqa: F811 (the fixture imported above)
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     directory = on_another_thread(acme())

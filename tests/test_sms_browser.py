@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app
-from tests.chromium import launched
 from tests.live import served
 from tests.test_accessibility import violations
 from tests.test_ratelimit import redis_or_skip
@@ -61,12 +60,6 @@ class SMSSite:
         match = TEXTED_CODE.search(message.text)
         assert match, message.text
         return match.group(1)
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with launched() as browser:
-        yield browser
 
 
 @pytest.fixture
