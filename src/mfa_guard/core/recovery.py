@@ -74,7 +74,7 @@ def cost_problem(cost: ScryptCost) -> str | None:
         return f"scrypt's n, r and p must be positive integers, not {values}"
     if cost.n < 2 or cost.n & (cost.n - 1):
         return f"scrypt's n must be a power of two greater than 1, not {cost.n}"
-    if cost.n >= 2 ** (16 * cost.r):  # RFC 7914: n < 2 ** (128 * r / 8)
+    if cost.n.bit_length() > 16 * cost.r:  # RFC 7914: n < 2 ** (128 * r / 8)
         return f"scrypt's n must be below 2 ** (16 * r), 2 ** {16 * cost.r} here, not {cost.n}"
     if cost.p > MAX_PARALLELISM:
         return f"scrypt's p must be at most {MAX_PARALLELISM}, not {cost.p}"
@@ -90,9 +90,6 @@ def cost_problem(cost: ScryptCost) -> str | None:
             f"({MAX_MEMORY // 2**20} MiB)"
         )
     return None
-
-
-MAX_INPUT_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
