@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest pytest-lowest pytest-compiled compiled docs settings-doc messages clean bench screenshots dist
+.PHONY: install demo test lint typecheck pytest pytest-lowest docs settings-doc messages clean bench screenshots dist
 
 # pip 25.1 is the first to install PEP 735 dependency groups (--group).
 $(VENV)/.created:
@@ -53,55 +53,20 @@ settings-doc: $(STAMP)
 messages: $(STAMP)
 	$(BIN)/python -m mfa_guard.web.i18n
 
-# The middleware compiled by mypyc (pyproject.toml's mypyc hook), as the wheel of this platform
-# ships it: built from the sdist (nothing compiled lands in src/, where it would shadow the
-# source of the editable install), installed with the dev tools into a venv of its own, and
-# rebuilt when a file under src/ changes.
-COMPILED_VENV := .venv-compiled
-COMPILED_BIN := $(COMPILED_VENV)/bin
-COMPILED_STAMP := $(COMPILED_VENV)/.installed
-COMPILED_WHEELS := build/compiled
-# Turns pyproject.toml's mypyc hook on for one build.
-WITH_MYPYC := HATCH_BUILD_HOOK_ENABLE_MYPYC=true
-SOURCES := $(shell find src -type f -not -path '*/__pycache__/*')
-
-$(COMPILED_VENV)/.created: pyproject.toml
-	$(PYTHON) -m venv $(COMPILED_VENV)
-	$(COMPILED_BIN)/pip install --quiet --upgrade 'pip>=25.1' build
-	touch $@
-
-$(COMPILED_STAMP): $(COMPILED_VENV)/.created $(SOURCES)
-	rm -rf $(COMPILED_WHEELS)
-	$(WITH_MYPYC) $(COMPILED_BIN)/python -m build --outdir $(COMPILED_WHEELS) .
-	$(COMPILED_BIN)/pip install --quiet "$$(ls $(COMPILED_WHEELS)/*.whl)" --group dev
-	$(COMPILED_BIN)/pip install --quiet --force-reinstall --no-deps $(COMPILED_WHEELS)/*.whl
-	touch $@
-
-compiled: $(COMPILED_STAMP)
-
-# The whole suite again, against the compiled middleware (tests/e2e/test_build.py checks which one
-# each run imports).
-pytest-compiled: $(COMPILED_STAMP)
-	MFA_GUARD_EXPECT_COMPILED=1 $(COMPILED_BIN)/pytest -p no:cacheprovider
-
 # The suite's core again, on the lowest versions pyproject.toml allows for the package and every
 # extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor
-# can lie: the pure rules, settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits
-# on Redis, FastAPI, SMS providers, the CLI, and the package installed bare
-# (tests/e2e/test_packaging.py). The `test` group comes on top at its newest versions, held to
-# those floors.
+# can lie: settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits on Redis,
+# FastAPI, SMS providers, the CLI, and the package installed bare (tests/test_packaging.py). The
+# `test` group comes on top at its newest versions, held to those floors.
 LOWEST_VENV := .venv-lowest
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_EXTRAS := sql,postgres,redis,twilio,fastapi,demo
-LOWEST_TESTS := tests/core \
-	tests/stores/test_mfa_store.py tests/stores/test_site_directory.py \
-	tests/stores/test_device_store.py tests/stores/test_rate_limits.py \
-	tests/web/test_settings.py tests/web/test_pages.py tests/web/test_csrf.py \
-	tests/web/test_fastapi.py tests/web/test_sms_api.py tests/web/test_sms_providers.py \
-	tests/web/test_cli.py tests/web/test_i18n.py tests/web/test_trusted_devices.py \
-	tests/web/test_docs.py tests/web/test_wiring.py tests/web/test_tokens.py \
-	tests/security/test_bad_input.py tests/security/test_lockout.py \
-	tests/e2e/test_packaging.py
+LOWEST_TESTS := tests/test_packaging.py tests/test_settings.py tests/test_stores.py \
+	tests/test_sites_store.py tests/test_devices_store.py tests/test_pages.py tests/test_csrf.py \
+	tests/test_bad_input.py tests/test_ratelimit.py tests/test_lockout.py tests/test_fastapi.py \
+	tests/test_sms.py tests/test_sms_providers.py tests/test_cli.py tests/test_i18n.py \
+	tests/test_devices.py tests/test_totp.py tests/test_core.py tests/test_docs.py \
+	tests/test_wiring.py tests/test_tokens.py
 
 $(LOWEST_VENV)/.installed: $(STAMP) pyproject.toml
 	rm -rf $(LOWEST_VENV)
@@ -116,33 +81,29 @@ pytest-lowest: $(LOWEST_VENV)/.installed
 	@echo "lowest versions: $$(grep -E '^(starlette|fastapi|pydantic-settings|limits|redis|sqlalchemy|python-multipart)==' $(LOWEST_VENV)/floors.txt | tr '\n' ' ')"
 	UV=$(BIN)/uv MFA_GUARD_RESOLUTION=lowest-direct $(LOWEST_VENV)/bin/pytest -p no:cacheprovider $(LOWEST_TESTS)
 
-test: lint typecheck docs pytest pytest-lowest pytest-compiled
+test: lint typecheck docs pytest pytest-lowest
 
-# The budgets are for the compiled wheel (what pip installs where one is published); the
-# hot-path lines also show the interpreted middleware beside it. `.venv/bin/python -m bench`
-# measures the editable, interpreted install alone.
-bench: $(COMPILED_STAMP)
-	$(COMPILED_BIN)/python -m bench
+# The benchmarks of docs/performance.md against their budgets; not part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 # The browser story, saving its screenshots into docs/images/ (enrol, enrol-optional and challenge
 # at 1280 px and, as *-phone.png, 390 px; team.png, devices.png; enrol-everyone.png: the app-wide
 # banner).
 screenshots: $(STAMP)
-	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_browser_story.py \
-		tests/e2e/test_everyone_demo.py::test_the_app_wide_banner_in_chromium
+	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py \
+		tests/test_everyone.py::test_the_app_wide_banner_in_chromium
 
-# The sdist, the pure-Python wheel and this platform's wheel with the compiled middleware (each
-# built from the sdist) in dist/, checked by twine (the metadata PyPI would show). The tools get a
-# venv of their own: twine's packaging and the redis client's cannot share one.
+# The sdist and the wheel (pure Python, built from the sdist) in dist/, checked by twine (the
+# metadata PyPI would show). The tools get a venv of their own: twine's packaging and the redis
+# client's cannot share one.
 DIST_VENV := .venv-dist
 dist:
 	$(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/pip install --quiet --upgrade pip build twine
-	rm -rf dist build/dist-compiled
+	rm -rf dist
 	$(DIST_VENV)/bin/python -m build --outdir dist .
-	$(WITH_MYPYC) $(DIST_VENV)/bin/python -m build --outdir build/dist-compiled .
-	cp build/dist-compiled/*.whl dist/
 	$(DIST_VENV)/bin/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) $(DIST_VENV) $(COMPILED_VENV) $(LOWEST_VENV) $(COMPILED_WHEELS) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site dist
+	rm -rf $(VENV) $(DIST_VENV) $(LOWEST_VENV) .mypy_cache .pytest_cache .ruff_cache examples/inbox/.data site dist

@@ -1,4 +1,6 @@
-"""A minimal Starlette app guarded by mfa_guard, the way an app author wires it."""
+"""A minimal Starlette app guarded by mfa_guard, the way an app author wires it; and the demo
+inbox (examples.inbox) as the tests run it. Both hash recovery codes (and the demo passwords) at
+``mfa_guard.testing.CHEAP_KDF``: the real scrypt cost is what tests/test_core.py checks."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from examples.inbox import create_app
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -31,12 +34,14 @@ from mfa_guard import (
     MFAGuardSettings,
     MFAStore,
 )
+from mfa_guard.clock import Clock
+from mfa_guard.core.recovery import ScryptCost
 from mfa_guard.identity import SignOutFields
 from mfa_guard.notifications import Notifier, NotifyingSink
 from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.sites import SiteDirectory
-from mfa_guard.testing import FrozenClock, current_code
+from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
 SESSION_SECRET = "test-session-secret"
@@ -129,6 +134,7 @@ def build_app(
     notifier: Notifier | None = None,
     devices: DeviceStore | None = None,
     sign_out_fields: SignOutFields | None = None,
+    recovery_kdf: ScryptCost = CHEAP_KDF,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -146,6 +152,7 @@ def build_app(
         # Used only with trusted_devices={"enabled": True}.
         devices=devices if devices is not None else MemoryDeviceStore(),
         sign_out_fields=sign_out_fields,
+        recovery_kdf=recovery_kdf,
     )
 
     async def banner(request: Request) -> Response:
@@ -189,3 +196,8 @@ async def enrol(ga: GuardedApp, client: httpx.AsyncClient) -> tuple[str, list[st
     confirm = await client.post("/mfa/api/totp/confirm", json={"code": ga.code(secret)})
     assert confirm.status_code == 200, confirm.text
     return secret, confirm.json()["recovery_codes"]
+
+
+def demo_inbox(data_dir: Path, *, clock: Clock | None = None) -> Starlette:
+    """The demo inbox in ``data_dir``, its passwords and recovery codes hashed cheaply."""
+    return create_app(data_dir, clock=clock, password_kdf=CHEAP_KDF, recovery_kdf=CHEAP_KDF)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -13,6 +14,9 @@ pytest.register_assert_rewrite(
 from tests.apps import GuardedApp, build_app  # noqa: E402
 from tests.log_guard import LogGuard, install, marked_reason, report  # noqa: E402
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 
 @pytest.fixture
 def guarded() -> GuardedApp:
@@ -23,6 +27,17 @@ def guarded() -> GuardedApp:
 async def client(guarded: GuardedApp) -> AsyncIterator[httpx.AsyncClient]:
     async with guarded.client() as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for a whole module of browser tests (sync ones: between two calls
+    Playwright's sync API leaves its event loop marked running in this thread, where no async
+    test could run its own); each test opens browser contexts of its own."""
+    from tests.chromium import launched  # Playwright is a dev tool, not in the `test` group
+
+    with launched() as chromium:
+        yield chromium
 
 
 # -- no secret in any log (SECURITY.md "logs", issue 5; tests/log_guard.py) ---------------------

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from starlette.applications import Starlette
 
 from mfa_guard.stores.sites import SitePolicy
 from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 
 USER = "solo@example.test"
 OWNER = "owner@acme.test"
@@ -25,7 +26,7 @@ MANUAL_KEY = re.compile(r'id="manual-key">([^<]+)<')
 @asynccontextmanager
 async def running_inbox(data_dir: Path, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
     """The demo app with its lifespan (which closes the store), and a client for it."""
-    app = create_app(data_dir, clock=clock)
+    app = demo_inbox(data_dir, clock=clock)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
@@ -126,7 +127,7 @@ class Demo:
 
 @asynccontextmanager
 async def running_demo(data_dir: Path, clock: FrozenClock) -> AsyncIterator[Demo]:
-    app = create_app(data_dir, clock=clock)
+    app = demo_inbox(data_dir, clock=clock)
     async with app.router.lifespan_context(app):
         yield Demo(app, clock)
 

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Scope
 
 from mfa_guard.core import recovery, totp
 from mfa_guard.crypto import SecretBox
+from mfa_guard.testing import CHEAP_KDF
 from tests.apps import GuardedApp, sign_in
 
 USER = "solo@example.test"
@@ -40,8 +41,8 @@ TOKEN_PAGE = {
 
 @functools.cache
 def recovery_code_set() -> recovery.RecoveryCodeSet:
-    # scrypt makes hashing a set cost ~0.2 s: hash one set for every scenario, not one each.
-    return recovery.hash_set(recovery.generate())
+    # One set for every scenario, hashed at the tests' cost as the apps of tests.apps hash theirs.
+    return recovery.hash_set(recovery.generate(), CHEAP_KDF)
 
 
 async def arrive(guarded: GuardedApp, client: httpx.AsyncClient, state: State) -> str:

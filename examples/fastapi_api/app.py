@@ -43,7 +43,14 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 
-from mfa_guard import Clock, MemoryStore, MFAGuard, MFAGuardSettings, system_clock
+from mfa_guard import (
+    Clock,
+    MemoryStore,
+    MFAGuard,
+    MFAGuardSettings,
+    ScryptCost,
+    system_clock,
+)
 from mfa_guard.fastapi import (
     MFASession,
     RequireMFA,
@@ -68,7 +75,9 @@ TOKEN_LIFETIME = 8 * 3600
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
 # scrypt: 16 MiB and a few tens of milliseconds per check.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+PASSWORD_COST = ScryptCost(n=2**14, r=8, p=1)
+# The kit's own cost for recovery codes (its default).
+RECOVERY_COST = ScryptCost()
 
 CONVERSATIONS = (
     {"visitor": "Maya Lindqvist", "subject": "Invoice for March"},
@@ -77,20 +86,21 @@ CONVERSATIONS = (
 )
 
 
-def _scrypt(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    )
+def _scrypt(password: str, salt: bytes, cost: ScryptCost) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=cost.n, r=cost.r, p=cost.p, dklen=32)
 
 
 class Accounts:
     """E-mail address → (salt, scrypt hash of the password), in memory."""
 
-    def __init__(self, credentials: Iterable[tuple[str, str]]) -> None:
+    def __init__(
+        self, credentials: Iterable[tuple[str, str]], cost: ScryptCost = PASSWORD_COST
+    ) -> None:
+        self._cost = cost
         self._hashes: dict[str, tuple[bytes, bytes]] = {}
         for email, password in credentials:
             salt = secrets.token_bytes(16)
-            self._hashes[email] = (salt, _scrypt(password, salt))
+            self._hashes[email] = (salt, _scrypt(password, salt, cost))
         # Unknown addresses are checked against this, so they take as long as known ones.
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))
 
@@ -98,7 +108,7 @@ class Accounts:
         email = email.strip().lower()
         known = self._hashes.get(email)
         salt, expected = known or self._decoy
-        candidate = await anyio.to_thread.run_sync(_scrypt, password, salt)
+        candidate = await anyio.to_thread.run_sync(_scrypt, password, salt, self._cost)
         if hmac.compare_digest(candidate, expected) and known is not None:
             return email
         return None
@@ -196,16 +206,21 @@ def build(
     *,
     clock: Clock = system_clock,
     session_secret: str | None = None,
+    password_kdf: ScryptCost = PASSWORD_COST,
+    recovery_kdf: ScryptCost = RECOVERY_COST,
 ) -> ExampleAPI:
-    """The app and what tests reach into: the guard (its clock) and the tokens."""
+    """The app and what tests reach into: the guard (its clock) and the tokens.
+    ``password_kdf`` and ``recovery_kdf`` are the scrypt costs of the passwords and of the
+    kit's recovery codes (tests pass ``mfa_guard.testing.CHEAP_KDF``)."""
     sites = MemorySiteDirectory()
     guard = MFAGuard(
         settings=settings or default_settings(),
         store=MemoryStore(),
         sites=sites,
         clock=clock,
+        recovery_kdf=recovery_kdf,
     )
-    accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
+    accounts = Accounts(((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS), password_kdf)
     tokens = TokenSessions(lifetime=TOKEN_LIFETIME, clock=clock)
 
     @asynccontextmanager

@@ -60,6 +60,7 @@ from mfa_guard import (
     MFAGuard,
     MFAGuardError,
     MFAGuardSettings,
+    ScryptCost,
     StoreUnavailable,
     client_ip,
     safe_next,
@@ -109,9 +110,9 @@ MIN_NEW_PASSWORD_LENGTH = 8
 EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
 
 # scrypt cost for the demo's passwords: 16 MiB and a few tens of milliseconds per check.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
+PASSWORD_COST = ScryptCost(n=2**14, r=8, p=1)
+# The kit's own cost for recovery codes (its default).
+RECOVERY_COST = ScryptCost()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,20 +137,23 @@ CONVERSATIONS = (
 )
 
 
-def _hash_password(password: str, salt: bytes) -> bytes:
+def _hash_password(password: str, salt: bytes, cost: ScryptCost) -> bytes:
     return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+        password.encode("utf-8"), salt=salt, n=cost.n, r=cost.r, p=cost.p, dklen=32
     )
 
 
 class Accounts:
     """The operators, in memory: e-mail address → (salt, scrypt hash of the password)."""
 
-    def __init__(self, credentials: Iterable[tuple[str, str]]) -> None:
+    def __init__(
+        self, credentials: Iterable[tuple[str, str]], cost: ScryptCost = PASSWORD_COST
+    ) -> None:
+        self._cost = cost
         self._hashes: dict[str, tuple[bytes, bytes]] = {}
         for email, password in credentials:
             salt = secrets.token_bytes(16)
-            self._hashes[_normalise_email(email)] = (salt, _hash_password(password, salt))
+            self._hashes[_normalise_email(email)] = (salt, _hash_password(password, salt, cost))
         # Unknown addresses are checked against this, so they take as long as known ones.
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))
 
@@ -162,7 +166,7 @@ class Accounts:
         if email in self._hashes:
             return False
         salt = secrets.token_bytes(16)
-        hashed = await anyio.to_thread.run_sync(_hash_password, password, salt)
+        hashed = await anyio.to_thread.run_sync(_hash_password, password, salt, self._cost)
         if email in self._hashes:  # taken by another sign-up while this one was hashing
             return False
         self._hashes[email] = (salt, hashed)
@@ -175,7 +179,7 @@ class Accounts:
             return None
         known = self._hashes.get(email)
         salt, expected = known or self._decoy
-        candidate = await anyio.to_thread.run_sync(_hash_password, password, salt)
+        candidate = await anyio.to_thread.run_sync(_hash_password, password, salt, self._cost)
         if hmac.compare_digest(candidate, expected) and known is not None:
             return email
         return None
@@ -307,7 +311,11 @@ def create_app(
     *,
     settings: MFAGuardSettings | None = None,
     clock: Clock | None = None,
+    password_kdf: ScryptCost = PASSWORD_COST,
+    recovery_kdf: ScryptCost = RECOVERY_COST,
 ) -> Starlette:
+    """The demo; ``password_kdf`` and ``recovery_kdf`` are the scrypt costs of the operators'
+    passwords and of the kit's recovery codes (tests pass ``mfa_guard.testing.CHEAP_KDF``)."""
     data_dir = (data_dir or DEFAULT_DATA_DIR).resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     session_secret = _secret_file(data_dir / "session.secret", _new_session_secret)
@@ -332,11 +340,12 @@ def create_app(
         devices=SQLDeviceStore.sharing(store),
         # A real app e-mails these; the demo logs "would notify …" lines instead.
         events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
+        recovery_kdf=recovery_kdf,
     )
     shows_outbox = outbox is not None and guard.sms is outbox
     # Sign-ins on the server, in the enrolments' database (and engine) too.
     sign_ins = SignIns(store.engine, clock=clock, lifetime=SESSION_MAX_AGE)
-    accounts = Accounts((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS)
+    accounts = Accounts(((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS), password_kdf)
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["utc"] = _utc_text
     templates.env.filters["iso"] = _iso_text

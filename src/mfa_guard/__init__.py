@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
+from mfa_guard.core.recovery import ScryptCost
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import (
     Enforcement,
@@ -61,6 +62,7 @@ __all__ = [
     "MemoryEventSink",
     "MemoryStore",
     "Reason",
+    "ScryptCost",
     "SecretDecryptionError",
     "SiteService",
     "StoreUnavailable",

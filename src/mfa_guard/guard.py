@@ -13,6 +13,7 @@ from starlette.types import Scope
 
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker, subject_hasher
+from mfa_guard.core.recovery import DEFAULT_COST, ScryptCost
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.crypto import SecretBox
 from mfa_guard.devices import TrustedDevices
@@ -63,6 +64,11 @@ class MFAGuard:
     the enrolment notice for the app's templates (:meth:`enrolment_notice`,
     :meth:`named_enrolment_notice`). :meth:`aclose` goes in the app's lifespan. The guard's
     other attributes are the kit's own wiring.
+
+    ``recovery_kdf`` is the scrypt cost of new recovery-code sets (:class:`~mfa_guard.ScryptCost`,
+    whose default is also its floor: it may be raised, and lowered only to
+    ``mfa_guard.testing.CHEAP_KDF`` in tests); sets already stored keep the cost they were made
+    with.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class MFAGuard:
         sites: SiteDirectory | None = None,
         devices: DeviceStore | None = None,
         sign_out_fields: SignOutFields | None = None,
+        recovery_kdf: ScryptCost = DEFAULT_COST,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -129,6 +136,7 @@ class MFAGuard:
             require_phone=settings.require_phone_for_enrolment,
             sites=sites,
             everyone_required=settings.everyone.required,
+            recovery_kdf=recovery_kdf,
         )
         self.trusted_devices: TrustedDevices | None = None
         if settings.trusted_devices.enabled:

@@ -24,7 +24,7 @@ from mfa_guard.core import recovery, sms_wording, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
-from mfa_guard.errors import Denied, Reason, StoreUnavailable
+from mfa_guard.errors import ConfigurationError, Denied, Reason, StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
@@ -173,6 +173,10 @@ class MFAService:
     reading a user's :meth:`enrolment`, beginning the set-up the kit's enrolment page then
     shows (:meth:`begin_setup`), naming the sites that require 2FA of a user
     (:meth:`enforcing_sites`).
+
+    New recovery-code sets are hashed at ``recovery_kdf`` (:class:`~mfa_guard.ScryptCost`; a
+    cost under its floor raises :class:`~mfa_guard.ConfigurationError`), and each set is
+    checked at the cost it was stored with.
     """
 
     def __init__(
@@ -190,7 +194,13 @@ class MFAService:
         require_phone: bool = False,
         sites: SiteDirectory | None = None,
         everyone_required: bool = False,
+        recovery_kdf: recovery.ScryptCost = recovery.DEFAULT_COST,
     ) -> None:
+        problem = recovery.cost_problem(recovery_kdf)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        # What new recovery-code sets are hashed at; each set is checked at its own stored cost.
+        self._recovery_kdf = recovery_kdf
         self.store = store
         self.sites = sites
         # MFAGuardSettings.everyone: 2FA required of every account, so never turned off.
@@ -290,7 +300,7 @@ class MFAService:
             await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.TOTP, ip)
             return Denied(Reason.INVALID_CODE)
         codes = recovery.generate()
-        hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes)
+        hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes, self._recovery_kdf)
         epoch = await self.store.confirm_enrolment(
             user_id, enrolment.pending_secret, step=step, recovery=hashed, now=now
         )
@@ -468,7 +478,7 @@ class MFAService:
 
     async def regenerate_recovery_codes(self, user_id: str, ip: str | None) -> list[str] | Denied:
         codes = recovery.generate()
-        hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes)
+        hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes, self._recovery_kdf)
         if not await self.store.replace_recovery_codes(user_id, hashed):
             return Denied(Reason.NOT_ENROLLED)
         await self._emit(EventKind.RECOVERY_CODES_REGENERATED, user_id, None, ip)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
-from playwright.sync_api import Page, expect
+from examples.inbox import DEMO_PASSWORD
+from playwright.sync_api import Browser, Page, expect
 
-from mfa_guard.testing import current_code
-from tests.chromium import launched
+from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 from tests.live import served
 from tests.rendering import violations
 
@@ -46,8 +45,13 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    with launched() as browser, served(create_app(tmp_path / "data")) as url:
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path, clock: FrozenClock) -> Iterator[Page]:
+    with served(demo_inbox(tmp_path / "data", clock=clock)) as url:
         context = browser.new_context(base_url=url, viewport={"width": 900, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         yield context.new_page()
@@ -123,7 +127,7 @@ def test_axe_finds_what_it_should(page: Page) -> None:
     assert any(line.startswith("label ") for line in violations(page))
 
 
-def test_every_page_in_every_state_passes_axe(page: Page) -> None:
+def test_every_page_in_every_state_passes_axe(page: Page, clock: FrozenClock) -> None:
     page.goto("/login")
     check(page, "demo login")
     page.get_by_role("button", name="Sign in").click()  # empty: the browser refuses it
@@ -148,7 +152,7 @@ def test_every_page_in_every_state_passes_axe(page: Page) -> None:
     page.get_by_role("button", name="Confirm and turn on").click()
     check(page, "enrolment, code refused")
     key = page.locator("#manual-key").inner_text()
-    page.get_by_label("Code from your app").fill(current_code(key, time.time()))
+    page.get_by_label("Code from your app").fill(current_code(key, clock()))
     page.get_by_role("button", name="Confirm and turn on").click()
     expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
     recovery_codes = page.locator("#recovery-codes code").all_inner_texts()
@@ -225,18 +229,10 @@ def test_the_french_pages_pass_axe(page: Page) -> None:
     check(page, "enrolment with the QR code, in French")
 
 
-def a_fresh_time_step() -> float:
-    """Now, at least 10 seconds before the authenticator's next time step (waiting for it if
-    need be): the codes of the step before now and of now's stay valid for a while."""
-    if time.time() % TOTP_PERIOD > TOTP_PERIOD - 10:
-        time.sleep(TOTP_PERIOD - time.time() % TOTP_PERIOD + 0.5)
-    return time.time()
-
-
-def test_remembered_browsers_pass_axe_in_english_and_french(page: Page) -> None:
+def test_remembered_browsers_pass_axe_in_english_and_french(page: Page, clock: FrozenClock) -> None:
     """The challenge with "Remember this browser", the settings page with a browser listed, its
     refusal and its notice; then the same in French."""
-    now = a_fresh_time_step()
+    now = clock()
     sign_in(page, SOLO)
     page.goto("/mfa/enrol")
     page.get_by_role("button", name="Set up an authenticator app").click()

@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
-from playwright.sync_api import Browser, BrowserContext, Page, Response, ViewportSize, expect
+from examples.inbox import DEMO_PASSWORD
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Response,
+    ViewportSize,
+    expect,
+)
 
-from mfa_guard.testing import current_code
+from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 from tests.chromium import TIMEOUT_MS, screenshot
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
@@ -58,9 +65,14 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def served_demo(tmp_path: Path) -> Iterator[str]:
-    """The demo on a real uvicorn server (real clock, fresh data folder) on a free port."""
-    with served(create_app(tmp_path / "data")) as url:
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def served_demo(tmp_path: Path, clock: FrozenClock) -> Iterator[str]:
+    """The demo on a real uvicorn server (on ``clock``, fresh data folder) on a free port."""
+    with served(demo_inbox(tmp_path / "data", clock=clock)) as url:
         yield url
 
 
@@ -82,15 +94,12 @@ def sign_in(page: Page, email: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def scan_the_qr_code_and_confirm(page: Page, at: float | None = None) -> list[str]:
+def scan_the_qr_code_and_confirm(page: Page, at: float) -> list[str]:
     """On the enrolment page with its QR code: what an authenticator app does, with the key for
-    manual entry (its code of the moment ``at``, now by default); returns the recovery codes
-    shown afterwards."""
+    manual entry (its code of the moment ``at``); returns the recovery codes shown afterwards."""
     expect(page.locator(".qr svg")).to_be_visible()
     key = page.locator("#manual-key").inner_text()
-    page.get_by_label("Code from your app").fill(
-        current_code(key, time.time() if at is None else at)
-    )
+    page.get_by_label("Code from your app").fill(current_code(key, at))
     page.get_by_role("button", name="Confirm and turn on").click()
     expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
     return page.locator("#recovery-codes code").all_inner_texts()
@@ -130,7 +139,7 @@ def post_settings(page: Page, grace_label: str) -> Response:
 
 
 def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
-    browser: Browser, served_demo: str, tmp_path: Path
+    browser: Browser, served_demo: str, clock: FrozenClock, tmp_path: Path
 ) -> None:
     owner_context, owner = person(browser, served_demo)
     agent_context, agent = person(browser, served_demo)
@@ -145,7 +154,7 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     owner.get_by_role("button", name="Set up an authenticator app").click()
     expect(owner.get_by_role("banner").get_by_role("button", name="Sign out")).to_be_visible()
     as_seen_at_both_widths(owner, tmp_path, "enrol-optional")
-    recovery_codes = scan_the_qr_code_and_confirm(owner)
+    recovery_codes = scan_the_qr_code_and_confirm(owner, clock())
     assert len(recovery_codes) == 10
     owner.get_by_role("link", name="I have saved my codes — continue").click()
 
@@ -188,7 +197,7 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     expect(agent.get_by_role("link", name="Cancel")).to_have_count(0)
     expect(agent.get_by_role("banner")).to_contain_text(f"Signed in as {AGENT}. Not you?")
     as_seen_at_both_widths(agent, tmp_path, "enrol")
-    scan_the_qr_code_and_confirm(agent)
+    scan_the_qr_code_and_confirm(agent, clock())
     agent.get_by_role("link", name="I have saved my codes — continue").click()
     expect(agent).to_have_url(f"{served_demo}/inbox")
     expect(agent.locator("#two-factor-status")).to_contain_text("Two-factor authentication is on")
@@ -220,14 +229,6 @@ def test_the_owner_forces_2fa_and_the_agent_turns_it_on(
     owner_context.close()
 
 
-def a_fresh_time_step() -> float:
-    """Now, at least 10 seconds before the authenticator's next time step (waiting for it if
-    need be), so the codes of the steps just before and after now stay valid for a while."""
-    if time.time() % TOTP_PERIOD > TOTP_PERIOD - 10:
-        time.sleep(TOTP_PERIOD - time.time() % TOTP_PERIOD + 0.5)
-    return time.time()
-
-
 def answer_the_challenge(page: Page, key: str, at: float, *, remember: bool) -> None:
     page.get_by_label("Authentication code").fill(current_code(key, at))
     if remember:
@@ -238,14 +239,14 @@ def answer_the_challenge(page: Page, key: str, at: float, *, remember: bool) -> 
 
 
 def test_a_remembered_browser_signs_in_without_a_code_until_it_is_forgotten(
-    browser: Browser, served_demo: str, tmp_path: Path
+    browser: Browser, served_demo: str, clock: FrozenClock, tmp_path: Path
 ) -> None:
     laptop_context, laptop = person(browser, served_demo, LAPTOP_AGENT)
     phone_context, phone = person(browser, served_demo, PHONE_AGENT)
     inbox = f"{served_demo}/inbox"
     # A time step's code is accepted once: the enrolment takes the step before now, the phone
     # now's, the laptop the next one (each within the one step of drift allowed).
-    now = a_fresh_time_step()
+    now = clock()
 
     # The laptop turns 2FA on.
     sign_in(laptop, SOLO)
@@ -311,12 +312,14 @@ def test_a_remembered_browser_signs_in_without_a_code_until_it_is_forgotten(
     laptop_context.close()
 
 
-def test_a_person_finds_the_way_out_of_every_kit_page(browser: Browser, served_demo: str) -> None:
+def test_a_person_finds_the_way_out_of_every_kit_page(
+    browser: Browser, served_demo: str, clock: FrozenClock
+) -> None:
     """The kit's pages drop the demo's own header: theirs offers the demo's sign-out (a form
     posting to /logout), and "Cancel" back to where the person was while enrolment is optional."""
     context, page = person(browser, served_demo)
     inbox = f"{served_demo}/inbox"
-    now = a_fresh_time_step()
+    now = clock()
 
     # Enrolment is optional for Solo: Cancel leads back to next=, from the QR code too.
     sign_in(page, SOLO)

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 from starlette.applications import Starlette
@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route as StarletteRoute
 
+from tests.apps import demo_inbox
 from tests.chromium import launched
 from tests.live import served
 
@@ -51,7 +52,7 @@ def test_chromium_refuses_to_show_a_kit_page_in_another_sites_frame(
         if name.upper().startswith("MFA_GUARD_"):
             monkeypatch.delenv(name)
     with (
-        served(create_app(tmp_path / "data")) as demo,
+        served(demo_inbox(tmp_path / "data")) as demo,
         served(evil_site(f"{demo}/mfa/settings")) as kit_framed,
         served(evil_site(f"{demo}/login")) as app_framed,
         launched() as browser,

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from examples.inbox.app import demo_settings
 
 from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import demo_inbox
 from tests.demo import (
     MANUAL_KEY,
     USER,
@@ -178,7 +179,7 @@ async def test_restart_keeps_the_enrolment(tmp_path: Path, clock: FrozenClock) -
 @pytest.fixture
 def served_inbox(tmp_path: Path, clock: FrozenClock) -> Iterator[str]:
     """The demo behind a real uvicorn server on a free 127.0.0.1 port; yields its base URL."""
-    with served(create_app(tmp_path, clock=clock)) as url:
+    with served(demo_inbox(tmp_path, clock=clock)) as url:
         yield url
 
 

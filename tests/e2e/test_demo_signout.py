@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from examples.inbox import create_app
 from examples.inbox.app import SESSION_MAX_AGE
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
 from mfa_guard.testing import FrozenClock
+from tests.apps import demo_inbox
 from tests.databases import POSTGRES_URL
 from tests.demo import USER, challenge, sign_in, turn_on_two_factor
 
@@ -116,7 +116,7 @@ async def assert_in_the_inbox(client: httpx.AsyncClient) -> None:
 async def test_signing_out_signs_out_a_copy_of_the_cookie_and_nothing_else(
     database: str, tmp_path: Path, clock: FrozenClock
 ) -> None:
-    app = create_app(tmp_path / "data", clock=clock)
+    app = demo_inbox(tmp_path / "data", clock=clock)
     async with (
         running(app),
         browser(app) as laptop,
@@ -162,7 +162,7 @@ async def test_signing_out_signs_out_a_copy_of_the_cookie_and_nothing_else(
 async def test_a_sign_in_ends_on_the_server_after_the_session_lifetime(
     database: str, tmp_path: Path, clock: FrozenClock
 ) -> None:
-    app = create_app(tmp_path / "data", clock=clock)
+    app = demo_inbox(tmp_path / "data", clock=clock)
     async with running(app), browser(app) as laptop:
         assert (await sign_in(laptop)).status_code == 303
         clock.advance(SESSION_MAX_AGE - 1)
@@ -175,7 +175,7 @@ async def test_a_sign_in_ends_on_the_server_after_the_session_lifetime(
 async def test_sign_ins_that_cannot_be_read_let_no_cookie_in(
     tmp_path: Path, clock: FrozenClock
 ) -> None:
-    app = create_app(tmp_path / "data", clock=clock)
+    app = demo_inbox(tmp_path / "data", clock=clock)
     async with running(app), browser(app) as laptop, browser(app) as stranger:
         assert (await sign_in(laptop)).status_code == 303
         assert (await laptop.get("/inbox")).status_code == 200

@@ -7,7 +7,7 @@ Time is the injected clock (2027-01-15T08:00:00Z).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, expect
 
 from mfa_guard.testing import FrozenClock
 from tests.apps import GuardedApp, build_app
-from tests.chromium import TIMEOUT_MS, screenshot
+from tests.chromium import TIMEOUT_MS, launched, screenshot
 from tests.demo import Demo, owner_with_2fa, post_policy, running_demo, sign_in
 from tests.everyone import (
     AGENT,
@@ -77,6 +77,14 @@ async def test_the_demo_requires_2fa_of_everyone_when_the_environment_says_so(
 
 
 # -- in a real browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A Chromium for one test: the conftest's lasts a module, and this module's async tests
+    could not run beside it."""
+    with launched() as chromium:
+        yield chromium
 
 
 def on_another_thread(work: Coroutine[Any, Any, T]) -> T:

@@ -5,6 +5,7 @@ lowest-versions run (`make pytest-lowest`) relies on."""
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import os
 import re
 import shlex
@@ -204,6 +205,16 @@ def test_the_index_description_links_only_to_absolute_urls(bare: BareInstall) ->
     assert metadata["License-Expression"] == "MIT"
     assert licences
     assert metadata.get_all("Project-URL")
+
+
+def test_the_wheel_is_pure_python_for_every_platform(bare: BareInstall) -> None:
+    assert bare.wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(bare.wheel) as wheel:
+        names = wheel.namelist()
+        (tags,) = [n for n in names if n.endswith(".dist-info/WHEEL")]
+        assert "Root-Is-Purelib: true" in wheel.read(tags).decode()
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    assert [name for name in names if name.endswith(suffixes)] == []
 
 
 # -- the declarations ------------------------------------------------------------------------

@@ -41,9 +41,8 @@ from starlette.types import Scope
 
 from mfa_guard import MemoryStore, MFAGuard
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
-from mfa_guard.testing import current_code
+from mfa_guard.testing import CHEAP_KDF, current_code
 from tests.apps import SESSION_SECRET, SessionAuth, settings_for
-from tests.chromium import launched
 from tests.live import served
 from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen
 
@@ -94,6 +93,7 @@ def build(*, sign_out: dict[str, Any] | None) -> tuple[Starlette, MFAGuard]:
         store=MemoryStore(),
         sites=sites,
         sign_out_fields=sign_out_fields,
+        recovery_kdf=CHEAP_KDF,
     )
 
     async def home(request: Request) -> Response:
@@ -138,12 +138,6 @@ def build(*, sign_out: dict[str, Any] | None) -> tuple[Starlette, MFAGuard]:
         lifespan=seeded,
     )
     return app, guard
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched() as browser:
-        yield browser
 
 
 @pytest.fixture

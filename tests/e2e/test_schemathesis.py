@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from examples.inbox import DEMO_PASSWORD, create_app
+from examples.inbox import DEMO_PASSWORD
 from hypothesis import HealthCheck, given, settings
 from schemathesis import Case
 from schemathesis.checks import (
@@ -31,6 +31,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.schemas import APIOperation
 
 from mfa_guard.testing import current_code
+from tests.apps import demo_inbox
 from tests.live import served
 
 # positive_data_acceptance is left out on purpose: a well-formed code that is wrong (422), a
@@ -56,7 +57,7 @@ def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with served(create_app(tmp_path_factory.mktemp("schemathesis"))) as url:
+    with served(demo_inbox(tmp_path_factory.mktemp("schemathesis"))) as url:
         yield url
 
 

@@ -66,12 +66,6 @@ class SMSSite:
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
-    with launched() as browser:
-        yield browser
-
-
-@pytest.fixture
 def redis_url() -> str:
     return redis_or_skip()
 

@@ -30,6 +30,7 @@ from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.settings import RateLimitSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
+from mfa_guard.testing import CHEAP_KDF
 from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
 from tests.databases import redis_or_skip
 from tests.scenarios import USER, State, arrive, wrong_code
@@ -45,9 +46,9 @@ YEAR = 360 * 86_400  # limits' year
 
 @functools.cache
 def recovery_codes() -> tuple[tuple[str, ...], recovery.RecoveryCodeSet]:
-    # scrypt makes hashing a set cost ~0.2 s: one set for the module.
+    # One set for the module, at the tests' cost (each recovery attempt hashes at it).
     codes = recovery.generate()
-    return tuple(codes), recovery.hash_set(codes)
+    return tuple(codes), recovery.hash_set(codes, CHEAP_KDF)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 from cryptography.fernet import Fernet
-from examples.fastapi_api.app import EXPORT_MAX_AGE, TOKEN_LIFETIME, build
+from examples.fastapi_api.app import EXPORT_MAX_AGE, TOKEN_LIFETIME, ExampleAPI, build
 from fastapi import Depends, FastAPI, WebSocket
 from pydantic import BaseModel
 from starlette.middleware import Middleware
@@ -39,7 +39,7 @@ from mfa_guard.fastapi import (
 )
 from mfa_guard.stores.devices import MemoryDeviceStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
-from mfa_guard.testing import FrozenClock, current_code
+from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 from mfa_guard.tokens import TokenSessionMiddleware
 from tests.apps import SESSION_SECRET, GuardedApp, SessionAuth, enrol, login, settings_for, sign_in
 from tests.scenarios import websocket_messages
@@ -87,6 +87,7 @@ def report_app(
         events=events,
         sites=sites,
         devices=devices,
+        recovery_kdf=CHEAP_KDF,
     )
     app = FastAPI(
         middleware=[
@@ -573,9 +574,14 @@ async def bearer(client: httpx.AsyncClient, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {body['access_token']}"}
 
 
+def example_api(clock: FrozenClock) -> ExampleAPI:
+    """The FastAPI example, its passwords and recovery codes hashed cheaply."""
+    return build(settings_for(), clock=clock, password_kdf=CHEAP_KDF, recovery_kdf=CHEAP_KDF)
+
+
 async def test_an_api_client_signs_in_with_a_token_and_lives_the_enforcement_story() -> None:
     clock = FrozenClock()
-    example = build(settings_for(), clock=clock)
+    example = example_api(clock)
     app = example.app
     recorder = Recorder()
     transport = httpx.ASGITransport(app=app)
@@ -689,7 +695,7 @@ async def test_an_api_client_signs_in_with_a_token_and_lives_the_enforcement_sto
 
 async def test_tokens_expire_and_unknown_ones_are_anonymous() -> None:
     clock = FrozenClock()
-    example = build(settings_for(), clock=clock)
+    example = example_api(clock)
     app = example.app
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -710,7 +716,7 @@ async def test_tokens_expire_and_unknown_ones_are_anonymous() -> None:
 
 async def test_a_browser_signs_in_with_the_cookie_and_gets_the_same_rules() -> None:
     clock = FrozenClock()
-    example = build(settings_for(), clock=clock)
+    example = example_api(clock)
     app = example.app
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -731,7 +737,7 @@ async def test_a_browser_signs_in_with_the_cookie_and_gets_the_same_rules() -> N
 
 
 async def test_the_example_wires_the_token_session_between_cookie_and_authentication() -> None:
-    example = build(settings_for(), clock=FrozenClock())
+    example = example_api(FrozenClock())
     stack: list[object] = [middleware.cls for middleware in example.app.user_middleware]
     assert stack == [SessionMiddleware, TokenSessionMiddleware, AuthenticationMiddleware]
 

@@ -43,6 +43,7 @@ PUBLIC: dict[str, list[str]] = {
         "MemoryEventSink",
         "MemoryStore",
         "Reason",
+        "ScryptCost",
         "SecretDecryptionError",
         "SiteService",
         "StoreUnavailable",

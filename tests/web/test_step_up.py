@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.stepup import require_recent_mfa
-from mfa_guard.testing import FrozenClock, current_code
+from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 from tests.apps import SESSION_SECRET, SessionAuth, login, logout, settings_for
 
 MAX_AGE = 300
@@ -23,7 +23,9 @@ MAX_AGE = 300
 class StepUpApp:
     def __init__(self) -> None:
         self.clock = FrozenClock()
-        self.guard = MFAGuard(settings=settings_for(), store=MemoryStore(), clock=self.clock)
+        self.guard = MFAGuard(
+            settings=settings_for(), store=MemoryStore(), clock=self.clock, recovery_kdf=CHEAP_KDF
+        )
 
         @require_recent_mfa(self.guard, max_age=MAX_AGE)
         async def close_account(request: Request) -> Response:

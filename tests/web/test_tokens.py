@@ -32,7 +32,7 @@ from starlette.types import Scope
 
 from mfa_guard import ConfigurationError, MemoryStore, MFAGuard
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
-from mfa_guard.testing import FrozenClock, current_code
+from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 from mfa_guard.tokens import (
     MemoryTokenSessionStore,
     RedisTokenSessionStore,
@@ -90,7 +90,11 @@ def token_app(
 ) -> TokenApp:
     clock = clock or FrozenClock()
     guard = MFAGuard(
-        settings=settings_for(**overrides), store=mfa or MemoryStore(), clock=clock, sites=sites
+        settings=settings_for(**overrides),
+        store=mfa or MemoryStore(),
+        clock=clock,
+        sites=sites,
+        recovery_kdf=CHEAP_KDF,
     )
     sessions = TokenSessions(store, lifetime=LIFETIME, clock=clock)
 

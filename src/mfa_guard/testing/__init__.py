@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
-from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.core.recovery import TESTING_COST, RecoveryCodeSet
 from mfa_guard.stores.base import (
     Enrolment,
     FactorStatus,
@@ -17,6 +17,11 @@ from mfa_guard.stores.base import (
     StoredSecrets,
 )
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
+
+# The scrypt cost for recovery codes in tests: ``MFAGuard(..., recovery_kdf=CHEAP_KDF)`` hashes a
+# set in microseconds instead of a tenth of a second. No protection at all: the one cost under
+# the floor the kit accepts, and only as this very object; never in production.
+CHEAP_KDF = TESTING_COST
 
 
 class FrozenClock:
@@ -170,4 +175,4 @@ class CountingSiteDirectory:
         return await self.inner.remove_member(site_id, user_id)
 
 
-__all__ = ["CountingSiteDirectory", "CountingStore", "FrozenClock", "current_code"]
+__all__ = ["CHEAP_KDF", "CountingSiteDirectory", "CountingStore", "FrozenClock", "current_code"]

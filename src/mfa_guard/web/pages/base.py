@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -82,7 +83,10 @@ def _date_time_filter(context: jinja2.runtime.Context, timestamp: float) -> str:
     return human_date(timestamp, context["lang"], with_time=True)
 
 
+@functools.cache
 def _templates(directory: str | Path | None) -> Jinja2Templates:
+    """One environment per template folder in a process, so that each template is compiled once
+    however many guards render it (Jinja reloads one whose file changed)."""
     loaders: list[jinja2.BaseLoader] = []
     if directory is not None:
         loaders.append(jinja2.FileSystemLoader(directory))
