@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app
-from tests.chromium import TIMEOUT_MS, launched, screenshot
+from tests.chromium import TIMEOUT_MS, screenshot
 from tests.databases import redis_or_skip
 from tests.live import served
 from tests.rendering import violations
@@ -347,17 +347,17 @@ def test_the_settings_page_draws_turning_2fa_on_as_its_main_action(
         context.close()
 
 
-# -- a session verified by text asks for a stronger code (finding 4 of the security review) ----
+# -- a session verified by text asks for a stronger code ------------------------------------------
 
 
 def test_the_challenge_asking_for_a_stronger_code_reads_well_on_a_phone_and_a_desktop(
-    tmp_path: Path,
+    browser: Browser, tmp_path: Path
 ) -> None:
     """A session verified by text asks for new recovery codes: the challenge it is sent to says
     why, offers the app's code and a recovery code, and no text option; at 390 and 1280 px."""
     app = build_sms_app()
     clock = app.ga.clock
-    with served(app.ga.app) as url, launched() as browser:
+    with served(app.ga.app) as url:
         owner = browser.new_context(base_url=url)
         assert owner.request.post("/login", form={"user": USER}).ok
         secret = owner.request.post("/mfa/api/totp/setup", data={}).json()["secret"]
