@@ -17,7 +17,7 @@ from starlette.routing import Route
 from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
-from mfa_guard.services import Method, TextSent
+from mfa_guard.services import TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi
@@ -29,8 +29,16 @@ from mfa_guard.web.http import (
     same_origin,
     unavailable_json,
 )
-from mfa_guard.web.requests import Caller, caller_of, json_body, string_field
-from mfa_guard.web.schemas import MAX_CODE_LENGTH
+from mfa_guard.web.requests import Caller, caller_of
+from mfa_guard.web.schemas import (
+    Code,
+    Empty,
+    MethodCode,
+    Phone,
+    Verification,
+    policy_change,
+    read_body,
+)
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
@@ -53,31 +61,6 @@ def site_param(request: Request) -> str:
     if not valid_id(site_id, MAX_SITE_ID):
         raise Refused(Reason.SITE_NOT_FOUND)
     return site_id
-
-
-def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
-    value = data.get("grace_hours")
-    if value is None:
-        return None
-    # Compared before any conversion: a JSON integer too large for a float is just too large.
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or value != value or not 0 <= value <= max_hours:
-        raise Refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
-    return float(value)
-
-
-def boolean_field(data: dict[str, Any], name: str, default: bool | None = None) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        raise Refused(Reason.FIELD_NOT_A_BOOLEAN, field=name)
-    return value
-
-
-def method_field(value: str) -> Method:
-    try:
-        return Method(value)
-    except ValueError:
-        raise Refused(Reason.INVALID_METHOD) from None
 
 
 def site_json(site: Site, *, owner: bool) -> dict[str, Any]:
@@ -263,11 +246,9 @@ class API:
 
     async def site_policy(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
-        data = await json_body(request)
-        enforce = boolean_field(data, "enforce")
-        grace_hours = grace_field(data, self.kit.settings.max_grace_hours)
+        change = await read_body(request, policy_change(self.kit.settings.max_grace_hours))
         result = await self.flows.set_site_policy(
-            caller, site_id, enforce=enforce, grace_hours=grace_hours
+            caller, site_id, enforce=change.enforce, grace_hours=change.grace_hours
         )
         if isinstance(result, Denied):
             return self._refused(result)
@@ -277,7 +258,7 @@ class API:
         return answer(site_json(result, owner=True))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.begin_setup(caller)
         if isinstance(result, Denied):
             return self._refused(result)
@@ -291,8 +272,8 @@ class API:
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.confirm_setup(caller, code)
+        body = await read_body(request, Code)
+        result = await self.flows.confirm_setup(caller, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
         return answer(
@@ -300,11 +281,9 @@ class API:
         )
 
     async def verify(self, request: Request, caller: Caller) -> Response:
-        data = await json_body(request)
-        method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
-        remember = boolean_field(data, "remember_device", default=False)
-        result = await self.flows.verify(caller, method, code, remember=remember)
+        body = await read_body(request, Verification)
+        remember = body.remember_device
+        result = await self.flows.verify(caller, body.method, body.code, remember=remember)
         if isinstance(result, Denied):
             return self._refused(result)
         response = answer(
@@ -337,35 +316,33 @@ class API:
         return answer({"forgotten": result})
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.regenerate_recovery_codes(caller)
         if isinstance(result, Denied):
             return self._refused(result)
         return answer({"recovery_codes": result})
 
     async def disable(self, request: Request, caller: Caller) -> Response:
-        data = await json_body(request)
-        method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.disable(caller, method, code)
+        body = await read_body(request, MethodCode)
+        result = await self.flows.disable(caller, body.method, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
         return answer({"enrolled": False})
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.revoke_other_sessions(caller)
         if isinstance(result, Denied):
             return self._refused(result)
         return answer({"other_sessions_revoked": True})
 
     async def phone(self, request: Request, caller: Caller) -> Response:
-        raw = string_field(await json_body(request), "phone")
-        return self._text_sent(await self.flows.register_phone(caller, raw))
+        body = await read_body(request, Phone)
+        return self._text_sent(await self.flows.register_phone(caller, body.phone))
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.verify_phone(caller, code)
+        body = await read_body(request, Code)
+        result = await self.flows.verify_phone(caller, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
         enrolment = await self.kit.service.enrolment(caller.user_id)
@@ -373,7 +350,7 @@ class API:
         return answer({"phone": phone, "phone_verified": True})
 
     async def sms_send(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         return self._text_sent(await self.flows.send_sign_in_code(caller))
 
     def _text_sent(self, result: TextSent | Denied) -> Response:
