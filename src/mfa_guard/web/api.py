@@ -20,7 +20,7 @@ from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, 
 from mfa_guard.services import TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
-from mfa_guard.web import openapi
+from mfa_guard.web import openapi, schemas
 from mfa_guard.web.flows import MAX_SITE_ID, DeviceRow, Flows, valid_id
 from mfa_guard.web.http import (
     denied_json,
@@ -83,6 +83,10 @@ def member_json(member: MemberStatus) -> dict[str, Any]:
         "method": member.method,
         "phone_verified": member.phone_verified,
     }
+
+
+def member_model(member: MemberStatus) -> schemas.Member:
+    return schemas.Member.model_validate(member, from_attributes=True)
 
 
 def device_json(row: DeviceRow) -> dict[str, Any]:
@@ -183,8 +187,10 @@ class API:
 
         return endpoint
 
-    def _refused(self, denied: Denied, **extra: Any) -> JSONResponse:
-        return denied_json(denied, self.kit.clock(), extra=extra)
+    def _refused(
+        self, denied: Denied, *, members: list[schemas.Member] | None = None
+    ) -> JSONResponse:
+        return denied_json(denied, self.kit.clock(), members=members)
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 document of this API (public: it holds no user data)."""
@@ -254,7 +260,8 @@ class API:
             return self._refused(result)
         if isinstance(result, MembersWithoutMFA):
             refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
-            return self._refused(refused, members=[member_json(m) for m in result.members])
+            members = [member_model(m) for m in result.members]
+            return self._refused(refused, members=members)
         return answer(site_json(result, owner=True))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
