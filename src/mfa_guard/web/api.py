@@ -15,13 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
-from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
+from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
 from mfa_guard.services import TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
-from mfa_guard.web.flows import MAX_SITE_ID, DeviceRow, Flows, valid_id
+from mfa_guard.web.flows import MAX_SITE_ID, Flows, valid_id
 from mfa_guard.web.http import (
     denied_json,
     json_error,
@@ -36,6 +36,7 @@ from mfa_guard.web.schemas import (
     MethodCode,
     Phone,
     Verification,
+    json_response,
     policy_change,
     read_body,
 )
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _not_found(request: Request) -> Response:
@@ -63,46 +63,22 @@ def site_param(request: Request) -> str:
     return site_id
 
 
-def site_json(site: Site, *, owner: bool) -> dict[str, Any]:
+def site_fields(site: Site, *, owner: bool) -> dict[str, Any]:
+    """What :class:`~mfa_guard.web.schemas.Site` holds of a site: who last changed its policy
+    is told to its owners only."""
     policy = site.policy
-    described: dict[str, Any] = {
-        "enforce": policy.enforce,
-        "deadline": iso(policy.requires_by()),
-        "changed_at": iso(policy.changed_at),
-    }
-    if owner:
-        described["changed_by"] = policy.changed_by
+    told = {"changed_by": policy.changed_by} if owner else {}
+    described = schemas.Policy(
+        enforce=policy.enforce,
+        deadline=policy.requires_by(),
+        changed_at=policy.changed_at,
+        **told,
+    )
     return {"id": site.id, "name": site.name, "policy": described}
-
-
-def member_json(member: MemberStatus) -> dict[str, Any]:
-    return {
-        "user_id": member.user_id,
-        "role": member.role.value,
-        "two_factor": member.two_factor,
-        "method": member.method,
-        "phone_verified": member.phone_verified,
-    }
 
 
 def member_model(member: MemberStatus) -> schemas.Member:
     return schemas.Member.model_validate(member, from_attributes=True)
-
-
-def device_json(row: DeviceRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at),
-        "expires_at": iso(row.expires_at),
-        "current": row.current,
-    }
-
-
-def answer(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    """A success: the kit's answers depend on the session, so none is cached."""
-    return JSONResponse(data, status_code=status_code, headers=NO_STORE)
 
 
 class API:
@@ -202,45 +178,39 @@ class API:
         status = await self.flows.status(caller)
         enrolment = status.enrolment
         enforcement = status.enforcement
-        return answer(
-            {
-                "authenticated": True,
-                "enrolled": enrolment.enrolled,
-                "verified": status.verified,
-                "verified_method": status.method,
-                "methods": status.methods,
-                "recovery_codes_left": enrolment.recovery_codes_left,
-                "enrolment_pending": status.setup_pending,
-                "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
-                "phone_verified": enrolment.phone_verified_at is not None,
-                "enforcement": {
-                    "required": enforcement.required,
-                    "everyone": enforcement.everyone,
-                    "deadline": iso(enforcement.deadline),
-                    "sites": [
-                        {
-                            "id": site.id,
-                            "name": site.name,
-                            "deadline": iso(site.policy.requires_by()),
-                        }
-                        for site in enforcement.sites
-                    ],
-                },
-            }
+        sites = [
+            schemas.EnforcingSite(id=site.id, name=site.name, deadline=site.policy.requires_by())
+            for site in enforcement.sites
+        ]
+        return json_response(
+            schemas.Status(
+                authenticated=True,
+                enrolled=enrolment.enrolled,
+                verified=status.verified,
+                verified_method=status.method,
+                methods=status.methods,
+                recovery_codes_left=enrolment.recovery_codes_left,
+                enrolment_pending=status.setup_pending,
+                phone=None if enrolment.phone is None else mask_phone(enrolment.phone),
+                phone_verified=enrolment.phone_verified_at is not None,
+                enforcement=schemas.Enforcement(
+                    required=enforcement.required,
+                    everyone=enforcement.everyone,
+                    deadline=enforcement.deadline,
+                    sites=sites,
+                ),
+            )
         )
 
     async def sites(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.sites(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {
-                "sites": [
-                    site_json(m.site, owner=m.role is Role.OWNER) | {"role": m.role.value}
-                    for m in result
-                ]
-            }
-        )
+        sites = [
+            schemas.Membership(**site_fields(m.site, owner=m.role is Role.OWNER), role=m.role)
+            for m in result
+        ]
+        return json_response(schemas.Sites(sites=sites))
 
     async def site_members(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
@@ -248,7 +218,11 @@ class API:
         if isinstance(result, Denied):
             return self._refused(result)
         site, members = result
-        return answer({**site_json(site, owner=True), "members": [member_json(m) for m in members]})
+        return json_response(
+            schemas.SiteMembers(
+                **site_fields(site, owner=True), members=[member_model(m) for m in members]
+            )
+        )
 
     async def site_policy(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
@@ -262,20 +236,20 @@ class API:
             refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
             members = [member_model(m) for m in result.members]
             return self._refused(refused, members=members)
-        return answer(site_json(result, owner=True))
+        return json_response(schemas.Site(**site_fields(result, owner=True)))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
         await read_body(request, Empty)
         result = await self.flows.begin_setup(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {
-                "secret": result.secret,
-                "secret_grouped": result.grouped_secret,
-                "otpauth_uri": result.otpauth_uri,
-                "qr_svg": result.qr_svg,
-            }
+        return json_response(
+            schemas.Setup(
+                secret=result.secret,
+                secret_grouped=result.grouped_secret,
+                otpauth_uri=result.otpauth_uri,
+                qr_svg=result.qr_svg,
+            )
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
@@ -283,8 +257,10 @@ class API:
         result = await self.flows.confirm_setup(caller, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)}
+        return json_response(
+            schemas.Enrolled(
+                enrolled=True, verified=True, recovery_codes=list(result.recovery_codes)
+            )
         )
 
     async def verify(self, request: Request, caller: Caller) -> Response:
@@ -293,12 +269,10 @@ class API:
         result = await self.flows.verify(caller, body.method, body.code, remember=remember)
         if isinstance(result, Denied):
             return self._refused(result)
-        response = answer(
-            {
-                "verified": True,
-                "method": result.verified.method.value,
-                "device_remembered": remember,
-            }
+        response = json_response(
+            schemas.Verified(
+                verified=True, method=result.verified.method, device_remembered=remember
+            )
         )
         self.flows.set_device_cookie(response, result.remembered)
         return response
@@ -308,40 +282,40 @@ class API:
         result = await self.flows.devices(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"devices": [device_json(row) for row in result]})
+        return json_response(schemas.Devices(devices=result))
 
     async def forget_device(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.forget_device(caller, str(request.path_params["device"]))
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"forgotten": 1})
+        return json_response(schemas.Forgotten(forgotten=1))
 
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.forget_devices(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"forgotten": result})
+        return json_response(schemas.Forgotten(forgotten=result))
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
         await read_body(request, Empty)
         result = await self.flows.regenerate_recovery_codes(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"recovery_codes": result})
+        return json_response(schemas.RecoveryCodes(recovery_codes=result))
 
     async def disable(self, request: Request, caller: Caller) -> Response:
         body = await read_body(request, MethodCode)
         result = await self.flows.disable(caller, body.method, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"enrolled": False})
+        return json_response(schemas.Disabled(enrolled=False))
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
         await read_body(request, Empty)
         result = await self.flows.revoke_other_sessions(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"other_sessions_revoked": True})
+        return json_response(schemas.SessionsRevoked(other_sessions_revoked=True))
 
     async def phone(self, request: Request, caller: Caller) -> Response:
         body = await read_body(request, Phone)
@@ -354,7 +328,7 @@ class API:
             return self._refused(result)
         enrolment = await self.kit.service.enrolment(caller.user_id)
         phone = None if enrolment.phone is None else mask_phone(enrolment.phone)
-        return answer({"phone": phone, "phone_verified": True})
+        return json_response(schemas.PhoneVerified(phone=phone, phone_verified=True))
 
     async def sms_send(self, request: Request, caller: Caller) -> Response:
         await read_body(request, Empty)
@@ -364,7 +338,7 @@ class API:
         if isinstance(result, Denied):
             return self._refused(result)
         expires_in = int(result.expires_at - self.kit.clock())
-        return answer(
-            {"sent": True, "phone": mask_phone(result.phone), "expires_in": expires_in},
-            status_code=202,
+        return json_response(
+            schemas.TextSent(sent=True, phone=mask_phone(result.phone), expires_in=expires_in),
+            202,
         )
