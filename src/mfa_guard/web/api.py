@@ -1,7 +1,10 @@
 """The JSON API: ``{mount}/api/...``. Errors are ``{"error": {"code", "message"}}``.
 
-Each handler reads its inputs, runs its flow (:mod:`mfa_guard.web.flows`) and answers the result
-as JSON; a refusal is answered from the refusal table (:mod:`mfa_guard.errors`)."""
+Its routes are the operations of the OpenAPI table (:data:`mfa_guard.web.openapi.OPERATIONS`),
+each served by its handler. A handler reads its body into its request model, runs its flow
+(:mod:`mfa_guard.web.flows`) and answers the result through its response model
+(:mod:`mfa_guard.web.schemas`); a refusal is answered from the refusal table
+(:mod:`mfa_guard.errors`)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
 from mfa_guard.web.flows import MAX_SITE_ID, Flows, valid_id
 from mfa_guard.web.http import (
+    NAVIGATION_METHODS,
     denied_json,
     json_error,
     refusal_json,
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -82,73 +87,88 @@ def member_model(member: MemberStatus) -> schemas.Member:
 
 
 class API:
+    """The JSON API of one kit: its routes and their handlers."""
+
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
         self.flows = Flows(kit)
         self._openapi: dict[str, Any] | None = None
 
+    def handlers(self) -> dict[tuple[str, str], Endpoint]:
+        """What serves each operation of :data:`~mfa_guard.web.openapi.OPERATIONS`, by its
+        method and path: the routes are made from that table, so each route is a documented
+        operation and each operation needs its handler here."""
+        signed_in = self._signed_in
+        return {
+            ("get", "/status"): signed_in(self.status),
+            ("post", "/totp/setup"): signed_in(self.totp_setup),
+            ("post", "/totp/confirm"): signed_in(self.totp_confirm),
+            ("post", "/verify"): signed_in(self.verify),
+            ("post", "/recovery-codes"): signed_in(self.recovery_codes),
+            ("post", "/disable"): signed_in(self.disable),
+            ("post", "/sessions/revoke"): signed_in(self.revoke_sessions),
+            ("post", "/phone"): signed_in(self.phone),
+            ("post", "/phone/verify"): signed_in(self.phone_verify),
+            ("post", "/sms/send"): signed_in(self.sms_send),
+            ("get", "/sites"): signed_in(self.sites),
+            ("get", "/sites/{site}/members"): signed_in(self.site_members),
+            ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("get", "/devices"): signed_in(self.devices),
+            ("delete", "/devices"): signed_in(self.forget_devices),
+            ("delete", "/devices/{device}"): signed_in(self.forget_device),
+            ("get", "/openapi.json"): self.openapi,
+        }
+
     def routes(self) -> list[Route]:
-        table: list[tuple[str, str, Handler, bool]] = [
-            ("/api/status", "GET", self.status, False),
-            ("/api/totp/setup", "POST", self.totp_setup, True),
-            ("/api/totp/confirm", "POST", self.totp_confirm, True),
-            ("/api/verify", "POST", self.verify, True),
-            ("/api/recovery-codes", "POST", self.recovery_codes, True),
-            ("/api/disable", "POST", self.disable, True),
-            ("/api/phone", "POST", self.phone, True),
-            ("/api/phone/verify", "POST", self.phone_verify, True),
-            ("/api/sms/send", "POST", self.sms_send, True),
-            ("/api/sessions/revoke", "POST", self.revoke_sessions, True),
-        ]
-        if self.kit.sites is not None:
-            table += [
-                ("/api/sites", "GET", self.sites, False),
-                ("/api/sites/{site}/members", "GET", self.site_members, False),
-                ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
-            ]
-        if self.kit.trusted_devices is not None:
-            table += [
-                ("/api/devices", "GET", self.devices, False),
-                ("/api/devices", "DELETE", self.forget_devices, True),
-                ("/api/devices/{device}", "DELETE", self.forget_device, True),
-            ]
-        by_path: dict[str, dict[str, tuple[Handler, bool]]] = {}
-        for path, method, handler, mutates in table:
-            by_path.setdefault(path, {})[method] = (handler, mutates)
+        """A route for each path of the operations this app offers, then a JSON 404 for any
+        other path under ``api/``."""
+        handlers = self.handlers()
+        by_path: dict[str, dict[str, Endpoint]] = {}
+        for operation in openapi.OPERATIONS:
+            if operation.offered(self.kit):
+                endpoint = handlers[operation.method, operation.path]
+                by_path.setdefault("/api" + operation.path, {})[operation.method.upper()] = endpoint
         routes = [
             # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
             # app's own (often text/plain) error page.
-            Route(path, self._endpoint(handlers), methods=ALL_METHODS)
-            for path, handlers in by_path.items()
+            Route(path, self._endpoint(endpoints), methods=ALL_METHODS)
+            for path, endpoints in by_path.items()
         ]
-        routes.append(Route("/api/openapi.json", self.openapi, methods=["GET", "HEAD"]))
         catch_all = Route("/api/{rest:path}", _not_found, methods=ALL_METHODS)
         catch_all.path_regex = re.compile(catch_all.path_regex.pattern, re.DOTALL)  # "%0A" too
         routes.append(catch_all)
         return routes
 
-    def _endpoint(
-        self, handlers: dict[str, tuple[Handler, bool]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        if "GET" in handlers:
-            handlers = {**handlers, "HEAD": handlers["GET"]}
-        allow = ", ".join(sorted(handlers))
-        use = " or ".join(method for method in sorted(handlers) if method != "HEAD")
+    def _signed_in(self, handler: Handler) -> Endpoint:
+        """``handler`` for the signed-in user only: anybody else is answered a 401."""
 
         async def endpoint(request: Request) -> Response:
-            chosen = handlers.get(request.method)
+            caller = await caller_of(request, self.kit.gate)
+            if caller is None:
+                return refusal_json(Reason.NOT_AUTHENTICATED)
+            return await handler(request, caller)
+
+        return endpoint
+
+    def _endpoint(self, endpoints: dict[str, Endpoint]) -> Endpoint:
+        """One path's endpoint: its method's, after the same-origin check of a change, with
+        the refusals and failures it raises answered as JSON errors."""
+        if "GET" in endpoints:
+            endpoints = {**endpoints, "HEAD": endpoints["GET"]}
+        allow = ", ".join(sorted(endpoints))
+        use = " or ".join(method for method in sorted(endpoints) if method != "HEAD")
+
+        async def endpoint(request: Request) -> Response:
+            chosen = endpoints.get(request.method)
             if chosen is None:
                 response = refusal_json(Reason.METHOD_NOT_ALLOWED, methods=use)
                 response.headers["Allow"] = allow
                 return response
-            handler, mutates = chosen
             try:
-                if mutates and not same_origin(request.scope, self.kit.settings):
+                changes = request.method not in NAVIGATION_METHODS
+                if changes and not same_origin(request.scope, self.kit.settings):
                     return refusal_json(Reason.CROSS_SITE_REQUEST)
-                caller = await caller_of(request, self.kit.gate)
-                if caller is None:
-                    return refusal_json(Reason.NOT_AUTHENTICATED)
-                return await handler(request, caller)
+                return await chosen(request)
             except Refused as exc:
                 return self._refused(exc.denied)
             except SMSError as exc:
