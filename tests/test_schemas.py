@@ -356,6 +356,9 @@ async def test_the_api_serves_every_path_and_method_the_document_describes_and_n
                     assert response.headers["allow"] == ", ".join(sorted(documented)), template
                 else:
                     answered.add(method)
+                    # Nobody is signed in: only an operation the document makes public answers.
+                    operation = item["get" if method == "HEAD" else method.lower()]
+                    assert (response.status_code == 401) == ("security" in operation), template
             assert answered == documented, template
 
 
