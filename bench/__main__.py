@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import growth, hot_path, over_http, verify
-from bench.apps import BenchError, build_name
+from bench.apps import BenchError
 from bench.report import Report
 
 
@@ -32,8 +32,7 @@ def machine() -> str:
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
         f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-        f"load average {load}, load generator {'wrk' if shutil.which('wrk') else 'Python'}, "
-        f"{build_name()}"
+        f"load average {load}, load generator {'wrk' if shutil.which('wrk') else 'Python'}"
     )
 
 

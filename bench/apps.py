@@ -9,15 +9,11 @@ a ``receive`` that returns the (empty) body and a ``send`` that keeps the status
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib.machinery import ExtensionFileLoader
-from pathlib import Path
 from time import thread_time
 from typing import Any
 
@@ -37,8 +33,6 @@ from mfa_guard import MemoryStore, MFAGuard, MFAGuardSettings, MFAStore
 from mfa_guard.core.marker import Marker, new_nonce
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock, current_code
-from mfa_guard.web import middleware as middleware_module
-from mfa_guard.web.middleware import MFAGuardMiddleware
 
 # Fixed keys: a cookie made in one process is valid in the servers the suite starts.
 ENCRYPTION_KEY = "dcBDoH527GucUHC_EeDwGCL_CILjT7xEML4Oid03-Sk="
@@ -131,12 +125,9 @@ def build(
     *,
     store: MFAStore | None = None,
     sites: SiteDirectory | None = None,
-    middleware_class: type[MFAGuardMiddleware] | None = None,
     **overrides: Any,
 ) -> BenchApp:
-    """The same app in each variant; a guarded one counts its store (and directory) calls.
-    ``middleware_class`` stands in for the guard's own (the interpreted one beside the
-    compiled one)."""
+    """The same app in each variant; a guarded one counts its store (and directory) calls."""
     clock = FrozenClock(FROZEN_NOW)
     routes: list[BaseRoute] = [
         Route("/", home),
@@ -159,42 +150,8 @@ def build(
     guard = MFAGuard(
         settings=settings_for(**overrides), store=counting, clock=clock.__call__, sites=directory
     )
-    guarding = (
-        guard.middleware()
-        if middleware_class is None
-        else Middleware(middleware_class, guard=guard)
-    )
-    app = Starlette(routes=[*routes, guard.mount()], middleware=[*middleware, guarding])
+    app = Starlette(routes=[*routes, guard.mount()], middleware=[*middleware, guard.middleware()])
     return BenchApp(app, variant, clock, guard, counting, directory)
-
-
-# -- the middleware's build -----------------------------------------------------------------
-
-
-def middleware_is_compiled() -> bool:
-    """Whether the middleware imported is the extension mypyc built (``make compiled``)."""
-    return isinstance(getattr(middleware_module.__spec__, "loader", None), ExtensionFileLoader)
-
-
-def build_name() -> str:
-    if middleware_is_compiled():
-        return "middleware compiled by mypyc"
-    return "middleware interpreted (make bench measures the compiled wheel)"
-
-
-def interpreted_middleware() -> type[MFAGuardMiddleware]:
-    """The middleware class run by the interpreter from the very source the compiled one was
-    built from: the ``middleware.py`` the wheel ships beside its extension."""
-    source = Path(str(middleware_module.__file__)).with_name("middleware.py")
-    name = "bench_interpreted_middleware"
-    spec = importlib.util.spec_from_file_location(name, source)
-    if spec is None or spec.loader is None:
-        raise BenchError(f"cannot load {source}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while building the class
-    spec.loader.exec_module(module)
-    interpreted: type[MFAGuardMiddleware] = module.MFAGuardMiddleware
-    return interpreted
 
 
 # -- sessions ------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ from mfa_guard.services import qr_svg
 from mfa_guard.testing import current_code
 
 ROUND_TRIP_BUDGET = 2
-LATENCY_BUDGET = 1.5
+# The kit's p50 on PostgreSQL + Redis over the floor measured in the same run: the same two
+# turns on the drivers alone, plus memory's verify without its backends' own time.
+FLOOR_BUDGET = 1.15
 USER = "verify@acme.test"
 
 
@@ -128,11 +130,11 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
                 Line(
                     "verify p50, PostgreSQL + Redis / memory",
                     f"{p50_pg / p50_mem:.2f} ({_ms(p50_pg)} / {_ms(p50_mem)}); per pair {ratio}",
-                    f"<= {LATENCY_BUDGET:.2f}",
-                    at_most(p50_pg / p50_mem, LATENCY_BUDGET),
+                    "",
+                    Verdict.INFO,
                 )
             )
-            report_floor(report, floor, mem)
+            report_floor(report, floor, mem, pg)
             await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
 
 
@@ -178,31 +180,35 @@ async def measure(
     return floor
 
 
-def report_floor(report: Report, floor: Floor, mem: Subject) -> None:
-    """PostgreSQL alone, and the floor of a verify on PostgreSQL + Redis: memory's verify
-    without its backends' own time, plus the same two turns on the drivers alone."""
+def report_floor(report: Report, floor: Floor, mem: Subject, pg: Subject) -> None:
+    """The kit's p50 on PostgreSQL + Redis against the floor of a verify there, measured in the
+    same run: memory's verify without its backends' own time, plus the same two turns on the
+    drivers alone. Then PostgreSQL alone."""
+    # Wall time inside the memory store's and the memory limiter's calls, verify by verify.
+    own = [time_inside(calls) for calls in mem.in_request]
+    p50_mem, own_p50 = percentile(mem.latencies, 0.5), percentile(own, 0.5)
+    p50_pg, turns_p50 = percentile(pg.latencies, 0.5), percentile(floor.turns, 0.5)
+    lowest = p50_mem - own_p50 + turns_p50
+    report.add(
+        Line(
+            "verify p50, PostgreSQL + Redis / no-kit floor",
+            f"{p50_pg / lowest:.2f} ({_ms(p50_pg)} / {_ms(lowest)})",
+            f"<= {FLOOR_BUDGET:.2f}",
+            at_most(p50_pg / lowest, FLOOR_BUDGET),
+        )
+    )
+    report.note(
+        "the floor: the same two turns on asyncpg and redis-py alone p50 "
+        f"{_ms(turns_p50)} (SELECT ‖ Redis pipeline of {floor.redis_keys} EVALSHA, then "
+        f"committed UPDATE), plus memory's p50 {_ms(p50_mem)} without its backends' own "
+        f"{_ms(own_p50)}"
+    )
     select_p50, commit_p50 = percentile(floor.selects, 0.5), percentile(floor.commits, 0.5)
     report.note(
         "PostgreSQL alone, between the verifies (asyncpg, no kit, no SQLAlchemy): a "
         f"one-row SELECT p50 {_ms(select_p50)}, a committed one-row UPDATE p50 "
         f"{_ms(commit_p50)} (the WAL flush)"
     )
-    # Wall time inside the memory store's and the memory limiter's calls, verify by verify.
-    own = [time_inside(calls) for calls in mem.in_request]
-    p50_mem, own_p50 = percentile(mem.latencies, 0.5), percentile(own, 0.5)
-    turns_p50 = percentile(floor.turns, 0.5)
-    lowest = p50_mem - own_p50 + turns_p50
-    report.note(
-        "no kit: the same two turns on asyncpg and redis-py alone p50 "
-        f"{_ms(turns_p50)} (SELECT ‖ Redis pipeline of {floor.redis_keys} EVALSHA, then "
-        f"committed UPDATE); memory's p50 {_ms(p50_mem)} without its backends' own "
-        f"{_ms(own_p50)}, plus them: {_ms(lowest)} = {lowest / p50_mem:.2f} x memory"
-    )
-    if lowest / p50_mem > LATENCY_BUDGET:
-        report.note(
-            f"the floor alone is over the budget's {LATENCY_BUDGET:.2f} x: no code of the kit's "
-            "could meet it with these servers on this machine (docs/performance.md)"
-        )
 
 
 async def measure_structure(subjects: list[Subject], trace: CallTrace, *, verifies: int) -> None:

@@ -1,5 +1,6 @@
 """What the eye needs from a page as Chromium drew it: every image visible and whole, nothing
-wider than the screen, and the QR codes a phone's camera would read from a screenshot.
+wider than the screen, the QR codes a phone's camera would read from a screenshot, and what
+axe-core finds.
 
 The checks return what is wrong (an empty list when all is well) so that a test asserts on them
 with the page's name in its message.
@@ -8,9 +9,11 @@ with the page's name in its message.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import PIL.Image
 import zxingcpp
+from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from playwright.sync_api import Page
 
 # Every image a page shows: inline SVG drawings (not the parts of one), pictures, canvases and
@@ -92,3 +95,16 @@ def qr_codes_on_screen(page: Page) -> list[str]:
         screenshot, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode), try_invert=False
     )
     return [code.text for code in found]
+
+
+AXE = Axe()
+
+
+def violations(page: Page) -> list[str]:
+    """axe-core's violations of every impact, one line each (rule, impact, offending nodes)."""
+    results: dict[str, Any] = AXE.run(page).response
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — "
+        + "; ".join(node["html"][:120] for node in v["nodes"])
+        for v in results["violations"]
+    ]

@@ -1,6 +1,6 @@
 """Scenario helpers shared by the SECURITY.md checklist tests: put a session in a state, read a
-page's CSRF token, take a snapshot of what a refused request must leave as it was, and check
-the shape of a refusal."""
+page's CSRF token, draw a code no step accepts, take a snapshot of what a refused request must
+leave as it was, and check the shape of a refusal."""
 
 from __future__ import annotations
 
@@ -158,3 +158,21 @@ async def open_websocket(app: ASGIApp, headers: dict[str, str]) -> list[Message]
 
     await app(scope, receive, send)
     return sent
+
+
+def wrong_code(ga: GuardedApp, secret: str) -> str:
+    """Six digits that no step inside the drift window accepts."""
+    valid = {ga.code(secret, steps) for steps in (-1, 0, 1)}
+    return next(code for n in range(10) if (code := str(n) * 6) not in valid)
+
+
+def csrf_of(page: httpx.Response) -> str:
+    """The CSRF token of the form ``page`` carries."""
+    found = TOKEN.search(page.text)
+    assert found is not None, "the page carries a form"
+    return found.group(1)
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    """A JSON refusal's status and error code."""
+    return response.status_code, response.json()["error"]["code"]

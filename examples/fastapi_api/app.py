@@ -15,7 +15,7 @@ conversations a code entered within the last five minutes
 ``owner@acme.test``, operator ``agent@acme.test``) and Solo (``solo@example.test``), passwords
 ``demo``. Once Acme's owner turns enforcement on (``PUT /mfa/api/sites/acme/policy``), the agent's
 calls to ``/api`` answer ``403 mfa_enrolment_required`` until the agent enrols through
-``/mfa/api/totp/setup`` and ``/mfa/api/totp/confirm``. ``tests/test_fastapi.py`` plays the whole
+``/mfa/api/totp/setup`` and ``/mfa/api/totp/confirm``. ``tests/web/test_fastapi.py`` plays the whole
 story with a bearer token.
 
 Cookie sessions are ``SameSite=Lax``, so another site cannot post to ``/api`` with them.

@@ -131,10 +131,12 @@ class Marker(NamedTuple):
     def dump(self) -> list[Any]:
         return [VERSION, *self]
 
-    @classmethod
-    def load(cls, raw: object, subject: str) -> Marker | None:
+    @staticmethod
+    def load(raw: object, subject: str) -> Marker | None:
         """The marker stored in a session, or ``None`` if absent, malformed, of another version
         or another user's."""
+        # A static method: a class method makes a bound method on every call, and this one
+        # runs on every guarded request whose marker was not let in before.
         # Exact type checks: the session comes from JSON, and a bool must not pass for a number.
         if type(raw) is not list or len(raw) != 9:
             return None
@@ -158,9 +160,9 @@ class Marker(NamedTuple):
             return None
         if enrol_by is not None and type(enrol_by) not in _NUMBERS:
             return None
-        # From the checked values: ``cls(...)`` would add a Python-level __new__.
+        # From the checked values: ``Marker(...)`` would add a Python-level __new__.
         marker: Marker = tuple.__new__(
-            cls, (sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by)
+            Marker, (sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by)
         )
         return marker
 

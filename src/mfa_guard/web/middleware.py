@@ -28,16 +28,17 @@ from mfa_guard.web.wiring import (
 # RFC 6455 7.4.1: policy violation.
 WS_POLICY_VIOLATION = 1008
 _GUARDED = frozenset({"http", "websocket"})
-# How many admitted markers a middleware keeps (about 0.7 kB each, 3 MB in all) before it
-# forgets them all at once: more than the sessions one process serves within
-# ``recheck_seconds``. A cleared one is read and checked again, once.
+# How many admitted markers a middleware keeps (about 0.7 kB each, 3 MB in all), and how many
+# nonces of markers let in once (about 0.1 kB each), before it forgets them all at once: more
+# than the sessions one process serves within ``recheck_seconds``. A forgotten one is read and
+# checked again.
 ADMITTED_LIMIT = 4096
 
 
 @dataclass(slots=True)
 class Admitted:
-    """A session marker this process read, checked and let in: the same marker of the same
-    user is let in again until ``until``, with no hash, type check or decision."""
+    """A session marker this process read, checked and let in twice: the same marker of the
+    same user is let in again until ``until``, with no hash, type check or decision."""
 
     raw: list[Any]  # a copy: the session's own list belongs to the app
     user_id: str
@@ -52,8 +53,8 @@ class MFAGuardMiddleware:
     Place it after ``SessionMiddleware`` and ``AuthenticationMiddleware``: it reads
     ``scope["session"]`` and the identity (``scope["user"]`` by default). A session whose marker
     was re-checked within ``recheck_seconds`` is decided without any store call; a marker it let
-    in, sent again unchanged by the same user, is let in without being read again until its
-    re-check or the end of its verified state.
+    in twice, sent again unchanged by the same user, is let in without being read again until
+    its re-check or the end of its verified state.
 
     Wired wrong (``mfa_guard.web.wiring``) it refuses, closed: the lifespan's start-up fails,
     or each request gets a generic ``500`` (a websocket is closed, ``1011``) and the log an
@@ -72,14 +73,21 @@ class MFAGuardMiddleware:
         self._exempt_under = tuple(prefix + "/" for prefix in prefixes)
         self._lifetime = settings.verified_lifetime_seconds
         self._recheck = settings.recheck_seconds
-        # By nonce: each session of a user has its own marker.
+        # By nonce: each session of a user has its own marker. A marker is remembered the
+        # second time it is let in; the first time, only its nonce is (a string, which the
+        # garbage collector does not track). An entry is three objects it does track (the
+        # entry, the copy of the list, the Marker), and a process meeting a new session on
+        # every request spent more collecting them than checking the markers.
         self._admitted: dict[str, Admitted] = {}
+        self._seen: set[str] = set()
         # Until a request has shown the app wired right, the identity is read through the
         # check (once it passes, the guard's own getter: nothing more on every request).
         self._identity: IdentityGetter = self._checked_identity
         self._clock = gate.clock
+        self._subject = gate.subject
         # The kit's class and this one's (a subclass, or a copy of the class loaded apart from
-        # the package, as the benchmark's): another of them inside or beside it is a miswiring.
+        # the package, as a module reloaded by a development server): another of them inside
+        # or beside it is a miswiring.
         self._kinds = (MFAGuardMiddleware, type(self))
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -141,7 +149,6 @@ class MFAGuardMiddleware:
             path = path[len(root) :] or "/"
         if path in self._exempt or path.startswith(self._exempt_under):
             return self.app(scope, receive, send)
-        gate = self.gate
         session: Any = scope.get("session")
         if type(session) not in SESSION_TYPES:
             try:
@@ -150,29 +157,42 @@ class MFAGuardMiddleware:
                 return self._misconfigured(scope, receive, send, exc)
         now = self._clock()
         raw = session.get(SESSION_KEY)
-        marker = Marker.load(raw, gate.subject(user_id))
-        if marker is None or marker.is_stale(now, self._recheck):
+        marker = Marker.load(raw, self._subject(user_id))
+        if marker is None:
+            return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
+        # Fresh and allowed is the window admitted_until gives (a property test holds them
+        # equal): one call where is_stale and decide would be two. Outside it, the marker is
+        # stale, or refused.
+        until = admitted_until(marker, self._recheck, self._lifetime)
+        if until is not None and marker.checked_at <= now < until:
+            self._remember(raw, user_id, marker, until)
+            scope[MARKER_SCOPE_KEY] = marker
+            return self.app(scope, receive, send)
+        if marker.is_stale(now, self._recheck):
             return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
         decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
-        if decision is not ALLOW:
-            return self._refuse_or_admit(
-                scope, receive, send, decision, session, user_id, marker, now
-            )
-        self._admit(raw, user_id, marker)
-        scope[MARKER_SCOPE_KEY] = marker
-        return self.app(scope, receive, send)
+        return self._refuse_or_admit(scope, receive, send, decision, session, user_id, marker, now)
 
     def _admit(self, raw: list[Any], user_id: str, marker: Marker) -> None:
-        """Remembers a marker let in, as the session holds it, while it stays admitted."""
-        until = admitted_until(
-            marker, recheck_seconds=self._recheck, verified_lifetime_seconds=self._lifetime
-        )
-        if until is None:
+        """Remembers a marker let in after a re-check or by a remembered browser."""
+        until = admitted_until(marker, self._recheck, self._lifetime)
+        if until is not None:
+            self._remember(raw, user_id, marker, until)
+
+    def _remember(self, raw: list[Any], user_id: str, marker: Marker, until: float) -> None:
+        """A marker let in, as the session holds it: its nonce the first time, the whole of it
+        (admitted until ``until``) the second."""
+        nonce = marker.nonce
+        seen = self._seen
+        if nonce not in seen:
+            if len(seen) >= ADMITTED_LIMIT:
+                seen.clear()
+            seen.add(nonce)
             return
         admitted = self._admitted
         if len(admitted) >= ADMITTED_LIMIT:
             admitted.clear()
-        admitted[marker.nonce] = Admitted(list(raw), user_id, marker.checked_at, until, marker)
+        admitted[nonce] = Admitted(list(raw), user_id, marker.checked_at, until, marker)
 
     async def _recheck_then_admit(
         self,

@@ -4,7 +4,7 @@ Generated: its components are the JSON schemas of the request and response model
 (:mod:`mfa_guard.web.schemas`), its paths come from :data:`OPERATIONS`, one row per operation,
 and each operation's error responses from the refusal codes its row lists. Built for the
 guard's options (site endpoints only with a site directory, device endpoints only with trusted
-devices on), so it describes what this app answers; ``tests/test_openapi.py`` checks every
+devices on), so it describes what this app answers; ``tests/web/test_openapi.py`` checks every
 response of the suite's scenarios against it, and schemathesis fuzzes the live demo with it.
 """
 
