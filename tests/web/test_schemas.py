@@ -21,7 +21,7 @@ from mfa_guard.core.marker import METHODS
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from mfa_guard.web import schemas
-from mfa_guard.web.api import API
+from mfa_guard.web.api import ALL_METHODS, API
 from mfa_guard.web.openapi import OPERATIONS, refusal_status
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -333,11 +333,38 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
     }
 
 
-async def test_the_document_describes_every_route_the_api_serves() -> None:
-    ga = await acme_app()
+@pytest.mark.parametrize("everything", [True, False], ids=["sites and devices", "neither"])
+async def test_the_api_serves_every_path_and_method_the_document_describes_and_no_other(
+    everything: bool,
+) -> None:
+    ga = await acme_app() if everything else build_app()
     document = await the_document(ga)
     served = {route.path for route in API(ga.guard.kit).routes()} - {"/api/{rest:path}"}
     assert {"/mfa" + path for path in served} == set(document["paths"])
+    async with ga.client() as anonymous:
+        for template, item in document["paths"].items():
+            path = template.replace("{site}", "acme").replace("{device}", "x")
+            documented = {method.upper() for method in item}
+            if "GET" in documented:
+                documented.add("HEAD")
+            answered = set()
+            for method in ALL_METHODS:
+                response = await anonymous.request(method, path)
+                if response.status_code == 405:
+                    if method != "HEAD":  # HEAD: the same answer, without its body
+                        assert response.json()["error"]["code"] == "method_not_allowed"
+                    assert response.headers["allow"] == ", ".join(sorted(documented)), template
+                else:
+                    answered.add(method)
+                    # Nobody is signed in: only an operation the document makes public answers.
+                    operation = item["get" if method == "HEAD" else method.lower()]
+                    assert (response.status_code == 401) == ("security" in operation), template
+            assert answered == documented, template
+
+
+def test_every_operation_has_its_handler_and_every_handler_its_operation() -> None:
+    handlers = API(build_app().guard.kit).handlers()
+    assert set(handlers) == {(operation.method, operation.path) for operation in OPERATIONS}
 
 
 def test_every_refusal_an_operation_lists_has_its_status() -> None:

@@ -1,7 +1,10 @@
 """The JSON API: ``{mount}/api/...``. Errors are ``{"error": {"code", "message"}}``.
 
-Each handler reads its inputs, runs its flow (:mod:`mfa_guard.web.flows`) and answers the result
-as JSON; a refusal is answered from the refusal table (:mod:`mfa_guard.errors`)."""
+Its routes are the operations of the OpenAPI table (:data:`mfa_guard.web.openapi.OPERATIONS`),
+each served by its handler. A handler reads its body into its request model, runs its flow
+(:mod:`mfa_guard.web.flows`) and answers the result through its response model
+(:mod:`mfa_guard.web.schemas`); a refusal is answered from the refusal table
+(:mod:`mfa_guard.errors`)."""
 
 from __future__ import annotations
 
@@ -15,22 +18,32 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mfa_guard.core.sms import mask_phone
-from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA, iso
+from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
-from mfa_guard.services import Method, TextSent
+from mfa_guard.services import TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
-from mfa_guard.web import openapi
-from mfa_guard.web.flows import MAX_SITE_ID, DeviceRow, Flows, valid_id
+from mfa_guard.web import openapi, schemas
+from mfa_guard.web.flows import MAX_SITE_ID, Flows, valid_id
 from mfa_guard.web.http import (
+    NAVIGATION_METHODS,
     denied_json,
     json_error,
     refusal_json,
     same_origin,
     unavailable_json,
 )
-from mfa_guard.web.requests import Caller, caller_of, json_body, string_field
-from mfa_guard.web.schemas import MAX_CODE_LENGTH
+from mfa_guard.web.requests import Caller, caller_of
+from mfa_guard.web.schemas import (
+    Code,
+    Empty,
+    MethodCode,
+    Phone,
+    Verification,
+    json_response,
+    policy_change,
+    read_body,
+)
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
@@ -38,8 +51,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _not_found(request: Request) -> Response:
@@ -55,137 +68,107 @@ def site_param(request: Request) -> str:
     return site_id
 
 
-def grace_field(data: dict[str, Any], max_hours: int) -> float | None:
-    value = data.get("grace_hours")
-    if value is None:
-        return None
-    # Compared before any conversion: a JSON integer too large for a float is just too large.
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or value != value or not 0 <= value <= max_hours:
-        raise Refused(Reason.GRACE_HOURS_OUT_OF_RANGE, max_hours=max_hours)
-    return float(value)
-
-
-def boolean_field(data: dict[str, Any], name: str, default: bool | None = None) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        raise Refused(Reason.FIELD_NOT_A_BOOLEAN, field=name)
-    return value
-
-
-def method_field(value: str) -> Method:
-    try:
-        return Method(value)
-    except ValueError:
-        raise Refused(Reason.INVALID_METHOD) from None
-
-
-def site_json(site: Site, *, owner: bool) -> dict[str, Any]:
+def site_fields(site: Site, *, owner: bool) -> dict[str, Any]:
+    """What :class:`~mfa_guard.web.schemas.Site` holds of a site: who last changed its policy
+    is told to its owners only."""
     policy = site.policy
-    described: dict[str, Any] = {
-        "enforce": policy.enforce,
-        "deadline": iso(policy.requires_by()),
-        "changed_at": iso(policy.changed_at),
-    }
-    if owner:
-        described["changed_by"] = policy.changed_by
+    told = {"changed_by": policy.changed_by} if owner else {}
+    described = schemas.Policy(
+        enforce=policy.enforce,
+        deadline=policy.requires_by(),
+        changed_at=policy.changed_at,
+        **told,
+    )
     return {"id": site.id, "name": site.name, "policy": described}
 
 
-def member_json(member: MemberStatus) -> dict[str, Any]:
-    return {
-        "user_id": member.user_id,
-        "role": member.role.value,
-        "two_factor": member.two_factor,
-        "method": member.method,
-        "phone_verified": member.phone_verified,
-    }
-
-
-def device_json(row: DeviceRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at),
-        "expires_at": iso(row.expires_at),
-        "current": row.current,
-    }
-
-
-def answer(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    """A success: the kit's answers depend on the session, so none is cached."""
-    return JSONResponse(data, status_code=status_code, headers=NO_STORE)
+def member_model(member: MemberStatus) -> schemas.Member:
+    return schemas.Member.model_validate(member, from_attributes=True)
 
 
 class API:
+    """The JSON API of one kit: its routes and their handlers."""
+
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
         self.flows = Flows(kit)
         self._openapi: dict[str, Any] | None = None
 
+    def handlers(self) -> dict[tuple[str, str], Endpoint]:
+        """What serves each operation of :data:`~mfa_guard.web.openapi.OPERATIONS`, by its
+        method and path: the routes are made from that table, so each route is a documented
+        operation and each operation needs its handler here."""
+        signed_in = self._signed_in
+        return {
+            ("get", "/status"): signed_in(self.status),
+            ("post", "/totp/setup"): signed_in(self.totp_setup),
+            ("post", "/totp/confirm"): signed_in(self.totp_confirm),
+            ("post", "/verify"): signed_in(self.verify),
+            ("post", "/recovery-codes"): signed_in(self.recovery_codes),
+            ("post", "/disable"): signed_in(self.disable),
+            ("post", "/sessions/revoke"): signed_in(self.revoke_sessions),
+            ("post", "/phone"): signed_in(self.phone),
+            ("post", "/phone/verify"): signed_in(self.phone_verify),
+            ("post", "/sms/send"): signed_in(self.sms_send),
+            ("get", "/sites"): signed_in(self.sites),
+            ("get", "/sites/{site}/members"): signed_in(self.site_members),
+            ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("get", "/devices"): signed_in(self.devices),
+            ("delete", "/devices"): signed_in(self.forget_devices),
+            ("delete", "/devices/{device}"): signed_in(self.forget_device),
+            ("get", "/openapi.json"): self.openapi,
+        }
+
     def routes(self) -> list[Route]:
-        table: list[tuple[str, str, Handler, bool]] = [
-            ("/api/status", "GET", self.status, False),
-            ("/api/totp/setup", "POST", self.totp_setup, True),
-            ("/api/totp/confirm", "POST", self.totp_confirm, True),
-            ("/api/verify", "POST", self.verify, True),
-            ("/api/recovery-codes", "POST", self.recovery_codes, True),
-            ("/api/disable", "POST", self.disable, True),
-            ("/api/phone", "POST", self.phone, True),
-            ("/api/phone/verify", "POST", self.phone_verify, True),
-            ("/api/sms/send", "POST", self.sms_send, True),
-            ("/api/sessions/revoke", "POST", self.revoke_sessions, True),
-        ]
-        if self.kit.sites is not None:
-            table += [
-                ("/api/sites", "GET", self.sites, False),
-                ("/api/sites/{site}/members", "GET", self.site_members, False),
-                ("/api/sites/{site}/policy", "PUT", self.site_policy, True),
-            ]
-        if self.kit.trusted_devices is not None:
-            table += [
-                ("/api/devices", "GET", self.devices, False),
-                ("/api/devices", "DELETE", self.forget_devices, True),
-                ("/api/devices/{device}", "DELETE", self.forget_device, True),
-            ]
-        by_path: dict[str, dict[str, tuple[Handler, bool]]] = {}
-        for path, method, handler, mutates in table:
-            by_path.setdefault(path, {})[method] = (handler, mutates)
+        """A route for each path of the operations this app offers, then a JSON 404 for any
+        other path under ``api/``."""
+        handlers = self.handlers()
+        by_path: dict[str, dict[str, Endpoint]] = {}
+        for operation in openapi.OPERATIONS:
+            if operation.offered(self.kit):
+                endpoint = handlers[operation.method, operation.path]
+                by_path.setdefault("/api" + operation.path, {})[operation.method.upper()] = endpoint
         routes = [
             # Every method reaches the endpoint, so a wrong one gets the JSON 405, not the
             # app's own (often text/plain) error page.
-            Route(path, self._endpoint(handlers), methods=ALL_METHODS)
-            for path, handlers in by_path.items()
+            Route(path, self._endpoint(endpoints), methods=ALL_METHODS)
+            for path, endpoints in by_path.items()
         ]
-        routes.append(Route("/api/openapi.json", self.openapi, methods=["GET", "HEAD"]))
         catch_all = Route("/api/{rest:path}", _not_found, methods=ALL_METHODS)
         catch_all.path_regex = re.compile(catch_all.path_regex.pattern, re.DOTALL)  # "%0A" too
         routes.append(catch_all)
         return routes
 
-    def _endpoint(
-        self, handlers: dict[str, tuple[Handler, bool]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        if "GET" in handlers:
-            handlers = {**handlers, "HEAD": handlers["GET"]}
-        allow = ", ".join(sorted(handlers))
-        use = " or ".join(method for method in sorted(handlers) if method != "HEAD")
+    def _signed_in(self, handler: Handler) -> Endpoint:
+        """``handler`` for the signed-in user only: anybody else is answered a 401."""
 
         async def endpoint(request: Request) -> Response:
-            chosen = handlers.get(request.method)
+            caller = await caller_of(request, self.kit.gate)
+            if caller is None:
+                return refusal_json(Reason.NOT_AUTHENTICATED)
+            return await handler(request, caller)
+
+        return endpoint
+
+    def _endpoint(self, endpoints: dict[str, Endpoint]) -> Endpoint:
+        """One path's endpoint: its method's, after the same-origin check of a change, with
+        the refusals and failures it raises answered as JSON errors."""
+        if "GET" in endpoints:
+            endpoints = {**endpoints, "HEAD": endpoints["GET"]}
+        allow = ", ".join(sorted(endpoints))
+        use = " or ".join(method for method in sorted(endpoints) if method != "HEAD")
+
+        async def endpoint(request: Request) -> Response:
+            chosen = endpoints.get(request.method)
             if chosen is None:
                 response = refusal_json(Reason.METHOD_NOT_ALLOWED, methods=use)
                 response.headers["Allow"] = allow
                 return response
-            handler, mutates = chosen
             try:
-                if mutates and not same_origin(request.scope, self.kit.settings):
+                changes = request.method not in NAVIGATION_METHODS
+                if changes and not same_origin(request.scope, self.kit.settings):
                     return refusal_json(Reason.CROSS_SITE_REQUEST)
-                caller = await caller_of(request, self.kit.gate)
-                if caller is None:
-                    return refusal_json(Reason.NOT_AUTHENTICATED)
-                return await handler(request, caller)
+                return await chosen(request)
             except Refused as exc:
                 return self._refused(exc.denied)
             except SMSError as exc:
@@ -200,8 +183,10 @@ class API:
 
         return endpoint
 
-    def _refused(self, denied: Denied, **extra: Any) -> JSONResponse:
-        return denied_json(denied, self.kit.clock(), extra=extra)
+    def _refused(
+        self, denied: Denied, *, members: list[schemas.Member] | None = None
+    ) -> JSONResponse:
+        return denied_json(denied, self.kit.clock(), members=members)
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 document of this API (public: it holds no user data)."""
@@ -213,45 +198,39 @@ class API:
         status = await self.flows.status(caller)
         enrolment = status.enrolment
         enforcement = status.enforcement
-        return answer(
-            {
-                "authenticated": True,
-                "enrolled": enrolment.enrolled,
-                "verified": status.verified,
-                "verified_method": status.method,
-                "methods": status.methods,
-                "recovery_codes_left": enrolment.recovery_codes_left,
-                "enrolment_pending": status.setup_pending,
-                "phone": None if enrolment.phone is None else mask_phone(enrolment.phone),
-                "phone_verified": enrolment.phone_verified_at is not None,
-                "enforcement": {
-                    "required": enforcement.required,
-                    "everyone": enforcement.everyone,
-                    "deadline": iso(enforcement.deadline),
-                    "sites": [
-                        {
-                            "id": site.id,
-                            "name": site.name,
-                            "deadline": iso(site.policy.requires_by()),
-                        }
-                        for site in enforcement.sites
-                    ],
-                },
-            }
+        sites = [
+            schemas.EnforcingSite(id=site.id, name=site.name, deadline=site.policy.requires_by())
+            for site in enforcement.sites
+        ]
+        return json_response(
+            schemas.Status(
+                authenticated=True,
+                enrolled=enrolment.enrolled,
+                verified=status.verified,
+                verified_method=status.method,
+                methods=status.methods,
+                recovery_codes_left=enrolment.recovery_codes_left,
+                enrolment_pending=status.setup_pending,
+                phone=None if enrolment.phone is None else mask_phone(enrolment.phone),
+                phone_verified=enrolment.phone_verified_at is not None,
+                enforcement=schemas.Enforcement(
+                    required=enforcement.required,
+                    everyone=enforcement.everyone,
+                    deadline=enforcement.deadline,
+                    sites=sites,
+                ),
+            )
         )
 
     async def sites(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.sites(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {
-                "sites": [
-                    site_json(m.site, owner=m.role is Role.OWNER) | {"role": m.role.value}
-                    for m in result
-                ]
-            }
-        )
+        sites = [
+            schemas.Membership(**site_fields(m.site, owner=m.role is Role.OWNER), role=m.role)
+            for m in result
+        ]
+        return json_response(schemas.Sites(sites=sites))
 
     async def site_members(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
@@ -259,60 +238,61 @@ class API:
         if isinstance(result, Denied):
             return self._refused(result)
         site, members = result
-        return answer({**site_json(site, owner=True), "members": [member_json(m) for m in members]})
+        return json_response(
+            schemas.SiteMembers(
+                **site_fields(site, owner=True), members=[member_model(m) for m in members]
+            )
+        )
 
     async def site_policy(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
-        data = await json_body(request)
-        enforce = boolean_field(data, "enforce")
-        grace_hours = grace_field(data, self.kit.settings.max_grace_hours)
+        change = await read_body(request, policy_change(self.kit.settings.max_grace_hours))
         result = await self.flows.set_site_policy(
-            caller, site_id, enforce=enforce, grace_hours=grace_hours
+            caller, site_id, enforce=change.enforce, grace_hours=change.grace_hours
         )
         if isinstance(result, Denied):
             return self._refused(result)
         if isinstance(result, MembersWithoutMFA):
             refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
-            return self._refused(refused, members=[member_json(m) for m in result.members])
-        return answer(site_json(result, owner=True))
+            members = [member_model(m) for m in result.members]
+            return self._refused(refused, members=members)
+        return json_response(schemas.Site(**site_fields(result, owner=True)))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.begin_setup(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {
-                "secret": result.secret,
-                "secret_grouped": result.grouped_secret,
-                "otpauth_uri": result.otpauth_uri,
-                "qr_svg": result.qr_svg,
-            }
+        return json_response(
+            schemas.Setup(
+                secret=result.secret,
+                secret_grouped=result.grouped_secret,
+                otpauth_uri=result.otpauth_uri,
+                qr_svg=result.qr_svg,
+            )
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.confirm_setup(caller, code)
+        body = await read_body(request, Code)
+        result = await self.flows.confirm_setup(caller, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer(
-            {"enrolled": True, "verified": True, "recovery_codes": list(result.recovery_codes)}
+        return json_response(
+            schemas.Enrolled(
+                enrolled=True, verified=True, recovery_codes=list(result.recovery_codes)
+            )
         )
 
     async def verify(self, request: Request, caller: Caller) -> Response:
-        data = await json_body(request)
-        method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
-        remember = boolean_field(data, "remember_device", default=False)
-        result = await self.flows.verify(caller, method, code, remember=remember)
+        body = await read_body(request, Verification)
+        remember = body.remember_device
+        result = await self.flows.verify(caller, body.method, body.code, remember=remember)
         if isinstance(result, Denied):
             return self._refused(result)
-        response = answer(
-            {
-                "verified": True,
-                "method": result.verified.method.value,
-                "device_remembered": remember,
-            }
+        response = json_response(
+            schemas.Verified(
+                verified=True, method=result.verified.method, device_remembered=remember
+            )
         )
         self.flows.set_device_cookie(response, result.remembered)
         return response
@@ -322,65 +302,63 @@ class API:
         result = await self.flows.devices(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"devices": [device_json(row) for row in result]})
+        return json_response(schemas.Devices(devices=result))
 
     async def forget_device(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.forget_device(caller, str(request.path_params["device"]))
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"forgotten": 1})
+        return json_response(schemas.Forgotten(forgotten=1))
 
     async def forget_devices(self, request: Request, caller: Caller) -> Response:
         result = await self.flows.forget_devices(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"forgotten": result})
+        return json_response(schemas.Forgotten(forgotten=result))
 
     async def recovery_codes(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.regenerate_recovery_codes(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"recovery_codes": result})
+        return json_response(schemas.RecoveryCodes(recovery_codes=result))
 
     async def disable(self, request: Request, caller: Caller) -> Response:
-        data = await json_body(request)
-        method = method_field(string_field(data, "method", default="totp"))
-        code = string_field(data, "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.disable(caller, method, code)
+        body = await read_body(request, MethodCode)
+        result = await self.flows.disable(caller, body.method, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"enrolled": False})
+        return json_response(schemas.Disabled(enrolled=False))
 
     async def revoke_sessions(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         result = await self.flows.revoke_other_sessions(caller)
         if isinstance(result, Denied):
             return self._refused(result)
-        return answer({"other_sessions_revoked": True})
+        return json_response(schemas.SessionsRevoked(other_sessions_revoked=True))
 
     async def phone(self, request: Request, caller: Caller) -> Response:
-        raw = string_field(await json_body(request), "phone")
-        return self._text_sent(await self.flows.register_phone(caller, raw))
+        body = await read_body(request, Phone)
+        return self._text_sent(await self.flows.register_phone(caller, body.phone))
 
     async def phone_verify(self, request: Request, caller: Caller) -> Response:
-        code = string_field(await json_body(request), "code", max_length=MAX_CODE_LENGTH)
-        result = await self.flows.verify_phone(caller, code)
+        body = await read_body(request, Code)
+        result = await self.flows.verify_phone(caller, body.code)
         if isinstance(result, Denied):
             return self._refused(result)
         enrolment = await self.kit.service.enrolment(caller.user_id)
         phone = None if enrolment.phone is None else mask_phone(enrolment.phone)
-        return answer({"phone": phone, "phone_verified": True})
+        return json_response(schemas.PhoneVerified(phone=phone, phone_verified=True))
 
     async def sms_send(self, request: Request, caller: Caller) -> Response:
-        await json_body(request)
+        await read_body(request, Empty)
         return self._text_sent(await self.flows.send_sign_in_code(caller))
 
     def _text_sent(self, result: TextSent | Denied) -> Response:
         if isinstance(result, Denied):
             return self._refused(result)
         expires_in = int(result.expires_at - self.kit.clock())
-        return answer(
-            {"sent": True, "phone": mask_phone(result.phone), "expires_in": expires_in},
-            status_code=202,
+        return json_response(
+            schemas.TextSent(sent=True, phone=mask_phone(result.phone), expires_in=expires_in),
+            202,
         )

@@ -19,6 +19,7 @@ from mfa_guard.services import Method, Setup, TextSent, Verified
 from mfa_guard.stores.base import Enrolment
 from mfa_guard.stores.devices import TrustedDevice
 from mfa_guard.stores.sites import Membership, Site
+from mfa_guard.web import schemas
 from mfa_guard.web.requests import Caller
 
 if TYPE_CHECKING:
@@ -49,19 +50,6 @@ class SignedIn:
 
     verified: Verified
     remembered: Remembered | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    """A remembered browser as the settings page and ``api/devices`` list it."""
-
-    id: str
-    name: str
-    created_at: float
-    last_used_at: float
-    expires_at: float
-    # The browser making this request.
-    current: bool
 
 
 def valid_id(value: str, longest: int) -> bool:
@@ -246,19 +234,19 @@ class Flows:
 
     # -- remembered browsers -------------------------------------------------------------------
 
-    async def devices(self, caller: Caller) -> list[DeviceRow] | Denied:
+    async def devices(self, caller: Caller) -> list[schemas.Device] | Denied:
         """The user's remembered browsers, most recently used first."""
         if (refused := await self.verified(caller)) is not None:
             return refused
         return await self.device_rows(caller)
 
-    async def device_rows(self, caller: Caller) -> list[DeviceRow]:
+    async def device_rows(self, caller: Caller) -> list[schemas.Device]:
         devices = self.kit.trusted_devices
         listed = [] if devices is None else await devices.trusted(caller.user_id)
         return [self._row(caller, device) for device in listed]
 
-    def _row(self, caller: Caller, device: TrustedDevice) -> DeviceRow:
-        return DeviceRow(
+    def _row(self, caller: Caller, device: TrustedDevice) -> schemas.Device:
+        return schemas.Device(
             id=device.id,
             name=device.name,
             created_at=device.created_at,

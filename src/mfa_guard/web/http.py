@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
@@ -13,6 +12,7 @@ from starlette.types import Scope
 from mfa_guard.core.policy import Decision
 from mfa_guard.errors import Denied, MFAGuardError, Reason, StoreUnavailable
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.web.schemas import Error, ErrorDetail, Member, json_response
 
 logger = logging.getLogger("mfa_guard")
 
@@ -32,17 +32,14 @@ def json_error(
     message: str,
     *,
     retry_after: int | None = None,
-    extra: dict[str, Any] | None = None,
+    members: list[Member] | None = None,
 ) -> JSONResponse:
-    """``{"error": {"code", "message", **extra}}``: ``extra`` carries what a client needs to act
-    on the refusal (the members still without 2FA)."""
-    headers = {"Cache-Control": "no-store"}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    error: dict[str, Any] = {"code": code, "message": message}
-    if extra:
-        error.update(extra)
-    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
+    """``{"error": {"code", "message"}}`` (the :class:`~mfa_guard.web.schemas.Error` model),
+    never cached; ``members`` tells who still lacks 2FA when that is the refusal."""
+    detail = ErrorDetail(code=code, message=message)
+    if members is not None:
+        detail = ErrorDetail(code=code, message=message, members=members)
+    return json_response(Error(error=detail), status_code, retry_after=retry_after)
 
 
 def report_failure(exc: MFAGuardError) -> None:
@@ -57,7 +54,7 @@ def report_failure(exc: MFAGuardError) -> None:
         logger.error("mfa_guard failed closed: %s", exc.message)
 
 
-def denied_json(denied: Denied, now: float, *, extra: dict[str, Any] | None = None) -> JSONResponse:
+def denied_json(denied: Denied, now: float, *, members: list[Member] | None = None) -> JSONResponse:
     """A refusal as the JSON API answers it: its row's status and code, its message (with the
     wait, from ``now``) and its ``Retry-After``."""
     return json_error(
@@ -65,7 +62,7 @@ def denied_json(denied: Denied, now: float, *, extra: dict[str, Any] | None = No
         denied.code,
         denied.message_at(now),
         retry_after=denied.retry_after(now),
-        extra=extra,
+        members=members,
     )
 
 

@@ -130,16 +130,3 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Refused(Reason.NOT_A_JSON_OBJECT)
     return data
-
-
-def string_field(
-    data: dict[str, Any], name: str, *, default: str | None = None, max_length: int | None = None
-) -> str:
-    value = data.get(name, default)
-    if value is None:
-        raise Refused(Reason.FIELD_REQUIRED, field=name)
-    if not isinstance(value, str):
-        raise Refused(Reason.FIELD_NOT_A_STRING, field=name)
-    if max_length is not None and len(value) > max_length:
-        raise Refused(Reason.FIELD_TOO_LONG, field=name, max_length=max_length)
-    return value

@@ -61,10 +61,9 @@ def _locale(language: str) -> Locale:
         return Locale.parse(i18n.DEFAULT_LANGUAGE)
 
 
-def human_date(timestamp: float, language: str, *, with_time: bool = False) -> str:
+def human_date(moment: datetime, language: str, *, with_time: bool = False) -> str:
     """A date as the page's language writes it ("5 Mar 2025", "5 mars 2025"); ``with_time``
     adds the time of day, in UTC ("5 Mar 2025, 14:07 UTC")."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
     locale = _locale(language)
     day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
     if not with_time:
@@ -74,13 +73,18 @@ def human_date(timestamp: float, language: str, *, with_time: bool = False) -> s
 
 
 @jinja2.pass_context
-def _date_filter(context: jinja2.runtime.Context, timestamp: float) -> str:
-    return human_date(timestamp, context["lang"])
+def _date_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+    return human_date(moment, context["lang"])
 
 
 @jinja2.pass_context
-def _date_time_filter(context: jinja2.runtime.Context, timestamp: float) -> str:
-    return human_date(timestamp, context["lang"], with_time=True)
+def _date_time_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+    return human_date(moment, context["lang"], with_time=True)
+
+
+def _iso_filter(moment: datetime) -> str | None:
+    """An instant as the JSON API writes it (``2026-11-27T20:45:00Z``)."""
+    return iso(moment.timestamp())
 
 
 @functools.cache
@@ -97,7 +101,7 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
     i18n.install(env)
     env.filters["human_date"] = _date_filter
     env.filters["human_date_time"] = _date_time_filter
-    env.filters["iso"] = iso
+    env.filters["iso"] = _iso_filter
     return Jinja2Templates(env=env)
 
 

@@ -14,10 +14,10 @@ from mfa_guard.errors import Denied, Reason
 from mfa_guard.services import concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
-from mfa_guard.web.flows import DeviceRow
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.base import PageBase, form_field, form_method
 from mfa_guard.web.requests import Caller
+from mfa_guard.web.schemas import Device
 
 # Echoed back into the form after a refusal; longer input is no phone number anyway.
 MAX_PHONE_ECHO = 64
@@ -114,7 +114,7 @@ class SettingsPages(PageBase):
         devices = self.kit.trusted_devices
         return None if devices is None else devices.settings.days
 
-    async def _remembered(self, caller: Caller) -> list[DeviceRow] | None:
+    async def _remembered(self, caller: Caller) -> list[Device] | None:
         """The settings page's list of remembered browsers (``None`` when there is none to
         show: trusted devices off, or the user has no 2FA)."""
         if self.kit.trusted_devices is None or not caller.marker.enrolled:
