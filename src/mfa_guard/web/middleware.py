@@ -108,11 +108,12 @@ class MFAGuardMiddleware:
             # The very marker let in before (the same values), of the same user, within its
             # window: let in again as it was then, wherever it goes. Anything else goes the
             # whole way: exempt paths, the marker read and checked, the decision.
+            session: Any = scope.get("session")
             try:
-                raw = scope["session"][SESSION_KEY]
+                raw = session[SESSION_KEY]
                 admitted = self._admitted.get(raw[2])
-            except (KeyError, IndexError, TypeError):
-                admitted = None
+            except (KeyError, IndexError, TypeError):  # no marker, or not one of ours
+                raw = admitted = None
             if (
                 admitted is not None
                 and admitted.user_id == user_id
@@ -130,14 +131,12 @@ class MFAGuardMiddleware:
                 path = path[len(root) :] or "/"
             if path in self._exempt or path.startswith(self._exempt_under):
                 return self.app(scope, receive, send)
-            session: Any = scope.get("session")
             if type(session) not in SESSION_TYPES:
                 try:
                     session = session_of(scope)
                 except ConfigurationError as exc:  # no session: the app is wired wrong
                     return self._misconfigured(scope, receive, send, exc)
             now = self._clock()
-            raw = session.get(SESSION_KEY)
             marker = Marker.load(raw, self._subject(user_id))
             if marker is None:
                 return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
