@@ -121,8 +121,8 @@ async def hot_path(report: Report, *, pairs: int, sessions: int) -> None:
     )
     report.note(
         f"{sessions:,} verified sessions each, requests drawn at random; the guard keeps no "
-        f"per-user cache, and remembers at most {ADMITTED_LIMIT:,} markers it let in (most of "
-        "these requests read and check theirs, hashing the user id)"
+        f"per-user cache, and remembers at most {ADMITTED_LIMIT:,} markers it let in twice "
+        "(most of these requests read and check theirs, hashing the user id)"
     )
     if calls:
         report.note(f"{calls} store and directory calls during the run, budget 0")

@@ -73,11 +73,12 @@ class MFAGuardMiddleware:
         self._exempt_under = tuple(prefix + "/" for prefix in prefixes)
         self._lifetime = settings.verified_lifetime_seconds
         self._recheck = settings.recheck_seconds
-        # By nonce: each session of a user has its own marker. A marker is remembered the
-        # second time it is let in; the first time, only its nonce is (a string, which the
-        # garbage collector does not track). An entry is three objects it does track (the
-        # entry, the copy of the list, the Marker), and a process meeting a new session on
-        # every request spent more collecting them than checking the markers.
+        # By nonce: each session of a user has its own marker. A marker read from the session
+        # and let in is remembered the second time; the first time, only its nonce is noted (a
+        # string, which the garbage collector does not track). An entry is three objects it
+        # does track (the entry, the copy of the list, the Marker), and a process meeting a new
+        # session on every request spent more collecting them than checking the markers. A
+        # marker a re-check or a remembered browser wrote is read by the next request.
         self._admitted: dict[str, Admitted] = {}
         self._seen: set[str] = set()
         # Until a request has shown the app wired right, the identity is read through the
@@ -105,11 +106,12 @@ class MFAGuardMiddleware:
             # The very marker let in before (the same values), of the same user, within its
             # window: let in again as it was then, wherever it goes. Anything else goes the
             # whole way: exempt paths, the marker read and checked, the decision.
+            session: Any = scope.get("session")
             try:
-                raw = scope["session"][SESSION_KEY]
+                raw = session[SESSION_KEY]
                 admitted = self._admitted.get(raw[2])
-            except (KeyError, IndexError, TypeError):
-                admitted = None
+            except (KeyError, IndexError, TypeError):  # no marker, or not one of ours
+                raw = admitted = None
             if (
                 admitted is not None
                 and admitted.user_id == user_id
@@ -118,7 +120,51 @@ class MFAGuardMiddleware:
             ):
                 scope[MARKER_SCOPE_KEY] = admitted.marker
                 return self.app(scope, receive, send)
-            return self._guard(scope, receive, send, user_id)
+            # The whole way, here rather than in a method: a marker read for the first time
+            # takes it (every request, in a process meeting more sessions than it keeps), and a
+            # method call cost it about 1 % of a request.
+            path: str = scope["path"]  # app_path(scope), inlined
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :] or "/"
+            if path in self._exempt or path.startswith(self._exempt_under):
+                return self.app(scope, receive, send)
+            if type(session) not in SESSION_TYPES:
+                try:
+                    session = session_of(scope)
+                except ConfigurationError as exc:  # no session: the app is wired wrong
+                    return self._misconfigured(scope, receive, send, exc)
+            now = self._clock()
+            marker = Marker.load(raw, self._subject(user_id))
+            if marker is None:
+                return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
+            # Fresh and allowed is the window admitted_until gives (a property test holds
+            # them equal): one call where is_stale and decide would be two. Outside it, the
+            # marker is stale, or refused.
+            until = admitted_until(marker, self._recheck, self._lifetime)
+            if until is not None and marker.checked_at <= now < until:
+                # Remembered the second time it is read and let in; the first, only its nonce.
+                nonce = marker.nonce
+                seen = self._seen
+                if nonce in seen:
+                    remembered = self._admitted
+                    if len(remembered) >= ADMITTED_LIMIT:
+                        remembered.clear()
+                    remembered[nonce] = Admitted(
+                        list(raw), user_id, marker.checked_at, until, marker
+                    )
+                else:
+                    if len(seen) >= ADMITTED_LIMIT:
+                        seen.clear()
+                    seen.add(nonce)
+                scope[MARKER_SCOPE_KEY] = marker
+                return self.app(scope, receive, send)
+            if marker.is_stale(now, self._recheck):
+                return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
+            decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
+            return self._refuse_or_admit(
+                scope, receive, send, decision, session, user_id, marker, now
+            )
         if scope["type"] == "lifespan":
             return self._start(scope, receive, send)
         return self.app(scope, receive, send)
@@ -140,59 +186,6 @@ class MFAGuardMiddleware:
                 await send({"type": "lifespan.startup.failed", "message": exc.message})
             raise
         await self.app(scope, receive, send)
-
-    def _guard(self, scope: Scope, receive: Receive, send: Send, user_id: str) -> Awaitable[None]:
-        # app_path(scope), inlined.
-        path: str = scope["path"]
-        root = scope.get("root_path")
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
-        if path in self._exempt or path.startswith(self._exempt_under):
-            return self.app(scope, receive, send)
-        session: Any = scope.get("session")
-        if type(session) not in SESSION_TYPES:
-            try:
-                session = session_of(scope)
-            except ConfigurationError as exc:  # no session: the app is wired wrong
-                return self._misconfigured(scope, receive, send, exc)
-        now = self._clock()
-        raw = session.get(SESSION_KEY)
-        marker = Marker.load(raw, self._subject(user_id))
-        if marker is None:
-            return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
-        # Fresh and allowed is the window admitted_until gives (a property test holds them
-        # equal): one call where is_stale and decide would be two. Outside it, the marker is
-        # stale, or refused.
-        until = admitted_until(marker, self._recheck, self._lifetime)
-        if until is not None and marker.checked_at <= now < until:
-            self._remember(raw, user_id, marker, until)
-            scope[MARKER_SCOPE_KEY] = marker
-            return self.app(scope, receive, send)
-        if marker.is_stale(now, self._recheck):
-            return self._recheck_then_admit(scope, receive, send, session, user_id, marker, now)
-        decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
-        return self._refuse_or_admit(scope, receive, send, decision, session, user_id, marker, now)
-
-    def _admit(self, raw: list[Any], user_id: str, marker: Marker) -> None:
-        """Remembers a marker let in after a re-check or by a remembered browser."""
-        until = admitted_until(marker, self._recheck, self._lifetime)
-        if until is not None:
-            self._remember(raw, user_id, marker, until)
-
-    def _remember(self, raw: list[Any], user_id: str, marker: Marker, until: float) -> None:
-        """A marker let in, as the session holds it: its nonce the first time, the whole of it
-        (admitted until ``until``) the second."""
-        nonce = marker.nonce
-        seen = self._seen
-        if nonce not in seen:
-            if len(seen) >= ADMITTED_LIMIT:
-                seen.clear()
-            seen.add(nonce)
-            return
-        admitted = self._admitted
-        if len(admitted) >= ADMITTED_LIMIT:
-            admitted.clear()
-        admitted[nonce] = Admitted(list(raw), user_id, marker.checked_at, until, marker)
 
     async def _recheck_then_admit(
         self,
@@ -216,8 +209,6 @@ class MFAGuardMiddleware:
                 scope, receive, send, decision, session, user_id, marker, now
             )
             return
-        # As the session now holds it, and the browser will send it back.
-        self._admit(session[SESSION_KEY], user_id, marker)
         scope[MARKER_SCOPE_KEY] = marker
         await self.app(scope, receive, send)
 
@@ -242,7 +233,6 @@ class MFAGuardMiddleware:
                 await self._unavailable(scope, receive, send, exc)
                 return
             if admitted is not None:
-                self._admit(session[SESSION_KEY], user_id, admitted)
                 scope[MARKER_SCOPE_KEY] = admitted
                 await self.app(scope, receive, send)
                 return
