@@ -1,4 +1,4 @@
-"""Bad input as tables (SECURITY.md checklist item 1), one of each kind for every endpoint that
+"""Bad input as tables (docs/security.md checklist item 1), one of each kind for every endpoint that
 reads it: bodies that are no small JSON object, fields that cannot be a code, and forms that
 cannot be read or carry no code. Each body is one request's content and content type; a form's
 ``TOKEN_PLACEHOLDER`` becomes the session's CSRF token."""

@@ -40,7 +40,7 @@ def browser() -> Iterator[Browser]:
         yield chromium
 
 
-# -- no secret in any log (SECURITY.md "logs", issue 5; tests/log_guard.py) ---------------------
+# -- no secret in any log (docs/security.md "logs"; tests/log_guard.py) ---------------------
 
 _log_guard = LogGuard()
 

@@ -1,4 +1,4 @@
-"""No secret reaches a log, in any test of the suite (SECURITY.md "logs", issue 5).
+"""No secret reaches a log, in any test of the suite (docs/security.md "logs").
 
 :func:`install` does two things for the whole test session, through a ``MonkeyPatch``:
 

@@ -1,4 +1,4 @@
-"""Scenario helpers shared by the SECURITY.md checklist tests: put a session in a state, read a
+"""Scenario helpers shared by the docs/security.md checklist tests: put a session in a state, read a
 page's CSRF token, draw a code no step accepts, take a snapshot of what a refused request must
 leave as it was, and check the shape of a refusal."""
 

@@ -1,4 +1,4 @@
-"""SECURITY.md checklist item 8: ``next=`` is only ever a same-origin path (ASVS 5.1.5)."""
+"""docs/security.md checklist item 8: ``next=`` is only ever a same-origin path (ASVS 5.1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RFC 4226 / RFC 6238 vectors and the TOTP rules (SECURITY.md: TOTP, clock skew)."""
+"""RFC 4226 / RFC 6238 vectors and the TOTP rules (docs/security.md: TOTP, clock skew)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clickjacking in a real browser (finding 7 of the security review, issue 15): Chromium shows
+"""Clickjacking in a real browser (found by a security review): Chromium shows
 another site's frame of an app page, and refuses to show the kit's, whose own style still applies
 at a phone's and a desktop's width."""
 

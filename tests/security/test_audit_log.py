@@ -1,6 +1,6 @@
-"""The audit log (SECURITY.md "logs"): a failed second factor is a warning event that names no
-code, and a value in a line, whatever it holds, stays one field of it (finding 8 of the security
-review, issue 15)."""
+"""The audit log (docs/security.md "logs"): a failed second factor is a warning event that names no
+code, and a value in a line, whatever it holds, stays one field of it (found by a security
+review)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def test_a_failed_second_factor_is_a_warning_event_naming_no_code(
     assert secret not in caplog.text
 
 
-# -- the audit log: a value is one field, whatever it holds (finding 8) ---------------------------
+# -- the audit log: a value is one field, whatever it holds ---------------------------
 
 # logfmt as log shippers read it: key=value, or key="value" with \" and \\ inside.
 ESCAPES = {"t": "\t", "r": "\r", "n": "\n"}

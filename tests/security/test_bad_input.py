@@ -1,4 +1,4 @@
-"""SECURITY.md checklist item 1: bad input to every endpoint is a 4xx with a message, never a 500,
+"""Checklist item 1: bad input to every endpoint is a 4xx with a message, never a 500,
 and it changes nothing: no enrolment, no audit event, no failed attempt counted. Here the JSON
 API's code endpoints and the forms; the SMS endpoints in test_bad_input_sms.py, the site
 endpoints in test_bad_input_sites.py, the tables they share in tests/bad_input.py."""

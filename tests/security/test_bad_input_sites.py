@@ -1,4 +1,4 @@
-"""SECURITY.md checklist item 1 for the site endpoints: a policy that is no policy and a site id
+"""Checklist item 1 for the site endpoints: a policy that is no policy and a site id
 no directory has are refused with a 4xx and a message, never a 500, and change nothing."""
 
 from __future__ import annotations

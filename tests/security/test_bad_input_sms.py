@@ -1,4 +1,4 @@
-"""SECURITY.md checklist item 1 for the SMS endpoints (JSON and forms): bad input is a 4xx with a
+"""Checklist item 1 for the SMS endpoints (JSON and forms): bad input is a 4xx with a
 message, never a 500; it sends no text, counts no failed attempt and changes nothing. And
 checklist item 9 for them: a post from another site or a GET sends nothing."""
 

@@ -1,5 +1,5 @@
-"""What a session with the password only may read (finding 5 of the security review, issue 15,
-and SECURITY.md checklist 10): its own status and the API's document, nothing else; the members
+"""What a session with the password only may read (found by a security review,
+and docs/security.md checklist 10): its own status and the API's document, nothing else; the members
 list of a site it owns neither."""
 
 from __future__ import annotations

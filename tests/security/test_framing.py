@@ -1,4 +1,4 @@
-"""Framing (finding 7 of the security review, issue 15): no page of the kit can be put in another
+"""Framing (found by a security review): no page of the kit can be put in another
 site's frame, in any state of the session, unless the ``frame_ancestors`` setting names the
 origins that may; a setting that is no source list is refused. In Chromium:
 tests/e2e/test_clickjacking.py."""

@@ -1,4 +1,4 @@
-"""Lockout without denial of service (SECURITY.md "lockout abuse", docs/security.md).
+"""Lockout without denial of service (docs/security.md "lockout abuse", docs/security.md).
 
 Wrong codes are counted per account in two budgets: codes (authenticator app and text message)
 and recovery codes. An attacker who holds the password and uses one budget up leaves the owner
@@ -184,7 +184,7 @@ async def test_a_burst_of_wrong_codes_spends_only_the_attempts_that_were_checked
     account_on_defaults: Account,
 ) -> None:
     """95 wrong codes at once: 5 are checked, 90 refused, and the refused ones count nowhere,
-    neither in the hour, the day nor the failures in a row (issue 15: they did, and an hour
+    neither in the hour, the day nor the failures in a row (they did, and an hour
     later the right code met a lock of a year)."""
     account = account_on_defaults
     async with account.session() as attacker, account.session() as owner:

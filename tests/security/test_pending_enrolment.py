@@ -1,5 +1,5 @@
-"""A pending authenticator key belongs to the session that asked for it (finding 2 of the security
-review, issue 15), told as the attack was made over HTTP with two clients: another session of the
+"""A pending authenticator key belongs to the session that asked for it (found by a security
+review), told as the attack was made over HTTP with two clients: another session of the
 user is not shown the key and cannot confirm it, and the newest set-up replaces an older one.
 
 The stories run on the memory store, SQLite and PostgreSQL: the fixes live in the stores too."""

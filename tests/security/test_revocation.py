@@ -1,6 +1,6 @@
 """Revocation: "sign out my other sessions" ends the verified state of every other session
 within the re-check interval, and the session that asked stays verified; and a phone change in
-flight dies with it (finding 1 of the security review, issue 15, told as the attack was made,
+flight dies with it (found by a security review, told as the attack was made,
 on the memory store, SQLite and PostgreSQL: the fix lives in the stores too)."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ async def test_the_settings_page_signs_out_the_other_sessions() -> None:
         assert "Déconnecter mes autres sessions" in french.text
 
 
-# -- a revocation voids a phone change in flight (finding 1) -------------------------------------
+# -- a revocation voids a phone change in flight -------------------------------------
 
 
 async def test_a_revoked_session_cannot_finish_the_phone_change_it_started(

@@ -1,4 +1,4 @@
-"""Secrets (SECURITY.md "secrets at rest", and where each secret comes from): every secret the kit
+"""Secrets ("secrets at rest", and where each secret comes from): every secret the kit
 draws comes from ``secrets``; the database holds no TOTP key, recovery code or texted code in the
 clear; a new encryption key put first opens the old secrets and seals the new ones; a secret no
 configured key opens fails closed."""
@@ -39,7 +39,7 @@ def test_every_secret_the_kit_draws_comes_from_the_secrets_module(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """TOTP keys, SMS codes and recovery codes are drawn from ``secrets`` (the operating
-    system's CSPRNG), in the sizes SECURITY.md asks for."""
+    system's CSPRNG), in the sizes the requirements ask for."""
     drawn: list[bytes] = []
     token_bytes = secrets.token_bytes
 
@@ -72,7 +72,7 @@ def test_every_secret_the_kit_draws_comes_from_the_secrets_module(
     monkeypatch.setattr(secrets, "choice", first_choice)
     codes = recovery.generate()
     assert codes == ["aaaa-aaaa-aaaa-aaaa"] * 10
-    # Sixteen draws from 32 symbols per code: 80 bits, over the 64 SECURITY.md asks for.
+    # Sixteen draws from 32 symbols per code: 80 bits, over the 64 the requirements ask for.
     assert len(alphabets) == 16 * 10
     assert {len(set(a)) for a in alphabets} == {32}
 

@@ -1,4 +1,4 @@
-"""The session cookie (SECURITY.md "sessions", checklist 10): completing the second factor gives
+"""The session cookie ("sessions", checklist 10): completing the second factor gives
 the session a new nonce, and a cookie the client rewrote, without the app's secret, is no
 session."""
 

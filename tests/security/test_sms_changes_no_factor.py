@@ -1,7 +1,6 @@
-"""A text-message code signs in; it changes no factor (finding 4 of the security review,
-issue 15), told as the attack was made over HTTP: a session verified by text mints no recovery
-codes, moves no phone and cannot turn 2FA off; turning 2FA off and an admin reset forget the
-number.
+"""A text-message code signs in; it changes no factor (found by a security review), told as the
+attack was made over HTTP: a session verified by text mints no recovery codes, moves no phone
+and cannot turn 2FA off; turning 2FA off and an admin reset forget the number.
 
 The stories run on the memory store, SQLite and PostgreSQL: the fixes live in the stores too."""
 

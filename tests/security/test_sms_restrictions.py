@@ -1,4 +1,4 @@
-"""SMS is restricted and cannot be pumped (SECURITY.md "SMS is restricted", "SMS pumping",
+"""SMS is restricted and cannot be pumped (docs/security.md "SMS is restricted", "SMS pumping",
 checklist 6): off by default, a code lives ten minutes at most, every spelling of one number
 shares its send limit, and one number gets at most ten texts a day whoever asks."""
 
@@ -57,7 +57,7 @@ async def test_every_spelling_of_one_number_shares_its_send_limit() -> None:
     assert [message.to for message in outbox.messages] == [MOBILE]
 
 
-# -- a number gets at most ten texts a day (finding 6) -------------------------------------------
+# -- a number gets at most ten texts a day -------------------------------------------
 
 
 async def test_one_number_gets_at_most_ten_texts_a_day_whoever_asks() -> None:

@@ -1,4 +1,4 @@
-"""TOTP as every authenticator app does it (SECURITY.md "TOTP", checklist 4): an app on its
+"""TOTP as every authenticator app does it (docs/security.md "TOTP", checklist 4): an app on its
 defaults (RFC 6238 written out here, independent of the kit) enrols and signs in, and no time the
 client gives moves the server's clock."""
 

@@ -1,4 +1,4 @@
-"""Outages (SECURITY.md checklist 12): a rate-limit or store backend that goes down while requests
+"""Outages (checklist 12): a rate-limit or store backend that goes down while requests
 run fails closed with a generic 503, loses nothing, and the same app recovers once it is back;
 with Redis down, no text is sent.
 

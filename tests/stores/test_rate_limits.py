@@ -130,7 +130,7 @@ async def test_budgets_of_one_user_are_counted_apart(uri: str) -> None:
         await codes.aclose()
 
 
-# -- a refused attempt counts nowhere (issue 15, finding 3) --------------------------------------
+# -- a refused attempt counts nowhere  --------------------------------------
 
 
 @pytest.mark.parametrize("uri", ["memory://", pytest.param("redis", marks=pytest.mark.redis)])

@@ -1,4 +1,4 @@
-"""SECURITY.md checklist item 9: a form needs this session's token and a post from this site;
+"""docs/security.md checklist item 9: a form needs this session's token and a post from this site;
 a JSON post is refused when the browser says it comes from another site; GET changes nothing."""
 
 from __future__ import annotations

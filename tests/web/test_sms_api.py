@@ -1,5 +1,5 @@
 """SMS codes over the JSON API: phone registration, SMS sign-in, and the send limits that stop
-SMS pumping, each refusing before the provider is called (SECURITY.md checklist 5 and 6)."""
+SMS pumping, each refusing before the provider is called (docs/security.md checklist 5 and 6)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ async def test_a_number_that_cannot_get_texts_is_refused_before_sending(
     assert sms_app.sent() == 0
 
 
-# Mobiles that share a calling code with an allowed country, and are not it (issue 15: the
+# Mobiles that share a calling code with an allowed country, and are not it (the
 # allow-list went by calling code, so +1 let the Caribbean in and +44 the Crown Dependencies).
 SHARED_CODE_MOBILES = [
     pytest.param("+1 876 210 1234", id="jamaica"),
@@ -740,7 +740,7 @@ async def test_a_country_taken_off_the_allow_list_gets_no_more_texts() -> None:
     async with after.client() as client:
         await sign_in(client)
         refused = await send(client)
-    # Every pumping limit, the country allow-list included, answers 429 (SECURITY.md item 6).
+    # Every pumping limit, the country allow-list included, answers 429 (checklist 6).
     assert refused.status_code == 429
     assert error_code(refused) == "sms_country_not_allowed"
     assert int(refused.headers["retry-after"]) >= 1
