@@ -55,18 +55,22 @@ messages: $(STAMP)
 
 # The suite's core again, on the lowest versions pyproject.toml allows for the package and every
 # extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor
-# can lie: settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits on Redis,
-# FastAPI, SMS providers, the CLI, and the package installed bare (tests/test_packaging.py). The
-# `test` group comes on top at its newest versions, held to those floors.
+# can lie: the pure rules, settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits
+# on Redis, FastAPI, SMS providers, the CLI, and the package installed bare
+# (tests/e2e/test_packaging.py). The `test` group comes on top at its newest versions, held to
+# those floors.
 LOWEST_VENV := .venv-lowest
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 LOWEST_EXTRAS := sql,postgres,redis,twilio,fastapi,demo
-LOWEST_TESTS := tests/test_packaging.py tests/test_settings.py tests/test_stores.py \
-	tests/test_sites_store.py tests/test_devices_store.py tests/test_pages.py tests/test_csrf.py \
-	tests/test_bad_input.py tests/test_ratelimit.py tests/test_lockout.py tests/test_fastapi.py \
-	tests/test_sms.py tests/test_sms_providers.py tests/test_cli.py tests/test_i18n.py \
-	tests/test_devices.py tests/test_totp.py tests/test_core.py tests/test_docs.py \
-	tests/test_wiring.py tests/test_tokens.py
+LOWEST_TESTS := tests/core \
+	tests/stores/test_mfa_store.py tests/stores/test_site_directory.py \
+	tests/stores/test_device_store.py tests/stores/test_rate_limits.py \
+	tests/web/test_settings.py tests/web/test_pages.py tests/web/test_csrf.py \
+	tests/web/test_fastapi.py tests/web/test_sms_api.py tests/web/test_sms_providers.py \
+	tests/web/test_cli.py tests/web/test_i18n.py tests/web/test_trusted_devices.py \
+	tests/web/test_docs.py tests/web/test_wiring.py tests/web/test_tokens.py \
+	tests/security/test_bad_input.py tests/security/test_lockout.py \
+	tests/e2e/test_packaging.py
 
 $(LOWEST_VENV)/.installed: $(STAMP) pyproject.toml
 	rm -rf $(LOWEST_VENV)
@@ -91,8 +95,8 @@ bench: $(STAMP)
 # at 1280 px and, as *-phone.png, 390 px; team.png, devices.png; enrol-everyone.png: the app-wide
 # banner).
 screenshots: $(STAMP)
-	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py \
-		tests/test_everyone.py::test_the_app_wide_banner_in_chromium
+	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_browser_story.py \
+		tests/e2e/test_everyone_demo.py::test_the_app_wide_banner_in_chromium
 
 # The sdist and the wheel (pure Python, built from the sdist) in dist/, checked by twine (the
 # metadata PyPI would show). The tools get a venv of their own: twine's packaging and the redis

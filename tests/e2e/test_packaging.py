@@ -241,6 +241,16 @@ def test_the_lowest_versions_run_covers_every_extra() -> None:
     assert re.search(r"^test: .*\bpytest-lowest\b", makefile, re.MULTILINE)
 
 
+def test_every_path_the_lowest_versions_run_names_exists() -> None:
+    # A path left behind by a move would make that run collect nothing (pytest exits 5).
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"^LOWEST_TESTS := ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert match
+    paths = match.group(1).replace("\\\n", " ").split()
+    assert len(paths) > 10
+    assert [path for path in paths if not (ROOT / path).exists()] == []
+
+
 def test_redis_py_stays_below_the_major_version_limits_supports() -> None:
     # limits' redis storage declares redis<8; the extra and the tests' client say the same.
     for requirements in (EXTRAS["redis"], PYPROJECT["dependency-groups"]["test"]):
