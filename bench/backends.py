@@ -6,7 +6,8 @@
   rate limits in Redis database 13 (emptied before and after).
 
 Between the verifies, the floor under them: PostgreSQL alone, and a verify's two turns on asyncpg
-and redis-py alone (:class:`NoKitTurns`), on the backend's own connections.
+and redis-py alone (:class:`NoKitTurns`), on the backend's own connections; the same two turns
+through SQLAlchemy's async Core, for information.
 
 Calls are counted at two levels: the methods of the store and of the ``limits`` storage (every
 public coroutine method, patched on the class for the length of a figure; calls they make to
@@ -23,6 +24,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -191,6 +193,9 @@ _NO_KIT_UPDATE = (
     "AND secret IS NOT NULL AND confirmed_at IS NOT NULL "
     "AND (last_step IS NULL OR last_step < $2)"
 )
+# The same two statements for SQLAlchemy, with its named parameters (``:p1`` for ``$1``).
+_SA_SELECT = text(re.sub(r"\$(\d)", r":p\1", _NO_KIT_SELECT))
+_SA_UPDATE = text(re.sub(r"\$(\d)", r":p\1", _NO_KIT_UPDATE))
 
 
 @dataclass
@@ -198,7 +203,8 @@ class NoKitTurns:
     """A verify's critical path on the drivers alone, on the PostgreSQL + Redis backend's own
     connections: ``asyncio.gather`` of a one-row asyncpg SELECT and a redis-py pipeline of
     ``EVALSHA`` (limits' ``acquire_moving_window.lua``, loaded once) on as many keys, with the
-    same arguments, as the kit's failure budget; then a committed one-row UPDATE."""
+    same arguments, as the kit's failure budget; then a committed one-row UPDATE. The same
+    turns through SQLAlchemy's async Core as well (:meth:`measure_sqlalchemy`)."""
 
     store: SQLStore
     client: redis.asyncio.Redis
@@ -242,28 +248,60 @@ class NoKitTurns:
         return cls(store, client, sha, windows)
 
     async def measure(self) -> float:
-        """Seconds for the two turns, from the first call made to the commit's answer."""
-        self.step += 1
+        """Seconds for the two turns on asyncpg, from the first call made to the commit's
+        answer, on one pooled connection taken before the clock starts."""
         raw = await self.store.engine.raw_connection()
         try:
             driver = raw.driver_connection
             assert driver is not None
-            started = perf_counter()
-            pipeline = self.client.pipeline(transaction=False)
-            now = time()
-            for key, amount, expiry in self.windows:
-                pipeline.evalsha(self.sha, 1, key, now, amount, expiry, 1)
-            row, taken = await asyncio.gather(
-                driver.fetchrow(_NO_KIT_SELECT, NO_KIT_USER), pipeline.execute()
-            )
-            status = await driver.execute(_NO_KIT_UPDATE, NO_KIT_USER, self.step)
-            ended = perf_counter()
+
+            async def update(step: int) -> int:
+                status: str = await driver.execute(_NO_KIT_UPDATE, NO_KIT_USER, step)
+                # asyncpg answers with the command tag: ``UPDATE 1``.
+                return int(status.rpartition(" ")[2])
+
+            return await self._turns(lambda: driver.fetchrow(_NO_KIT_SELECT, NO_KIT_USER), update)
         finally:
             await greenlet_spawn(raw.close)
+
+    async def measure_sqlalchemy(self) -> float:
+        """The same two turns through SQLAlchemy's async Core alone, as the kit's store runs a
+        statement on its own (``Database.run``): each statement on a connection of the store's
+        engine (the kit's engine options and pool) in autocommit, checked out for it and
+        returned after it, inside the timing."""
+        engine = self.store.engine.execution_options(isolation_level="AUTOCOMMIT")
+        params = {"p1": NO_KIT_USER}
+
+        async def select() -> Any:
+            async with engine.connect() as conn:
+                return (await conn.execute(_SA_SELECT, params)).first()
+
+        async def update(step: int) -> int:
+            async with engine.connect() as conn:
+                return (await conn.execute(_SA_UPDATE, {**params, "p2": step})).rowcount
+
+        return await self._turns(select, update)
+
+    async def _turns(
+        self,
+        select: Callable[[], Coroutine[Any, Any, Any]],
+        update: Callable[[int], Coroutine[Any, Any, int]],
+    ) -> float:
+        """``select`` together with the failure windows' pipeline, then ``update``: seconds
+        from the first call made to the commit's answer; the keys are cleared after."""
+        self.step += 1
+        started = perf_counter()
+        pipeline = self.client.pipeline(transaction=False)
+        now = time()
+        for key, amount, expiry in self.windows:
+            pipeline.evalsha(self.sha, 1, key, now, amount, expiry, 1)
+        row, taken = await asyncio.gather(select(), pipeline.execute())
+        count = await update(self.step)
+        ended = perf_counter()
         await self.client.delete(*(key for key, _, _ in self.windows))
         expect(row is not None, "the bench's own row was not read")
         expect(taken == [1] * len(self.windows), f"the bench's slots were refused: {taken}")
-        expect(status == "UPDATE 1", f"the bench's step was not accepted: {status}")
+        expect(count == 1, f"the bench's step was not accepted: {count} rows updated")
         return ended - started
 
 

@@ -148,6 +148,8 @@ class Floor:
     commits: list[float] = field(default_factory=list)
     # A verify's two turns on asyncpg and redis-py alone (NoKitTurns).
     turns: list[float] = field(default_factory=list)
+    # The same two turns through SQLAlchemy's async Core on the store's engine (information).
+    sqlalchemy_turns: list[float] = field(default_factory=list)
     redis_keys: int = 0
 
 
@@ -173,10 +175,12 @@ async def measure(
         trace.clear()
         select, commit = await postgres_floor(servers.backend.store, USER)
         turns = await no_kit.measure()
+        sqlalchemy_turns = await no_kit.measure_sqlalchemy()
         if round_ >= warmup:
             floor.selects.append(select)
             floor.commits.append(commit)
             floor.turns.append(turns)
+            floor.sqlalchemy_turns.append(sqlalchemy_turns)
     return floor
 
 
@@ -202,6 +206,23 @@ def report_floor(report: Report, floor: Floor, mem: Subject, pg: Subject) -> Non
         f"{_ms(turns_p50)} (SELECT ‖ Redis pipeline of {floor.redis_keys} EVALSHA, then "
         f"committed UPDATE), plus memory's p50 {_ms(p50_mem)} without its backends' own "
         f"{_ms(own_p50)}"
+    )
+    sqlalchemy_p50 = percentile(floor.sqlalchemy_turns, 0.5)
+    on_sqlalchemy = p50_mem - own_p50 + sqlalchemy_p50
+    report.add(
+        Line(
+            "verify p50, PostgreSQL + Redis / SQLAlchemy",
+            f"{p50_pg / on_sqlalchemy:.2f} ({_ms(p50_pg)} / {_ms(on_sqlalchemy)} SQLAlchemy "
+            f"floor); SQLAlchemy floor / no-kit floor {on_sqlalchemy / lowest:.2f}",
+            "",
+            Verdict.INFO,
+        )
+    )
+    report.note(
+        "the SQLAlchemy floor: the same two turns through SQLAlchemy's async Core on the "
+        "store's engine, each statement on its own autocommit connection (engine.connect()) "
+        f"as the store runs one, p50 {_ms(sqlalchemy_p50)} ({sqlalchemy_p50 / turns_p50:.2f} times "
+        "the drivers alone), plus the same share of memory's verify"
     )
     select_p50, commit_p50 = percentile(floor.selects, 0.5), percentile(floor.commits, 0.5)
     report.note(
