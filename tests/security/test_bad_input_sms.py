@@ -193,6 +193,25 @@ BAD_FORM_PHONES = [
 SMS_FORMS = ["/mfa/sms", "/mfa/settings/phone", "/mfa/settings/phone/verify"]
 
 
+async def assert_form_refused_with_nothing_spent(
+    guarded: GuardedApp,
+    client: httpx.AsyncClient,
+    outbox: OutboxSMS,
+    path: str,
+    bad: Form,
+    status_code: int,
+) -> None:
+    """A verified session posts ``bad`` to ``path``: the page refuses it with ``status_code``, and
+    nothing changed, no text was sent and no attempt was counted."""
+    await get_ready(guarded, client)
+    token = await page_token(client, State.VERIFIED)
+    sent = len(outbox.messages)
+    before = await snapshot(guarded, client)
+    assert_refused_page(await client.post(path, **bad.request(token)), status_code)
+    assert await snapshot(guarded, client) == before
+    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+
+
 @pytest.mark.parametrize(("bad", "status_code"), BAD_FORM_ENVELOPES)
 @pytest.mark.parametrize("path", SMS_FORMS)
 async def test_an_sms_form_that_cannot_be_read_is_refused_without_a_text(
@@ -203,41 +222,25 @@ async def test_an_sms_form_that_cannot_be_read_is_refused_without_a_text(
     bad: Form,
     status_code: int,
 ) -> None:
-    await get_ready(guarded, client)
-    token = await page_token(client, State.VERIFIED)
-    sent = len(outbox.messages)
-    before = await snapshot(guarded, client)
-    assert_refused_page(await client.post(path, **bad.request(token)), status_code)
-    assert await snapshot(guarded, client) == before
-    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+    await assert_form_refused_with_nothing_spent(guarded, client, outbox, path, bad, status_code)
 
 
 @pytest.mark.parametrize("bad", BAD_FORM_CODES)
 async def test_the_phone_check_form_shows_a_bad_code_again_and_counts_no_attempt(
     guarded: GuardedApp, client: httpx.AsyncClient, outbox: OutboxSMS, bad: Form
 ) -> None:
-    await get_ready(guarded, client)
-    token = await page_token(client, State.VERIFIED)
-    sent = len(outbox.messages)
-    before = await snapshot(guarded, client)
-    response = await client.post("/mfa/settings/phone/verify", **bad.request(token))
-    assert_refused_page(response, 422)
-    assert await snapshot(guarded, client) == before
-    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+    await assert_form_refused_with_nothing_spent(
+        guarded, client, outbox, "/mfa/settings/phone/verify", bad, 422
+    )
 
 
 @pytest.mark.parametrize("bad", BAD_FORM_PHONES)
 async def test_the_phone_form_shows_a_bad_number_again_without_a_text(
     guarded: GuardedApp, client: httpx.AsyncClient, outbox: OutboxSMS, bad: Form
 ) -> None:
-    await get_ready(guarded, client)
-    token = await page_token(client, State.VERIFIED)
-    sent = len(outbox.messages)
-    before = await snapshot(guarded, client)
-    response = await client.post("/mfa/settings/phone", **bad.request(token))
-    assert_refused_page(response, 400)
-    assert await snapshot(guarded, client) == before
-    await assert_nothing_was_spent(guarded, client, outbox, True, sent)
+    await assert_form_refused_with_nothing_spent(
+        guarded, client, outbox, "/mfa/settings/phone", bad, 400
+    )
 
 
 # -- SMS posts from another site, and GETs (checklist 9) ---------------------------------------
