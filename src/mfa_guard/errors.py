@@ -94,6 +94,42 @@ class Reason(Enum):
     TRUSTED_DEVICES_DISABLED = Refusal(
         "trusted_devices_disabled", 409, "Remembering a browser is not offered here."
     )
+    AUTHENTICATOR_NOT_FOUND = Refusal(
+        "authenticator_not_found", 404, "There is no such authenticator on your account."
+    )
+    INVALID_NAME = Refusal(
+        "invalid_input",
+        400,
+        "A name is 1 to %(max_length)s characters, without control characters.",
+    )
+    # A WebAuthn credential registers once, for one account (WebAuthn 7.1 step 22).
+    AUTHENTICATOR_ALREADY_REGISTERED = Refusal(
+        "authenticator_already_registered",
+        409,
+        "This passkey or security key is already registered.",
+    )
+    PASSKEYS_DISABLED = Refusal(
+        "passkeys_disabled", 409, "Passkeys and security keys are not offered here."
+    )
+    NO_PASSKEY = Refusal("no_passkey", 409, "There is no passkey or security key on this account.")
+    WEBAUTHN_REJECTED = Refusal(
+        "webauthn_rejected",
+        422,
+        "The passkey or security key could not be verified. Try again, or use another way.",
+    )
+    WEBAUTHN_CHALLENGE_EXPIRED = Refusal(
+        "webauthn_challenge_expired",
+        422,
+        "This request expired or was already answered. Try again.",
+    )
+    # The authenticator's signature counter did not go up: it may have been cloned (WebAuthn
+    # 6.1.1); the assertion is refused.
+    WEBAUTHN_COUNTER_REGRESSED = Refusal(
+        "webauthn_counter_regressed",
+        422,
+        "This security key's counter went backwards: it may have been copied. Sign in another "
+        "way and remove it.",
+    )
 
     # -- the session: who asks, and how recently they verified ----------------------------------
     NOT_AUTHENTICATED = Refusal("not_authenticated", 401, "Sign in first.")
@@ -127,6 +163,11 @@ class Reason(Enum):
         "mfa_reauthentication_required",
         401,
         "Confirm a current code (POST api/verify) before changing your phone number.",
+    )
+    RECENT_MFA_FOR_FACTORS = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "Confirm a current code (POST api/verify) before changing your second factors.",
     )
     REAUTHENTICATION_REQUIRED = Refusal(
         "mfa_reauthentication_required",

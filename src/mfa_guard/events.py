@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     DEVICE_TRUSTED = "device_trusted"
     DEVICE_RECOGNISED = "device_recognised"
     DEVICE_REVOKED = "device_revoked"
+    AUTHENTICATOR_ADDED = "authenticator_added"
+    AUTHENTICATOR_RENAMED = "authenticator_renamed"
+    AUTHENTICATOR_REMOVED = "authenticator_removed"
 
 
 _WARNINGS = frozenset(

@@ -47,6 +47,8 @@ class Notice(StrEnum):
     LOCKED_OUT = "locked_out"
     ADMIN_RESET = "admin_reset"
     DEVICE_TRUSTED = "device_trusted"
+    AUTHENTICATOR_ADDED = "authenticator_added"
+    AUTHENTICATOR_REMOVED = "authenticator_removed"
 
 
 _NOTICES = {
@@ -58,6 +60,8 @@ _NOTICES = {
     EventKind.LOCKED_OUT: Notice.LOCKED_OUT,
     EventKind.ADMIN_RESET: Notice.ADMIN_RESET,
     EventKind.DEVICE_TRUSTED: Notice.DEVICE_TRUSTED,
+    EventKind.AUTHENTICATOR_ADDED: Notice.AUTHENTICATOR_ADDED,
+    EventKind.AUTHENTICATOR_REMOVED: Notice.AUTHENTICATOR_REMOVED,
 }
 
 _TEXTS = {
@@ -70,6 +74,11 @@ _TEXTS = {
         "Too many wrong codes were entered for your account; sign-in is paused for a while."
     ),
     Notice.ADMIN_RESET: "An administrator turned off two-factor authentication for your account.",
+    Notice.AUTHENTICATOR_ADDED: (
+        "A second factor (an authenticator app, a passkey or a security key) was added to your "
+        "account. Remove it on your security settings page if it was not you."
+    ),
+    Notice.AUTHENTICATOR_REMOVED: "A second factor was removed from your account.",
     Notice.DEVICE_TRUSTED: (
         "A browser was remembered for your account: it skips the second step when signing in. "
         "Forget it on your security settings page if it was not you."

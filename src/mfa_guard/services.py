@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
@@ -30,7 +31,14 @@ from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import SMSError, SMSProvider
-from mfa_guard.stores.base import Enrolment, MFAStore, SMSChallenge, SMSPurpose
+from mfa_guard.stores.base import (
+    Authenticator,
+    Enrolment,
+    FactorKind,
+    MFAStore,
+    SMSChallenge,
+    SMSPurpose,
+)
 from mfa_guard.stores.sites import SiteDirectory
 
 logger = logging.getLogger("mfa_guard")
@@ -57,6 +65,40 @@ class Method(StrEnum):
     TOTP = "totp"
     RECOVERY = "recovery"
     SMS = "sms"
+    # A passkey or security key: an assertion, not a code (MFAService.verify_passkey).
+    WEBAUTHN = "webauthn"
+
+
+# The longest name a user may give an authenticator.
+MAX_NAME = 64
+DEFAULT_NAMES = {FactorKind.TOTP: "Authenticator app", FactorKind.WEBAUTHN: "Security key"}
+
+
+def new_authenticator_id() -> str:
+    """A new authenticator's public id: 16 URL-safe characters (96 random bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def clean_name(raw: str) -> str | None:
+    """A name the user gave, trimmed; ``None`` if it is empty, longer than :data:`MAX_NAME` or
+    holds a control character."""
+    name = " ".join(raw.split())
+    if not 0 < len(name) <= MAX_NAME or not name.isprintable():
+        return None
+    return name
+
+
+def default_name(enrolment: Enrolment, kind: FactorKind, base: str | None = None) -> str:
+    """``base`` (the kind's usual name), numbered when the user already has one so called:
+    "Authenticator app", "Authenticator app 2", ..."""
+    base = base or DEFAULT_NAMES[kind]
+    taken = {a.name for a in enrolment.authenticators}
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base} {number}" in taken:
+        number += 1
+    return f"{base} {number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +127,14 @@ class Setup:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """A code accepted: how, the user's epoch now, and the recovery codes a new enrolment
-    shows once."""
+    """A code accepted: how, the user's epoch now, the recovery codes a new enrolment shows
+    once, and the authenticator a set-up added."""
 
     method: Method
     epoch: int
     recovery_codes: tuple[str, ...] = ()
+    # The authenticator a set-up added.
+    authenticator: Authenticator | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +277,11 @@ class MFAService:
     ) -> Setup | Denied:
         """A new pending secret with its URI and QR code, bound to ``session`` (the session's
         nonce): only that session is shown it and may confirm it. The newest set-up wins: it
-        replaces an unconfirmed one, whichever session began that."""
+        replaces an unconfirmed one, whichever session began that. An enrolled user sets up
+        another authenticator app this way (the kit's routes ask for a recent second factor
+        first)."""
         enrolment = await self.enrolment(user_id)
-        if enrolment.enrolled:
-            return Denied(Reason.ALREADY_ENROLLED)
-        if self._require_phone and enrolment.phone_verified_at is None:
+        if self._require_phone and not enrolment.enrolled and enrolment.phone_verified_at is None:
             return Denied(Reason.PHONE_REQUIRED)
         secret = totp.new_secret()
         await self.store.begin_enrolment(
@@ -251,7 +295,7 @@ class MFAService:
         again; another session's is never shown."""
         enrolment = await self.enrolment(user_id)
         pending = enrolment.pending_secret
-        if enrolment.enrolled or pending is None or not self.setup_pending(enrolment, session):
+        if pending is None or not self.setup_pending(enrolment, session):
             return None
         return self.setup_view(self._box.decrypt(pending), account)
 
@@ -279,16 +323,24 @@ class MFAService:
         return Setup(secret=secret, otpauth_uri=uri, qr_svg=svg)
 
     async def confirm_setup(
-        self, user_id: str, raw_code: str, ip: str | None, *, session: str
+        self,
+        user_id: str,
+        raw_code: str,
+        ip: str | None,
+        *,
+        session: str,
+        name: str | None = None,
+        epoch: int | None = None,
     ) -> Verified | Denied:
-        """Activates the pending secret ``session`` began with its first valid code; returns
-        the recovery codes. Another session's set-up is no set-up here."""
+        """Adds the authenticator app ``session`` set up, with its first valid code, under
+        ``name`` (the kind's usual name when ``None``). The user's first factor turns 2FA on
+        and comes with the recovery codes (returned, shown once); another one is added only
+        while the user's epoch is still ``epoch`` (the one the asking session verified at).
+        Another session's set-up is no set-up here."""
         code = totp.normalise_code(raw_code, self._params.digits)
         if code is None:
             return Denied(Reason.INVALID_CODE)
         enrolment = await self.enrolment(user_id)
-        if enrolment.enrolled:
-            return Denied(Reason.ALREADY_ENROLLED)
         if enrolment.pending_secret is None or not self.setup_pending(enrolment, session):
             return Denied(Reason.NO_PENDING_ENROLMENT)
         if (locked := await self._acquire(user_id, ip)) is not None:
@@ -299,17 +351,98 @@ class MFAService:
         if step is None:
             await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.TOTP, ip)
             return Denied(Reason.INVALID_CODE)
-        codes = recovery.generate()
-        hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes, self._recovery_kdf)
-        epoch = await self.store.confirm_enrolment(
-            user_id, enrolment.pending_secret, step=step, recovery=hashed, now=now
+        app = Authenticator(
+            id=new_authenticator_id(),
+            kind=FactorKind.TOTP,
+            name=name or default_name(enrolment, FactorKind.TOTP),
+            created_at=now,
+            last_used_at=now,
+            secret=enrolment.pending_secret,
+            last_step=step,
         )
-        if epoch is None:
-            return Denied(Reason.CONFLICT)
+        added = await self._add(
+            enrolment, app, ip, pending_secret=enrolment.pending_secret, epoch=epoch
+        )
+        if isinstance(added, Denied):
+            return added
         self._qr_codes.forget(secret)
         await self._forget_failures(user_id)
-        await self._emit(EventKind.ENROLLED, user_id, Method.TOTP, ip)
-        return Verified(Method.TOTP, epoch, tuple(codes))
+        return Verified(Method.TOTP, added[0], added[1], authenticator=app)
+
+    async def _add(
+        self,
+        enrolment: Enrolment,
+        authenticator: Authenticator,
+        ip: str | None,
+        *,
+        pending_secret: str | None = None,
+        epoch: int | None,
+    ) -> tuple[int, tuple[str, ...]] | Denied:
+        """Stores a new authenticator: the user's first comes with recovery codes (returned),
+        another needs the user's epoch to be ``epoch`` still. The new epoch, and the codes."""
+        user_id = enrolment.user_id
+        codes: list[str] = []
+        hashed = None
+        if not enrolment.enrolled:
+            codes = recovery.generate()
+            hashed = await anyio.to_thread.run_sync(recovery.hash_set, codes, self._recovery_kdf)
+        new_epoch = await self.store.add_authenticator(
+            user_id,
+            authenticator,
+            now=authenticator.created_at,
+            recovery=hashed,
+            pending_secret=pending_secret,
+            expected_epoch=None if hashed is not None else epoch,
+        )
+        if new_epoch is None:
+            return Denied(Reason.CONFLICT)
+        kind = EventKind.ENROLLED if hashed is not None else EventKind.AUTHENTICATOR_ADDED
+        await self._emit(kind, user_id, Method(authenticator.kind.value), ip)
+        return new_epoch, tuple(codes)
+
+    async def rename_authenticator(
+        self, user_id: str, authenticator_id: str, raw_name: str, ip: str | None
+    ) -> Authenticator | Denied:
+        """Gives one of the user's authenticators a new name."""
+        name = clean_name(raw_name)
+        if name is None:
+            return Denied(Reason.INVALID_NAME, params={"max_length": MAX_NAME})
+        if not await self.store.rename_authenticator(user_id, authenticator_id, name):
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        await self._emit(EventKind.AUTHENTICATOR_RENAMED, user_id, None, ip)
+        found = (await self.enrolment(user_id)).authenticator(authenticator_id)
+        return found if found is not None else Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+
+    async def remove_authenticator(
+        self, user_id: str, authenticator_id: str, ip: str | None, *, epoch: int
+    ) -> int | Denied:
+        """Removes one of the user's authenticators (the kit's routes ask for a recent second
+        factor first); returns the new epoch, which every other session must verify again at.
+        The last one turns 2FA off, under the rules of :meth:`disable`: refused while the app
+        or a site of the user requires 2FA. ``epoch`` is the one the asking session verified
+        at: a change since (a revocation) wins."""
+        enrolment = await self.enrolment(user_id)
+        removed = enrolment.authenticator(authenticator_id)
+        if removed is None:
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        method = Method(removed.kind.value)
+        if len(enrolment.authenticators) == 1:
+            refused = await self._may_turn_off(user_id, method, ip)
+            if refused is not None:
+                return refused
+            if enrolment.epoch != epoch:
+                return Denied(Reason.CONFLICT)
+            # Turning 2FA off removes whatever the user holds by then, as disable does.
+            turned_off = await self.store.disable(user_id)
+            await self._emit(EventKind.DISABLED, user_id, method, ip)
+            return turned_off
+        new_epoch = await self.store.remove_authenticator(
+            user_id, authenticator_id, expected_epoch=epoch
+        )
+        if new_epoch is None:
+            return Denied(Reason.CONFLICT)
+        await self._emit(EventKind.AUTHENTICATOR_REMOVED, user_id, method, ip)
+        return new_epoch
 
     async def verify(
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
@@ -328,14 +461,14 @@ class MFAService:
         enrolment, locked = await concurrently(
             self.enrolment(user_id), self._acquire(user_id, ip, method)
         )
-        if not enrolment.enrolled or enrolment.secret is None:
+        if not enrolment.enrolled:
             return Denied(Reason.NOT_ENROLLED)
         if method is Method.SMS and not self.sms_offered(enrolment):
             return Denied(Reason.SMS_DISABLED if self.sms is None else Reason.NO_VERIFIED_PHONE)
         if locked is not None:
             return locked
         if method is Method.TOTP:
-            outcome = await self._check_totp(enrolment, enrolment.secret, code)
+            outcome = await self._check_totp(enrolment, code)
         elif method is Method.SMS:
             outcome = await self._check_text(user_id, SMSPurpose.SIGN_IN, code, session)
         else:
@@ -355,13 +488,20 @@ class MFAService:
         await self._emit(EventKind.VERIFIED, user_id, method, ip)
         return Verified(method, enrolment.epoch)
 
-    async def _check_totp(self, enrolment: Enrolment, secret: str, code: str) -> Denied | None:
-        step = totp.matching_step(self._box.decrypt(secret), self._params, code, self._clock())
-        if step is None:
-            return Denied(Reason.INVALID_CODE)
-        if not await self.store.accept_step(enrolment.user_id, step):
+    async def _check_totp(self, enrolment: Enrolment, code: str) -> Denied | None:
+        """The code of one of the user's apps, each with its own replay step: the first app
+        whose window holds the code takes it."""
+        now = self._clock()
+        for app in enrolment.apps:
+            if app.secret is None:
+                continue
+            step = totp.matching_step(self._box.decrypt(app.secret), self._params, code, now)
+            if step is None:
+                continue
+            if await self.store.accept_step(enrolment.user_id, app.id, step, now):
+                return None
             return Denied(Reason.CODE_ALREADY_USED)
-        return None
+        return Denied(Reason.INVALID_CODE)
 
     async def _check_recovery(self, enrolment: Enrolment, code: str) -> Denied | None:
         if enrolment.recovery is None or not enrolment.recovery.hashes:
@@ -492,9 +632,22 @@ class MFAService:
         The phone goes too. Refused, before the code is checked, for ``sms``, while the app
         requires 2FA of every account, and while a site of the user enforces it (deadline passed
         or not)."""
-        if method.value not in STRONG_METHODS:
+        if method.value not in STRONG_METHODS or method is Method.WEBAUTHN:
             # Like an unknown method: refused as asked, before anything is read or counted.
+            # (A passkey turns 2FA off by removing the last authenticator, after a step-up.)
             return Denied(Reason.STRONG_FACTOR_REQUIRED)
+        if (refused := await self._may_turn_off(user_id, method, ip)) is not None:
+            return refused
+        outcome = await self.verify(user_id, method, raw_code, ip, session=session)
+        if isinstance(outcome, Denied):
+            return outcome
+        epoch = await self.store.disable(user_id)
+        await self._emit(EventKind.DISABLED, user_id, method, ip)
+        return epoch
+
+    async def _may_turn_off(self, user_id: str, method: Method, ip: str | None) -> Denied | None:
+        """Refused while the app requires 2FA of everyone or a site of the user enforces it
+        (deadline passed or not)."""
         if self.everyone_required:
             await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
             return Denied(Reason.REQUIRED_FOR_EVERYONE)
@@ -502,12 +655,7 @@ class MFAService:
         if enforcing:
             await self._emit(EventKind.DISABLE_REFUSED, user_id, method, ip)
             return Denied(Reason.ENFORCED_BY_SITE, params={"names": ", ".join(enforcing)})
-        outcome = await self.verify(user_id, method, raw_code, ip, session=session)
-        if isinstance(outcome, Denied):
-            return outcome
-        epoch = await self.store.disable(user_id)
-        await self._emit(EventKind.DISABLED, user_id, method, ip)
-        return epoch
+        return None
 
     async def revoke_other_sessions(self, user_id: str, ip: str | None) -> int | Denied:
         """Ends the verified state of every session of the user (at its next re-check): the

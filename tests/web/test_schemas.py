@@ -133,6 +133,14 @@ async def walk(ga: GuardedApp, outbox: OutboxSMS, recorder: Recorder) -> None:
         ga.clock.advance(30)
         await agent.post("/mfa/api/verify", json={"code": ga.code(secret)})
         await agent.post("/mfa/api/recovery-codes", json={})
+        apps = (await agent.get("/mfa/api/authenticators")).json()["authenticators"]
+        await agent.patch(f"/mfa/api/authenticators/{apps[0]['id']}", json={"name": "Phone"})
+        await agent.patch("/mfa/api/authenticators/nope", json={"name": "Phone"})
+        await agent.patch(f"/mfa/api/authenticators/{apps[0]['id']}", json={"name": "\u0007"})
+        second = (await agent.post("/mfa/api/totp/setup", json={})).json()["secret"]
+        await agent.post("/mfa/api/totp/confirm", json={"code": ga.code(second), "name": "Tab"})
+        apps = (await agent.get("/mfa/api/authenticators")).json()["authenticators"]
+        await agent.delete(f"/mfa/api/authenticators/{apps[1]['id']}")
         await agent.get("/mfa/api/sites")
         await agent.get("/mfa/api/sites/acme/members")  # not the owner
         await agent.get("/mfa/api/sites/nope/members")
@@ -219,13 +227,15 @@ def wrong_values(max_grace_hours: int) -> list[object]:
 
 # A body each model accepts, and where to send it.
 VALID_BODIES: dict[type[schemas.RequestBody], list[tuple[str, str]]] = {
-    schemas.Code: [("/mfa/api/totp/confirm", "post"), ("/mfa/api/phone/verify", "post")],
+    schemas.Code: [("/mfa/api/phone/verify", "post")],
+    schemas.NamedCode: [("/mfa/api/totp/confirm", "post")],
+    schemas.Naming: [("/mfa/api/authenticators/x", "patch")],
     schemas.MethodCode: [("/mfa/api/disable", "post")],
     schemas.Verification: [("/mfa/api/verify", "post")],
     schemas.Phone: [("/mfa/api/phone", "post")],
     schemas.PolicyChange: [("/mfa/api/sites/acme/policy", "put")],
 }
-BASE: dict[str, Any] = {"code": "123456", "phone": MOBILE, "enforce": False}
+BASE: dict[str, Any] = {"code": "123456", "phone": MOBILE, "enforce": False, "name": "Key"}
 
 
 def bodies(model: type[schemas.RequestBody], max_grace_hours: int) -> Iterator[dict[str, Any]]:
@@ -297,7 +307,11 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
         await sign_in(agent, "agent@acme.test")
         for template, item in document["paths"].items():
             for method, operation in item.items():
-                path = template.replace("{site}", "acme").replace("{device}", "x")
+                path = (
+                    template.replace("{site}", "acme")
+                    .replace("{device}", "x")
+                    .replace("{authenticator}", "x")
+                )
                 for parameter in operation.get("parameters", []):
                     for _, limit in limits(parameter["schema"]):
                         long = template.replace("{" + parameter["name"] + "}", "x" * (limit + 1))
@@ -330,6 +344,9 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
         ("/mfa/api/sites/{site}/policy", "grace_hours", max_grace_hours),
         ("/mfa/api/sites/{site}/members", "site", 255),
         ("/mfa/api/devices/{device}", "device", 64),
+        ("/mfa/api/totp/confirm", "name", 64),
+        ("/mfa/api/authenticators/{authenticator}", "name", 64),
+        ("/mfa/api/authenticators/{authenticator}", "authenticator", 64),
     }
 
 

@@ -21,12 +21,14 @@ from typing import Any, NamedTuple
 
 # 2: a JSON array, and a keyed BLAKE2b subject (1 was an object with an HMAC-SHA256 subject).
 VERSION = 2
-# "device": verified by a remembered browser (mfa_guard.devices).
-METHODS = ("totp", "recovery", "sms", "device")
-# What may change the factors themselves (turn 2FA off, new recovery codes, a new phone): the
-# authenticator app or a recovery code. A texted code signs in and no more, SMS being the
-# restricted fallback (NIST SP 800-63B 5.1.3.3); a remembered browser asked for no code at all.
-STRONG_METHODS = ("totp", "recovery")
+# "device": verified by a remembered browser (mfa_guard.devices); "webauthn": by a passkey or
+# a security key.
+METHODS = ("totp", "recovery", "sms", "device", "webauthn")
+# What may change the factors themselves (turn 2FA off, new recovery codes, a new phone, add or
+# remove an authenticator): an authenticator app, a passkey or security key, or a recovery code.
+# A texted code signs in and no more, SMS being the restricted fallback (NIST SP 800-63B
+# 5.1.3.3); a remembered browser asked for no code at all.
+STRONG_METHODS = ("totp", "recovery", "webauthn")
 # The subject: 18 bytes (144 bits) of keyed BLAKE2b, as 36 hex digits.
 SUBJECT_BYTES = 18
 
@@ -70,7 +72,8 @@ class Marker(NamedTuple):
     secret): its user as a keyed hash (``subject``), a random ``nonce`` (new at each
     verification), when the stores were last read for it (``checked_at``) and the user's
     ``epoch`` then, whether the user is ``enrolled``, when and how this session verified
-    (``verified_at``; ``method``: ``totp``, ``recovery``, ``sms`` or ``device``), and from when
+    (``verified_at``; ``method``: ``totp``, ``recovery``, ``sms``, ``device`` or
+    ``webauthn``), and from when
     the app or a site of the user requires 2FA of them (``enrol_by``).
 
     ``guard.session_marker(scope)`` reads a request's; the kit alone writes it."""

@@ -9,12 +9,15 @@ from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import TESTING_COST, RecoveryCodeSet
 from mfa_guard.stores.base import (
+    Authenticator,
+    CeremonyPurpose,
     Enrolment,
     FactorStatus,
     MFAStore,
     SMSChallenge,
     SMSPurpose,
     StoredSecrets,
+    WebAuthnChallenge,
 )
 from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
 
@@ -74,17 +77,66 @@ class CountingStore:
         self.calls["begin_enrolment"] += 1
         await self.inner.begin_enrolment(user_id, pending_secret, binding=binding)
 
-    async def confirm_enrolment(
-        self, user_id: str, pending_secret: str, *, step: int, recovery: RecoveryCodeSet, now: float
+    async def add_authenticator(
+        self,
+        user_id: str,
+        authenticator: Authenticator,
+        *,
+        now: float,
+        recovery: RecoveryCodeSet | None = None,
+        pending_secret: str | None = None,
+        expected_epoch: int | None = None,
     ) -> int | None:
-        self.calls["confirm_enrolment"] += 1
-        return await self.inner.confirm_enrolment(
-            user_id, pending_secret, step=step, recovery=recovery, now=now
+        self.calls["add_authenticator"] += 1
+        return await self.inner.add_authenticator(
+            user_id,
+            authenticator,
+            now=now,
+            recovery=recovery,
+            pending_secret=pending_secret,
+            expected_epoch=expected_epoch,
         )
 
-    async def accept_step(self, user_id: str, step: int) -> bool:
+    async def accept_step(self, user_id: str, authenticator_id: str, step: int, now: float) -> bool:
         self.calls["accept_step"] += 1
-        return await self.inner.accept_step(user_id, step)
+        return await self.inner.accept_step(user_id, authenticator_id, step, now)
+
+    async def accept_assertion(
+        self, user_id: str, authenticator_id: str, sign_count: int, now: float
+    ) -> bool:
+        self.calls["accept_assertion"] += 1
+        return await self.inner.accept_assertion(user_id, authenticator_id, sign_count, now)
+
+    async def rename_authenticator(self, user_id: str, authenticator_id: str, name: str) -> bool:
+        self.calls["rename_authenticator"] += 1
+        return await self.inner.rename_authenticator(user_id, authenticator_id, name)
+
+    async def remove_authenticator(
+        self, user_id: str, authenticator_id: str, *, expected_epoch: int | None = None
+    ) -> int | None:
+        self.calls["remove_authenticator"] += 1
+        return await self.inner.remove_authenticator(
+            user_id, authenticator_id, expected_epoch=expected_epoch
+        )
+
+    async def start_webauthn_challenge(
+        self, user_id: str, challenge: WebAuthnChallenge, now: float
+    ) -> None:
+        self.calls["start_webauthn_challenge"] += 1
+        await self.inner.start_webauthn_challenge(user_id, challenge, now)
+
+    async def consume_webauthn_challenge(
+        self,
+        user_id: str,
+        purpose: CeremonyPurpose,
+        challenge_hash: str,
+        binding: str,
+        now: float,
+    ) -> bool:
+        self.calls["consume_webauthn_challenge"] += 1
+        return await self.inner.consume_webauthn_challenge(
+            user_id, purpose, challenge_hash, binding, now
+        )
 
     async def use_recovery_code(self, user_id: str, code_hash: str) -> bool:
         self.calls["use_recovery_code"] += 1

@@ -21,10 +21,12 @@ from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
 from mfa_guard.services import TextSent
+from mfa_guard.services import Verified as ServiceVerified
+from mfa_guard.stores.base import Authenticator
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
-from mfa_guard.web.flows import MAX_SITE_ID, Flows, valid_id
+from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_SITE_ID, Flows, valid_id
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     denied_json,
@@ -38,6 +40,8 @@ from mfa_guard.web.schemas import (
     Code,
     Empty,
     MethodCode,
+    NamedCode,
+    Naming,
     Phone,
     Verification,
     json_response,
@@ -68,6 +72,15 @@ def site_param(request: Request) -> str:
     return site_id
 
 
+def authenticator_param(request: Request) -> str:
+    """The authenticator id of the path; one no store can hold is the same 404 as an unknown
+    one, before the body is read."""
+    authenticator_id = str(request.path_params["authenticator"])
+    if not valid_id(authenticator_id, MAX_AUTHENTICATOR_ID):
+        raise Refused(Reason.AUTHENTICATOR_NOT_FOUND)
+    return authenticator_id
+
+
 def site_fields(site: Site, *, owner: bool) -> dict[str, Any]:
     """What :class:`~mfa_guard.web.schemas.Site` holds of a site: who last changed its policy
     is told to its owners only."""
@@ -80,6 +93,18 @@ def site_fields(site: Site, *, owner: bool) -> dict[str, Any]:
         **told,
     )
     return {"id": site.id, "name": site.name, "policy": described}
+
+
+def authenticator_model(authenticator: Authenticator) -> schemas.Authenticator:
+    return schemas.Authenticator(
+        id=authenticator.id,
+        kind=authenticator.kind,
+        name=authenticator.name,
+        created_at=authenticator.created_at,
+        last_used_at=authenticator.last_used_at,
+        transports=list(authenticator.transports),
+        backed_up=authenticator.backed_up,
+    )
 
 
 def member_model(member: MemberStatus) -> schemas.Member:
@@ -113,6 +138,9 @@ class API:
             ("get", "/sites"): signed_in(self.sites),
             ("get", "/sites/{site}/members"): signed_in(self.site_members),
             ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("get", "/authenticators"): signed_in(self.authenticators),
+            ("patch", "/authenticators/{authenticator}"): signed_in(self.rename_authenticator),
+            ("delete", "/authenticators/{authenticator}"): signed_in(self.remove_authenticator),
             ("get", "/devices"): signed_in(self.devices),
             ("delete", "/devices"): signed_in(self.forget_devices),
             ("delete", "/devices/{device}"): signed_in(self.forget_device),
@@ -209,6 +237,7 @@ class API:
                 verified=status.verified,
                 verified_method=status.method,
                 methods=status.methods,
+                authenticators=[authenticator_model(a) for a in enrolment.authenticators],
                 recovery_codes_left=enrolment.recovery_codes_left,
                 enrolment_pending=status.setup_pending,
                 phone=None if enrolment.phone is None else mask_phone(enrolment.phone),
@@ -273,15 +302,46 @@ class API:
         )
 
     async def totp_confirm(self, request: Request, caller: Caller) -> Response:
-        body = await read_body(request, Code)
-        result = await self.flows.confirm_setup(caller, body.code)
+        body = await read_body(request, NamedCode)
+        result = await self.flows.confirm_setup(caller, body.code, body.name)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return self._enrolled(result)
+
+    def _enrolled(self, result: ServiceVerified) -> Response:
+        assert result.authenticator is not None  # a set-up's result names what it added
+        return json_response(
+            schemas.Enrolled(
+                enrolled=True,
+                verified=True,
+                recovery_codes=list(result.recovery_codes),
+                authenticator=authenticator_model(result.authenticator),
+            )
+        )
+
+    async def authenticators(self, request: Request, caller: Caller) -> Response:
+        """The user's second factors, oldest first."""
+        result = await self.flows.authenticators(caller)
         if isinstance(result, Denied):
             return self._refused(result)
         return json_response(
-            schemas.Enrolled(
-                enrolled=True, verified=True, recovery_codes=list(result.recovery_codes)
-            )
+            schemas.Authenticators(authenticators=[authenticator_model(a) for a in result])
         )
+
+    async def rename_authenticator(self, request: Request, caller: Caller) -> Response:
+        authenticator_id = authenticator_param(request)
+        body = await read_body(request, Naming)
+        result = await self.flows.rename_authenticator(caller, authenticator_id, body.name)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(authenticator_model(result))
+
+    async def remove_authenticator(self, request: Request, caller: Caller) -> Response:
+        authenticator_id = authenticator_param(request)
+        result = await self.flows.remove_authenticator(caller, authenticator_id)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(schemas.Removed(enrolled=caller.marker.enrolled))
 
     async def verify(self, request: Request, caller: Caller) -> Response:
         body = await read_body(request, Verification)

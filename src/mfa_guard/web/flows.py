@@ -15,8 +15,8 @@ from starlette.responses import Response
 from mfa_guard.devices import Remembered, token_hash
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
-from mfa_guard.services import Method, Setup, TextSent, Verified
-from mfa_guard.stores.base import Enrolment
+from mfa_guard.services import MAX_NAME, Method, Setup, TextSent, Verified, clean_name
+from mfa_guard.stores.base import Authenticator, Enrolment
 from mfa_guard.stores.devices import TrustedDevice
 from mfa_guard.stores.sites import Membership, Site
 from mfa_guard.web import schemas
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 MAX_SITE_ID = 255
 # Device ids are 16 characters; anything much longer is no device.
 MAX_DEVICE_ID = 64
+# Authenticator ids too.
+MAX_AUTHENTICATOR_ID = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,14 @@ class Flows:
     async def status(self, caller: Caller) -> Status:
         enrolment = await self.service.enrolment(caller.user_id)
         verified = caller.is_verified() and enrolment.enrolled
-        methods = ["totp", "recovery"] if enrolment.enrolled else []
+        # Strongest first: a passkey, the app, then the fallbacks.
+        methods = []
+        if enrolment.keys:
+            methods.append("webauthn")
+        if enrolment.apps:
+            methods.append("totp")
+        if enrolment.enrolled:
+            methods.append("recovery")
         if self.service.sms_offered(enrolment):
             methods.append("sms")
         if self.kit.sites is None:
@@ -125,6 +134,10 @@ class Flows:
     # -- enrolment and second factors ----------------------------------------------------------
 
     async def begin_setup(self, caller: Caller) -> Setup | Denied:
+        """A new authenticator app: the user's first, or another one after a recent strong
+        second factor."""
+        if (refused := await self._adding(caller)) is not None:
+            return refused
         return await self.service.begin_setup(
             caller.user_id,
             self.kit.account_name(caller.scope),
@@ -138,13 +151,85 @@ class Flows:
             caller.user_id, self.kit.account_name(caller.scope), session=caller.marker.nonce
         )
 
-    async def confirm_setup(self, caller: Caller, code: str) -> Verified | Denied:
-        """2FA on with the set-up's first code: the session is verified by it."""
+    async def confirm_setup(
+        self, caller: Caller, code: str, name: str | None = None
+    ) -> Verified | Denied:
+        """The set-up's app added with its first code. The first one turns 2FA on and verifies
+        the session; another one keeps the session verified under the new epoch (every other
+        session verifies again)."""
+        if name is not None and (name := clean_name(name)) is None:
+            return Denied(Reason.INVALID_NAME, params={"max_length": MAX_NAME})
+        if (refused := await self._adding(caller)) is not None:
+            return refused
+        first = not caller.marker.enrolled
         result = await self.service.confirm_setup(
-            caller.user_id, code, caller.ip, session=caller.marker.nonce
+            caller.user_id,
+            code,
+            caller.ip,
+            session=caller.marker.nonce,
+            name=name,
+            epoch=caller.marker.epoch,
         )
-        if not isinstance(result, Denied):
+        if isinstance(result, Denied):
+            if result.reason is Reason.CONFLICT:
+                await caller.recheck()
+            return result
+        await self._factor_added(caller, result, first=first)
+        return result
+
+    async def _adding(self, caller: Caller) -> Denied | None:
+        """Before an authenticator is added: nothing for a user without 2FA; else the session
+        verified recently with a strong factor."""
+        return await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)
+
+    async def _factor_added(self, caller: Caller, result: Verified, *, first: bool) -> None:
+        if first:
             caller.mark_verified(result.method.value, result.epoch)
+            return
+        caller.adopt_epoch(result.epoch)
+        # The epoch moved: every remembered browser must enter a code again.
+        await self.forget_browsers(caller)
+
+    # -- the user's authenticators -------------------------------------------------------------
+
+    async def authenticators(self, caller: Caller) -> list[Authenticator] | Denied:
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        return list((await self.service.enrolment(caller.user_id)).authenticators)
+
+    async def rename_authenticator(
+        self, caller: Caller, authenticator_id: str, name: str
+    ) -> Authenticator | Denied:
+        if not valid_id(authenticator_id, MAX_AUTHENTICATOR_ID):
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        if (refused := await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)) is not None:
+            return refused
+        if not caller.marker.enrolled:
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        return await self.service.rename_authenticator(
+            caller.user_id, authenticator_id, name, caller.ip
+        )
+
+    async def remove_authenticator(self, caller: Caller, authenticator_id: str) -> int | Denied:
+        """One authenticator removed (the last one turns 2FA off, under the disable rules):
+        this session stays verified under the new epoch if another factor is left; every
+        other session, and every remembered browser, verifies again."""
+        if not valid_id(authenticator_id, MAX_AUTHENTICATOR_ID):
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        if (refused := await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)) is not None:
+            return refused
+        if not caller.marker.enrolled:
+            return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
+        result = await self.service.remove_authenticator(
+            caller.user_id, authenticator_id, caller.ip, epoch=caller.marker.epoch
+        )
+        if isinstance(result, Denied):
+            if result.reason is Reason.CONFLICT:
+                await caller.recheck()
+            return result
+        caller.adopt_epoch(result)
+        await self.forget_browsers(caller)
+        await caller.recheck()
         return result
 
     async def verify(

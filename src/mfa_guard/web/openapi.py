@@ -22,7 +22,7 @@ from mfa_guard.errors import Reason
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.version import __version__
 from mfa_guard.web import schemas
-from mfa_guard.web.flows import MAX_DEVICE_ID, MAX_SITE_ID
+from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_DEVICE_ID, MAX_SITE_ID
 from mfa_guard.web.requests import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -147,20 +147,29 @@ OPERATIONS = (
     Operation(
         "post",
         "/totp/setup",
-        "Start an enrolment: a new authenticator key and its QR code",
+        "Start setting up an authenticator app (another one needs a recent verification): a new "
+        "key and its QR code",
         schemas.Setup,
         "The key, its otpauth URI and an SVG QR code",
-        (*BODY, "already_enrolled", "phone_required"),
+        (*BODY, "phone_required", "mfa_reauthentication_required", "strong_factor_required"),
         body=schemas.Empty,
     ),
     Operation(
         "post",
         "/totp/confirm",
-        "Confirm the enrolment with a first code; returns the recovery codes once",
+        "Add the app set up with its first code; the first one turns 2FA on and returns the "
+        "recovery codes once",
         schemas.Enrolled,
-        "2FA is on and this session verified",
-        (*FIELDS, *CODE_REFUSED, "already_enrolled", "no_pending_enrolment", "conflict"),
-        body=schemas.Code,
+        "The app is added and this session verified",
+        (
+            *FIELDS,
+            *CODE_REFUSED,
+            "no_pending_enrolment",
+            "conflict",
+            "mfa_reauthentication_required",
+            "strong_factor_required",
+        ),
+        body=schemas.NamedCode,
     ),
     Operation(
         "post",
@@ -301,6 +310,45 @@ OPERATIONS = (
     ),
     Operation(
         "get",
+        "/authenticators",
+        "The user's second factors: authenticator apps, passkeys and security keys",
+        schemas.Authenticators,
+        "The authenticators, oldest first",
+        (*SIGNED_IN, "mfa_required"),
+    ),
+    Operation(
+        "patch",
+        "/authenticators/{authenticator}",
+        "Rename one of the user's authenticators (needs a recent verification)",
+        schemas.Authenticator,
+        "The authenticator, renamed",
+        (
+            *FIELDS,
+            "mfa_reauthentication_required",
+            "strong_factor_required",
+            "authenticator_not_found",
+        ),
+        body=schemas.Naming,
+    ),
+    Operation(
+        "delete",
+        "/authenticators/{authenticator}",
+        "Remove one of the user's authenticators (needs a recent verification); the last one "
+        "turns 2FA off, unless the app or a site requires it",
+        schemas.Removed,
+        "It was removed; every other session verifies again",
+        (
+            *CHANGE,
+            "mfa_reauthentication_required",
+            "strong_factor_required",
+            "authenticator_not_found",
+            "mfa_required_for_everyone",
+            "mfa_enforced_by_site",
+            "conflict",
+        ),
+    ),
+    Operation(
+        "get",
         "/devices",
         "The user's remembered browsers, most recently used first",
         schemas.Devices,
@@ -337,6 +385,10 @@ def _path_parameters(path: str) -> list[Schema]:
         "device": (
             MAX_DEVICE_ID,
             "The device's id (from GET devices; no slash, no control character).",
+        ),
+        "authenticator": (
+            MAX_AUTHENTICATOR_ID,
+            "The authenticator's id (from GET authenticators; no slash, no control character).",
         ),
     }
     parameters = []

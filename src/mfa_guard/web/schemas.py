@@ -39,7 +39,8 @@ from mfa_guard.core import recovery, totp
 from mfa_guard.core.sms import MAX_PHONE_LENGTH
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import Reason, Refused
-from mfa_guard.services import Method
+from mfa_guard.services import MAX_NAME, Method, clean_name
+from mfa_guard.stores.base import FactorKind
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.sites import Role
 from mfa_guard.web.requests import json_body
@@ -108,6 +109,20 @@ PhoneText = Annotated[
     Field(json_schema_extra={"maxLength": MAX_PHONE_LENGTH}, examples=["+44 7400 123456"]),
     WrapValidator(_string),
 ]
+def _name(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """A name the user gives: trimmed, 1 to :data:`MAX_NAME` characters, no control one."""
+    text = _string(value, handler, info)
+    name = clean_name(text)
+    if name is None:
+        raise _refused(Reason.INVALID_NAME, max_length=MAX_NAME)
+    return name
+
+
+NameText = Annotated[
+    str,
+    Field(max_length=MAX_NAME, examples=["YubiKey 5C", "Phone"]),
+    WrapValidator(_name),
+]
 MethodChoice = Annotated[Method, WrapValidator(_method)]
 Flag = Annotated[bool, WrapValidator(_flag)]
 
@@ -152,6 +167,19 @@ class Code(RequestBody):
     (phone/verify)."""
 
     code: CodeText
+
+
+class NamedCode(Code):
+    """The authenticator app's first code, and the name to list the app under (without one,
+    "Authenticator app", numbered if taken)."""
+
+    name: NameText | None = None
+
+
+class Naming(RequestBody):
+    """A new name for an authenticator."""
+
+    name: NameText
 
 
 class MethodCode(RequestBody):
@@ -254,7 +282,7 @@ Instant = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 # How a session verified its second factor (mfa_guard.core.marker.METHODS).
-VerifiedBy = Literal["totp", "recovery", "sms", "device"]
+VerifiedBy = Literal["totp", "recovery", "sms", "device", "webauthn"]
 
 
 class ResponseBody(BaseModel):
@@ -303,6 +331,38 @@ class Enforcement(ResponseBody):
     sites: list[EnforcingSite]
 
 
+class Authenticator(ResponseBody):
+    """One second factor of the user: an authenticator app (``totp``) or a passkey or
+    security key (``webauthn``)."""
+
+    id: str
+    kind: FactorKind
+    name: str
+    created_at: Instant
+    last_used_at: Instant | None
+    transports: list[str] = Field(
+        default_factory=list,
+        description="A passkey's or security key's ways to reach it (usb, nfc, ble, internal, "
+        "hybrid), as the browser told them.",
+    )
+    backed_up: bool = Field(
+        default=False, description="A passkey synced between the user's devices."
+    )
+
+
+class Authenticators(ResponseBody):
+    """The user's second factors, oldest first."""
+
+    authenticators: list[Authenticator]
+
+
+class Removed(ResponseBody):
+    """The authenticator is gone; ``enrolled`` says whether 2FA is still on (false: it was
+    the last one)."""
+
+    enrolled: bool
+
+
 class Status(ResponseBody):
     """The signed-in user's second-factor state."""
 
@@ -311,6 +371,7 @@ class Status(ResponseBody):
     verified: bool
     verified_method: VerifiedBy | None
     methods: list[Method]
+    authenticators: list[Authenticator]
     recovery_codes_left: int = Field(ge=0)
     enrolment_pending: bool
     phone: str | None = Field(description="The verified mobile number, masked.")
@@ -328,11 +389,13 @@ class Setup(ResponseBody):
 
 
 class Enrolled(ResponseBody):
-    """2FA is on and this session verified; the recovery codes, shown this once."""
+    """The authenticator is added and this session verified; with the user's first one, 2FA
+    turned on and the recovery codes, shown this once (empty for another one)."""
 
     enrolled: Literal[True]
     verified: Literal[True]
     recovery_codes: list[str]
+    authenticator: Authenticator
 
 
 class Verified(ResponseBody):
