@@ -35,10 +35,12 @@ from mfa_guard import (
     MFAStore,
 )
 from mfa_guard.clock import Clock
-from mfa_guard.core.recovery import ScryptCost
+from mfa_guard.core.recovery import RecoveryCodeSet, ScryptCost
 from mfa_guard.identity import SignOutFields
 from mfa_guard.notifications import Notifier, NotifyingSink
+from mfa_guard.services import new_authenticator_id
 from mfa_guard.sms import SMSProvider
+from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
@@ -201,3 +203,27 @@ async def enrol(ga: GuardedApp, client: httpx.AsyncClient) -> tuple[str, list[st
 def demo_inbox(data_dir: Path, *, clock: Clock | None = None) -> Starlette:
     """The demo inbox in ``data_dir``, its passwords and recovery codes hashed cheaply."""
     return create_app(data_dir, clock=clock, password_kdf=CHEAP_KDF, recovery_kdf=CHEAP_KDF)
+
+
+async def store_app(
+    store: MFAStore,
+    user_id: str,
+    token: str,
+    *,
+    step: int,
+    recovery: RecoveryCodeSet,
+    now: float,
+    name: str = "Authenticator app",
+) -> int | None:
+    """Writes an authenticator app (its secret already encrypted: ``token``) straight into
+    ``store`` as the user's first factor, with ``step`` as its last accepted time step: what a
+    confirmed set-up stores, without drawing a QR code and hashing recovery codes each time."""
+    app = Authenticator(
+        id=new_authenticator_id(),
+        kind=FactorKind.TOTP,
+        name=name,
+        created_at=now,
+        secret=token,
+        last_step=step,
+    )
+    return await store.add_authenticator(user_id, app, now=now, recovery=recovery)

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Scope
 from mfa_guard.core import recovery, totp
 from mfa_guard.crypto import SecretBox
 from mfa_guard.testing import CHEAP_KDF
-from tests.apps import GuardedApp, sign_in
+from tests.apps import GuardedApp, sign_in, store_app
 
 USER = "solo@example.test"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -66,11 +66,10 @@ async def arrive(guarded: GuardedApp, client: httpx.AsyncClient, state: State) -
         assert setup.status_code == 200, setup.text
         return str(setup.json()["secret"])
     encrypted = SecretBox(guarded.guard.settings.encryption_keys).encrypt(secret)
-    await guarded.store.begin_enrolment(USER, encrypted)
     now = guarded.clock()
     step = int(now // guarded.guard.settings.totp.period)
-    epoch = await guarded.store.confirm_enrolment(
-        USER, encrypted, step=step, recovery=recovery_code_set(), now=now
+    epoch = await store_app(
+        guarded.store, USER, encrypted, step=step, recovery=recovery_code_set(), now=now
     )
     assert epoch is not None
     await sign_in(client, USER)  # a new session: enrolled, second factor not given

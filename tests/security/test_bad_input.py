@@ -81,8 +81,8 @@ FIELDLESS_ENDPOINTS = ["/mfa/api/totp/setup", "/mfa/api/recovery-codes"]
 ANSWER_TO_AN_EMPTY_OBJECT = {
     ("/mfa/api/totp/setup", State.SIGNED_OUT): 401,
     ("/mfa/api/totp/setup", State.PENDING): 200,
-    ("/mfa/api/totp/setup", State.CHALLENGED): 409,
-    ("/mfa/api/totp/setup", State.VERIFIED): 409,
+    ("/mfa/api/totp/setup", State.CHALLENGED): 401,
+    ("/mfa/api/totp/setup", State.VERIFIED): 200,
     ("/mfa/api/recovery-codes", State.SIGNED_OUT): 401,
     ("/mfa/api/recovery-codes", State.PENDING): 409,
     ("/mfa/api/recovery-codes", State.CHALLENGED): 401,

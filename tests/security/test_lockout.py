@@ -31,7 +31,7 @@ from mfa_guard.settings import RateLimitSettings
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing import CHEAP_KDF
-from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in
+from tests.apps import GuardedApp, build_app, enrol, settings_for, sign_in, store_app
 from tests.databases import redis_or_skip
 from tests.scenarios import USER, State, arrive, wrong_code
 
@@ -155,10 +155,7 @@ async def new_account(storage_uri: str, rate_limits: dict[str, object]) -> Accou
     codes, hashed = recovery_codes()
     encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)
     now = ga.clock()
-    await ga.store.begin_enrolment(user, encrypted)
-    assert await ga.store.confirm_enrolment(
-        user, encrypted, step=int(now // 30), recovery=hashed, now=now
-    )
+    assert await store_app(ga.store, user, encrypted, step=int(now // 30), recovery=hashed, now=now)
     await ga.store.set_phone(user, mobile, now)
     ga.clock.advance(30)  # the enrolment used this step
     return Account(ga, outbox, user, secret, codes)
@@ -391,11 +388,10 @@ async def test_each_default_budget_stops_at_its_limit(
     )
     secret = totp.new_secret()
     encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)
-    await ga.store.begin_enrolment("solo@example.test", encrypted)
     _, hashed = recovery_codes()
     now = ga.clock()
-    assert await ga.store.confirm_enrolment(
-        "solo@example.test", encrypted, step=int(now // 30), recovery=hashed, now=now
+    assert await store_app(
+        ga.store, "solo@example.test", encrypted, step=int(now // 30), recovery=hashed, now=now
     )
     ga.clock.advance(30)
     wrong = WRONG_RECOVERY_CODE if method == "recovery" else "000000"
@@ -459,9 +455,8 @@ def test_reset_user_clears_both_counts(tmp_path: Path, monkeypatch: pytest.Monke
     async def enrolled() -> None:
         store = SQLStore(database)
         try:
-            await store.begin_enrolment(user, "token")
-            assert await store.confirm_enrolment(
-                user, "token", step=1, recovery=recovery_codes()[1], now=1.0
+            assert await store_app(
+                store, user, "token", step=1, recovery=recovery_codes()[1], now=1.0
             )
         finally:
             await store.close()

@@ -16,7 +16,7 @@ from mfa_guard import MFAStore
 from mfa_guard.cli import main
 from mfa_guard.stores.sql import SQLStore
 from mfa_guard.testing.contract import RECOVERY
-from tests.apps import enrol
+from tests.apps import enrol, store_app
 from tests.databases import sqlite_url
 from tests.scenarios import USER, csrf_of, error_of
 from tests.sms_apps import MOBILE, build_sms_app, owner_with_phone, texted_code, verified_by_text
@@ -157,8 +157,7 @@ def test_an_admin_reset_forgets_the_phone(tmp_path: Path) -> None:
     async def seed() -> None:
         store = SQLStore(url)
         try:
-            await store.begin_enrolment(USER, "token")
-            assert await store.confirm_enrolment(USER, "token", step=1, recovery=RECOVERY, now=1.0)
+            assert await store_app(store, USER, "token", step=1, recovery=RECOVERY, now=1.0)
             await store.set_phone(USER, MOBILE, 2.0)
         finally:
             await store.close()

@@ -82,8 +82,9 @@ async def test_recovery_codes_are_shown_once(
     assert status["recovery_codes_left"] == 10
     enrolment = await guarded.store.get("solo@example.test")
     assert enrolment is not None
-    assert enrolment.secret is not None
-    assert "solo" not in enrolment.secret  # a Fernet token, not the base32 key
+    [app] = enrolment.apps
+    assert app.secret is not None
+    assert "solo" not in app.secret  # a Fernet token, not the base32 key
 
 
 async def test_confirming_with_a_wrong_code_keeps_2fa_off(
@@ -105,14 +106,14 @@ async def test_confirming_without_a_setup_is_a_conflict(client: httpx.AsyncClien
     assert error_code(response) == "no_pending_enrolment"
 
 
-async def test_an_enrolled_user_cannot_start_a_second_setup(
+async def test_a_password_only_session_cannot_start_another_setup(
     guarded: GuardedApp, client: httpx.AsyncClient
 ) -> None:
     await challenged(guarded, client)
-    # A session holding only the password must not be able to replace the authenticator.
+    # A session holding only the password must not be able to add an authenticator.
     response = await client.post("/mfa/api/totp/setup", json={})
-    assert response.status_code == 409
-    assert error_code(response) == "already_enrolled"
+    assert response.status_code == 401
+    assert error_code(response) == "mfa_reauthentication_required"
     enrolment = await guarded.store.get("solo@example.test")
     assert enrolment is not None
     assert enrolment.pending_secret is None

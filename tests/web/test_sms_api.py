@@ -23,7 +23,7 @@ from mfa_guard.core import totp
 from mfa_guard.crypto import SecretBox
 from mfa_guard.settings import SMSSettings
 from mfa_guard.stores.base import SMSPurpose
-from tests.apps import SESSION_SECRET, build_app, enrol, settings_for, sign_in
+from tests.apps import SESSION_SECRET, build_app, enrol, settings_for, sign_in, store_app
 from tests.databases import redis_or_skip
 from tests.scenarios import State, arrive, recovery_code_set
 from tests.sms_apps import CODE, PEER, SMSApp, build_sms_app
@@ -81,9 +81,13 @@ async def challenged_with_phone(
     secret = totp.new_secret()
     encrypted = SecretBox(sms_app.ga.guard.settings.encryption_keys).encrypt(secret)
     now = sms_app.ga.clock()
-    await sms_app.ga.store.begin_enrolment(user, encrypted)
-    epoch = await sms_app.ga.store.confirm_enrolment(
-        user, encrypted, step=int(now // 30), recovery=recovery_code_set(), now=now
+    epoch = await store_app(
+        sms_app.ga.store,
+        user,
+        encrypted,
+        step=int(now // 30),
+        recovery=recovery_code_set(),
+        now=now,
     )
     assert epoch is not None
     if phone is not None:

@@ -55,6 +55,7 @@ from tests.apps import (
     logout,
     protected,
     settings_for,
+    store_app,
     websocket_echo,
 )
 from tests.scenarios import open_websocket, recovery_code_set
@@ -87,11 +88,10 @@ async def enrolled(kit: Kit, user: str = USER) -> str:
     """``user`` has an authenticator (written into the store); returns its secret."""
     secret = totp.new_secret()
     encrypted = SecretBox(kit.guard.settings.encryption_keys).encrypt(secret)
-    await kit.store.begin_enrolment(user, encrypted)
     now = kit.clock()
     step = int(now // kit.guard.settings.totp.period)
-    epoch = await kit.store.confirm_enrolment(
-        user, encrypted, step=step, recovery=recovery_code_set(), now=now
+    epoch = await store_app(
+        kit.store, user, encrypted, step=step, recovery=recovery_code_set(), now=now
     )
     assert epoch is not None
     kit.clock.advance(30)  # the enrolment used this step: the challenge takes the next one

@@ -157,8 +157,8 @@ class MFAStore(Protocol):
     """Where enrolments live. Every method is one round trip and atomic on its own.
 
     The epoch goes up by exactly one at each change that bumps it (an authenticator added or
-    removed, turning 2FA off, a new phone, revoking sessions): a session that made a change from epoch ``n`` and got
-    ``n + 1`` back knows nothing else moved it in between. Every bump also voids what was
+    removed, turning 2FA off, a new phone, revoking sessions): a session that made a change
+    from epoch ``n`` and got ``n + 1`` back knows nothing else moved it in between. Every bump also voids what was
     pending, so nothing begun under an old epoch completes under a new one: the pending SMS
     code and the unconfirmed set-up (with its binding) go with it.
 

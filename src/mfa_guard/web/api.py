@@ -22,8 +22,8 @@ from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
 from mfa_guard.services import TextSent
 from mfa_guard.services import Verified as ServiceVerified
-from mfa_guard.stores.base import Authenticator
 from mfa_guard.sms import SMSError
+from mfa_guard.stores.base import Authenticator
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
 from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_SITE_ID, Flows, valid_id

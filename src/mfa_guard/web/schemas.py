@@ -40,8 +40,8 @@ from mfa_guard.core.sms import MAX_PHONE_LENGTH
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import Reason, Refused
 from mfa_guard.services import MAX_NAME, Method, clean_name
-from mfa_guard.stores.base import FactorKind
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stores.base import FactorKind
 from mfa_guard.stores.sites import Role
 from mfa_guard.web.requests import json_body
 
