@@ -249,6 +249,9 @@ class Reason(Enum):
     FIELD_TOO_LONG = Refusal(
         "invalid_input", 400, "The field '%(field)s' must be at most %(max_length)s characters."
     )
+    FIELD_NOT_AN_OBJECT = Refusal(
+        "invalid_input", 400, "The field '%(field)s' must be a JSON object."
+    )
     FIELD_NOT_A_BOOLEAN = Refusal(
         "invalid_input", 400, "The field '%(field)s' must be true or false."
     )

@@ -29,6 +29,7 @@ from mfa_guard.identity import (
 )
 from mfa_guard.ratelimit import failure_limiters, storage_from_uri
 from mfa_guard.send_limits import SendLimiter
+from mfa_guard.core.webauthn import RelyingParty
 from mfa_guard.services import MFAService, SMSChannel
 from mfa_guard.session import SessionGate
 from mfa_guard.settings import MFAGuardSettings
@@ -137,6 +138,7 @@ class MFAGuard:
             sites=sites,
             everyone_required=settings.everyone.required,
             recovery_kdf=recovery_kdf,
+            relying_party=RelyingParty.from_settings(settings),
         )
         self.trusted_devices: TrustedDevices | None = None
         if settings.trusted_devices.enabled:

@@ -21,7 +21,7 @@ import anyio.to_thread
 import segno
 
 from mfa_guard.clock import Clock
-from mfa_guard.core import recovery, sms_wording, totp
+from mfa_guard.core import recovery, sms_wording, totp, webauthn
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
@@ -36,8 +36,10 @@ from mfa_guard.stores.base import (
     Enrolment,
     FactorKind,
     MFAStore,
+    CeremonyPurpose,
     SMSChallenge,
     SMSPurpose,
+    WebAuthnChallenge,
 )
 from mfa_guard.stores.sites import SiteDirectory
 
@@ -239,6 +241,7 @@ class MFAService:
         sites: SiteDirectory | None = None,
         everyone_required: bool = False,
         recovery_kdf: recovery.ScryptCost = recovery.DEFAULT_COST,
+        relying_party: webauthn.RelyingParty | None = None,
     ) -> None:
         problem = recovery.cost_problem(recovery_kdf)
         if problem is not None:
@@ -262,6 +265,8 @@ class MFAService:
         self._require_phone = require_phone
         self._pending: set[asyncio.Task[None]] = set()
         self._qr_codes = QRCodes()
+        # Passkeys and security keys: off without a relying party (settings.webauthn.rp_id).
+        self.relying_party = relying_party
 
     def sms_offered(self, enrolment: Enrolment) -> bool:
         """SMS is a fallback for enrolled users with a verified phone, never the only method."""
@@ -443,6 +448,193 @@ class MFAService:
             return Denied(Reason.CONFLICT)
         await self._emit(EventKind.AUTHENTICATOR_REMOVED, user_id, method, ip)
         return new_epoch
+
+    # -- passkeys and security keys (WebAuthn) ---------------------------------------------
+
+    async def passkey_registration(
+        self, user_id: str, account: str, *, session: str
+    ) -> dict[str, Any] | Denied:
+        """The options of ``navigator.credentials.create`` for a new passkey or security key of
+        the user, with a challenge bound to ``session``, single use, for the relying party's
+        ``challenge_seconds``. The user's keys are excluded (an authenticator registers once).
+        For an enrolled user, the kit's routes ask for a recent second factor first."""
+        rp = self.relying_party
+        if rp is None:
+            return Denied(Reason.PASSKEYS_DISABLED)
+        enrolment = await self.enrolment(user_id)
+        if self._require_phone and not enrolment.enrolled and enrolment.phone_verified_at is None:
+            return Denied(Reason.PHONE_REQUIRED)
+        challenge = await self._new_challenge(user_id, CeremonyPurpose.REGISTER, session)
+        return webauthn.registration_options(
+            rp,
+            user_handle=self._user_handle(user_id),
+            user_name=account,
+            display_name=account,
+            exclude=enrolment.keys,
+            challenge=challenge,
+        )
+
+    async def register_passkey(
+        self,
+        user_id: str,
+        credential: object,
+        ip: str | None,
+        *,
+        session: str,
+        name: str | None = None,
+        epoch: int | None = None,
+    ) -> Verified | Denied:
+        """Adds the passkey or security key of the browser's answer to
+        :meth:`passkey_registration` (``credential.toJSON()``), under ``name`` ("Passkey" or
+        "Security key" when ``None``). The answer's challenge must be the one issued to
+        ``session``, unused and unexpired (it is used up either way). As with an app: the
+        user's first factor turns 2FA on and comes with the recovery codes; another one is
+        added only while the user's epoch is still ``epoch``."""
+        rp = self.relying_party
+        if rp is None:
+            return Denied(Reason.PASSKEYS_DISABLED)
+        challenge = webauthn.challenge_of(credential)
+        if challenge is None:
+            return Denied(Reason.WEBAUTHN_REJECTED)
+        if (locked := await self._acquire(user_id, ip)) is not None:
+            return locked
+        if not await self._use_challenge(user_id, CeremonyPurpose.REGISTER, challenge, session):
+            await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.WEBAUTHN, ip)
+            return Denied(Reason.WEBAUTHN_CHALLENGE_EXPIRED)
+        try:
+            key = webauthn.verify_registration(rp, credential, challenge=challenge)
+        except webauthn.WebAuthnRejected as exc:
+            logger.info("mfa_guard refused a passkey registration: %s", exc.why)
+            await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.WEBAUTHN, ip)
+            return Denied(Reason.WEBAUTHN_REJECTED)
+        enrolment = await self.enrolment(user_id)
+        if any(held.credential_id == key.credential_id for held in enrolment.keys):
+            return Denied(Reason.AUTHENTICATOR_ALREADY_REGISTERED)
+        now = self._clock()
+        usual = "Passkey" if key.backed_up or "internal" in key.transports else None
+        added_key = Authenticator(
+            id=new_authenticator_id(),
+            kind=FactorKind.WEBAUTHN,
+            name=name or default_name(enrolment, FactorKind.WEBAUTHN, usual),
+            created_at=now,
+            last_used_at=now,
+            credential_id=key.credential_id,
+            public_key=key.public_key,
+            sign_count=key.sign_count,
+            transports=key.transports,
+            aaguid=key.aaguid,
+            backed_up=key.backed_up,
+        )
+        added = await self._add(enrolment, added_key, ip, epoch=epoch)
+        if isinstance(added, Denied):
+            return added
+        await self._forget_failures(user_id)
+        return Verified(Method.WEBAUTHN, added[0], added[1], authenticator=added_key)
+
+    async def passkey_sign_in(self, user_id: str, *, session: str) -> dict[str, Any] | Denied:
+        """The options of ``navigator.credentials.get`` for the user's passkeys and security
+        keys, with a challenge bound to ``session`` (single use, short-lived)."""
+        rp = self.relying_party
+        if rp is None:
+            return Denied(Reason.PASSKEYS_DISABLED)
+        enrolment = await self.enrolment(user_id)
+        if not enrolment.keys:
+            return Denied(Reason.NO_PASSKEY)
+        challenge = await self._new_challenge(user_id, CeremonyPurpose.SIGN_IN, session)
+        return webauthn.authentication_options(rp, allow=enrolment.keys, challenge=challenge)
+
+    async def verify_passkey(
+        self, user_id: str, credential: object, ip: str | None, *, session: str
+    ) -> Verified | Denied:
+        """Checks the browser's answer to :meth:`passkey_sign_in`: throttled with the codes,
+        its challenge issued to ``session`` and used once, signed by one of the user's keys
+        (not a removed one, not another user's), its counter going up (compare-and-set)."""
+        rp = self.relying_party
+        if rp is None:
+            return Denied(Reason.PASSKEYS_DISABLED)
+        challenge = webauthn.challenge_of(credential)
+        credential_id = webauthn.credential_id_of(credential)
+        if challenge is None or credential_id is None:
+            return Denied(Reason.WEBAUTHN_REJECTED)
+        # One round trip for the three: the enrolment, the attempt's slot, the challenge.
+        (enrolment, locked), fresh = await concurrently(
+            concurrently(self.enrolment(user_id), self._acquire(user_id, ip, Method.WEBAUTHN)),
+            self._use_challenge(user_id, CeremonyPurpose.SIGN_IN, challenge, session),
+        )
+        if not enrolment.enrolled:
+            return Denied(Reason.NOT_ENROLLED)
+        if locked is not None:
+            return locked
+        if fresh:
+            outcome = await self._check_assertion(enrolment, credential, credential_id, challenge)
+        else:
+            # Not issued to this session, used already or expired: nothing more is looked at.
+            outcome = Denied(Reason.WEBAUTHN_CHALLENGE_EXPIRED)
+        if outcome is not None:
+            await self._emit(EventKind.VERIFICATION_FAILED, user_id, Method.WEBAUTHN, ip)
+            return outcome
+        self._background(self._forget_failures(user_id))
+        await self._emit(EventKind.VERIFIED, user_id, Method.WEBAUTHN, ip)
+        return Verified(Method.WEBAUTHN, enrolment.epoch)
+
+    async def _check_assertion(
+        self, enrolment: Enrolment, credential: object, credential_id: bytes, challenge: bytes
+    ) -> Denied | None:
+        rp = self.relying_party
+        assert rp is not None  # checked by the caller
+        key = next((k for k in enrolment.keys if k.credential_id == credential_id), None)
+        if key is None:
+            # Another user's credential, a removed key's, or none at all.
+            return Denied(Reason.WEBAUTHN_REJECTED)
+        try:
+            assertion = webauthn.verify_authentication(
+                rp,
+                credential,
+                challenge=challenge,
+                key=key,
+                user_handle=self._user_handle(enrolment.user_id),
+            )
+        except webauthn.CounterRegressed as exc:
+            logger.warning("mfa_guard refused a passkey: %s", exc.why)
+            return Denied(Reason.WEBAUTHN_COUNTER_REGRESSED)
+        except webauthn.WebAuthnRejected as exc:
+            logger.info("mfa_guard refused a passkey: %s", exc.why)
+            return Denied(Reason.WEBAUTHN_REJECTED)
+        now = self._clock()
+        if not await self.store.accept_assertion(
+            enrolment.user_id, key.id, assertion.sign_count, now
+        ):
+            # Another request recorded this count or a higher one first: a replay or a clone.
+            return Denied(Reason.WEBAUTHN_COUNTER_REGRESSED)
+        return None
+
+    async def _new_challenge(self, user_id: str, purpose: CeremonyPurpose, session: str) -> bytes:
+        rp = self.relying_party
+        assert rp is not None  # checked by the caller
+        challenge = webauthn.new_challenge()
+        now = self._clock()
+        pending = WebAuthnChallenge(
+            purpose=purpose,
+            challenge_hash=webauthn.hash_challenge(challenge),
+            binding=self._setup_binding(session),
+            expires_at=now + rp.challenge_seconds,
+        )
+        await self.store.start_webauthn_challenge(user_id, pending, now)
+        return challenge
+
+    async def _use_challenge(
+        self, user_id: str, purpose: CeremonyPurpose, challenge: bytes, session: str
+    ) -> bool:
+        return await self.store.consume_webauthn_challenge(
+            user_id,
+            purpose,
+            webauthn.hash_challenge(challenge),
+            self._setup_binding(session),
+            self._clock(),
+        )
+
+    def _user_handle(self, user_id: str) -> bytes:
+        return webauthn.user_handle(self._box.marker_key, user_id)
 
     async def verify(
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""

@@ -35,13 +35,15 @@ from mfa_guard.web.http import (
     same_origin,
     unavailable_json,
 )
-from mfa_guard.web.requests import Caller, caller_of
+from mfa_guard.web.requests import MAX_WEBAUTHN_BODY_BYTES, Caller, caller_of
 from mfa_guard.web.schemas import (
     Code,
     Empty,
     MethodCode,
     NamedCode,
     Naming,
+    PasskeyAssertion,
+    PasskeyRegistration,
     Phone,
     Verification,
     json_response,
@@ -138,6 +140,10 @@ class API:
             ("get", "/sites"): signed_in(self.sites),
             ("get", "/sites/{site}/members"): signed_in(self.site_members),
             ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("post", "/webauthn/register/options"): signed_in(self.passkey_registration),
+            ("post", "/webauthn/register"): signed_in(self.register_passkey),
+            ("post", "/webauthn/authenticate/options"): signed_in(self.passkey_sign_in),
+            ("post", "/webauthn/authenticate"): signed_in(self.verify_passkey),
             ("get", "/authenticators"): signed_in(self.authenticators),
             ("patch", "/authenticators/{authenticator}"): signed_in(self.rename_authenticator),
             ("delete", "/authenticators/{authenticator}"): signed_in(self.remove_authenticator),
@@ -318,6 +324,41 @@ class API:
                 authenticator=authenticator_model(result.authenticator),
             )
         )
+
+    async def passkey_registration(self, request: Request, caller: Caller) -> Response:
+        await read_body(request, Empty)
+        result = await self.flows.passkey_registration(caller)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(schemas.PasskeyOptions(publicKey=result))
+
+    async def register_passkey(self, request: Request, caller: Caller) -> Response:
+        body = await read_body(request, PasskeyRegistration, MAX_WEBAUTHN_BODY_BYTES)
+        result = await self.flows.register_passkey(caller, body.credential, body.name)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return self._enrolled(result)
+
+    async def passkey_sign_in(self, request: Request, caller: Caller) -> Response:
+        await read_body(request, Empty)
+        result = await self.flows.passkey_sign_in(caller)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(schemas.PasskeyOptions(publicKey=result))
+
+    async def verify_passkey(self, request: Request, caller: Caller) -> Response:
+        body = await read_body(request, PasskeyAssertion, MAX_WEBAUTHN_BODY_BYTES)
+        remember = body.remember_device
+        result = await self.flows.verify_passkey(caller, body.credential, remember=remember)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        response = json_response(
+            schemas.Verified(
+                verified=True, method=result.verified.method, device_remembered=remember
+            )
+        )
+        self.flows.set_device_cookie(response, result.remembered)
+        return response
 
     async def authenticators(self, request: Request, caller: Caller) -> Response:
         """The user's second factors, oldest first."""

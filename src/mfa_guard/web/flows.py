@@ -7,7 +7,7 @@ of factor) are written here once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -190,6 +190,53 @@ class Flows:
         # The epoch moved: every remembered browser must enter a code again.
         await self.forget_browsers(caller)
 
+    # -- passkeys and security keys ------------------------------------------------------------
+
+    async def passkey_registration(self, caller: Caller) -> dict[str, Any] | Denied:
+        if (refused := await self._adding(caller)) is not None:
+            return refused
+        return await self.service.passkey_registration(
+            caller.user_id, self.kit.account_name(caller.scope), session=caller.marker.nonce
+        )
+
+    async def register_passkey(
+        self, caller: Caller, credential: object, name: str | None = None
+    ) -> Verified | Denied:
+        """The passkey or security key added, as an app is by :meth:`confirm_setup`."""
+        if (refused := await self._adding(caller)) is not None:
+            return refused
+        first = not caller.marker.enrolled
+        result = await self.service.register_passkey(
+            caller.user_id,
+            credential,
+            caller.ip,
+            session=caller.marker.nonce,
+            name=name,
+            epoch=caller.marker.epoch,
+        )
+        if isinstance(result, Denied):
+            if result.reason is Reason.CONFLICT:
+                await caller.recheck()
+            return result
+        await self._factor_added(caller, result, first=first)
+        return result
+
+    async def passkey_sign_in(self, caller: Caller) -> dict[str, Any] | Denied:
+        return await self.service.passkey_sign_in(caller.user_id, session=caller.marker.nonce)
+
+    async def verify_passkey(
+        self, caller: Caller, credential: object, *, remember: bool
+    ) -> SignedIn | Denied:
+        """The session verified by a passkey or security key; ``remember`` as :meth:`verify`."""
+        if remember and self.kit.trusted_devices is None:
+            return Denied(Reason.TRUSTED_DEVICES_DISABLED)
+        result = await self.service.verify_passkey(
+            caller.user_id, credential, caller.ip, session=caller.marker.nonce
+        )
+        if isinstance(result, Denied):
+            return result
+        return await self._signed_in(caller, result, remember=remember)
+
     # -- the user's authenticators -------------------------------------------------------------
 
     async def authenticators(self, caller: Caller) -> list[Authenticator] | Denied:
@@ -245,6 +292,9 @@ class Flows:
         )
         if isinstance(result, Denied):
             return result
+        return await self._signed_in(caller, result, remember=remember)
+
+    async def _signed_in(self, caller: Caller, result: Verified, *, remember: bool) -> SignedIn:
         caller.mark_verified(result.method.value, result.epoch)
         remembered = None
         if remember and self.kit.trusted_devices is not None:

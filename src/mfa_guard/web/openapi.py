@@ -23,7 +23,7 @@ from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.version import __version__
 from mfa_guard.web import schemas
 from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_DEVICE_ID, MAX_SITE_ID
-from mfa_guard.web.requests import MAX_BODY_BYTES
+from mfa_guard.web.requests import MAX_BODY_BYTES, MAX_WEBAUTHN_BODY_BYTES
 
 if TYPE_CHECKING:
     from mfa_guard.web.context import Kit
@@ -59,9 +59,10 @@ _STATUS_MEANING = {
     "change the factors)",
     404: "No such site or remembered browser, or not a member of the site",
     409: "Conflicts with the current state",
-    413: f"The body is over {MAX_BODY_BYTES} bytes",
+    413: f"The body is over {MAX_BODY_BYTES} bytes ({MAX_WEBAUTHN_BODY_BYTES} for a passkey's "
+    "answer)",
     415: "The body is not application/json",
-    422: "The code is wrong or already used",
+    422: "The code is wrong or already used, or the passkey's answer does not hold",
     429: "Too many attempts or texts; Retry-After gives the seconds to wait "
     "(locked_after_failures: too many wrong codes in a row, this path is locked until a "
     "success on another one)",
@@ -106,6 +107,10 @@ def _with_sites(kit: Kit) -> bool:
 
 def _with_devices(kit: Kit) -> bool:
     return kit.trusted_devices is not None
+
+
+def _with_passkeys(kit: Kit) -> bool:
+    return kit.service.relying_party is not None
 
 
 def _policy_change(settings: MFAGuardSettings) -> type[schemas.RequestBody]:
@@ -307,6 +312,67 @@ OPERATIONS = (
         ),
         body=_policy_change,
         offered=_with_sites,
+    ),
+    Operation(
+        "post",
+        "/webauthn/register/options",
+        "Start registering a passkey or security key (another factor needs a recent "
+        "verification): the options for navigator.credentials.create",
+        schemas.PasskeyOptions,
+        "The options, with this session's challenge",
+        (*BODY, "phone_required", "mfa_reauthentication_required", "strong_factor_required"),
+        body=schemas.Empty,
+        offered=_with_passkeys,
+    ),
+    Operation(
+        "post",
+        "/webauthn/register",
+        "Add the passkey or security key of the browser's answer; the first factor turns 2FA "
+        "on and returns the recovery codes once",
+        schemas.Enrolled,
+        "The key is added and this session verified",
+        (
+            *FIELDS,
+            "too_many_attempts",
+            "locked_after_failures",
+            "webauthn_rejected",
+            "webauthn_challenge_expired",
+            "authenticator_already_registered",
+            "conflict",
+            "mfa_reauthentication_required",
+            "strong_factor_required",
+        ),
+        body=schemas.PasskeyRegistration,
+        offered=_with_passkeys,
+    ),
+    Operation(
+        "post",
+        "/webauthn/authenticate/options",
+        "Start a sign-in with a passkey or security key: the options for navigator.credentials.get",
+        schemas.PasskeyOptions,
+        "The options, with this session's challenge",
+        (*BODY, "no_passkey"),
+        body=schemas.Empty,
+        offered=_with_passkeys,
+    ),
+    Operation(
+        "post",
+        "/webauthn/authenticate",
+        "Complete the second factor for this session with a passkey or security key",
+        schemas.Verified,
+        "This session is verified",
+        (
+            *FIELDS,
+            "trusted_devices_disabled",
+            "too_many_attempts",
+            "locked_after_failures",
+            "not_enrolled",
+            "webauthn_rejected",
+            "webauthn_challenge_expired",
+            "webauthn_counter_regressed",
+        ),
+        body=schemas.PasskeyAssertion,
+        offered=_with_passkeys,
     ),
     Operation(
         "get",

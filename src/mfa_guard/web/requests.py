@@ -16,6 +16,9 @@ from mfa_guard.identity import client_ip
 from mfa_guard.session import MARKER_SCOPE_KEY, Session, SessionGate, session_of
 
 MAX_BODY_BYTES = 4096
+# A passkey's or security key's answer: a few hundred bytes of keys and signatures, and
+# certificates with an attestation.
+MAX_WEBAUTHN_BODY_BYTES = 16384
 
 
 @dataclass(slots=True)
@@ -99,27 +102,28 @@ async def caller_of(request: Request, gate: SessionGate) -> Caller | None:
     )
 
 
-def declared_too_large(request: Request) -> bool:
+def declared_too_large(request: Request, limit: int = MAX_BODY_BYTES) -> bool:
     """Whether ``Content-Length`` announces more than the kit reads (or is no plain number)."""
     declared = request.headers.get("content-length")
     if declared is None:
         return False
     if not (declared.isascii() and declared.isdigit()) or len(declared) > 9:
         return True
-    return int(declared) > MAX_BODY_BYTES
+    return int(declared) > limit
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The JSON object of the body; anything else is :class:`~mfa_guard.errors.Refused`."""
+async def json_body(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """The JSON object of the body (at most ``limit`` bytes); anything else is
+    :class:`~mfa_guard.errors.Refused`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise Refused(Reason.UNSUPPORTED_MEDIA_TYPE)
-    if declared_too_large(request):
+    if declared_too_large(request, limit):
         raise Refused(Reason.PAYLOAD_TOO_LARGE)
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             raise Refused(Reason.PAYLOAD_TOO_LARGE)
     if not body.strip():
         return {}

@@ -43,7 +43,7 @@ from mfa_guard.services import MAX_NAME, Method, clean_name
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import FactorKind
 from mfa_guard.stores.sites import Role
-from mfa_guard.web.requests import json_body
+from mfa_guard.web.requests import MAX_BODY_BYTES, json_body
 
 # The longest code any method's check reads (authenticator, texted and recovery codes): a
 # longer one is refused before it reaches a check.
@@ -109,6 +109,8 @@ PhoneText = Annotated[
     Field(json_schema_extra={"maxLength": MAX_PHONE_LENGTH}, examples=["+44 7400 123456"]),
     WrapValidator(_string),
 ]
+
+
 def _name(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
     """A name the user gives: trimmed, 1 to :data:`MAX_NAME` characters, no control one."""
     text = _string(value, handler, info)
@@ -118,6 +120,25 @@ def _name(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInf
     return name
 
 
+def _object(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    if value is None:
+        raise _refused(Reason.FIELD_REQUIRED, field=_field_name(info))
+    if not isinstance(value, dict):
+        raise _refused(Reason.FIELD_NOT_AN_OBJECT, field=_field_name(info))
+    return handler(value)
+
+
+# The browser's answer of a WebAuthn ceremony, as credential.toJSON() gives it; checked by
+# mfa_guard.core.webauthn, whatever it holds.
+CredentialJSON = Annotated[
+    dict[str, Any],
+    Field(
+        description="The PublicKeyCredential, as credential.toJSON() gives it (id, rawId, "
+        "type, response, clientExtensionResults...).",
+        json_schema_extra={"type": "object"},
+    ),
+    WrapValidator(_object),
+]
 NameText = Annotated[
     str,
     Field(max_length=MAX_NAME, examples=["YubiKey 5C", "Phone"]),
@@ -174,6 +195,25 @@ class NamedCode(Code):
     "Authenticator app", numbered if taken)."""
 
     name: NameText | None = None
+
+
+class PasskeyRegistration(RequestBody):
+    """The browser's answer to the registration options, and the name to list the key under
+    (without one, "Passkey" or "Security key", numbered if taken)."""
+
+    credential: CredentialJSON
+    name: NameText | None = None
+
+
+class PasskeyAssertion(RequestBody):
+    """The browser's answer to the sign-in options."""
+
+    credential: CredentialJSON
+    remember_device: Flag = Field(
+        default=False,
+        description="Remember this browser (trusted devices must be on: else 409 "
+        "trusted_devices_disabled, before the answer is checked).",
+    )
 
 
 class Naming(RequestBody):
@@ -245,10 +285,11 @@ def policy_change(max_grace_hours: int) -> type[PolicyChange]:
 Body = TypeVar("Body", bound=RequestBody)
 
 
-async def read_body(request: Request, model: type[Body]) -> Body:
-    """The request's JSON body read into ``model``: :class:`~mfa_guard.errors.Refused` as
-    :func:`json_body` raises it, or with the first field refused."""
-    data = await json_body(request)
+async def read_body(request: Request, model: type[Body], limit: int = MAX_BODY_BYTES) -> Body:
+    """The request's JSON body (at most ``limit`` bytes) read into ``model``:
+    :class:`~mfa_guard.errors.Refused` as :func:`json_body` raises it, or with the first field
+    refused."""
+    data = await json_body(request, limit)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -348,6 +389,15 @@ class Authenticator(ResponseBody):
     backed_up: bool = Field(
         default=False, description="A passkey synced between the user's devices."
     )
+
+
+class PasskeyOptions(ResponseBody):
+    """The options for ``navigator.credentials.create`` (registration) or ``.get`` (sign-in),
+    in their JSON form: pass ``publicKey`` to ``PublicKeyCredential.parseCreationOptionsFromJSON``
+    or ``parseRequestOptionsFromJSON``. The challenge is this session's, used once, and expires
+    with ``timeout``."""
+
+    publicKey: dict[str, Any] = Field(json_schema_extra={"type": "object"})  # noqa: N815
 
 
 class Authenticators(ResponseBody):
