@@ -107,6 +107,11 @@ class WebAuthnRejected(Exception):
         self.why = why
 
 
+class CounterRegressed(WebAuthnRejected):
+    """A signed answer whose counter did not go up (WebAuthn 6.1.1): the authenticator may
+    have been cloned. Refused like any other; told apart so the user hears why."""
+
+
 @dataclass(frozen=True, slots=True)
 class RelyingParty:
     """The site as WebAuthn sees it: its ``id`` (the host name keys are bound to), ``name``
@@ -349,11 +354,18 @@ def verify_authentication(
             expected_rp_id=rp.id,
             expected_origin=list(rp.origins),
             credential_public_key=key.public_key,
-            credential_current_sign_count=key.sign_count,
+            # The counter is compared below, once the signature holds, so that a counter
+            # that does not go up is told apart from any other refusal.
+            credential_current_sign_count=0,
             require_user_verification=rp.user_verification == "required",
         )
     except _MALFORMED as exc:
         raise WebAuthnRejected(f"sign-in refused: {exc}") from exc
+    counted = verified.new_sign_count
+    if (counted or key.sign_count) and counted <= key.sign_count:
+        raise CounterRegressed(
+            f"the signature counter is {counted}, not above the {key.sign_count} recorded"
+        )
     return Assertion(
         credential_id=verified.credential_id,
         sign_count=verified.new_sign_count,
