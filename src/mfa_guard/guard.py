@@ -15,6 +15,7 @@ from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker, subject_hasher
 from mfa_guard.core.recovery import DEFAULT_COST, ScryptCost
 from mfa_guard.core.totp import TOTPParameters
+from mfa_guard.core.webauthn import RelyingParty
 from mfa_guard.crypto import SecretBox
 from mfa_guard.devices import TrustedDevices
 from mfa_guard.enforcement import EnrolmentNotice, SiteService
@@ -29,7 +30,6 @@ from mfa_guard.identity import (
 )
 from mfa_guard.ratelimit import failure_limiters, storage_from_uri
 from mfa_guard.send_limits import SendLimiter
-from mfa_guard.core.webauthn import RelyingParty
 from mfa_guard.services import MFAService, SMSChannel
 from mfa_guard.session import SessionGate
 from mfa_guard.settings import MFAGuardSettings

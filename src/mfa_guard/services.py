@@ -33,10 +33,10 @@ from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import SMSError, SMSProvider
 from mfa_guard.stores.base import (
     Authenticator,
+    CeremonyPurpose,
     Enrolment,
     FactorKind,
     MFAStore,
-    CeremonyPurpose,
     SMSChallenge,
     SMSPurpose,
     WebAuthnChallenge,

@@ -91,7 +91,9 @@ async def test_a_passkey_turns_2fa_on_and_signs_in() -> None:
         assert verified.status_code == 200, verified.text
         assert verified.json()["method"] == "webauthn"
         assert (await client.get("/protected")).status_code == 200
-        [stored] = (await ga.store.get("solo@example.test") or pytest.fail()).keys
+        enrolment = await ga.store.get("solo@example.test")
+        assert enrolment is not None
+        [stored] = enrolment.keys
         assert stored.sign_count == 1  # 0 at registration, 1 at this sign-in
         assert stored.last_used_at == ga.clock()
 

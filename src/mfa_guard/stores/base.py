@@ -158,9 +158,10 @@ class MFAStore(Protocol):
 
     The epoch goes up by exactly one at each change that bumps it (an authenticator added or
     removed, turning 2FA off, a new phone, revoking sessions): a session that made a change
-    from epoch ``n`` and got ``n + 1`` back knows nothing else moved it in between. Every bump also voids what was
-    pending, so nothing begun under an old epoch completes under a new one: the pending SMS
-    code and the unconfirmed set-up (with its binding) go with it.
+    from epoch ``n`` and got ``n + 1`` back knows nothing else moved it in between. Every bump
+    also voids what was pending, so nothing begun under an old epoch completes under a new one:
+    the pending SMS code, the WebAuthn challenges and the unconfirmed set-up (with its binding)
+    go with it.
 
     Implementations raise :class:`mfa_guard.StoreUnavailable` when the backend cannot be reached,
     so the kit fails closed with a 503. ``mfa_guard.testing.contract.MFAStoreContract`` is the

@@ -397,7 +397,7 @@ class PasskeyOptions(ResponseBody):
     or ``parseRequestOptionsFromJSON``. The challenge is this session's, used once, and expires
     with ``timeout``."""
 
-    publicKey: dict[str, Any] = Field(json_schema_extra={"type": "object"})  # noqa: N815
+    publicKey: dict[str, Any] = Field(json_schema_extra={"type": "object"})
 
 
 class Authenticators(ResponseBody):
