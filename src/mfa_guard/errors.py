@@ -154,6 +154,11 @@ class Reason(Enum):
         401,
         "Confirm a current code (POST api/verify) to continue.",
     )
+    PASSKEY_REQUIRED = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "Confirm with your passkey or security key (POST api/webauthn/authenticate) to continue.",
+    )
     RECENT_MFA_FOR_RECOVERY_CODES = Refusal(
         "mfa_reauthentication_required",
         401,

@@ -31,7 +31,7 @@ the kit's: the middleware's :func:`~mfa_guard.core.policy.decide` and the step-u
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -46,7 +46,7 @@ from mfa_guard.core.policy import Decision, decide
 from mfa_guard.errors import ConfigurationError, Reason, StoreUnavailable
 from mfa_guard.session import session_of
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.stepup import recent_mfa_reason, require_recent_mfa
+from mfa_guard.stepup import recent_mfa_reason, require_recent_mfa, step_up_methods
 from mfa_guard.web import openapi as kit_openapi
 from mfa_guard.web.http import decision_refusal, guarded_refusal, report_failure
 
@@ -214,15 +214,20 @@ class RequireRecentMFA:
     ``403 mfa_enrolment_required`` for a user without 2FA, ``401 not_authenticated``,
     ``503 service_unavailable``; page navigations are sent to the challenge and back (``303``).
     HTTP routes only. A ``max_age`` outside 1 … ``verified_lifetime_seconds`` is refused here
-    (``ConfigurationError``). Returns an :class:`MFASession`.
+    (``ConfigurationError``). ``methods`` narrows what counts, as for the decorator:
+    ``methods=("webauthn",)`` demands a passkey or security key. Returns an
+    :class:`MFASession`.
     """
 
     __globals__: ClassVar[dict[str, object]] = globals()
 
-    def __init__(self, guard: MFAGuard, max_age: int | None = None) -> None:
+    def __init__(
+        self, guard: MFAGuard, max_age: int | None = None, methods: Collection[str] | None = None
+    ) -> None:
         require_recent_mfa(guard, max_age)  # refuses a max_age the decorator would refuse
         self.guard = guard
         self.max_age = guard.settings.recent_mfa_seconds if max_age is None else max_age
+        self.methods = step_up_methods(methods)
 
     async def __call__(self, connection: HTTPConnection) -> MFASession:
         if not isinstance(connection, Request):
@@ -236,7 +241,7 @@ class RequireRecentMFA:
             raise MFARefusal(Reason.NOT_AUTHENTICATED, scope, guard.settings)
         # No session is a wiring error to raise, not an outage to answer with a 503.
         session = session_of(scope)
-        reason = await recent_mfa_reason(guard, connection, self.max_age)
+        reason = await recent_mfa_reason(guard, connection, self.max_age, self.methods)
         if reason is not None:
             raise MFARefusal(reason, scope, guard.settings)
         # The marker recent_mfa_reason just accepted, read back from the session: no I/O.

@@ -10,8 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
-from mfa_guard import EventKind
+from mfa_guard import ConfigurationError, EventKind
+from mfa_guard.fastapi import RequireRecentMFA
+from mfa_guard.stepup import require_recent_mfa
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -331,3 +336,46 @@ async def test_a_malformed_answer_is_a_clear_4xx(credential: object) -> None:
             response = await client.post(API + path, json={"credential": credential})
             assert 400 <= response.status_code < 500, (path, response.text)
             assert code_of(response) in ("invalid_input", "webauthn_rejected", "not_enrolled")
+
+
+async def test_a_step_up_accepts_a_passkey_and_can_demand_one() -> None:
+    ga = passkey_app()
+    guard = ga.guard
+
+    async def payout(request: Request) -> Response:
+        return PlainTextResponse("changed")
+
+    async def export(request: Request) -> Response:
+        return PlainTextResponse("exported")
+
+    ga.app.router.routes.insert(
+        0, Route("/payout", require_recent_mfa(guard, methods=("webauthn",))(payout))
+    )
+    ga.app.router.routes.insert(0, Route("/export", require_recent_mfa(guard)(export)))
+    key = SoftAuthenticator()
+    async with client_of(ga) as client:
+        await sign_in(client)
+        secret, _ = await enrol(ga, client)
+        assert (await register(client, key)).status_code == 200
+        await client.post("/logout")
+        await sign_in(client)
+        ga.clock.advance(30)
+        assert (
+            await client.post(f"{API}/verify", json={"code": ga.code(secret)})
+        ).status_code == 200
+        assert (await client.get("/export")).status_code == 200
+        demanded = await client.get("/payout", headers={"accept": "application/json"})
+        assert demanded.status_code == 401
+        assert demanded.json()["error"]["message"].startswith("Confirm with your passkey")
+        assert (await assert_with(client, key)).status_code == 200
+        assert (await client.get("/payout")).text == "changed"
+        assert (await client.get("/export")).text == "exported"
+
+
+@pytest.mark.parametrize("methods", [(), ("webauthn", "fax"), ("device",), "webauthn"])
+def test_a_step_up_demanding_no_known_method_is_a_wiring_error(methods: Any) -> None:
+    ga = passkey_app()
+    with pytest.raises(ConfigurationError, match="methods"):
+        require_recent_mfa(ga.guard, methods=methods)
+    with pytest.raises(ConfigurationError, match="methods"):
+        RequireRecentMFA(ga.guard, methods=methods)
