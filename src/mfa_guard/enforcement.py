@@ -22,7 +22,7 @@ from mfa_guard.errors import Denied, Reason
 from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import publish
 from mfa_guard.settings import MFAGuardSettings
-from mfa_guard.stores.base import MFAStore
+from mfa_guard.stores.base import FactorKind, MFAStore
 from mfa_guard.stores.sites import Membership, Role, Site, SiteDirectory, SitePolicy
 
 
@@ -34,10 +34,15 @@ class MemberStatus:
     role: Role
     two_factor: bool
     phone_verified: bool
+    # The kinds of the member's authenticators ("webauthn", "totp"), each once.
+    factors: tuple[FactorKind, ...] = ()
 
     @property
     def method(self) -> str | None:
-        return "totp" if self.two_factor else None
+        """The member's strongest kind of factor: a passkey or security key, else the app."""
+        if not self.two_factor:
+            return None
+        return FactorKind.WEBAUTHN.value if FactorKind.WEBAUTHN in self.factors else "totp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,7 @@ async def member_statuses(
             role=m.role,
             two_factor=statuses[m.user_id].enrolled,
             phone_verified=statuses[m.user_id].phone_verified,
+            factors=statuses[m.user_id].kinds,
         )
         for m in members
     ]

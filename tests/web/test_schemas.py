@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from mfa_guard.core.marker import METHODS
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
+from mfa_guard.testing.webauthn import SoftAuthenticator
 from mfa_guard.web import schemas
 from mfa_guard.web.api import ALL_METHODS, API
 from mfa_guard.web.openapi import OPERATIONS, refusal_status
@@ -38,6 +39,9 @@ ABSENT = object()
 JSON = "application/json"
 
 
+ORIGIN = "https://app.example.test"
+
+
 async def acme_app(outbox: OutboxSMS | None = None, **settings: Any) -> GuardedApp:
     """Everything on: a site directory (Acme: an owner and an operator), SMS and trusted
     devices."""
@@ -50,6 +54,7 @@ async def acme_app(outbox: OutboxSMS | None = None, **settings: Any) -> GuardedA
         sms_provider=outbox or OutboxSMS(),
         sms=SMS,
         trusted_devices={"enabled": True},
+        webauthn={"rp_id": "app.example.test", "origins": [ORIGIN]},
         **settings,
     )
 
@@ -100,7 +105,7 @@ async def walk(ga: GuardedApp, outbox: OutboxSMS, recorder: Recorder) -> None:
 
     def client() -> httpx.AsyncClient:
         # https: the device cookie is Secure, sent back over TLS only.
-        return ga.client(base_url="https://testserver", event_hooks={"response": [recorder]})
+        return ga.client(base_url=ORIGIN, event_hooks={"response": [recorder]})
 
     async with client() as owner, client() as agent, client() as anonymous:
         await anonymous.get("/mfa/api/status")
@@ -150,6 +155,16 @@ async def walk(ga: GuardedApp, outbox: OutboxSMS, recorder: Recorder) -> None:
 
         await sign_in(owner, "owner@acme.test")
         await enrol(ga, owner)
+        key = SoftAuthenticator()
+        options = (await owner.post("/mfa/api/webauthn/register/options", json={})).json()
+        answer = key.create(options["publicKey"], origin=ORIGIN)
+        await owner.post("/mfa/api/webauthn/register", json={"credential": {"id": "x"}})
+        await owner.post("/mfa/api/webauthn/register", json={"credential": answer, "name": "Key"})
+        options = (await owner.post("/mfa/api/webauthn/authenticate/options", json={})).json()
+        answer = key.get(options["publicKey"], origin=ORIGIN)
+        await owner.post("/mfa/api/webauthn/authenticate", json={"credential": answer})
+        await owner.post("/mfa/api/webauthn/authenticate", json={"credential": answer})
+        await agent.post("/mfa/api/webauthn/authenticate/options", json={})  # no passkey
         await owner.get("/mfa/api/sites")
         await owner.get("/mfa/api/sites/acme/members")
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True})  # members lack 2FA
@@ -230,12 +245,20 @@ VALID_BODIES: dict[type[schemas.RequestBody], list[tuple[str, str]]] = {
     schemas.Code: [("/mfa/api/phone/verify", "post")],
     schemas.NamedCode: [("/mfa/api/totp/confirm", "post")],
     schemas.Naming: [("/mfa/api/authenticators/x", "patch")],
+    schemas.PasskeyRegistration: [("/mfa/api/webauthn/register", "post")],
+    schemas.PasskeyAssertion: [("/mfa/api/webauthn/authenticate", "post")],
     schemas.MethodCode: [("/mfa/api/disable", "post")],
     schemas.Verification: [("/mfa/api/verify", "post")],
     schemas.Phone: [("/mfa/api/phone", "post")],
     schemas.PolicyChange: [("/mfa/api/sites/acme/policy", "put")],
 }
-BASE: dict[str, Any] = {"code": "123456", "phone": MOBILE, "enforce": False, "name": "Key"}
+BASE: dict[str, Any] = {
+    "code": "123456",
+    "phone": MOBILE,
+    "enforce": False,
+    "name": "Key",
+    "credential": {"id": "x"},
+}
 
 
 def bodies(model: type[schemas.RequestBody], max_grace_hours: int) -> Iterator[dict[str, Any]]:

@@ -256,6 +256,7 @@ async def test_enforcing_at_once_is_refused_while_members_lack_2fa(acme: Acme) -
                 "role": "operator",
                 "two_factor": False,
                 "method": None,
+                "factors": [],
                 "phone_verified": False,
             }
         ]

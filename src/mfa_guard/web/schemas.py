@@ -524,7 +524,11 @@ class Member(ResponseBody):
     user_id: str
     role: Role
     two_factor: bool
-    method: Literal[Method.TOTP] | None
+    method: Literal[Method.WEBAUTHN, Method.TOTP] | None = Field(
+        description="The member's strongest kind of factor: webauthn (a passkey or security "
+        "key), else totp."
+    )
+    factors: list[FactorKind] = Field(description="Every kind of factor the member has.")
     phone_verified: bool
 
 
