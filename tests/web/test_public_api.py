@@ -53,9 +53,12 @@ PUBLIC: dict[str, list[str]] = {
         "system_clock",
     ],
     "mfa_guard.stores": [
+        "Authenticator",
+        "CeremonyPurpose",
         "DeviceStore",
         "Enrolment",
         "EnrolmentSummary",
+        "FactorKind",
         "FactorStatus",
         "MFAStore",
         "Member",
@@ -72,6 +75,7 @@ PUBLIC: dict[str, list[str]] = {
         "SitePolicy",
         "StoredSecrets",
         "TrustedDevice",
+        "WebAuthnChallenge",
     ],
     "mfa_guard.stores.sql": [
         "SQLDeviceStore",
@@ -128,6 +132,7 @@ PUBLIC: dict[str, list[str]] = {
         "FrozenClock",
         "current_code",
     ],
+    "mfa_guard.testing.webauthn": ["CeremonyRefused", "SoftAuthenticator", "SoftCredential"],
     "mfa_guard.testing.contract": ["MFAStoreContract"],
     "mfa_guard.testing.devices_contract": ["DeviceStoreContract"],
     "mfa_guard.testing.sites_contract": ["SiteDirectoryContract"],

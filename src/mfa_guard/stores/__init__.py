@@ -1,5 +1,6 @@
 """The adapters the kit keeps its state in, each a Protocol with an in-memory implementation
-(the SQL ones are in :mod:`mfa_guard.stores.sql`): the MFA store (per-user enrolment), the site
+(the SQL ones are in :mod:`mfa_guard.stores.sql`): the MFA store (per-user enrolment: its
+authenticators, recovery codes, phone, pending SMS code and WebAuthn challenges), the site
 directory (memberships and 2FA policies) and the device store (remembered browsers), with the
 values their methods take and return."""
 
@@ -8,12 +9,16 @@ from __future__ import annotations
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.stores.base import (
+    Authenticator,
+    CeremonyPurpose,
     Enrolment,
+    FactorKind,
     FactorStatus,
     MFAStore,
     SMSChallenge,
     SMSPurpose,
     StoredSecrets,
+    WebAuthnChallenge,
 )
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore, TrustedDevice
 from mfa_guard.stores.memory import MemoryStore
@@ -28,9 +33,12 @@ from mfa_guard.stores.sites import (
 )
 
 __all__ = [
+    "Authenticator",
+    "CeremonyPurpose",
     "DeviceStore",
     "Enrolment",
     "EnrolmentSummary",
+    "FactorKind",
     "FactorStatus",
     "MFAStore",
     "Member",
@@ -47,4 +55,5 @@ __all__ = [
     "SitePolicy",
     "StoredSecrets",
     "TrustedDevice",
+    "WebAuthnChallenge",
 ]

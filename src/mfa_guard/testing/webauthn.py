@@ -8,9 +8,9 @@ returns what a browser's ``credential.toJSON()`` gives (``RegistrationResponseJS
 attestation is "none". An app tests its own passkey pages with it::
 
     authenticator = SoftAuthenticator()
-    options = (await client.post("/mfa/api/webauthn/register/begin")).json()
-    answer = authenticator.create(options, origin="https://example.com")
-    await client.post("/mfa/api/webauthn/register/finish", json=answer)
+    options = (await client.post("/mfa/api/webauthn/register/options", json={})).json()
+    answer = authenticator.create(options["publicKey"], origin="https://example.com")
+    await client.post("/mfa/api/webauthn/register", json={"credential": answer})
 
 Knobs make it misbehave, for the tests that a relying party refuses what it must: another RP
 ID hash, no user presence or verification, a counter that stands still or goes backwards, an
@@ -289,4 +289,5 @@ class SoftAuthenticator:
         return hashlib.sha256(rp_id.encode("utf-8")).digest()
 
 
-__all__ = ["CeremonyRefused", "SoftAuthenticator", "SoftCredential", "b64url", "from_b64url"]
+# The public testing API (docs/public-api.md); b64url and from_b64url are the suite's helpers.
+__all__ = ["CeremonyRefused", "SoftAuthenticator", "SoftCredential"]
