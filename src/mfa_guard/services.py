@@ -587,13 +587,11 @@ class MFAService:
             # Another user's credential, a removed key's, or none at all.
             return Denied(Reason.WEBAUTHN_REJECTED)
         try:
-            assertion = webauthn.verify_authentication(
-                rp,
-                credential,
-                challenge=challenge,
-                key=key,
-                user_handle=self._user_handle(enrolment.user_id),
-            )
+            # No user handle to compare: the key is found by its credential id among this
+            # user's own keys, the binding WebAuthn asks for (7.2 step 6). The handle only
+            # names the account inside the authenticator, and changes when the oldest
+            # encryption key is retired, while the keys registered before stay the user's.
+            assertion = webauthn.verify_authentication(rp, credential, challenge=challenge, key=key)
         except webauthn.CounterRegressed as exc:
             logger.warning("mfa_guard refused a passkey: %s", exc.why)
             return Denied(Reason.WEBAUTHN_COUNTER_REGRESSED)
@@ -641,6 +639,9 @@ class MFAService:
     ) -> Verified | Denied:
         """Checks a second factor: throttled per user, a TOTP step, recovery or SMS code used
         once. ``session`` is the session's nonce an SMS code is bound to."""
+        if method is Method.WEBAUTHN:
+            # A passkey answers with an assertion (verify_passkey), never a code.
+            return Denied(Reason.INVALID_METHOD)
         if method is Method.TOTP:
             code = totp.normalise_code(raw_code, self._params.digits)
         elif method is Method.SMS:

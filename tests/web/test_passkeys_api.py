@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -379,3 +380,31 @@ def test_a_step_up_demanding_no_known_method_is_a_wiring_error(methods: Any) -> 
         require_recent_mfa(ga.guard, methods=methods)
     with pytest.raises(ConfigurationError, match="methods"):
         RequireRecentMFA(ga.guard, methods=methods)
+
+
+async def test_a_passkey_signs_in_after_the_oldest_encryption_key_is_retired() -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = passkey_app(encryption_keys=[old])
+    key = SoftAuthenticator()
+    async with client_of(before) as client:
+        await sign_in(client)
+        assert (await register(client, key)).status_code == 200
+    after = passkey_app(store=before.store, encryption_keys=[new])
+    async with client_of(after) as client:
+        await sign_in(client)
+        verified = await assert_with(client, key)
+        assert verified.status_code == 200, verified.text
+
+
+@pytest.mark.parametrize("path", ["/verify", "/disable"])
+async def test_a_code_is_never_taken_as_a_passkey(path: str) -> None:
+    ga = passkey_app()
+    async with client_of(ga) as client:
+        await sign_in(client)
+        _, codes = await enrol(ga, client)
+        await client.post("/logout")
+        await sign_in(client)
+        refused = await client.post(API + path, json={"method": "webauthn", "code": codes[0]})
+        assert (refused.status_code, code_of(refused)) == (400, "invalid_method")
+        status = (await client.get(f"{API}/status")).json()
+        assert (status["verified"], status["recovery_codes_left"]) == (False, 10)

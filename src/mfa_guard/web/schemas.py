@@ -91,6 +91,10 @@ def _method(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationI
         raise _refused(Reason.INVALID_METHOD) from None
 
 
+# The methods a code is checked as (a passkey answers with an assertion, not a code).
+CodeMethod = Literal[Method.TOTP, Method.RECOVERY, Method.SMS]
+
+
 def _flag(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
     if not isinstance(value, bool):
         raise _refused(Reason.FIELD_NOT_A_BOOLEAN, field=_field_name(info))
@@ -144,7 +148,7 @@ NameText = Annotated[
     Field(max_length=MAX_NAME, examples=["YubiKey 5C", "Phone"]),
     WrapValidator(_name),
 ]
-MethodChoice = Annotated[Method, WrapValidator(_method)]
+MethodChoice = Annotated[CodeMethod, WrapValidator(_method)]
 Flag = Annotated[bool, WrapValidator(_flag)]
 
 
