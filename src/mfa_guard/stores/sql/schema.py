@@ -249,8 +249,8 @@ def move_legacy_secrets(conn: Connection) -> int:
     land together. A second run finds nothing to move. Two workers starting at once move each
     secret once: the copy is one ``INSERT … SELECT``, which on PostgreSQL locks the rows it
     reads (``FOR UPDATE``; the second worker then finds them emptied) and on SQLite holds the
-    database's write lock from its start. An app managing its schema with Alembic calls it from
-    a migration (``move_legacy_secrets(op.get_bind())``) after creating the two new tables."""
+    database's write lock from its start. An app whose own migrations make the tables
+    (``create_tables=False``) runs it once with ``mfa-guard init-db`` after them."""
     copied = exists().where(
         authenticators.c.user_id == enrolments.c.user_id,
         authenticators.c.secret == enrolments.c.secret,
