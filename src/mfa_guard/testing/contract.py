@@ -659,6 +659,8 @@ class MFAStoreContract:
 
         assert await store.rename_authenticator("alice", "k1", "Blue key") is True
         assert await store.rename_authenticator("alice", app_id("alice"), "Old phone") is True
+        # The same name again is a rename that changes nothing, not a refusal.
+        assert await store.rename_authenticator("alice", "k1", "Blue key") is True
 
         enrolment = await current(store, "alice")
         assert [a.name for a in enrolment.authenticators] == ["Old phone", "Blue key"]

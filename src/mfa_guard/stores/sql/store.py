@@ -17,7 +17,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Delete, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Update,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +49,7 @@ from mfa_guard.stores.base import (
     WebAuthnChallenge,
 )
 from mfa_guard.stores.sql.adapter import SQLAdapter
-from mfa_guard.stores.sql.engine import read_all, read_nothing, read_rowcount
+from mfa_guard.stores.sql.engine import read_all, read_nothing, read_rowcount, read_scalar_or_none
 from mfa_guard.stores.sql.schema import (
     ACCEPT_ASSERTION,
     ACCEPT_STEP,
@@ -317,17 +329,21 @@ class SQLStore(SQLAdapter):
                 ),
             ),
         )
+        stored = insert(webauthn_challenges).values(
+            challenge_hash=challenge.challenge_hash,
+            user_id=user_id,
+            purpose=challenge.purpose.value,
+            binding=challenge.binding,
+            expires_at=challenge.expires_at,
+        )
+        if self._db.is_postgresql:
+            # One statement: the deletion in its WITH clause (run before the insert).
+            statement = stored.add_cte(replaced.cte("replaced"))
+            await self._db.run(statement, {}, read_nothing, retry=False)
+            return
         async with self._db.transaction() as conn:
             await conn.execute(replaced)
-            await conn.execute(
-                insert(webauthn_challenges).values(
-                    challenge_hash=challenge.challenge_hash,
-                    user_id=user_id,
-                    purpose=challenge.purpose.value,
-                    binding=challenge.binding,
-                    expires_at=challenge.expires_at,
-                )
-            )
+            await conn.execute(stored)
 
     async def consume_webauthn_challenge(
         self,
@@ -548,10 +564,10 @@ class SQLStore(SQLAdapter):
         )
         # Not retried: a second run would bump the epoch twice (harmless, but not what was
         # asked).
-        async with self._db.transaction() as conn:
-            epoch = (await conn.execute(statement)).scalar_one()
-            await conn.execute(_drop_challenges(user_id))
-        return int(epoch)
+        epoch = await self._bump_dropping_challenges(statement, user_id)
+        if epoch is None:  # pragma: no cover - an upsert always writes
+            raise AssertionError("the upsert wrote nothing")
+        return epoch
 
     async def set_phone(
         self, user_id: str, phone: str, now: float, *, expected_epoch: int | None = None
@@ -577,10 +593,26 @@ class SQLStore(SQLAdapter):
             )
         # Not retried: a second run would count a second new phone, or (compare-and-set) find
         # the epoch moved and say "changed meanwhile" of its own change.
-        async with self._db.transaction() as conn:
-            epoch = (await conn.execute(statement.returning(enrolments.c.epoch))).scalar()
-            if epoch is not None:
-                await conn.execute(_drop_challenges(user_id))
+        return await self._bump_dropping_challenges(
+            statement.returning(enrolments.c.epoch), user_id
+        )
+
+    async def _bump_dropping_challenges(self, bump: Insert | Update, user_id: str) -> int | None:
+        """Runs ``bump`` (a write of the user's row returning its epoch) and, if it wrote, drops
+        the user's WebAuthn challenges: on PostgreSQL in one statement (``WITH bumped AS
+        (…RETURNING epoch), dropped AS (DELETE … WHERE EXISTS (SELECT FROM bumped)) SELECT
+        epoch FROM bumped``: the deletion waits for the write's outcome), elsewhere in one
+        transaction. The new epoch, or ``None`` if ``bump`` wrote nothing."""
+        if self._db.is_postgresql:
+            bumped = bump.cte("bumped")
+            dropped = _drop_challenges(user_id).where(select(bumped.c.epoch).exists())
+            statement = select(bumped.c.epoch).add_cte(dropped.cte("dropped"))
+            epoch = await self._db.run(statement, {}, read_scalar_or_none, retry=False)
+        else:
+            async with self._db.transaction() as conn:
+                epoch = (await conn.execute(bump)).scalar()
+                if epoch is not None:
+                    await conn.execute(_drop_challenges(user_id))
         return None if epoch is None else int(epoch)
 
 
