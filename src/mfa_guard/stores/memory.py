@@ -105,9 +105,7 @@ class MemoryStore:
             ),
         )
 
-    async def accept_step(
-        self, user_id: str, authenticator_id: str, step: int, now: float
-    ) -> bool:
+    async def accept_step(self, user_id: str, authenticator_id: str, step: int, now: float) -> bool:
         current = self._users.get(user_id)
         app = None if current is None else current.authenticator(authenticator_id)
         if app is None or app.kind is not FactorKind.TOTP:
@@ -233,8 +231,7 @@ class MemoryStore:
             (
                 self._secrets_of(e)
                 for e in self._users.values()
-                if (e.apps or e.pending_secret is not None)
-                and (after is None or e.user_id > after)
+                if (e.apps or e.pending_secret is not None) and (after is None or e.user_id > after)
             ),
             key=lambda stored: stored.user_id,
         )
