@@ -102,10 +102,11 @@ async def test_the_database_holds_no_totp_key_recovery_code_or_sms_code_in_the_c
             sms_code = texted_code(outbox)
         enrolment = await store.get(USER)
         assert enrolment is not None
-        assert enrolment.secret is not None
+        [app] = enrolment.apps
+        assert app.secret is not None
         # A Fernet token that the configured key opens, not the key itself.
-        assert enrolment.secret != secret
-        assert SecretBox([ENCRYPTION_KEY]).decrypt(enrolment.secret) == secret
+        assert app.secret != secret
+        assert SecretBox([ENCRYPTION_KEY]).decrypt(app.secret) == secret
     finally:
         await store.close()
 
@@ -138,16 +139,18 @@ async def test_a_new_key_put_first_opens_the_old_secrets_and_seals_the_new_ones(
         assert verified.status_code == 200, verified.text
         await sign_in(client, "bob@acme.test")
         bob_key, _ = await enrol(rotated, client)
-    bob = await store.get("bob@acme.test")
-    assert bob is not None
+    bob_enrolment = await store.get("bob@acme.test")
+    assert bob_enrolment is not None
+    [bob] = bob_enrolment.apps
     assert bob.secret is not None
     assert SecretBox([NEW_KEY]).decrypt(bob.secret) == bob_key
     with pytest.raises(SecretDecryptionError):
         SecretBox([ENCRYPTION_KEY]).decrypt(bob.secret)
 
     # What a re-encryption pass would do to alice's secret: her old token, sealed anew.
-    alice = await store.get("alice@acme.test")
-    assert alice is not None
+    alice_enrolment = await store.get("alice@acme.test")
+    assert alice_enrolment is not None
+    [alice] = alice_enrolment.apps
     assert alice.secret is not None
     resealed = SecretBox([NEW_KEY, ENCRYPTION_KEY]).rotate(alice.secret)
     assert SecretBox([NEW_KEY]).decrypt(resealed) == alice_key
