@@ -369,7 +369,7 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
         ("/mfa/api/devices/{device}", "device", 64),
         ("/mfa/api/totp/confirm", "name", 64),
         ("/mfa/api/authenticators/{authenticator}", "name", 64),
-        ("/mfa/api/authenticators/{authenticator}", "authenticator", 64),
+        ("/mfa/api/authenticators/{authenticator}", "authenticator", 32),
     }
 
 

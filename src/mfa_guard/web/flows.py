@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 MAX_SITE_ID = 255
 # Device ids are 16 characters; anything much longer is no device.
 MAX_DEVICE_ID = 64
-# Authenticator ids too.
-MAX_AUTHENTICATOR_ID = 64
+# Authenticator ids are 16 characters (32 for an app moved from an older release's table,
+# whose column holds no more).
+MAX_AUTHENTICATOR_ID = 32
 
 
 @dataclass(frozen=True, slots=True)
