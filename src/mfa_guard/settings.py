@@ -475,6 +475,212 @@ class SignOutSettings(BaseModel):
         )
 
 
+# One label of a host name (RFC 1123): letters, digits and inner hyphens, 1 to 63 of them.
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _ascii_form(host: str) -> str:
+    """How to write ``host`` in ASCII (IDNA), as browsers do."""
+    try:
+        return f"write it as {host.encode('idna').decode('ascii')!r}"
+    except UnicodeError:
+        return "write an internationalised name in its ASCII (punycode) form"
+
+
+def _rp_id_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a WebAuthn RP ID, or ``None``."""
+    example = "e.g. 'example.com' (or 'localhost' for development)"
+    if "://" in value:
+        return f"is a URL: give its host name alone, {example}"
+    if value.strip("[]") != value or _is_ip_address(value):
+        return (
+            "is an IP address, which WebAuthn refuses as an RP ID: serve the pages on a host "
+            f"name and give it, {example}"
+        )
+    if ":" in value or "/" in value or "?" in value or "#" in value or "@" in value:
+        return f"must be a host name alone, without port, path or user: {example}"
+    if not value.isascii():
+        return f"must be ASCII: {_ascii_form(value)}"
+    if value != value.lower():
+        return f"must be lowercase: {value.lower()!r}"
+    if value == "localhost":
+        return None
+    labels = value.split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return (
+            "is not a host name (labels of letters, digits and inner hyphens, 1 to 63 each, "
+            f"separated by single dots, no trailing dot): {example}"
+        )
+    if len(labels) < 2:
+        return (
+            "is a single label, which could be a top-level domain: give the site's registrable "
+            f"domain or a subdomain of it, {example}"
+        )
+    if labels[-1].isdigit():
+        return f"ends with a numeric label, so it is no host name: {example}"
+    return None
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _origin_problem(origin: str, rp_id: str) -> str | None:
+    """What is wrong with ``origin`` as an origin of WebAuthn pages whose RP ID is ``rp_id``."""
+    parts = urlsplit(origin)
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        return f"must look like https://{rp_id} or https://app.{rp_id}:8443"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        return (
+            f"must be an origin alone, without path, query or '/' at the end: "
+            f"'{parts.scheme}://{parts.netloc}'"
+        )
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if (parts.scheme, port) in (("https", 443), ("http", 80)):
+        return f"names its scheme's default port, which browsers leave out: drop ':{port}'"
+    if not host.isascii():
+        return f"must be ASCII: {_ascii_form(host)}"
+    if parts.scheme == "http" and not (host == "localhost" == rp_id):
+        return (
+            "uses http://, which is no secure context, where browsers offer no WebAuthn: use "
+            "https:// (http:// only as http://localhost[:port], with rp_id 'localhost')"
+        )
+    if host != rp_id and not host.endswith("." + rp_id):
+        return (
+            f"is not on the RP ID {rp_id!r}: its host must be {rp_id} or a subdomain of it "
+            "(browsers refuse the ceremony otherwise)"
+        )
+    written = f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
+    if origin != written:
+        return f"is not written as browsers write an origin: {written!r}"
+    return None
+
+
+class WebAuthnSettings(BaseModel):
+    """Passkeys and security keys (WebAuthn) as a second factor: off until ``rp_id`` is set."""
+
+    rp_id: str | None = Field(
+        default=None,
+        description=(
+            "The relying party ID: the host name passkeys are bound to, the site's registrable "
+            "domain (`example.com`) or a subdomain of it, in lowercase, without scheme, port or "
+            "path (`localhost` for development; no IP address). Every origin in `origins` must "
+            "be on it. Changing it later orphans every registered passkey. Unset: passkeys and "
+            "security keys are off."
+        ),
+    )
+    rp_name: str | None = Field(
+        default=None,
+        description=(
+            "The site's name as browsers and authenticators show it while registering a "
+            "passkey. Unset: `issuer`."
+        ),
+    )
+    origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "The origins the pages that ask for a passkey are served from, comma-separated, "
+            "exactly as a browser writes them: `https://host[:port]` whose host is `rp_id` or a "
+            "subdomain of it, no path (`http://localhost[:port]` only with `rp_id` `localhost`). "
+            "Required with `rp_id`: a response signed for any other origin is refused."
+        ),
+    )
+    user_verification: Literal["preferred", "required", "discouraged"] = Field(
+        default="preferred",
+        description=(
+            "Whether the authenticator checks who holds it (PIN, fingerprint, face): "
+            "`required` refuses a key that did not (a security key without a PIN cannot be "
+            "used), `preferred` asks for it where the key can, `discouraged` asks for a touch "
+            "only (the password is the first factor)."
+        ),
+    )
+    resident_key: Literal["preferred", "required", "discouraged"] = Field(
+        default="preferred",
+        description=(
+            "Whether a new credential is stored on the authenticator as a discoverable "
+            "credential (a passkey) or only on the server (`discouraged`, which spares the "
+            "small storage of security keys); `required` refuses authenticators that cannot."
+        ),
+    )
+    attestation: Literal["none", "direct"] = Field(
+        default="none",
+        description=(
+            "`none`: ask no proof of the authenticator's make and model (no extra browser "
+            "prompt). `direct`: ask for it; its signature is checked, but without the vendors' "
+            "root certificates it proves nothing, and the kit admits every model either way."
+        ),
+    )
+    challenge_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=600,
+        description=(
+            "How long a registration or sign-in challenge may be answered, in seconds; also "
+            "the timeout browsers are given."
+        ),
+    )
+
+    @field_validator("rp_id", "rp_name", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("rp_id")
+    @classmethod
+    def _rp_id(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _rp_id_problem(value)) is not None:
+            raise ValueError(f"webauthn.rp_id {value!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _origins_on_the_rp_id(self) -> Self:
+        if self.rp_id is None:
+            if self.origins:
+                raise ValueError(
+                    "webauthn.origins is set but webauthn.rp_id is not: set "
+                    "MFA_GUARD_WEBAUTHN__RP_ID to the host name passkeys are bound to (e.g. "
+                    "example.com), or remove MFA_GUARD_WEBAUTHN__ORIGINS"
+                )
+            return self
+        if not self.origins:
+            raise ValueError(
+                f"webauthn.rp_id is {self.rp_id!r} but webauthn.origins is empty: set "
+                "MFA_GUARD_WEBAUTHN__ORIGINS to the origins the pages are served from, e.g. "
+                f"https://{self.rp_id}"
+            )
+        origins: list[str] = []
+        for origin in self.origins:
+            # Browsers write the scheme and host in lowercase.
+            scheme, sep, rest = origin.partition("://")
+            normal = f"{scheme.lower()}{sep}{rest.lower()}" if sep else origin
+            if (problem := _origin_problem(normal, self.rp_id)) is not None:
+                raise ValueError(f"webauthn.origins: {origin!r} {problem}")
+            if normal not in origins:
+                origins.append(normal)
+        self.origins = origins
+        return self
+
+
 class MFAGuardSettings(BaseSettings):
     """Every setting of the kit, read from ``MFA_GUARD_*`` environment variables (nested groups
     with ``__``: ``MFA_GUARD_SMS__ENABLED``) and the app's ``.env``, or passed as keywords.
@@ -561,6 +767,7 @@ class MFAGuardSettings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     sms: SMSSettings = Field(default_factory=SMSSettings)
     trusted_devices: TrustedDeviceSettings = Field(default_factory=TrustedDeviceSettings)
+    webauthn: WebAuthnSettings = Field(default_factory=WebAuthnSettings)
     require_phone_for_enrolment: bool = Field(
         default=False,
         description="Ask for a verified phone number before TOTP enrolment. Needs `sms.enabled`.",
