@@ -259,6 +259,14 @@
         form.removeAttribute("aria-busy");
       }
     });
+    if (form.getAttribute("data-webauthn") === "authenticate") {
+      // "Remember this browser" serves both ways: moved from the code's form (which still
+      // posts it, by its form attribute) to below the passkey's button.
+      var remember = document.querySelector("[data-webauthn-remember]");
+      if (remember) {
+        form.after(remember);
+      }
+    }
     form.hidden = false;
   }
 
