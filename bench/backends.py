@@ -164,33 +164,47 @@ async def postgres_floor(store: MFAStore, user_id: str) -> tuple[float, float]:
     return selected - started, committed - selected
 
 
-# A verify's two turns with no kit: the enrolment row read together with the failure budget's
-# slots (limits' moving-window script on each window's key, in one redis-py pipeline, as
-# mfa_guard.ratelimit._RedisStorage sends them), then accept_step's compare-and-set UPDATE. On a
-# row and keys of the bench's own, so the kit's state is left alone: the row a copy of the
-# verifying user's (in the store's schema, dropped with it), the keys of the same shape under a
-# namespace of their own, cleared after each pair as the kit clears its own after a success.
+# A verify's two turns with no kit: the enrolment row and its app read together with the failure
+# budget's slots (limits' moving-window script on each window's key, in one redis-py pipeline, as
+# mfa_guard.ratelimit._RedisStorage sends them), then accept_step's compare-and-set UPDATE. On
+# rows and keys of the bench's own, so the kit's state is left alone: the rows copies of the
+# verifying user's enrolment and app (in the store's schema, dropped with it), the keys of the
+# same shape under a namespace of their own, cleared after each pair as the kit clears its own
+# after a success.
 NO_KIT_USER = "no-kit@bench.test"
+NO_KIT_APP = "no-kit-app"
 _NO_KIT_NAMESPACE = "mfa_guard_bench"
-# The bench's row: the verifying user's, copied with no step accepted yet (steps 1, 2, … pass).
+# The bench's rows: the verifying user's enrolment, and their app copied with no step accepted
+# yet (steps 1, 2, … pass).
 _NO_KIT_ROW = (
-    "INSERT INTO mfa_guard_enrolments (user_id, last_step, epoch, secret, confirmed_at, "
-    "pending_secret, recovery_salt, recovery_params, phone, phone_verified_at, sms_purpose, "
+    "INSERT INTO mfa_guard_enrolments (user_id, epoch, confirmed_at, pending_secret, "
+    "pending_binding, recovery_salt, recovery_params, phone, phone_verified_at, sms_purpose, "
     "sms_code_hash, sms_phone, sms_expires_at) "
-    "SELECT $2, NULL, epoch, secret, confirmed_at, pending_secret, recovery_salt, "
+    "SELECT $2, epoch, confirmed_at, pending_secret, pending_binding, recovery_salt, "
     "recovery_params, phone, phone_verified_at, sms_purpose, sms_code_hash, sms_phone, "
     "sms_expires_at FROM mfa_guard_enrolments WHERE user_id = $1"
 )
-# The row's columns that the store's get reads, without its join to the recovery codes: one row.
+_NO_KIT_APP_ROW = (
+    "INSERT INTO mfa_guard_authenticators (id, user_id, kind, name, created_at, secret, "
+    "last_step, sign_count, backed_up) "
+    "SELECT $3, $2, kind, name, created_at, secret, NULL, sign_count, backed_up "
+    "FROM mfa_guard_authenticators WHERE user_id = $1 AND kind = 'totp' "
+    "ORDER BY created_at LIMIT 1"
+)
+# The columns that the store's get reads, of the enrolment's row and its authenticators,
+# without the recovery codes: one row (the one app).
 _NO_KIT_SELECT = (
-    "SELECT epoch, secret, confirmed_at, last_step, pending_secret, recovery_salt, "
-    "recovery_params, phone, phone_verified_at, sms_purpose, sms_code_hash, sms_phone, "
-    "sms_expires_at FROM mfa_guard_enrolments WHERE user_id = $1"
+    "SELECT e.epoch, e.confirmed_at, e.pending_secret, e.pending_binding, e.recovery_salt, "
+    "e.recovery_params, e.phone, e.phone_verified_at, e.sms_purpose, e.sms_code_hash, "
+    "e.sms_phone, e.sms_expires_at, a.id, a.kind, a.name, a.created_at, a.last_used_at, "
+    "a.secret, a.last_step, a.credential_id, a.public_key, a.sign_count, a.transports, "
+    "a.aaguid, a.backed_up FROM mfa_guard_enrolments e "
+    "LEFT JOIN mfa_guard_authenticators a ON a.user_id = e.user_id WHERE e.user_id = $1"
 )
 # accept_step's statement, as the store sends it.
 _NO_KIT_UPDATE = (
-    "UPDATE mfa_guard_enrolments SET last_step = $2, updated_at = now() WHERE user_id = $1 "
-    "AND secret IS NOT NULL AND confirmed_at IS NOT NULL "
+    "UPDATE mfa_guard_authenticators SET last_step = $2, last_used_at = $3 "
+    "WHERE id = $4 AND user_id = $1 AND kind = 'totp' "
     "AND (last_step IS NULL OR last_step < $2)"
 )
 # The same two statements for SQLAlchemy, with its named parameters (``:p1`` for ``$1``).
@@ -241,9 +255,11 @@ class NoKitTurns:
             driver = raw.driver_connection
             assert driver is not None
             status = await driver.execute(_NO_KIT_ROW, user_id, NO_KIT_USER)
+            app_status = await driver.execute(_NO_KIT_APP_ROW, user_id, NO_KIT_USER, NO_KIT_APP)
         finally:
             await greenlet_spawn(raw.close)
         expect(status == "INSERT 0 1", f"the bench's own row was not written: {status}")
+        expect(app_status == "INSERT 0 1", f"the bench's own app was not written: {app_status}")
         sha = str(await client.script_load(RedisBridge.SCRIPT_ACQUIRE_MOVING_WINDOW))
         return cls(store, client, sha, windows)
 
@@ -256,7 +272,9 @@ class NoKitTurns:
             assert driver is not None
 
             async def update(step: int) -> int:
-                status: str = await driver.execute(_NO_KIT_UPDATE, NO_KIT_USER, step)
+                status: str = await driver.execute(
+                    _NO_KIT_UPDATE, NO_KIT_USER, step, time(), NO_KIT_APP
+                )
                 # asyncpg answers with the command tag: ``UPDATE 1``.
                 return int(status.rpartition(" ")[2])
 
@@ -278,7 +296,8 @@ class NoKitTurns:
 
         async def update(step: int) -> int:
             async with engine.connect() as conn:
-                return (await conn.execute(_SA_UPDATE, {**params, "p2": step})).rowcount
+                values = {**params, "p2": step, "p3": time(), "p4": NO_KIT_APP}
+                return (await conn.execute(_SA_UPDATE, values)).rowcount
 
         return await self._turns(select, update)
 

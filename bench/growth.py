@@ -30,6 +30,7 @@ from mfa_guard import MemoryStore
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.crypto import SecretBox
 from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
+from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.web.middleware import ADMITTED_LIMIT
 
@@ -67,9 +68,17 @@ async def populate(users: int, sessions: int, sites: int) -> Population:
     recovery = RecoveryCodeSet(salt="bench", hashes=())
     for index in range(users):
         user_id = _user(index)
+        app = Authenticator(
+            id=f"app-{index:06d}",
+            kind=FactorKind.TOTP,
+            name="Authenticator app",
+            created_at=bench.clock(),
+            secret=token,
+            last_step=0,
+        )
         await store.begin_enrolment(user_id, token)
-        epoch = await store.confirm_enrolment(
-            user_id, token, step=0, recovery=recovery, now=bench.clock()
+        epoch = await store.add_authenticator(
+            user_id, app, now=bench.clock(), recovery=recovery, pending_secret=token
         )
         if epoch != 1:
             raise RuntimeError(f"enrolling {user_id} gave epoch {epoch}")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.recovery import RecoveryCodeSet
+from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.sites import Role, SitePolicy
 from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
 
@@ -62,7 +63,12 @@ async def empty_postgres_store(schema: str) -> SQLStore:
     store = SQLStore(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
     await store.create_all()
     async with store.engine.begin() as conn:
-        await conn.execute(text("TRUNCATE mfa_guard_recovery_codes, mfa_guard_enrolments"))
+        await conn.execute(
+            text(
+                "TRUNCATE mfa_guard_recovery_codes, mfa_guard_authenticators, "
+                "mfa_guard_webauthn_challenges, mfa_guard_enrolments"
+            )
+        )
     return store
 
 
@@ -94,8 +100,19 @@ async def seeded(url: str) -> None:
         policy = SitePolicy(enforce=True, grace_deadline=1_800_000_000.0, changed_at=0.0)
         assert await directory.set_policy("acme", policy)
         recovery = RecoveryCodeSet(salt="00", hashes=("11",))
-        for user in ("owner@acme.test", "solo@example.test"):
+        for n, user in enumerate(("owner@acme.test", "solo@example.test")):
+            app = Authenticator(
+                id=f"seeded-app-{n}",
+                kind=FactorKind.TOTP,
+                name="Authenticator app",
+                created_at=1.0,
+                secret="token",
+                last_step=1,
+            )
             await store.begin_enrolment(user, "token")
-            assert await store.confirm_enrolment(user, "token", step=1, recovery=recovery, now=1.0)
+            added = await store.add_authenticator(
+                user, app, now=1.0, recovery=recovery, pending_secret="token"
+            )
+            assert added == 1
     finally:
         await store.close()

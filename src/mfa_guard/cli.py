@@ -559,8 +559,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="create the SQL store's tables (safe to rerun)",
         description=(
             "Create the mfa_guard tables that do not exist yet in MFA_GUARD_DATABASE_URL (or "
-            "--database-url). Apps managing their schema with Alembic add "
-            "mfa_guard.stores.sql.metadata to their migrations instead."
+            "--database-url), and move each TOTP secret an earlier release kept on the "
+            "enrolment to an authenticator app of the user's own (once: a rerun moves nothing). "
+            "Apps managing their schema with Alembic add mfa_guard.stores.sql.metadata to "
+            "their migrations instead (and call move_legacy_secrets in one)."
         ),
     )
     init_db.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
@@ -600,8 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reset-user",
         help="turn a user's 2FA off (lost device): they enrol again",
         description=(
-            "Turn USER's 2FA off: their secret, recovery codes and pending SMS code are removed "
-            "and every session of theirs loses its verified state at its next re-check; their "
+            "Turn USER's 2FA off: their authenticators (apps, passkeys and security keys), "
+            "recovery codes, phone and pending SMS code are removed and every session of "
+            "theirs loses its verified state at its next re-check; their "
             "failed-attempt count is cleared (with a shared MFA_GUARD_STORAGE_URI). Reads the "
             "app's settings (MFA_GUARD_*, .env). Writes an admin_reset audit event. Exit 0 when "
             "reset; 1 when the database or the rate-limit storage is unavailable; 2 when the "
@@ -638,8 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rotate-keys",
         help="re-encrypt every stored TOTP secret under the newest key",
         description=(
-            "Re-encrypt every stored TOTP secret (and pending one) that is not under the newest "
-            "key of MFA_GUARD_ENCRYPTION_KEYS, in batches, showing progress; safe to interrupt "
+            "Re-encrypt every stored TOTP secret (each authenticator app's, and a pending "
+            "set-up's) that is not under the newest key of MFA_GUARD_ENCRYPTION_KEYS, in "
+            "batches of users, showing progress; safe to interrupt "
             "and rerun (each write is a compare-and-set, what is current is skipped). Exit 0 "
             "when every secret is under the newest key (the old keys can go); 1 when the "
             "database is unavailable or a secret opens with no configured key; 2 on invalid "

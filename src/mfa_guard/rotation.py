@@ -1,10 +1,12 @@
 """Key rotation: re-encrypt every stored TOTP secret under the newest encryption key.
 
 Put a new key first in ``MFA_GUARD_ENCRYPTION_KEYS`` (old ones after it: they still decrypt), then
-run ``mfa-guard rotate-keys``: it pages through the store, re-encrypts each secret and pending
-secret that is not under the newest key yet, and writes it back with a compare-and-set, so a user
-who enrols or disables meanwhile is never overwritten. It is safe to interrupt and to rerun: what
-is already under the newest key is skipped. Once it reports nothing left, the old key can go.
+run ``mfa-guard rotate-keys``: it pages through the store, re-encrypts each user's secrets that
+are not under the newest key yet (every authenticator app's, and a pending set-up's), and writes
+them back with a compare-and-set, so a user who adds or removes an app, begins a set-up or turns
+2FA off meanwhile is never overwritten. It is safe to interrupt and to rerun: what is already
+under the newest key is skipped. Once it reports nothing left, the old key can go. (Passkeys and
+security keys hold no secret: their public keys are not encrypted.)
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ BATCH = 500
 
 @dataclass(slots=True)
 class RotationReport:
-    checked: int = 0  # users with a secret or a pending one
+    checked: int = 0  # users with an app's secret or a pending one
     rotated: int = 0  # rewritten under the newest key
     current: int = 0  # already under it
-    changed_meanwhile: int = 0  # enrolled or disabled during the run: left to the next run
+    changed_meanwhile: int = 0  # changed their 2FA during the run: left to the next run
 
     @property
     def done(self) -> bool:
@@ -41,9 +43,10 @@ async def rotate_keys(
     batch: int = BATCH,
     progress: Progress | None = None,
 ) -> RotationReport:
-    """Re-encrypts every secret not under ``box``'s newest key; ``progress`` is called after each
-    batch. Raises :class:`~mfa_guard.errors.SecretDecryptionError` on a secret no configured key
-    opens (nothing after it is touched; rerun once the key is back)."""
+    """Re-encrypts every secret not under ``box``'s newest key, a user at a time (all of the
+    user's secrets in one compare-and-set); ``progress`` is called after each batch. Raises
+    :class:`~mfa_guard.errors.SecretDecryptionError` on a secret no configured key opens
+    (nothing after it is touched; rerun once the key is back)."""
     report = RotationReport()
     after: str | None = None
     while page := await store.stored_secrets(after, batch):
@@ -51,8 +54,8 @@ async def rotate_keys(
             report.checked += 1
             new = StoredSecrets(
                 stored.user_id,
-                _newest(box, stored.secret),
-                _newest(box, stored.pending_secret),
+                None if stored.pending_secret is None else _newest(box, stored.pending_secret),
+                tuple((app_id, _newest(box, secret)) for app_id, secret in stored.apps),
             )
             if new == stored:
                 report.current += 1
@@ -66,7 +69,5 @@ async def rotate_keys(
     return report
 
 
-def _newest(box: SecretBox, token: str | None) -> str | None:
-    if token is None or box.is_current(token):
-        return token
-    return box.rotate(token)
+def _newest(box: SecretBox, token: str) -> str:
+    return token if box.is_current(token) else box.rotate(token)

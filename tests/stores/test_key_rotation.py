@@ -14,7 +14,7 @@ from mfa_guard.core import totp
 from mfa_guard.core.recovery import RecoveryCodeSet
 from mfa_guard.crypto import SecretBox
 from mfa_guard.rotation import RotationReport, rotate_keys
-from mfa_guard.stores.base import MFAStore, StoredSecrets
+from mfa_guard.stores.base import Authenticator, FactorKind, MFAStore, StoredSecrets
 from mfa_guard.stores.sql import SQLStore
 
 OLD = Fernet.generate_key().decode()
@@ -22,23 +22,50 @@ NEW = Fernet.generate_key().decode()
 RECOVERY = RecoveryCodeSet(salt="00", hashes=("11",))
 
 
-async def enrolled_users(store: MFAStore, count: int, box: SecretBox) -> dict[str, str]:
-    """``count`` enrolled users and one with a pending set-up, under ``box``'s key."""
-    secrets = {}
+async def enrolled_users(store: MFAStore, count: int, box: SecretBox) -> dict[str, list[str]]:
+    """``count`` enrolled users (every other one with a second app and a passkey) and one with
+    a pending set-up, under ``box``'s key: each user's plain secrets, in the order rotation
+    reads them (the pending one, then the apps by id)."""
+    secrets: dict[str, list[str]] = {}
     for n in range(count):
-        user, secret = f"user{n:03d}@example.test", totp.new_secret()
-        token = box.encrypt(secret)
-        await store.begin_enrolment(user, token)
-        assert await store.confirm_enrolment(user, token, step=1, recovery=RECOVERY, now=1.0)
-        secrets[user] = secret
+        user = f"user{n:03d}@example.test"
+        apps = [totp.new_secret() for _ in range(1 + n % 2)]
+        for index, secret in enumerate(apps):
+            token = box.encrypt(secret)
+            app = Authenticator(
+                id=f"app{index}-{n:03d}",
+                kind=FactorKind.TOTP,
+                name=f"Phone {index}",
+                created_at=1.0 + index,
+                secret=token,
+                last_step=1,
+            )
+            await store.begin_enrolment(user, token)
+            assert await store.add_authenticator(
+                user, app, now=1.0, recovery=RECOVERY, pending_secret=token
+            )
+        if n % 2:
+            passkey = Authenticator(
+                id=f"key-{n:03d}",
+                kind=FactorKind.WEBAUTHN,
+                name="Passkey",
+                created_at=3.0,
+                credential_id=n.to_bytes(4, "big"),
+                public_key=b"cose",
+            )
+            assert await store.add_authenticator(user, passkey, now=3.0)
+        secrets[user] = apps
     pending = totp.new_secret()
     await store.begin_enrolment("pending@example.test", box.encrypt(pending))
-    secrets["pending@example.test"] = pending
+    secrets["pending@example.test"] = [pending]
     return secrets
 
 
-def only_newest(token: str | None) -> str | None:
-    return None if token is None else SecretBox([NEW]).decrypt(token)
+def only_newest(stored: StoredSecrets) -> list[str]:
+    """The user's plain secrets, opened with the newest key alone."""
+    box = SecretBox([NEW])
+    tokens = [] if stored.pending_secret is None else [stored.pending_secret]
+    return [box.decrypt(token) for token in [*tokens, *(secret for _, secret in stored.apps)]]
 
 
 async def test_every_secret_ends_under_the_newest_key_and_a_rerun_has_nothing_to_do() -> None:
@@ -55,10 +82,13 @@ async def test_every_secret_ends_under_the_newest_key_and_a_rerun_has_nothing_to
     assert seen == [(3, 3), (6, 6), (8, 8)]
     # Only the new key is needed now, and nothing else changed.
     for stored in await store.stored_secrets(None, 100):
-        plain = only_newest(stored.secret) or only_newest(stored.pending_secret)
-        assert plain == secrets[stored.user_id]
+        assert only_newest(stored) == secrets[stored.user_id]
     summary = await store.summary("user000@example.test")
     assert (summary.enrolled, summary.epoch) == (True, 1)
+    two_apps = await store.get("user001@example.test")
+    assert two_apps is not None
+    assert (two_apps.epoch, [a.last_step for a in two_apps.apps]) == (3, [1, 1])
+    assert [a.public_key for a in two_apps.keys] == [b"cose"]
 
     again = await rotate_keys(store, box, batch=3)
     assert (again.checked, again.rotated, again.current) == (8, 0, 8)
@@ -99,8 +129,41 @@ async def test_a_secret_changed_during_the_run_is_not_overwritten() -> None:
     assert (report.rotated, report.changed_meanwhile, report.done) == (3, 1, False)
     enrolment = await store.get("user001@example.test")
     assert enrolment is not None
+    assert enrolment.authenticators == ()
     assert enrolment.pending_secret is not None
-    assert only_newest(enrolment.pending_secret) == "AAAA"
+    assert SecretBox([NEW]).decrypt(enrolment.pending_secret) == "AAAA"
+    # The next run finishes it.
+    again = await rotate_keys(store, SecretBox([NEW, OLD]))
+    assert (again.checked, again.rotated, again.current, again.done) == (4, 0, 4, True)
+
+
+async def test_an_app_added_during_the_run_is_left_to_the_next() -> None:
+    """A user adds an app between the rotation's read and its write: nothing of theirs is
+    written (the new app's secret, under the old key, would be missed otherwise)."""
+    store = AppAddedUnderfoot()
+    secrets = await enrolled_users(store, 2, SecretBox([OLD]))
+    report = await rotate_keys(store, SecretBox([NEW, OLD]))
+    assert (report.checked, report.rotated, report.changed_meanwhile) == (3, 2, 1)
+    again = await rotate_keys(store, SecretBox([NEW, OLD]))
+    assert (again.rotated, again.current, again.done) == (1, 2, True)
+    [stored] = [
+        s for s in await store.stored_secrets(None, 10) if s.user_id == AppAddedUnderfoot.USER
+    ]
+    assert only_newest(stored) == [*secrets[AppAddedUnderfoot.USER], "BBBB"]
+
+
+class AppAddedUnderfoot(MemoryStore):
+    USER = "user000@example.test"
+
+    async def replace_secrets(self, old: StoredSecrets, new: StoredSecrets) -> bool:
+        if old.user_id == self.USER and len(old.apps) == 1:
+            token = SecretBox([OLD]).encrypt("BBBB")
+            await self.begin_enrolment(old.user_id, token)
+            added = Authenticator(
+                id="zz-added", kind=FactorKind.TOTP, name="New", created_at=9.0, secret=token
+            )
+            assert await self.add_authenticator(old.user_id, added, now=9.0, pending_secret=token)
+        return await super().replace_secrets(old, new)
 
 
 @pytest.fixture
@@ -109,7 +172,7 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MFA_GUARD_DEBUG", raising=False)
 
 
-async def seeded(url: str, count: int) -> dict[str, str]:
+async def seeded(url: str, count: int) -> dict[str, list[str]]:
     store = SQLStore(url)
     try:
         return await enrolled_users(store, count, SecretBox([OLD]))
@@ -140,8 +203,7 @@ def test_the_cli_rotates_a_sql_store_and_shows_progress(
         "checked 5: rotated 5, already under the newest key 0, changed meanwhile 0",
     ]
     for row in asyncio.run(stored(url)):
-        plain = only_newest(row.secret) or only_newest(row.pending_secret)
-        assert plain == secrets[row.user_id]
+        assert only_newest(row) == secrets[row.user_id]
     assert main(["rotate-keys", "--database-url", url]) == 0
     assert "(0 re-encrypted now)" in capsys.readouterr().out
 

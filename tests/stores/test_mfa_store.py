@@ -11,9 +11,22 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.stores.base import CeremonyPurpose
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql import SQLStore, metadata
-from mfa_guard.testing.contract import CONCURRENT_REQUESTS, STEP, MFAStoreContract, enrol
+from mfa_guard.testing.contract import (
+    BINDING,
+    CHALLENGE_HASH,
+    CONCURRENT_REQUESTS,
+    NOW,
+    RECOVERY,
+    STEP,
+    MFAStoreContract,
+    app_id,
+    challenge,
+    enrol,
+    key,
+)
 from tests.databases import (
     POSTGRES_URL,
     UNREACHABLE_POSTGRES_URL,
@@ -66,35 +79,61 @@ def test_metadata_holds_the_tables_for_migrations() -> None:
     assert set(metadata.tables) == {
         "mfa_guard_enrolments",
         "mfa_guard_recovery_codes",
+        "mfa_guard_authenticators",
+        "mfa_guard_webauthn_challenges",
         "mfa_guard_sites",
         "mfa_guard_site_members",
         "mfa_guard_trusted_devices",
     }
     enrolments = metadata.tables["mfa_guard_enrolments"]
     codes = metadata.tables["mfa_guard_recovery_codes"]
+    authenticators = metadata.tables["mfa_guard_authenticators"]
+    challenges = metadata.tables["mfa_guard_webauthn_challenges"]
     assert [c.name for c in enrolments.primary_key] == ["user_id"]
     assert [c.name for c in codes.primary_key] == ["user_id", "code_hash"]
-    assert {"epoch", "secret", "confirmed_at", "last_step", "pending_secret"} <= set(
+    assert {"epoch", "confirmed_at", "pending_secret", "pending_binding"} <= set(
         enrolments.columns.keys()
     )
+    # The one secret of the earlier releases: kept, empty, for the upgrade to find.
+    assert enrolments.c.secret.nullable
+    assert enrolments.c.last_step.nullable
+    assert [c.name for c in authenticators.primary_key] == ["id"]
+    [owner] = authenticators.c.user_id.foreign_keys
+    assert (owner.target_fullname, owner.ondelete) == ("mfa_guard_enrolments.user_id", "CASCADE")
+    assert authenticators.c.credential_id.unique
+    assert {tuple(c.name for c in index.columns) for index in authenticators.indexes} == {
+        ("user_id",)
+    }
+    assert not authenticators.c.sign_count.nullable
+    assert [c.name for c in challenges.primary_key] == ["challenge_hash"]
+    assert {tuple(c.name for c in index.columns) for index in challenges.indexes} == {("user_id",)}
 
 
 async def test_enrolments_survive_a_restart(tmp_path: Path) -> None:
     before = SQLStore(sqlite_url(tmp_path))
     try:
         await enrol(before, "alice")
-        assert await before.accept_step("alice", STEP + 1) is True
+        await before.add_authenticator("alice", key("k1"), now=NOW)
+        assert await before.accept_step("alice", app_id("alice"), STEP + 1, NOW) is True
+        assert await before.accept_assertion("alice", "k1", 4, NOW) is True
+        await before.start_webauthn_challenge("alice", challenge(), NOW)
+        written = await before.get("alice")
     finally:
         await before.close()
 
     after = SQLStore(sqlite_url(tmp_path))
     try:
-        assert await after.summary("alice") == EnrolmentSummary(enrolled=True, epoch=1)
+        assert await after.summary("alice") == EnrolmentSummary(enrolled=True, epoch=2)
         enrolment = await after.get("alice")
         assert enrolment is not None
-        assert enrolment.last_step == STEP + 1
+        assert enrolment == written
+        assert enrolment.apps[0].last_step == STEP + 1
         assert enrolment.recovery_codes_left == 4
-        assert await after.accept_step("alice", STEP + 1) is False
+        assert await after.accept_step("alice", app_id("alice"), STEP + 1, NOW) is False
+        assert await after.accept_assertion("alice", "k1", 4, NOW) is False
+        assert await after.consume_webauthn_challenge(
+            "alice", CeremonyPurpose.SIGN_IN, CHALLENGE_HASH, BINDING, NOW
+        )
     finally:
         await after.close()
 
@@ -106,7 +145,7 @@ async def test_an_unreachable_database_is_unavailable_quickly() -> None:
         with pytest.raises(StoreUnavailable):
             await store.summary("alice")
         with pytest.raises(StoreUnavailable):
-            await store.accept_step("alice", STEP)
+            await store.accept_step("alice", "app", STEP, NOW)
     finally:
         await store.close()
     assert time.monotonic() - started < 10
@@ -144,14 +183,51 @@ async def test_two_workers_accept_one_step_once(two_workers: tuple[SQLStore, SQL
 
     results = await asyncio.gather(
         *(
-            worker.accept_step("alice", STEP + 1)
+            worker.accept_step("alice", app_id("alice"), STEP + 1, NOW)
             for _ in range(CONCURRENT_REQUESTS // 2)
             for worker in two_workers
         )
     )
 
     assert results.count(True) == 1
-    assert await second.accept_step("alice", STEP + 1) is False
+    assert await second.accept_step("alice", app_id("alice"), STEP + 1, NOW) is False
+
+
+async def test_two_workers_accept_one_counter_once(
+    two_workers: tuple[SQLStore, SQLStore],
+) -> None:
+    first, second = two_workers
+    await first.add_authenticator("alice", key("k1"), now=NOW, recovery=RECOVERY)
+
+    results = await asyncio.gather(
+        *(
+            worker.accept_assertion("alice", "k1", 1, NOW)
+            for _ in range(CONCURRENT_REQUESTS // 2)
+            for worker in two_workers
+        )
+    )
+
+    assert results.count(True) == 1
+    assert await second.accept_assertion("alice", "k1", 1, NOW) is False
+
+
+async def test_two_workers_answer_one_challenge_once(
+    two_workers: tuple[SQLStore, SQLStore],
+) -> None:
+    first, _ = two_workers
+    await first.start_webauthn_challenge("alice", challenge(), NOW)
+
+    results = await asyncio.gather(
+        *(
+            worker.consume_webauthn_challenge(
+                "alice", CeremonyPurpose.SIGN_IN, CHALLENGE_HASH, BINDING, NOW
+            )
+            for _ in range(CONCURRENT_REQUESTS // 2)
+            for worker in two_workers
+        )
+    )
+
+    assert results.count(True) == 1
 
 
 async def test_two_workers_use_one_recovery_code_once(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import os
 import shutil
@@ -38,7 +39,16 @@ from mfa_guard.ratelimit import FailureLimiter, storage_from_uri
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
 from mfa_guard.sms import OutboxSMS
-from mfa_guard.stores.base import MFAStore, SMSChallenge, SMSPurpose, StoredSecrets
+from mfa_guard.stores.base import (
+    Authenticator,
+    CeremonyPurpose,
+    FactorKind,
+    MFAStore,
+    SMSChallenge,
+    SMSPurpose,
+    StoredSecrets,
+    WebAuthnChallenge,
+)
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import (
@@ -521,7 +531,7 @@ async def test_a_redis_outage_fails_closed_and_the_same_app_recovers(
             assert locked.status_code == 429
             after = await store.get(USER)
             assert after is not None
-            assert after.secret == before.secret
+            assert [a.secret for a in after.apps] == [a.secret for a in before.apps]
             assert after.recovery == before.recovery
     finally:
         await ga.guard.aclose()
@@ -642,8 +652,16 @@ async def enrolled_with_a_phone(ga: GuardedApp) -> str:
     encrypted = SecretBox(ga.guard.settings.encryption_keys).encrypt(secret)
     now = ga.clock()
     await ga.store.begin_enrolment(USER, encrypted)
-    epoch = await ga.store.confirm_enrolment(
-        USER, encrypted, step=int(now // 30), recovery=recovery_code_set(), now=now
+    app = Authenticator(
+        id="outage-app",
+        kind=FactorKind.TOTP,
+        name="Phone",
+        created_at=now,
+        secret=encrypted,
+        last_step=int(now // 30),
+    )
+    epoch = await ga.store.add_authenticator(
+        USER, app, now=now, recovery=recovery_code_set(), pending_secret=encrypted
     )
     assert epoch is not None
     await ga.store.set_phone(USER, PHONE, now)
@@ -801,16 +819,43 @@ RECOVERY = RecoveryCodeSet(salt="00" * 16, hashes=("11" * 32, "22" * 32), params
 SMS_CHALLENGE = SMSChallenge(
     purpose=SMSPurpose.SIGN_IN, code_hash="33" * 32, phone=PHONE, expires_at=600.0
 )
+APP = Authenticator(
+    id="outage-app", kind=FactorKind.TOTP, name="Phone", created_at=30.0, secret="pending"
+)
+KEY = Authenticator(
+    id="outage-key",
+    kind=FactorKind.WEBAUTHN,
+    name="Key",
+    created_at=30.0,
+    credential_id=b"credential",
+    public_key=b"cose",
+)
+WEBAUTHN_CHALLENGE = WebAuthnChallenge(
+    purpose=CeremonyPurpose.SIGN_IN, challenge_hash="44" * 32, binding="55" * 16, expires_at=600.0
+)
 # One call of each MFAStore method, as the kit makes it.
 STORE_CALLS: dict[str, Callable[[MFAStore], Awaitable[object]]] = {
     "get": lambda store: store.get(USER),
     "summary": lambda store: store.summary(USER),
     "statuses": lambda store: store.statuses([USER]),
     "begin_enrolment": lambda store: store.begin_enrolment(USER, "pending"),
-    "confirm_enrolment": lambda store: store.confirm_enrolment(
-        USER, "pending", step=1, recovery=RECOVERY, now=30.0
+    "add_authenticator": lambda store: store.add_authenticator(
+        USER, APP, now=30.0, recovery=RECOVERY, pending_secret="pending"
     ),
-    "accept_step": lambda store: store.accept_step(USER, 2),
+    "accept_step": lambda store: store.accept_step(USER, APP.id, 2, 60.0),
+    "accept_assertion": lambda store: store.accept_assertion(USER, KEY.id, 1, 60.0),
+    "rename_authenticator": lambda store: store.rename_authenticator(USER, APP.id, "Phone"),
+    "remove_authenticator": lambda store: store.remove_authenticator(USER, KEY.id),
+    "start_webauthn_challenge": lambda store: store.start_webauthn_challenge(
+        USER, WEBAUTHN_CHALLENGE, 60.0
+    ),
+    "consume_webauthn_challenge": lambda store: store.consume_webauthn_challenge(
+        USER,
+        WEBAUTHN_CHALLENGE.purpose,
+        WEBAUTHN_CHALLENGE.challenge_hash,
+        WEBAUTHN_CHALLENGE.binding,
+        60.0,
+    ),
     "use_recovery_code": lambda store: store.use_recovery_code(USER, RECOVERY.hashes[0]),
     "replace_recovery_codes": lambda store: store.replace_recovery_codes(USER, RECOVERY),
     "disable": lambda store: store.disable(USER),
@@ -822,7 +867,8 @@ STORE_CALLS: dict[str, Callable[[MFAStore], Awaitable[object]]] = {
     "revoke_sessions": lambda store: store.revoke_sessions(USER),
     "stored_secrets": lambda store: store.stored_secrets(None, 10),
     "replace_secrets": lambda store: store.replace_secrets(
-        StoredSecrets(USER, "old", None), StoredSecrets(USER, "new", None)
+        StoredSecrets(USER, "old", ((APP.id, "old"),)),
+        StoredSecrets(USER, "new", ((APP.id, "new"),)),
     ),
 }
 
@@ -856,7 +902,9 @@ async def test_dead_pooled_connections_cost_no_failed_call(
     a new connection, as reads and compare-and-set writes may be."""
     store = proxied_store
     await store.begin_enrolment(USER, "pending")
-    assert await store.confirm_enrolment(USER, "pending", step=1, recovery=RECOVERY, now=30.0)
+    assert await store.add_authenticator(
+        USER, APP, now=30.0, recovery=RECOVERY, pending_secret="pending"
+    )
     step = 1
     for seen in (False, True):
         await asyncio.gather(*(store.summary(USER) for _ in range(3)))  # pooled connections
@@ -865,10 +913,10 @@ async def test_dead_pooled_connections_cost_no_failed_call(
         if seen:
             await asyncio.sleep(0.1)  # the client's event loop sees the sockets close
         step += 1
-        assert await store.accept_step(USER, step)
+        assert await store.accept_step(USER, APP.id, step, 60.0)
         enrolment = await store.get(USER)
         assert enrolment is not None
-        assert enrolment.last_step == step
+        assert enrolment.apps[0].last_step == step
         assert await store.summary(USER) == EnrolmentSummary(enrolled=True, epoch=1)
 
 
@@ -888,15 +936,19 @@ async def test_a_step_whose_answer_is_lost_is_still_accepted_at_most_once(
     )
     try:
         await store.begin_enrolment(USER, "pending")
-        assert await store.confirm_enrolment(USER, "pending", step=1, recovery=RECOVERY, now=30.0)
-        assert not await store.accept_step(USER, 1)  # the statement is prepared on the connection
+        app = dataclasses.replace(APP, last_step=1)
+        assert await store.add_authenticator(
+            USER, app, now=30.0, recovery=RECOVERY, pending_secret="pending"
+        )
+        # The statement is prepared on the connection.
+        assert not await store.accept_step(USER, APP.id, 1, 60.0)
         postgres_proxy.lose_next_reply()
-        assert not await store.accept_step(USER, 2)
+        assert not await store.accept_step(USER, APP.id, 2, 60.0)
         enrolment = await store.get(USER)
         assert enrolment is not None
-        assert enrolment.last_step == 2  # the first run's write stands, alone
-        assert not await store.accept_step(USER, 2)
-        assert await store.accept_step(USER, 3)
+        assert enrolment.apps[0].last_step == 2  # the first run's write stands, alone
+        assert not await store.accept_step(USER, APP.id, 2, 60.0)
+        assert await store.accept_step(USER, APP.id, 3, 60.0)
     finally:
         postgres_proxy.restore()
         await store.close()

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.cli import main
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.stores.base import FactorStatus
+from mfa_guard.stores.base import FactorKind, FactorStatus
 from mfa_guard.stores.sites import Member, MemorySiteDirectory, Role, SiteDirectory
 from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, metadata, site_members, sites
 from mfa_guard.testing import CountingSiteDirectory
@@ -44,8 +44,8 @@ async def empty_postgres_store(schema: str) -> SQLStore:
     async with store.engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE mfa_guard_site_members, mfa_guard_sites,"
-                " mfa_guard_recovery_codes, mfa_guard_enrolments"
+                "TRUNCATE mfa_guard_site_members, mfa_guard_sites, mfa_guard_recovery_codes,"
+                " mfa_guard_authenticators, mfa_guard_webauthn_challenges, mfa_guard_enrolments"
             )
         )
     return store
@@ -146,7 +146,7 @@ async def test_a_directory_from_a_store_shares_its_database(tmp_path: Path) -> N
         # Closing the directory left the store's engine open.
         members = await directory.members("acme")
         statuses = await store.statuses([m.user_id for m in members])
-        assert statuses == {"alice": FactorStatus(enrolled=True)}
+        assert statuses == {"alice": FactorStatus(enrolled=True, kinds=(FactorKind.TOTP,))}
     finally:
         await store.close()
 

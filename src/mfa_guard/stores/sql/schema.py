@@ -10,6 +10,7 @@ every verify and re-check makes are built here once, with bound parameters.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,25 +21,34 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     and_,
     bindparam,
+    cast,
     delete,
+    exists,
     false,
     func,
+    insert,
     inspect,
+    literal,
+    literal_column,
+    null,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfa_guard.errors import ConfigurationError
+from mfa_guard.stores.base import FactorKind
 
 logger = logging.getLogger("mfa_guard")
 metadata = MetaData()
@@ -48,8 +58,12 @@ enrolments = Table(
     metadata,
     Column("user_id", String(255), primary_key=True),
     Column("epoch", Integer, nullable=False, default=0, server_default="0"),
-    # A Fernet token, never the plain secret.
+    # ``secret`` and ``last_step``: the one TOTP secret (a Fernet token) and its last accepted
+    # step, as the releases before several authenticators per user kept them. The upgrade
+    # moves each to an authenticator app of its own and empties them (move_legacy_secrets);
+    # the kit writes them no more, and keeps them here so that the upgrade finds them.
     Column("secret", Text, nullable=True),
+    # When the user's first authenticator was added (2FA turned on).
     Column("confirmed_at", Double, nullable=True),
     Column("last_step", BigInteger, nullable=True),
     Column("pending_secret", Text, nullable=True),
@@ -86,6 +100,51 @@ recovery_codes = Table(
         primary_key=True,
     ),
     Column("code_hash", String(128), primary_key=True),
+)
+
+authenticators = Table(
+    "mfa_guard_authenticators",
+    metadata,
+    # The public id the user renames or removes the authenticator by.
+    Column("id", String(32), primary_key=True),
+    Column(
+        "user_id",
+        String(255),
+        ForeignKey("mfa_guard_enrolments.user_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # ``totp`` (an authenticator app) or ``webauthn`` (a passkey or security key).
+    Column("kind", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double, nullable=True),
+    # An app's: its secret as a Fernet token (never the plain secret), its last accepted step.
+    Column("secret", Text, nullable=True),
+    Column("last_step", BigInteger, nullable=True),
+    # A passkey's or security key's, as WebAuthn registered it: the credential id (at most
+    # 1023 bytes), registered once for any user; the COSE public key; the signature counter;
+    # the transports (comma-joined); the model (AAGUID); whether it is synced (backed up).
+    Column("credential_id", LargeBinary, nullable=True, unique=True),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("sign_count", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("transports", String, nullable=True),
+    Column("aaguid", String(36), nullable=True),
+    Column("backed_up", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_mfa_guard_authenticators_user_id", "user_id"),
+)
+
+webauthn_challenges = Table(
+    "mfa_guard_webauthn_challenges",
+    metadata,
+    # A hash of the challenge, never the challenge.
+    Column("challenge_hash", String(64), primary_key=True),
+    # No foreign key: a user who has never enrolled registers a first passkey with one.
+    Column("user_id", String(255), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    # The session that asked: a keyed hash of its nonce.
+    Column("binding", String(64), nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("ix_mfa_guard_webauthn_challenges_user_id", "user_id"),
 )
 
 sites = Table(
@@ -141,14 +200,15 @@ trusted_devices = Table(
 
 
 def enrolled() -> ColumnElement[bool]:
-    """The row holds a confirmed second factor."""
-    return and_(enrolments.c.secret.is_not(None), enrolments.c.confirmed_at.is_not(None))
+    """The enrolments row's user has an authenticator (correlated to ``mfa_guard_enrolments``)."""
+    return exists().where(authenticators.c.user_id == enrolments.c.user_id)
 
 
 def create_and_add_columns(conn: Connection) -> None:
     """Creates the missing tables, then adds to a table made by an earlier release the nullable
     columns it lacks (``create_all`` never alters an existing table), so an upgrade keeps every
-    row. A missing column that cannot be added empty is refused with the statement to run."""
+    row, and moves the secrets an earlier release kept (:func:`move_legacy_secrets`). A missing
+    column that cannot be added empty is refused with the statement to run."""
     metadata.create_all(conn)
     inspector = inspect(conn)
     for table in metadata.sorted_tables:
@@ -171,43 +231,163 @@ def create_and_add_columns(conn: Connection) -> None:
             logger.warning(
                 "mfa_guard added the column %s.%s (%s)", table.name, column.name, statement
             )
+    move_legacy_secrets(conn)
+
+
+# The name an app's secret moved by the upgrade is given (the user renames it at will).
+LEGACY_APP_NAME = "Authenticator app"
+
+
+def move_legacy_secrets(conn: Connection) -> int:
+    """Moves the one TOTP secret of each enrolment an earlier release confirmed (``secret`` and
+    ``confirmed_at`` set in ``mfa_guard_enrolments``) to an authenticator app of the user's
+    own: a new random id, named ``Authenticator app``, added at ``confirmed_at``, with the
+    secret's ``last_step`` (a code used before the upgrade stays used); then empties the old
+    columns. Returns how many moved.
+
+    Run by :func:`create_and_add_columns` within its transaction, so the moves and the emptying
+    land together. A second run finds nothing to move. Two workers starting at once move each
+    secret once: the copy is one ``INSERT … SELECT``, which on PostgreSQL locks the rows it
+    reads (``FOR UPDATE``; the second worker then finds them emptied) and on SQLite holds the
+    database's write lock from its start. An app whose own migrations make the tables
+    (``create_tables=False``) runs it once with ``mfa-guard init-db`` after them."""
+    copied = exists().where(
+        authenticators.c.user_id == enrolments.c.user_id,
+        authenticators.c.secret == enrolments.c.secret,
+    )
+    if conn.dialect.name == "postgresql":
+        new_id: ColumnElement[str] = func.replace(cast(func.gen_random_uuid(), String), "-", "")
+    else:
+        new_id = func.lower(func.hex(func.randomblob(16)))
+    legacy = select(
+        new_id,
+        enrolments.c.user_id,
+        literal(FactorKind.TOTP.value),
+        literal(LEGACY_APP_NAME),
+        enrolments.c.confirmed_at,
+        enrolments.c.secret,
+        enrolments.c.last_step,
+        literal(0),
+        false(),
+    ).where(enrolments.c.secret.is_not(None), enrolments.c.confirmed_at.is_not(None), ~copied)
+    if conn.dialect.name == "postgresql":
+        legacy = legacy.with_for_update(of=enrolments)
+    columns = [
+        "id",
+        "user_id",
+        "kind",
+        "name",
+        "created_at",
+        "secret",
+        "last_step",
+        "sign_count",
+        "backed_up",
+    ]
+    moved = conn.execute(insert(authenticators).from_select(columns, legacy)).rowcount
+    # Emptied where the secret now has its authenticator: never a secret that was not moved.
+    conn.execute(
+        update(enrolments)
+        .where(enrolments.c.secret.is_not(None), copied)
+        .values(secret=None, last_step=None)
+    )
+    if moved:
+        logger.warning(
+            "mfa_guard moved %d authenticator app secrets from %s to %s",
+            moved,
+            enrolments.name,
+            authenticators.name,
+        )
+    return moved
+
+
+def _null(column: Column[Any]) -> ColumnElement[Any]:
+    return cast(null(), column.type)
 
 
 # The statements every verify and re-check makes, built once with bound parameters: building
 # and caching a statement per call costs more than running it.
-GET_ENROLMENT = (
-    select(
-        enrolments.c.epoch,
-        enrolments.c.secret,
-        enrolments.c.confirmed_at,
-        enrolments.c.last_step,
-        enrolments.c.pending_secret,
-        enrolments.c.pending_binding,
-        enrolments.c.recovery_salt,
-        enrolments.c.recovery_params,
-        enrolments.c.phone,
-        enrolments.c.phone_verified_at,
-        enrolments.c.sms_purpose,
-        enrolments.c.sms_code_hash,
-        enrolments.c.sms_phone,
-        enrolments.c.sms_expires_at,
-        recovery_codes.c.code_hash,
-    )
-    .select_from(enrolments.outerjoin(recovery_codes))
-    .where(enrolments.c.user_id == bindparam("uid"))
-    .order_by(recovery_codes.c.code_hash)
+
+# The enrolment, its recovery codes and its authenticators, in one statement: the enrolment's
+# row once per recovery code (once if none, ``part`` 0), then a row per authenticator (``part``
+# 1, oldest first), each with the other part's columns empty.
+_ENROLMENT_COLUMNS = (
+    enrolments.c.epoch,
+    enrolments.c.confirmed_at,
+    enrolments.c.pending_secret,
+    enrolments.c.pending_binding,
+    enrolments.c.recovery_salt,
+    enrolments.c.recovery_params,
+    enrolments.c.phone,
+    enrolments.c.phone_verified_at,
+    enrolments.c.sms_purpose,
+    enrolments.c.sms_code_hash,
+    enrolments.c.sms_phone,
+    enrolments.c.sms_expires_at,
+)
+_AUTHENTICATOR_COLUMNS = tuple(c for c in authenticators.c if c.name != "user_id")
+_ENROLMENT_PART = select(
+    literal_column("0", Integer).label("part"),
+    *_ENROLMENT_COLUMNS,
+    recovery_codes.c.code_hash,
+    *(_null(c).label(f"a_{c.name}") for c in _AUTHENTICATOR_COLUMNS),
+).select_from(enrolments.outerjoin(recovery_codes))
+_AUTHENTICATOR_PART = select(
+    literal_column("1", Integer).label("part"),
+    *(_null(c).label(c.name) for c in _ENROLMENT_COLUMNS),
+    _null(recovery_codes.c.code_hash).label("code_hash"),
+    *(c.label(f"a_{c.name}") for c in _AUTHENTICATOR_COLUMNS),
+)
+_UNION = union_all(
+    _ENROLMENT_PART.where(enrolments.c.user_id == bindparam("uid")),
+    _AUTHENTICATOR_PART.where(authenticators.c.user_id == bindparam("uid")),
+)
+GET_ENROLMENT = _UNION.order_by(
+    _UNION.selected_columns.part,
+    _UNION.selected_columns.a_created_at,
+    _UNION.selected_columns.a_id,
+    _UNION.selected_columns.code_hash,
 )
 GET_SUMMARY = select(enrolled().label("enrolled"), enrolments.c.epoch).where(
     enrolments.c.user_id == bindparam("uid")
 )
+# A compare-and-set on one app of the user: a newer step only.
 ACCEPT_STEP = (
-    update(enrolments)
+    update(authenticators)
     .where(
-        enrolments.c.user_id == bindparam("uid"),
-        enrolled(),
-        or_(enrolments.c.last_step.is_(None), enrolments.c.last_step < bindparam("step")),
+        authenticators.c.id == bindparam("aid"),
+        authenticators.c.user_id == bindparam("uid"),
+        authenticators.c.kind == FactorKind.TOTP.value,
+        or_(authenticators.c.last_step.is_(None), authenticators.c.last_step < bindparam("step")),
     )
-    .values(last_step=bindparam("step"))
+    .values(last_step=bindparam("step"), last_used_at=bindparam("now"))
+)
+# A compare-and-set on one passkey or security key of the user: a counter that went up, or
+# one that stays at 0 (an authenticator that does not count).
+ACCEPT_ASSERTION = (
+    update(authenticators)
+    .where(
+        authenticators.c.id == bindparam("aid"),
+        authenticators.c.user_id == bindparam("uid"),
+        authenticators.c.kind == FactorKind.WEBAUTHN.value,
+        or_(
+            authenticators.c.sign_count < bindparam("count"),
+            and_(
+                authenticators.c.sign_count == 0, authenticators.c.sign_count == bindparam("count")
+            ),
+        ),
+    )
+    .values(sign_count=bindparam("count"), last_used_at=bindparam("now"))
+)
+# Removes the challenge whoever answers first; its deadline says whether it was still good.
+CONSUME_WEBAUTHN_CHALLENGE = (
+    delete(webauthn_challenges)
+    .where(
+        webauthn_challenges.c.challenge_hash == bindparam("challenge_hash"),
+        webauthn_challenges.c.user_id == bindparam("uid"),
+        webauthn_challenges.c.purpose == bindparam("purpose"),
+        webauthn_challenges.c.binding == bindparam("binding"),
+    )
+    .returning(webauthn_challenges.c.expires_at)
 )
 USE_RECOVERY_CODE = delete(recovery_codes).where(
     recovery_codes.c.user_id == bindparam("uid"),
