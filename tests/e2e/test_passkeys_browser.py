@@ -5,11 +5,13 @@ the RP ID ``localhost``).
 
 Solo, who uses an authenticator app, adds the laptop's passkey on the real settings page, signs
 out, and signs in with it on the real challenge page; adds a security key (USB), then removes the
-passkey and signs in with the key. Then: a passkey as the first factor on the enrolment page
-(the recovery codes shown by the script), what the script says when the browser or the server
-refuses (in the page's language), a session that must verify again sent to the challenge, the
-script's fallback for browsers without WebAuthn's JSON helpers, and a browser without WebAuthn,
-where the passkey buttons stay hidden and the code forms work as before.
+passkey, adds a second authenticator app (its QR code read from the screen) and signs in with the
+key. Then: a passkey as the first factor on the enrolment page (the recovery codes shown by the
+script), what the script says when the browser or the server refuses (in the page's language), a
+session that must verify again sent to the challenge, the script's fallback for browsers without
+WebAuthn's JSON helpers, and a browser without WebAuthn, where the passkey buttons stay hidden
+and the code forms work as before. Last, the demo (``make demo``), which turns passkeys on for
+``http://localhost:$PORT``.
 
 ``make screenshots`` (``MFA_GUARD_SCREENSHOTS=1``) saves ``passkeys-settings.png`` and
 ``passkeys-challenge.png`` at 1280 px, each also as ``*-phone.png`` at 390 px, into docs/images.
@@ -18,6 +20,7 @@ Chromium is Debian's, as in tests/e2e/test_browser_story.py.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from examples.inbox import DEMO_PASSWORD
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, ViewportSize, expect
 
-from mfa_guard.testing import current_code
-from tests.apps import GuardedApp, build_app
+from mfa_guard.testing import FrozenClock, current_code
+from tests.apps import GuardedApp, build_app, demo_inbox
 from tests.chromium import TIMEOUT_MS, screenshot
 from tests.live import served_by
-from tests.rendering import horizontal_overflow, violations
+from tests.rendering import horizontal_overflow, image_problems, qr_codes_on_screen, violations
 
 SOLO = "solo@example.test"
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
@@ -98,13 +102,11 @@ class Person:
 
 
 def person(
-    browser: Browser, site: Site, *, headers: dict[str, str] | None = None, init: str = ""
+    browser: Browser, url: str, *, headers: dict[str, str] | None = None, init: str = ""
 ) -> Person:
     """A browser profile of one's own, with WebAuthn's virtual authenticators turned on (none
     plugged in yet); ``init``: a script the page runs first (what a browser lacks)."""
-    context = browser.new_context(
-        base_url=site.url, viewport=DESKTOP, extra_http_headers=headers or {}
-    )
+    context = browser.new_context(base_url=url, viewport=DESKTOP, extra_http_headers=headers or {})
     context.set_default_timeout(TIMEOUT_MS)
     if init:
         context.add_init_script(init)
@@ -169,7 +171,7 @@ def what_the_eye_needs(page: Page, tmp_path: Path, name: str, button: str) -> No
 def test_a_passkey_and_a_security_key_added_used_and_removed(
     browser: Browser, site: Site, tmp_path: Path
 ) -> None:
-    solo = person(browser, site)
+    solo = person(browser, site.url)
     page = solo.page
     now = site.ga.clock()
     laptop = solo.add_authenticator(PLATFORM)
@@ -241,6 +243,25 @@ def test_a_passkey_and_a_security_key_added_used_and_removed(
     expect(page.get_by_role("status")).to_have_text("The authenticator is renamed.")
     assert rows(page)[1] == ("security-key", "Blue key Security key")
 
+    # Another authenticator app: the enrolment page's QR code, readable from the screen.
+    page.get_by_role("button", name="Add another authenticator app").click()
+    expect(page.get_by_role("heading", name="Add an authenticator app")).to_be_visible()
+    second = page.locator("#manual-key").inner_text()
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        state = f"adding an app at {viewport['width']} px"
+        assert image_problems(page) == [], state
+        assert horizontal_overflow(page) == 0, state
+        [uri] = qr_codes_on_screen(page)
+        assert f"secret={second.replace(' ', '')}&" in uri, state
+    page.set_viewport_size(DESKTOP)
+    assert not violations(page), "axe-core finds nothing on the page adding an app"
+    page.get_by_label("Code from your app").fill(current_code(second, now))
+    page.get_by_label("Name for this app (optional)").fill("Tablet")
+    page.get_by_role("button", name="Add the app").click()
+    expect(page.get_by_role("status")).to_have_text("Your authenticator app is added.")
+    assert rows(page)[-1] == ("app", "Tablet Authenticator app")
+
     # Removing forgot the remembered browsers: signed in again with the key.
     sign_out(page)
     sign_in(page)
@@ -256,7 +277,7 @@ def test_a_passkey_and_a_security_key_added_used_and_removed(
 def test_a_passkey_as_the_first_factor_shows_the_recovery_codes(
     browser: Browser, site: Site
 ) -> None:
-    solo = person(browser, site)
+    solo = person(browser, site.url)
     page = solo.page
     solo.add_authenticator(PLATFORM)
     sign_in(page)
@@ -291,7 +312,7 @@ def test_a_passkey_as_the_first_factor_shows_the_recovery_codes(
 def test_refusals_are_said_in_the_live_region_in_the_pages_language(
     browser: Browser, site: Site
 ) -> None:
-    solo = person(browser, site, headers={"Accept-Language": "fr"})
+    solo = person(browser, site.url, headers={"Accept-Language": "fr"})
     page = solo.page
     laptop = solo.add_authenticator(PLATFORM)
     sign_in(page)
@@ -342,7 +363,7 @@ delete PublicKeyCredential.prototype.toJSON;
 
 
 def test_the_script_works_without_webauthns_json_helpers(browser: Browser, site: Site) -> None:
-    solo = person(browser, site, init=WITHOUT_JSON_HELPERS)
+    solo = person(browser, site.url, init=WITHOUT_JSON_HELPERS)
     page = solo.page
     laptop = solo.add_authenticator(PLATFORM)
     sign_in(page)
@@ -363,7 +384,7 @@ def test_the_script_works_without_webauthns_json_helpers(browser: Browser, site:
 def test_without_webauthn_the_passkey_buttons_stay_hidden_and_codes_work(
     browser: Browser, site: Site
 ) -> None:
-    with_webauthn = person(browser, site)
+    with_webauthn = person(browser, site.url)
     with_webauthn.add_authenticator(PLATFORM)
     page = with_webauthn.page
     sign_in(page)
@@ -373,7 +394,7 @@ def test_without_webauthn_the_passkey_buttons_stay_hidden_and_codes_work(
     expect(page).to_have_url(f"{site.url}/mfa/settings?added=passkey")
     with_webauthn.context.close()
 
-    older = person(browser, site, init="delete window.PublicKeyCredential;")
+    older = person(browser, site.url, init="delete window.PublicKeyCredential;")
     page = older.page
     sign_in(page)
     page.goto("/protected")
@@ -387,3 +408,46 @@ def test_without_webauthn_the_passkey_buttons_stay_hidden_and_codes_work(
     expect(page.get_by_role("button", name="Add a passkey or security key")).to_be_hidden()
     expect(page.get_by_role("button", name="Add another authenticator app")).to_be_visible()
     older.context.close()
+
+
+def test_the_demo_offers_passkeys_at_localhost(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo on its SQL store, as ``make demo`` serves it: its settings turn passkeys on for
+    the port in $PORT."""
+    for name in list(os.environ):
+        if name.upper().startswith("MFA_GUARD_"):
+            monkeypatch.delenv(name)
+
+    def build(port: int) -> Any:
+        monkeypatch.setenv("PORT", str(port))
+        return demo_inbox(tmp_path / "data", clock=FrozenClock())
+
+    with served_by(build) as url:
+        demo = url.replace("127.0.0.1", "localhost")
+        solo = person(browser, demo)
+        page = solo.page
+        solo.add_authenticator(PLATFORM)
+        page.goto("/login")
+        page.get_by_label("E-mail address").fill(SOLO)
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{demo}/inbox")
+        page.goto("/mfa/enrol?next=/inbox")
+        page.get_by_role("button", name="Use a passkey or security key").click()
+        expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+        page.get_by_role("link", name="I have saved my codes — continue").click()
+        expect(page.locator("#two-factor-status")).to_contain_text(
+            "Two-factor authentication is on"
+        )
+
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("E-mail address").fill(SOLO)
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{demo}/mfa/challenge?next=/inbox")
+        page.get_by_role("button", name="Use your passkey or security key").click()
+        expect(page).to_have_url(f"{demo}/inbox")
+        page.goto("/mfa/settings")
+        assert rows(page) == [("passkey", "Passkey")]
+        solo.context.close()
