@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -18,7 +18,14 @@ START_TIMEOUT = 10.0
 def served(app: ASGIApp) -> Iterator[str]:
     """Serves ``app`` (with its lifespan) on a free 127.0.0.1 port; yields its base URL and
     stops the server on the way out."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    with served_by(lambda port: app) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def served_by(build: Callable[[int], ASGIApp]) -> Iterator[str]:
+    """As :func:`served`, the app built by ``build`` for the port it is served on (an app whose
+    settings name its own origin: WebAuthn's, ``http://localhost:<port>``)."""
     # Said to be TCP, so that asyncio turns Nagle's algorithm off (TCP_NODELAY) on the
     # connections it accepts, as on the sockets uvicorn binds itself: with proto 0 it does not,
     # and each response's second write waits for the client's delayed ACK, 40 ms a request.
@@ -26,6 +33,7 @@ def served(app: ASGIApp) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build(port), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -1,4 +1,5 @@
-"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000).
+"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000), to be
+visited at http://localhost:$PORT, where browsers offer passkeys without TLS.
 
 ``INBOX_DATA_DIR`` moves the data folder (default ``examples/inbox/.data``): several processes
 started with the same folder share the session secret and encryption key, so they serve one
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
-from examples.inbox.app import DEMO_ACCOUNTS, DEMO_PASSWORD, create_app
+from examples.inbox.app import DEFAULT_PORT, DEMO_ACCOUNTS, DEMO_PASSWORD, PASSKEY_HOST, create_app
 from examples.inbox.sites import DEMO_SITES, DemoSite
 
 HOST = "127.0.0.1"
@@ -24,18 +25,18 @@ def _members(site: DemoSite) -> str:
 
 
 def main() -> None:
-    port = int(os.environ.get("PORT", "8000"))
+    port = int(os.environ.get("PORT") or DEFAULT_PORT)
     # Show mfa_guard's audit events (enrolled, verified, verification_failed, ...) in the console.
     logging.basicConfig(format="%(levelname)s:     %(name)s %(message)s")
     logging.getLogger("mfa_guard").setLevel(logging.INFO)
     data_dir = os.environ.get("INBOX_DATA_DIR")
     app = create_app(Path(data_dir) if data_dir else None)
-    print(f"Acme Inbox demo on http://{HOST}:{port}/")
+    print(f"Acme Inbox demo on http://{PASSKEY_HOST}:{port}/ (passkeys work at this address)")
     print("Sign in with one of these accounts:")
     for email in DEMO_ACCOUNTS:
         print(f"  {email:<20} password: {DEMO_PASSWORD}")
     print("Sites: " + "; ".join(f"{site.name} ({_members(site)})" for site in DEMO_SITES))
-    print(f"New operators of Acme sign up at http://{HOST}:{port}/signup")
+    print(f"New operators of Acme sign up at http://{PASSKEY_HOST}:{port}/signup")
     uvicorn.run(app, host=HOST, port=port)
 
 

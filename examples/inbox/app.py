@@ -9,7 +9,9 @@ restart forgets them).
 
 Text messages go to an outbox in memory instead of a phone: ``GET /outbox`` lists them, so the SMS
 codes can be tried without a phone or an SMS provider account. "Remember this browser" is on: the
-remembered browsers live in the same database, listed on the kit's settings page.
+remembered browsers live in the same database, listed on the kit's settings page. Passkeys and
+security keys are on for ``http://localhost:$PORT`` (browsers offer them on plain http:// at
+localhost only).
 
 Sign-ins are kept on the server too (:mod:`examples.inbox.sign_ins`), in the same database: the
 cookie session holds a random id whose hash the server keeps, and sign-out deletes it, so a copy
@@ -99,6 +101,11 @@ SMS_DEFAULTS: dict[str, Any] = {
 TRUSTED_DEVICES_DEFAULTS: dict[str, Any] = {"enabled": True, "cookie_secure": False}
 # The kit's pages offer the demo's sign-out (POST /logout, an exempt path) in their header.
 SIGN_OUT_DEFAULTS: dict[str, Any] = {"url": "/logout", "method": "post"}
+# Where ``python -m examples.inbox`` serves without $PORT.
+DEFAULT_PORT = 8000
+# Passkeys and security keys are bound to a host name, and browsers offer them over http:// at
+# localhost only: the demo turns them on for http://localhost:$PORT, where it is visited.
+PASSKEY_HOST = "localhost"
 # The session cookie's lifetime, and a sign-in's on the server (from its start, not renewed).
 SESSION_MAX_AGE = 14 * 24 * 3600  # 14 days, in seconds
 # Inputs longer than this are refused before any hashing.
@@ -277,8 +284,8 @@ def _new_session_secret() -> str:
 
 def demo_settings(encryption_key: str) -> MFAGuardSettings:
     """Settings from the environment (``MFA_GUARD_*``, ``.env``), with the demo's defaults for
-    the encryption key, issuer, exempt paths, SMS and trusted devices when the environment does
-    not set them."""
+    the encryption key, issuer, exempt paths, SMS, trusted devices and passkeys (for
+    ``http://localhost:$PORT``) when the environment does not set them."""
     defaults: dict[str, Any] = {}
     if not os.environ.get("MFA_GUARD_ENCRYPTION_KEYS"):
         defaults["encryption_keys"] = [encryption_key]
@@ -303,6 +310,14 @@ def demo_settings(encryption_key: str) -> MFAGuardSettings:
         for name, value in TRUSTED_DEVICES_DEFAULTS.items()
         if not os.environ.get(f"MFA_GUARD_TRUSTED_DEVICES__{name.upper()}")
     }
+    # Passkeys at http://localhost:$PORT, unless the environment says where they are bound
+    # (the RP ID and its origins go together: one without the other is no configuration).
+    if not any(os.environ.get(f"MFA_GUARD_WEBAUTHN__{name}") for name in ("RP_ID", "ORIGINS")):
+        port = os.environ.get("PORT") or str(DEFAULT_PORT)
+        defaults["webauthn"] = {
+            "rp_id": PASSKEY_HOST,
+            "origins": [f"http://{PASSKEY_HOST}:{port}"],
+        }
     return MFAGuardSettings(**defaults)
 
 

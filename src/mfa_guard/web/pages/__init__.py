@@ -1,14 +1,17 @@
-"""The HTML pages: challenge, enrolment, settings. Usable without JavaScript; every form carries a
-CSRF token; bad input re-renders the form with a message.
+"""The HTML pages: challenge, enrolment, settings. Usable without JavaScript (passkeys and
+security keys aside, which the pages' own script adds where the browser offers them); every form
+carries a CSRF token; bad input re-renders the form with a message.
 
 ``base`` holds what every page shares (templates, forms, rendering, refusals); ``signin`` the
-challenge, the text message's page and enrolment; ``settings`` the settings page and its forms.
-What a form does is a flow of :mod:`mfa_guard.web.flows`, shared with the JSON API."""
+challenge, the text message's page and enrolment; ``settings`` the settings page and its forms;
+``assets`` the scripts the pages link. What a form does is a flow of
+:mod:`mfa_guard.web.flows`, shared with the JSON API."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
+from mfa_guard.web.pages.assets import serve_asset
 from mfa_guard.web.pages.settings import SettingsPages
 from mfa_guard.web.pages.signin import SignInPages
 
@@ -34,6 +37,20 @@ class Pages(SignInPages, SettingsPages):
             Route("/settings/sessions", self._page(self.revoke_sessions), methods=["POST"]),
             Route("/settings/phone", self._page(self.phone), methods=["POST"]),
             Route("/settings/phone/verify", self._page(self.phone_verify), methods=["POST"]),
+            Route("/settings/apps", self._page(self.add_app), methods=["POST"]),
+            Route("/settings/apps/confirm", self._page(self.confirm_app), methods=["POST"]),
+            Route(
+                "/settings/authenticators/rename",
+                self._page(self.rename_authenticator),
+                methods=["POST"],
+            ),
+            Route(
+                "/settings/authenticators/remove",
+                self._page(self.remove_authenticator),
+                methods=["POST"],
+            ),
+            # The pages' scripts, for anybody (they hold nothing of a user's).
+            Route("/static/{name}", serve_asset, methods=["GET"], name="static"),
         ]
         if self.kit.trusted_devices is not None:
             routes += [

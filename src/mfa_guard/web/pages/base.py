@@ -1,5 +1,6 @@
 """What every page shares: the templates and their filters, the CSRF-checked form, rendering
-(in the request's language), the error page and the refusals' pages."""
+(in the request's language), the error page and the refusals' pages, and what the passkey
+script of a page needs from the server."""
 
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ from mfa_guard.core import sms_wording
 from mfa_guard.core.redirects import safe_next
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
-from mfa_guard.services import Method, TextSent
+from mfa_guard.services import MAX_NAME, Method, TextSent
 from mfa_guard.sms import SMSError
 from mfa_guard.web import i18n
 from mfa_guard.web.flows import Flows
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.i18n import N_
+from mfa_guard.web.pages.assets import asset_urls
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
@@ -44,6 +46,23 @@ if TYPE_CHECKING:
 CSRF_SESSION_KEY = "mfa_guard_csrf"
 logger = logging.getLogger("mfa_guard")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
+# The JSON API's refusals of a passkey ceremony that the passkey script says in the page's
+# language (by their code); any other it says as the API worded it.
+PASSKEY_REFUSALS = (
+    Reason.WEBAUTHN_REJECTED,
+    Reason.WEBAUTHN_CHALLENGE_EXPIRED,
+    Reason.WEBAUTHN_COUNTER_REGRESSED,
+    Reason.AUTHENTICATOR_ALREADY_REGISTERED,
+    Reason.NO_PASSKEY,
+    Reason.PASSKEYS_DISABLED,
+    Reason.CONFLICT,
+)
+# What the browser itself may answer instead of a key: dismissed, timed out, no key at hand.
+PASSKEY_CANCELLED = N_(
+    "No passkey or security key answered, or the request was cancelled. Try again, or use "
+    "another way."
+)
+PASSKEY_OFFLINE = N_("The server could not be reached. Check your connection and try again.")
 
 
 def csrf_token(session: Any) -> str:
@@ -207,6 +226,10 @@ class PageBase:
             "next": settings.home_path,
             "enrolment_notice": self.kit.gate.enrolment_notice(request.scope),
             "sign_out": self._sign_out(request),
+            "scripts": asset_urls(self._base(request)),
+            "passkeys": None,
+            "adding": False,
+            "max_name": MAX_NAME,
             **context,
         }
         # The messages come in English (refusals from the service, notices from here): the
@@ -220,6 +243,34 @@ class PageBase:
         )
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    @property
+    def passkeys_offered(self) -> bool:
+        """Whether passkeys and security keys are on (``settings.webauthn.rp_id``)."""
+        return self.service.relying_party is not None
+
+    def _passkeys(self, request: Request, *, naming: bool = False) -> dict[str, Any] | None:
+        """What a page's passkey form tells the script (``None`` when passkeys are off): where
+        a refusal that a verification lifts sends the user (the challenge, back to the
+        settings), and the messages to say in the page's language, by the API's error code
+        (``naming``: the form sends a name, so ``invalid_input`` is about it)."""
+        if not self.passkeys_offered:
+            return None
+        translations = self._translations(request)
+        now = self.kit.clock()
+        refusals = [Denied(reason) for reason in PASSKEY_REFUSALS]
+        if naming:
+            refusals.append(Denied(Reason.INVALID_NAME, params={"max_length": MAX_NAME}))
+        messages = {denied.code: denied.message_at(now, translations) for denied in refusals}
+        messages["failed"] = messages[Reason.WEBAUTHN_REJECTED.code]
+        messages["cancelled"] = translations.gettext(PASSKEY_CANCELLED)
+        messages["network"] = translations.gettext(PASSKEY_OFFLINE)
+        step_up = self._challenge_url(request, f"{self._base(request)}/settings")
+        return {
+            "messages": messages,
+            "step_up": step_up,
+            "strong_step_up": f"{step_up}&strong=1",
+        }
 
     def _sign_out(self, request: Request) -> dict[str, Any] | None:
         """The app's sign-out for base.html's header (``None`` when none is configured): every

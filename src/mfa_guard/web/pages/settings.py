@@ -1,9 +1,13 @@
-"""The settings page and its forms: recovery codes, turning 2FA off, other sessions, the mobile
-number, remembered browsers. Each form runs its flow and shows the settings page again, with a
-notice or the refusal; a session that must verify (again) first is sent to the challenge."""
+"""The settings page and its forms: the user's authenticators (listed, renamed, removed, another
+app added; a passkey or security key is added by the page's script through the JSON API),
+recovery codes, turning 2FA off, other sessions, the mobile number, remembered browsers. Each
+form runs its flow and shows the settings page again, with a notice or the refusal; a session
+that must verify (again) first is sent to the challenge."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -13,7 +17,7 @@ from mfa_guard.core import sms as sms_codes
 from mfa_guard.errors import Denied, Reason
 from mfa_guard.services import concurrently
 from mfa_guard.sms import SMSError
-from mfa_guard.stores.base import Enrolment, SMSPurpose
+from mfa_guard.stores.base import Authenticator, Enrolment, FactorKind, SMSPurpose
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.base import PageBase, form_field, form_method
 from mfa_guard.web.requests import Caller
@@ -21,11 +25,55 @@ from mfa_guard.web.schemas import Device
 
 # Echoed back into the form after a refusal; longer input is no phone number anyway.
 MAX_PHONE_ECHO = 64
+# A refused name is echoed back up to this length (it was refused for being longer, maybe).
+MAX_NAME_ECHO = 128
 # Refusals that send the session to the challenge, and back to the settings: it has not
 # completed its second factor, or not recently enough for a new factor.
 VERIFY_FIRST = frozenset(
-    {Reason.MFA_REQUIRED, Reason.RECENT_MFA_FOR_RECOVERY_CODES, Reason.RECENT_MFA_FOR_PHONE}
+    {
+        Reason.MFA_REQUIRED,
+        Reason.RECENT_MFA_FOR_RECOVERY_CODES,
+        Reason.RECENT_MFA_FOR_PHONE,
+        Reason.RECENT_MFA_FOR_FACTORS,
+    }
 )
+# The notices of ``/settings?added=…``, where the passkey script goes once a key is added.
+ADDED_NOTICES = {"passkey": N_("Your passkey or security key is added.")}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatorRow:
+    """One authenticator as the settings page lists it."""
+
+    id: str
+    name: str
+    # "app", "passkey" (on a phone or computer, or synced) or "security-key" (one to plug in
+    # or tap).
+    kind: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, authenticator: Authenticator) -> AuthenticatorRow:
+        last_used = authenticator.last_used_at
+        return cls(
+            id=authenticator.id,
+            name=authenticator.name,
+            kind=kind_of(authenticator),
+            created_at=datetime.fromtimestamp(authenticator.created_at, UTC),
+            last_used_at=None if last_used is None else datetime.fromtimestamp(last_used, UTC),
+        )
+
+
+def kind_of(authenticator: Authenticator) -> str:
+    """What the page calls an authenticator: a WebAuthn credential synced between devices or
+    held by the device itself (``internal``) is a passkey, as the service names it when it is
+    added; any other, a security key."""
+    if authenticator.kind is FactorKind.TOTP:
+        return "app"
+    if authenticator.backed_up or "internal" in authenticator.transports:
+        return "passkey"
+    return "security-key"
 
 
 def _pending_text(enrolment: Enrolment, purpose: SMSPurpose, now: float) -> str | None:
@@ -40,7 +88,10 @@ class SettingsPages(PageBase):
     """The settings page and its forms."""
 
     async def settings(self, request: Request, caller: Caller) -> Response:
-        return await self._settings_page(request, caller)
+        notice = ADDED_NOTICES.get(request.query_params.get("added", ""))
+        if notice is None:
+            return await self._settings_page(request, caller)
+        return await self._settings_page(request, caller, notice=notice)
 
     async def _settings_refused(
         self,
@@ -97,6 +148,9 @@ class SettingsPages(PageBase):
             "settings.html",
             {
                 "enrolment": enrolment,
+                "authenticators": [AuthenticatorRow.of(a) for a in enrolment.authenticators],
+                "passkeys": self._passkeys(request, naming=True),
+                "name_input": "",
                 "phone": phone,
                 "active_form": "",
                 "enforced_by": await self.service.enforcing_sites(caller.user_id),
@@ -219,3 +273,80 @@ class SettingsPages(PageBase):
         return await self._settings_page(
             request, caller, notice=N_("Your mobile number is verified.")
         )
+
+    # -- the user's authenticators -------------------------------------------------------------
+
+    async def add_app(self, request: Request, caller: Caller) -> Response:
+        """Another authenticator app: its QR code, on the enrolment page in "add" mode."""
+        await self._form(request)
+        result = await self.flows.begin_setup(caller)
+        if isinstance(result, Denied):
+            return await self._settings_refused(request, caller, result, step_up=True)
+        return self._adding_page(request, {"setup": result})
+
+    async def confirm_app(self, request: Request, caller: Caller) -> Response:
+        """The other app added with its first code, under the name given (or the usual one,
+        numbered)."""
+        form = await self._form(request)
+        raw_name = form_field(form, "name")
+        result = await self.flows.confirm_setup(
+            caller, form_field(form, "code"), raw_name if raw_name.strip() else None
+        )
+        if isinstance(result, Denied):
+            if result.reason in VERIFY_FIRST or result.reason is Reason.STRONG_FACTOR_REQUIRED:
+                return await self._settings_refused(request, caller, result, step_up=True)
+            setup = await self.flows.pending_setup(caller)
+            if setup is None:  # the set-up is gone (replaced, or voided): start again
+                return await self._settings_refused(request, caller, result)
+            context = {
+                "setup": setup,
+                "name_input": raw_name[:MAX_NAME_ECHO],
+                "error_field": "name" if result.reason is Reason.INVALID_NAME else "code",
+            }
+            return self._denied(request, "enrol.html", result, self._adding_context(context))
+        return await self._settings_page(
+            request, caller, notice=N_("Your authenticator app is added.")
+        )
+
+    def _adding_page(self, request: Request, context: dict[str, Any]) -> Response:
+        return self._render(request, "enrol.html", self._adding_context(context))
+
+    def _adding_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        defaults = {
+            "adding": True,
+            "next": "",
+            "phone_required": False,
+            "name_input": "",
+            "error_field": None,
+        }
+        return {**defaults, **context}
+
+    async def rename_authenticator(self, request: Request, caller: Caller) -> Response:
+        form = await self._form(request)
+        authenticator_id = form_field(form, "authenticator")
+        raw_name = form_field(form, "name")
+        result = await self.flows.rename_authenticator(caller, authenticator_id, raw_name)
+        if isinstance(result, Denied):
+            return await self._settings_refused(
+                request,
+                caller,
+                result,
+                step_up=True,
+                active_form=f"rename-{authenticator_id}",
+                name_input=raw_name[:MAX_NAME_ECHO],
+            )
+        return await self._settings_page(
+            request, caller, notice=N_("The authenticator is renamed.")
+        )
+
+    async def remove_authenticator(self, request: Request, caller: Caller) -> Response:
+        """One authenticator removed; the last one turns 2FA off (under the disable rules)."""
+        form = await self._form(request)
+        result = await self.flows.remove_authenticator(caller, form_field(form, "authenticator"))
+        if isinstance(result, Denied):
+            return await self._settings_refused(request, caller, result, step_up=True)
+        if not caller.marker.enrolled:
+            notice = N_("Your last authenticator is removed: two-factor authentication is off.")
+        else:
+            notice = N_("The authenticator is removed.")
+        return await self._settings_page(request, caller, notice=notice)

@@ -1,5 +1,6 @@
-"""The sign-in pages: the challenge (a code of the app, a recovery code or a texted code), the
-text message's page, and enrolment."""
+"""The sign-in pages: the challenge (a passkey or security key, a code of the app, a recovery code
+or a texted code), the text message's page, and enrolment (an authenticator app, or a passkey
+or security key)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ class SignInPages(PageBase):
     # -- sign-in challenge -----------------------------------------------------------------
 
     async def _challenge_context(
-        self, caller: Caller, next_path: str, method: Method | None = None
+        self, request: Request, caller: Caller, next_path: str, method: Method | None = None
     ) -> dict[str, Any]:
         """The challenge page's context. ``method`` is the one the code field is for (the
         submitted one after a refusal); ``None`` chooses: the text message while this session's
         sign-in code is pending, the authenticator app otherwise. ``sms`` is set only for a
-        user SMS is offered to, ``remember_days`` only when trusted devices are on."""
+        user SMS is offered to, ``passkeys`` only for a user with a passkey or security key
+        (while they are on), ``apps``: whether the user has an authenticator app,
+        ``remember_days`` only when trusted devices are on."""
         devices = self.kit.trusted_devices
         context: dict[str, Any] = {
             "next": next_path,
@@ -48,10 +51,15 @@ class SignInPages(PageBase):
             "send_refused": None,
             "remember_days": None if devices is None else devices.settings.days,
             "remember": False,
+            "apps": True,
+            "passkeys": None,
         }
-        if self.service.sms is None:
-            return context  # no store call for apps without SMS
+        if self.service.sms is None and not self.passkeys_offered:
+            return context  # no store call for apps with codes of the app only
         enrolment = await self.service.enrolment(caller.user_id)
+        if enrolment.keys:
+            context["apps"] = bool(enrolment.apps)
+            context["passkeys"] = self._passkeys(request)
         if self.service.sms_offered(enrolment) and enrolment.phone is not None:
             pending = self._pending_sign_in(caller, enrolment)
             context["sms"] = {"phone": sms_codes.mask_phone(enrolment.phone), "pending": pending}
@@ -81,7 +89,7 @@ class SignInPages(PageBase):
             strong = request.query_params.get("strong") == "1"
             # Sent here to change a factor after a texted code: that is not enough.
             context = await self._challenge_context(
-                caller, next_path, Method.TOTP if strong else None
+                request, caller, next_path, Method.TOTP if strong else None
             )
             if strong:
                 context["sms"] = None
@@ -100,7 +108,7 @@ class SignInPages(PageBase):
         if isinstance(result, Denied):
             if result.reason is Reason.NOT_ENROLLED:
                 return RedirectResponse(next_path, status_code=303)
-            context = await self._challenge_context(caller, next_path, method)
+            context = await self._challenge_context(request, caller, next_path, method)
             context["remember"] = remember  # the box stays as the user left it
             context["error_field"] = "recovery" if method is Method.RECOVERY else "code"
             return self._denied(request, "challenge.html", result, context)
@@ -116,7 +124,7 @@ class SignInPages(PageBase):
         code sent before while it is pending."""
         if request.method == "GET":
             next_path = self._next(request.query_params.get("next"))
-            context = await self._challenge_context(caller, next_path, Method.TOTP)
+            context = await self._challenge_context(request, caller, next_path, Method.TOTP)
             if not caller.marker.enrolled or context["sms"] is None:
                 return RedirectResponse(self._challenge_url(request, next_path), status_code=303)
             return self._render(request, "sms.html", context)
@@ -129,7 +137,7 @@ class SignInPages(PageBase):
         if isinstance(result, Denied):
             if result.reason is Reason.NOT_ENROLLED:
                 return RedirectResponse(next_path, status_code=303)
-            context = await self._challenge_context(caller, next_path)
+            context = await self._challenge_context(request, caller, next_path)
             if context["sms"] is None:
                 # No text section to say it in (SMS off, no verified phone): the page's message.
                 return self._denied(request, "challenge.html", result, context)
@@ -138,7 +146,7 @@ class SignInPages(PageBase):
                 request, "challenge.html", context, result.status, self._retry_after(result)
             )
         caller.session[SMS_SESSION_KEY] = result.expires_at
-        context = await self._challenge_context(caller, next_path, Method.SMS)
+        context = await self._challenge_context(request, caller, next_path, Method.SMS)
         return self._render(
             request, "challenge.html", {**context, "notice": self._sent_notice(request, result)}
         )
@@ -182,6 +190,7 @@ class SignInPages(PageBase):
                 "next": next_path,
                 "setup": setup,
                 "phone_required": self._phone_required(enrolment),
+                "passkeys": self._passkeys(request),
             }
             return self._render(request, "enrol.html", context)
         form = await self._form(request)
