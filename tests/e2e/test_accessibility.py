@@ -3,6 +3,9 @@ real browser (Chromium through Playwright, against the demo on a real uvicorn se
 violation of any impact. Then what axe does not check: each input has a label, code inputs ask
 for one-time codes on a numeric keyboard, and the page reads in order without CSS.
 
+The passkey states (the demo turns passkeys on at ``http://localhost:$PORT``) are checked with
+the DevTools' virtual authenticator, as in tests/e2e/test_passkeys_browser.py.
+
 Chromium is Debian's, as in tests/e2e/test_browser_story.py: skipped when it is missing, a
 failure with CI=true.
 """
@@ -13,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from examples.inbox import DEMO_PASSWORD
@@ -20,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from mfa_guard.testing import FrozenClock, current_code
 from tests.apps import demo_inbox
-from tests.live import served
+from tests.live import served, served_by
 from tests.rendering import violations
 
 TIMEOUT_MS = 15_000
@@ -182,7 +186,9 @@ def test_every_page_in_every_state_passes_axe(page: Page, clock: FrozenClock) ->
 
     # The kit's error page: a form whose CSRF token no longer matches.
     page.goto("/mfa/settings")
-    page.locator('input[name="csrf_token"]').first.evaluate("e => e.value = 'stale'")
+    page.locator('form[action$="/recovery-codes"] input[name="csrf_token"]').evaluate(
+        "e => e.value = 'stale'"
+    )
     page.get_by_role("button", name="Generate new recovery codes").click()
     expect(page.get_by_role("heading", name="Request refused")).to_be_visible()
     check(page, "the kit's error page")
@@ -284,3 +290,90 @@ def test_remembered_browsers_pass_axe_in_english_and_french(page: Page, clock: F
     expect(page).to_have_url(re.compile(r"/mfa/challenge"))
     expect(page.get_by_label("Mémoriser ce navigateur pendant 30 jours")).not_to_be_checked()
     check(page, "challenge with the remember box, in French")
+
+
+def test_the_passkey_pages_pass_axe_in_english_and_french(
+    browser: Browser, tmp_path: Path, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enrolment offering a passkey, the recovery codes the script shows, the settings page
+    listing an app and a passkey (a rename refused, the page adding an app), the challenge
+    offering the passkey first and a refusal in its live region; the settings in French."""
+
+    def build(port: int) -> Any:
+        monkeypatch.setenv("PORT", str(port))
+        return demo_inbox(tmp_path / "data", clock=clock)
+
+    with served_by(build) as url:
+        context = browser.new_context(
+            base_url=url.replace("127.0.0.1", "localhost"), viewport={"width": 900, "height": 900}
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                }
+            },
+        )
+
+        sign_in(page, SOLO)
+        page.goto("/mfa/enrol")
+        expect(page.get_by_role("button", name="Use a passkey or security key")).to_be_visible()
+        check(page, "enrolment, a passkey offered")
+        page.get_by_role("button", name="Use a passkey or security key").click()
+        expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+        check(page, "the recovery codes the passkey script shows")
+
+        page.goto("/mfa/settings")
+        page.get_by_role("button", name="Add an authenticator app").click()
+        check(page, "adding an app")
+        key = page.locator("#manual-key").inner_text()
+        page.get_by_label("Code from your app").fill(current_code(key, clock()))
+        page.get_by_role("button", name="Add the app").click()
+        expect(page.locator("#authenticators li")).to_have_count(2)
+        check(page, "settings, a passkey and an app")
+        row = page.locator('#authenticators li[data-kind="app"]')
+        row.get_by_text("Rename").click()
+        row.get_by_label("New name for Authenticator app").fill("   ")
+        row.get_by_role("button", name="Save the name").click()
+        expect(page.locator("#form-error")).to_be_visible()
+        check(page, "settings, a name refused")
+        # The same passkey again: the browser refuses it, the script says so.
+        page.goto("/mfa/settings")
+        page.get_by_role("button", name="Add a passkey or security key").click()
+        expect(page.locator("#passkey-form [data-webauthn-status] .error")).to_be_visible()
+        check(page, "settings, the passkey script's refusal")
+
+        page.goto("/inbox")
+        page.get_by_role("button", name="Sign out").click()
+        sign_in(page, SOLO)
+        expect(page).to_have_url(re.compile(r"/mfa/challenge"))
+        expect(page.get_by_role("button", name="Use your passkey or security key")).to_be_visible()
+        check(page, "challenge, the passkey first")
+
+        # The answer comes after its challenge expired: the server's refusal, said on the page.
+        def later(route: Any) -> None:
+            clock.advance(301)
+            route.continue_()
+
+        page.route("**/mfa/api/webauthn/authenticate", later)
+        page.get_by_role("button", name="Use your passkey or security key").click()
+        expect(page.locator("#passkey-form [data-webauthn-status] .error")).to_be_visible()
+        check(page, "challenge, the passkey's refusal")
+
+        page.get_by_label("Authentication code").fill(current_code(key, clock() + TOTP_PERIOD))
+        page.get_by_role("button", name="Verify", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/inbox$"))
+        page.set_extra_http_headers(FRENCH)
+        page.goto("/mfa/settings")
+        expect(page.get_by_role("heading", name="Vos authentificateurs")).to_be_visible()
+        check(page, "settings with authenticators, in French")
+        context.close()
