@@ -22,7 +22,8 @@ def page_routes(ga: GuardedApp) -> list[tuple[str, str]]:
     found = []
     for route in ga.guard.routes:
         assert isinstance(route, Route), route
-        if route.path.startswith("/api/"):
+        # The JSON API, and the scripts the pages load (no page: nothing to frame).
+        if route.path.startswith(("/api/", "/static/")):
             continue
         found += [(mount + route.path, method) for method in sorted(route.methods or ())]
     return found

@@ -242,7 +242,7 @@ def test_demo_serves_the_inbox_on_the_port_asked(
         monkeypatch.delenv(name, raising=False)
     assert main(["demo", "--port", "8123"]) == 0
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
-    assert "Acme Inbox demo on http://127.0.0.1:8123/" in capsys.readouterr().out
+    assert "Acme Inbox demo on http://localhost:8123/" in capsys.readouterr().out
 
 
 def test_demo_outside_the_source_says_where_it_lives(
