@@ -464,7 +464,7 @@ class MFAService:
         enrolment = await self.enrolment(user_id)
         if self._require_phone and not enrolment.enrolled and enrolment.phone_verified_at is None:
             return Denied(Reason.PHONE_REQUIRED)
-        challenge = await self._new_challenge(user_id, CeremonyPurpose.REGISTER, session)
+        challenge = await self._new_challenge(rp, user_id, CeremonyPurpose.REGISTER, session)
         return webauthn.registration_options(
             rp,
             user_handle=self._user_handle(user_id),
@@ -540,7 +540,7 @@ class MFAService:
         enrolment = await self.enrolment(user_id)
         if not enrolment.keys:
             return Denied(Reason.NO_PASSKEY)
-        challenge = await self._new_challenge(user_id, CeremonyPurpose.SIGN_IN, session)
+        challenge = await self._new_challenge(rp, user_id, CeremonyPurpose.SIGN_IN, session)
         return webauthn.authentication_options(rp, allow=enrolment.keys, challenge=challenge)
 
     async def verify_passkey(
@@ -566,7 +566,9 @@ class MFAService:
         if locked is not None:
             return locked
         if fresh:
-            outcome = await self._check_assertion(enrolment, credential, credential_id, challenge)
+            outcome = await self._check_assertion(
+                rp, enrolment, credential, credential_id, challenge
+            )
         else:
             # Not issued to this session, used already or expired: nothing more is looked at.
             outcome = Denied(Reason.WEBAUTHN_CHALLENGE_EXPIRED)
@@ -578,10 +580,13 @@ class MFAService:
         return Verified(Method.WEBAUTHN, enrolment.epoch)
 
     async def _check_assertion(
-        self, enrolment: Enrolment, credential: object, credential_id: bytes, challenge: bytes
+        self,
+        rp: webauthn.RelyingParty,
+        enrolment: Enrolment,
+        credential: object,
+        credential_id: bytes,
+        challenge: bytes,
     ) -> Denied | None:
-        rp = self.relying_party
-        assert rp is not None  # checked by the caller
         key = next((k for k in enrolment.keys if k.credential_id == credential_id), None)
         if key is None:
             # Another user's credential, a removed key's, or none at all.
@@ -606,9 +611,9 @@ class MFAService:
             return Denied(Reason.WEBAUTHN_COUNTER_REGRESSED)
         return None
 
-    async def _new_challenge(self, user_id: str, purpose: CeremonyPurpose, session: str) -> bytes:
-        rp = self.relying_party
-        assert rp is not None  # checked by the caller
+    async def _new_challenge(
+        self, rp: webauthn.RelyingParty, user_id: str, purpose: CeremonyPurpose, session: str
+    ) -> bytes:
         challenge = webauthn.new_challenge()
         now = self._clock()
         pending = WebAuthnChallenge(

@@ -315,7 +315,8 @@ class API:
         return self._enrolled(result)
 
     def _enrolled(self, result: ServiceVerified) -> Response:
-        assert result.authenticator is not None  # a set-up's result names what it added
+        if result.authenticator is None:
+            raise RuntimeError("a set-up's result names the authenticator it added")
         return json_response(
             schemas.Enrolled(
                 enrolled=True,
