@@ -1,5 +1,5 @@
-"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000), to be
-visited at http://localhost:$PORT, where browsers offer passkeys without TLS.
+"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000); passkeys
+work at http://localhost:$PORT, where browsers offer them without TLS.
 
 ``INBOX_DATA_DIR`` moves the data folder (default ``examples/inbox/.data``): several processes
 started with the same folder share the session secret and encryption key, so they serve one
