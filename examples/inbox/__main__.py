@@ -1,5 +1,5 @@
-"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000), to be
-visited at http://localhost:$PORT, where browsers offer passkeys without TLS.
+"""``python -m examples.inbox``: serve the demo on http://127.0.0.1:$PORT (default 8000); passkeys
+work at http://localhost:$PORT, where browsers offer them without TLS.
 
 ``INBOX_DATA_DIR`` moves the data folder (default ``examples/inbox/.data``): several processes
 started with the same folder share the session secret and encryption key, so they serve one
@@ -31,12 +31,13 @@ def main() -> None:
     logging.getLogger("mfa_guard").setLevel(logging.INFO)
     data_dir = os.environ.get("INBOX_DATA_DIR")
     app = create_app(Path(data_dir) if data_dir else None)
-    print(f"Acme Inbox demo on http://{PASSKEY_HOST}:{port}/ (passkeys work at this address)")
+    print(f"Acme Inbox demo on http://{HOST}:{port}/")
+    print(f"Passkeys and security keys: at http://{PASSKEY_HOST}:{port}/ (not at {HOST})")
     print("Sign in with one of these accounts:")
     for email in DEMO_ACCOUNTS:
         print(f"  {email:<20} password: {DEMO_PASSWORD}")
     print("Sites: " + "; ".join(f"{site.name} ({_members(site)})" for site in DEMO_SITES))
-    print(f"New operators of Acme sign up at http://{PASSKEY_HOST}:{port}/signup")
+    print(f"New operators of Acme sign up at http://{HOST}:{port}/signup")
     uvicorn.run(app, host=HOST, port=port)
 
 

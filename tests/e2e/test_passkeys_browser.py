@@ -10,7 +10,8 @@ key. Then: a passkey as the first factor on the enrolment page (the recovery cod
 script), what the script says when the browser or the server refuses (in the page's language), a
 session that must verify again sent to the challenge, the script's fallback for browsers without
 WebAuthn's JSON helpers, and a browser without WebAuthn, where the passkey buttons stay hidden
-and the code forms work as before. Last, the demo (``make demo``), which turns passkeys on for
+and the code forms work as before; passkeys under a Content-Security-Policy that allows no
+inline script. Last, the demo (``make demo``), which turns passkeys on for
 ``http://localhost:$PORT``.
 
 ``make screenshots`` (``MFA_GUARD_SCREENSHOTS=1``) saves ``passkeys-settings.png`` and
@@ -20,6 +21,7 @@ Chromium is Debian's, as in tests/e2e/test_browser_story.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -29,7 +31,17 @@ from typing import Any
 
 import pytest
 from examples.inbox import DEMO_PASSWORD
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, ViewportSize, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    expect,
+)
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfa_guard.testing import FrozenClock, current_code
 from tests.apps import GuardedApp, build_app, demo_inbox
@@ -58,12 +70,13 @@ class Site:
     ga: GuardedApp
 
 
-@pytest.fixture
-def site() -> Iterator[Site]:
-    """The tests' guarded app with passkeys on, for the origin it is served at."""
+@contextlib.contextmanager
+def passkey_site(policy: str | None = None) -> Iterator[Site]:
+    """The tests' guarded app with passkeys on, for the origin it is served at; ``policy``: a
+    Content-Security-Policy on every response."""
     built: list[GuardedApp] = []
 
-    def build(port: int) -> Any:
+    def build(port: int) -> ASGIApp:
         ga = build_app(
             webauthn={"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
             sign_out={"url": "/logout", "method": "post"},
@@ -71,10 +84,31 @@ def site() -> Iterator[Site]:
             recent_mfa_seconds=600,
         )
         built.append(ga)
-        return ga.app
+        return ga.app if policy is None else with_policy(ga.app, policy)
 
     with served_by(build) as url:
         yield Site(url.replace("127.0.0.1", "localhost"), built[0])
+
+
+def with_policy(app: ASGIApp, policy: str) -> ASGIApp:
+    """``app``, each of its HTTP responses carrying the Content-Security-Policy ``policy`` (on
+    top of the kit's own ``frame-ancestors``: a browser enforces both)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("Content-Security-Policy", policy)
+            await send(message)
+
+        await app(scope, receive, send_with_policy if scope["type"] == "http" else send)
+
+    return guarded
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with passkey_site() as served_site:
+        yield served_site
 
 
 @dataclass
@@ -408,6 +442,44 @@ def test_without_webauthn_the_passkey_buttons_stay_hidden_and_codes_work(
     expect(page.get_by_role("button", name="Add a passkey or security key")).to_be_hidden()
     expect(page.get_by_role("button", name="Add another authenticator app")).to_be_visible()
     older.context.close()
+
+
+# What a site that allows no inline code sets: its own scripts, fetches and forms only (the
+# kit's pages keep their styles inline).
+STRICT_POLICY = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; form-action 'self'; "
+    "style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'"
+)
+
+
+def test_the_script_runs_under_a_policy_without_inline_code(browser: Browser) -> None:
+    """Passkeys added and used with every inline script and handler blocked: nothing the
+    browser blocked, said on its console."""
+    with passkey_site(STRICT_POLICY) as strict:
+        solo = person(browser, strict.url)
+        page = solo.page
+        blocked: list[str] = []
+
+        def watch(message: ConsoleMessage) -> None:
+            if "Content Security Policy" in message.text:
+                blocked.append(message.text)
+
+        page.on("console", watch)
+        solo.add_authenticator(PLATFORM)
+        sign_in(page)
+        page.goto("/mfa/enrol?next=/protected")
+        page.get_by_role("button", name="Use a passkey or security key").click()
+        expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+        settings = page.goto("/mfa/settings")
+        assert settings is not None
+        assert "script-src 'self'" in settings.headers["content-security-policy"]
+        sign_out(page)
+        sign_in(page)
+        page.goto("/protected")
+        page.get_by_role("button", name="Use your passkey or security key").click()
+        expect(page).to_have_url(f"{strict.url}/protected")
+        solo.context.close()
+    assert blocked == []
 
 
 def test_the_demo_offers_passkeys_at_localhost(

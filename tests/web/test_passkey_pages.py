@@ -565,6 +565,14 @@ async def test_the_challenge_offers_the_passkey_first_and_keeps_the_code_forms()
         assert text.count('name="remember"') == 1
         assert 'form="code-form"' in text
 
+        # Sent for a strong factor (verified by a text): the passkey is one.
+        strong = await client.get("/mfa/challenge?next=/mfa/settings&strong=1")
+        assert notice_of(strong) == (
+            "To change your two-factor settings, use your passkey or security key, a code from "
+            "your authenticator app or a recovery code: a text-message code is not enough."
+        )
+        assert passkey_form(strong) is not None
+
         # Without the script: the code's form works as it always did, remembering too.
         ga.clock.advance(30)
         fields = {"next": "/protected", "method": "totp", "code": ga.code(secret)}

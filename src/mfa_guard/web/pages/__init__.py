@@ -9,6 +9,8 @@ challenge, the text message's page and enrolment; ``settings`` the settings page
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mfa_guard.web.pages.assets import serve_asset
@@ -50,7 +52,7 @@ class Pages(SignInPages, SettingsPages):
                 methods=["POST"],
             ),
             # The pages' scripts, for anybody (they hold nothing of a user's).
-            Route("/static/{name}", serve_asset, methods=["GET"], name="static"),
+            Route("/static/{name}", self._static, methods=["GET"], name="static"),
         ]
         if self.kit.trusted_devices is not None:
             routes += [
@@ -62,3 +64,9 @@ class Pages(SignInPages, SettingsPages):
                 ),
             ]
         return routes
+
+    async def _static(self, request: Request) -> Response:
+        """A script of the pages, with their framing headers (as every response of theirs)."""
+        response = await serve_asset(request)
+        response.headers.update(self._framing_headers())
+        return response

@@ -23,6 +23,10 @@ STRONG_FACTOR_NOTICE = N_(
     "To change your two-factor settings, enter a code from your authenticator app or a "
     "recovery code: a text-message code is not enough."
 )
+STRONG_FACTOR_NOTICE_WITH_KEYS = N_(
+    "To change your two-factor settings, use your passkey or security key, a code from your "
+    "authenticator app or a recovery code: a text-message code is not enough."
+)
 # When the sign-in code this session asked for expires: the challenge keeps that code's field
 # while the store's pending code is this one (the store does not say which session asked).
 SMS_SESSION_KEY = "mfa_guard_sms_until"
@@ -93,7 +97,8 @@ class SignInPages(PageBase):
             )
             if strong:
                 context["sms"] = None
-                context["notice"] = STRONG_FACTOR_NOTICE
+                keys = context["passkeys"] is not None
+                context["notice"] = STRONG_FACTOR_NOTICE_WITH_KEYS if keys else STRONG_FACTOR_NOTICE
             return self._render(request, "challenge.html", context)
         form = await self._form(request)
         next_path = self._next(form_field(form, "next"))
