@@ -21,17 +21,35 @@ class Role(StrEnum):
     OPERATOR = "operator"
 
 
+class MethodPolicy(StrEnum):
+    """Which second factors a site accepts of its members, beyond requiring one."""
+
+    # Any the kit offers.
+    ANY = "any"
+    # Not a text message (a session verified by a texted code is challenged again).
+    NO_SMS = "no_sms"
+    # Only a passkey or security key (WebAuthn): bound to the site's origin, it cannot be
+    # relayed by a look-alike page as a code can (NIST SP 800-63B 5.2.5).
+    PHISHING_RESISTANT = "phishing_resistant"
+
+
 @dataclass(frozen=True, slots=True)
 class SitePolicy:
-    """Whether a site enforces 2FA, from when on (``grace_deadline``), who changed it and when.
+    """Whether a site enforces 2FA, from when on (``grace_deadline``), which factors it accepts
+    (``methods``) from when on (``methods_deadline``), who changed it and when.
 
     While ``enforce`` is on, ``grace_deadline`` is always set: a member without 2FA is sent to
-    enrolment from that instant on (it equals ``changed_at`` for "at once")."""
+    enrolment from that instant on (it equals ``changed_at`` for "at once"). ``methods`` other
+    than ``any`` needs ``enforce``, and has its own deadline: from it, a session verified by a
+    factor the policy does not accept is challenged again, and a member without an accepted
+    factor is confined to adding one."""
 
     enforce: bool = False
     grace_deadline: float | None = None
     changed_by: str | None = None
     changed_at: float | None = None
+    methods: MethodPolicy = MethodPolicy.ANY
+    methods_deadline: float | None = None
 
     def requires_by(self) -> float | None:
         """From when members must have 2FA, or ``None`` if the site does not enforce it (an
@@ -39,6 +57,57 @@ class SitePolicy:
         if not self.enforce:
             return None
         return 0.0 if self.grace_deadline is None else self.grace_deadline
+
+    def methods_from(self, methods: MethodPolicy) -> float | None:
+        """From when the policy refuses what ``methods`` refuses (``no_sms``: texted codes;
+        ``phishing_resistant``: everything but a passkey), or ``None`` if it never does."""
+        if not self.enforce or self.methods is MethodPolicy.ANY:
+            return None
+        if methods is MethodPolicy.PHISHING_RESISTANT and self.methods is not methods:
+            return None
+        return 0.0 if self.methods_deadline is None else self.methods_deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What the user's sites (and the app) require of the user, each from when (``None``:
+    never): a second factor at all (``enrol_by``), no texted code (``no_sms_by``), a passkey or
+    security key (``passkey_by``). The earliest deadline of each among the user's sites; the
+    session marker keeps them, so a deadline passing is honoured with no store call."""
+
+    enrol_by: float | None = None
+    no_sms_by: float | None = None
+    passkey_by: float | None = None
+
+    def combined(self, other: Requirements) -> Requirements:
+        """The earlier deadline of each."""
+        return Requirements(
+            _earlier(self.enrol_by, other.enrol_by),
+            _earlier(self.no_sms_by, other.no_sms_by),
+            _earlier(self.passkey_by, other.passkey_by),
+        )
+
+
+def _earlier(one: float | None, two: float | None) -> float | None:
+    if one is None:
+        return two
+    if two is None:
+        return one
+    return one if one < two else two
+
+
+def requirements_of(policies: list[SitePolicy]) -> Requirements:
+    """What these policies (the user's sites') require, each from its earliest deadline."""
+    found = Requirements()
+    for policy in policies:
+        found = found.combined(
+            Requirements(
+                policy.requires_by(),
+                policy.methods_from(MethodPolicy.NO_SMS),
+                policy.methods_from(MethodPolicy.PHISHING_RESISTANT),
+            )
+        )
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +146,13 @@ class SiteDirectory(Protocol):
 
     async def deadline(self, user_id: str) -> float | None:
         """The earliest grace deadline among the user's sites that enforce 2FA, or ``None`` if
-        none does: what a session's marker re-reads every ``recheck_seconds``."""
+        none does."""
+        ...
+
+    async def requirements(self, user_id: str) -> Requirements:
+        """What the user's sites require of the user, each from its earliest deadline
+        (:func:`requirements_of` of their policies), in one round trip: what a session's marker
+        re-reads every ``recheck_seconds``."""
         ...
 
     async def memberships(self, user_id: str) -> list[Membership]:
@@ -127,6 +202,11 @@ class MemorySiteDirectory:
             if (by := self._sites[site_id].policy.requires_by()) is not None
         ]
         return min(deadlines, default=None)
+
+    async def requirements(self, user_id: str) -> Requirements:
+        return requirements_of(
+            [self._sites[site_id].policy for site_id in self._sites_of.get(user_id, ())]
+        )
 
     async def memberships(self, user_id: str) -> list[Membership]:
         found = [
