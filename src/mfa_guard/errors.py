@@ -138,6 +138,14 @@ class Reason(Enum):
     MFA_REQUIRED_TO_CONTINUE = Refusal(
         "mfa_required", 401, "Complete two-factor authentication to continue."
     )
+    # A session verified by a factor a policy of the user's sites (or the app) no longer
+    # accepts: a texted code, or anything but a passkey.
+    STRONGER_FACTOR_REQUIRED = Refusal(
+        "mfa_stronger_factor_required",
+        401,
+        "A site you belong to does not accept the way you confirmed it is you: confirm again "
+        "with a factor it accepts (a passkey or security key, where it requires one).",
+    )
     ENROLMENT_REQUIRED = Refusal(
         "mfa_enrolment_required",
         403,
@@ -182,6 +190,12 @@ class Reason(Enum):
 
     # -- text messages --------------------------------------------------------------------------
     SMS_DISABLED = Refusal("sms_disabled", 409, "Text-message codes are not offered here.")
+    SMS_REFUSED_BY_POLICY = Refusal(
+        "sms_refused_by_policy",
+        403,
+        "A site you belong to does not accept text-message codes: use your authenticator app, "
+        "a passkey or a recovery code.",
+    )
     NO_VERIFIED_PHONE = Refusal(
         "no_verified_phone", 409, "There is no verified mobile number on this account."
     )

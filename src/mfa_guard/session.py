@@ -27,7 +27,7 @@ from mfa_guard.services import concurrently
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.devices import TrustedDevice
-from mfa_guard.stores.sites import SiteDirectory
+from mfa_guard.stores.sites import Requirements, SiteDirectory
 
 logger = logging.getLogger("mfa_guard")
 
@@ -86,6 +86,13 @@ class SessionGate:
         self.clock = clock
         self._on_device_verified = on_device_verified
         self._recheck = settings.recheck_seconds
+        # What the app requires of every account (settings.everyone), from when.
+        everyone = settings.everyone
+        self._everyone = Requirements(
+            everyone.required_from(),
+            everyone.methods_from("no_sms"),
+            everyone.methods_from("phishing_resistant"),
+        )
 
     def fresh(self, session: Session, user_id: str, now: float) -> tuple[Marker | None, bool]:
         """The session's marker for ``user_id`` (``None`` if absent, malformed or another
@@ -144,34 +151,45 @@ class SessionGate:
         device: TrustedDevice | None = None
         if by_device:
             token = None if scope is None else self.device_token(scope)
-            (summary, enrol_by), device = await concurrently(
+            (summary, needs), device = await concurrently(
                 self._enrolment_state(user_id), self._device(user_id, token, now)
             )
         else:
-            summary, enrol_by = await self._enrolment_state(user_id)
+            summary, needs = await self._enrolment_state(user_id)
         if marker is None:
-            marker = Marker.fresh(self.subject(user_id), summary, now, enrol_by)
+            marker = Marker.fresh(
+                self.subject(user_id),
+                summary,
+                now,
+                needs.enrol_by,
+                needs.no_sms_by,
+                needs.passkey_by,
+            )
         else:
-            marker = marker.refreshed(summary, now, enrol_by)
+            marker = marker.refreshed(
+                summary, now, needs.enrol_by, needs.no_sms_by, needs.passkey_by
+            )
         if by_device and (device is None or not device.is_trusted(summary.epoch, now)):
             marker = marker._replace(verified_at=None, method=None)
         self.save(session, marker)
         return marker
 
-    async def _enrolment_state(self, user_id: str) -> tuple[EnrolmentSummary, float | None]:
-        """The user's enrolment and ``enrol_by``: the earliest of their enforcing sites'
-        deadlines and the app-wide one (``settings.everyone``)."""
-        everyone = self.settings.everyone.required_from()
-        # Once the app-wide deadline has passed, no site deadline changes the decision (every
-        # user without 2FA must enrol): the directory is not read.
-        if self.sites is None or (everyone is not None and everyone <= self.clock()):
+    async def _enrolment_state(self, user_id: str) -> tuple[EnrolmentSummary, Requirements]:
+        """The user's enrolment and what is required of them: the earliest of their sites'
+        deadlines and the app-wide one (``settings.everyone``), for 2FA and for its methods."""
+        everyone = self._everyone
+        # Once the app-wide deadlines have passed and nothing is stricter than the app's
+        # policy, no site changes the decision: the directory is not read.
+        if self.sites is None or (
+            everyone.enrol_by is not None
+            and everyone.enrol_by <= self.clock()
+            and self.settings.everyone.methods == "phishing_resistant"
+        ):
             return await self.store.summary(user_id), everyone
         summary, by_site = await concurrently(
-            self.store.summary(user_id), self.sites.deadline(user_id)
+            self.store.summary(user_id), self.sites.requirements(user_id)
         )
-        if everyone is None or (by_site is not None and by_site < everyone):
-            return summary, by_site
-        return summary, everyone
+        return summary, by_site.combined(everyone)
 
     async def _device(self, user_id: str, token: str | None, now: float) -> TrustedDevice | None:
         devices = self.trusted_devices
@@ -207,9 +225,13 @@ class SessionGate:
         if recognised is None:
             return None
         summary = recognised.summary
-        marker = marker.refreshed(summary, now, marker.enrol_by).verified(
-            DEVICE_METHOD, summary.epoch, now
-        )
+        marker = marker.refreshed(
+            summary, now, marker.enrol_by, marker.no_sms_by, marker.passkey_by
+        ).verified(DEVICE_METHOD, summary.epoch, now)
+        refused_from = marker.refused_from()
+        if refused_from is not None and now >= refused_from:
+            # A policy that accepts only a passkey accepts no remembered browser either.
+            return None
         self.save(session, marker)
         self._on_device_verified(user_id)
         return marker

@@ -385,6 +385,17 @@ class EveryoneSettings(BaseModel):
             "show a notice. Empty: at once. Needs `everyone.required`."
         ),
     )
+    methods: Literal["any", "no_sms", "phishing_resistant"] = Field(
+        default="any",
+        description=(
+            "Which second factors every account may use, from `everyone.deadline`: `any`; "
+            "`no_sms` (a session verified by a texted code is challenged again); "
+            "`phishing_resistant` (only a passkey or security key: a session verified "
+            "otherwise is challenged again, and an account without one is confined to adding "
+            "one). Needs `everyone.required` and passkeys on (`webauthn.rp_id`) for "
+            "`phishing_resistant`."
+        ),
+    )
 
     @field_validator("deadline", mode="before")
     @classmethod
@@ -415,7 +426,20 @@ class EveryoneSettings(BaseModel):
                 "MFA_GUARD_EVERYONE__REQUIRED=true to require 2FA of every account from that "
                 "deadline, or remove MFA_GUARD_EVERYONE__DEADLINE"
             )
+        if self.methods != "any" and not self.required:
+            raise ValueError(
+                f"everyone.methods is {self.methods} but everyone.required is not set: set "
+                "MFA_GUARD_EVERYONE__REQUIRED=true, or remove MFA_GUARD_EVERYONE__METHODS"
+            )
         return self
+
+    def methods_from(self, methods: str) -> float | None:
+        """From when every account is refused what ``methods`` (``no_sms``,
+        ``phishing_resistant``) refuses, or ``None`` if never: the deadline of
+        :meth:`required_from`, under a policy at least that strict."""
+        if self.methods == "any" or (methods == "phishing_resistant" != self.methods):
+            return None
+        return self.required_from()
 
     def required_from(self) -> float | None:
         """From when every account must have 2FA (seconds since the epoch; 0.0 for "at once",
@@ -981,6 +1005,12 @@ class MFAGuardSettings(BaseSettings):
             raise ValueError(
                 "no encryption key: set MFA_GUARD_ENCRYPTION_KEYS (generate one with "
                 "`mfa-guard keygen`), or MFA_GUARD_DEBUG=true for development only"
+            )
+        if self.everyone.methods == "phishing_resistant" and self.webauthn.rp_id is None:
+            raise ValueError(
+                "everyone.methods is phishing_resistant but passkeys are off: set "
+                "MFA_GUARD_WEBAUTHN__RP_ID and MFA_GUARD_WEBAUTHN__ORIGINS, or choose another "
+                "MFA_GUARD_EVERYONE__METHODS"
             )
         if self.require_phone_for_enrolment and not self.sms.enabled:
             raise ValueError(

@@ -323,13 +323,27 @@ async def test_an_earlier_app_wide_deadline_is_the_one_told() -> None:
 
 
 async def test_once_the_app_wide_deadline_passed_a_recheck_reads_no_directory() -> None:
+    # Nothing a site sets can be stricter than passkeys for every account, past its deadline.
+    directory = CountingSiteDirectory(await acme())
+    strictest = {**everyone(), "methods": "phishing_resistant"}
+    passkeys = {"rp_id": "example.test", "origins": ["https://example.test"]}
+    ga = build_app(sites=directory, everyone=strictest, webauthn=passkeys, recheck_seconds=0)
+    async with ga.client() as client:
+        await sign_in(client, AGENT)
+        for _ in range(3):
+            assert (await client.get("/protected")).status_code == 303
+        assert directory.total == 0
+
+
+async def test_past_the_app_wide_deadline_a_recheck_still_reads_what_sites_add() -> None:
+    # A site may refuse texted codes, or require passkeys, beyond 2FA for every account.
     directory = CountingSiteDirectory(await acme())
     ga = build_app(sites=directory, everyone=everyone(), recheck_seconds=0)
     async with ga.client() as client:
         await sign_in(client, AGENT)
         for _ in range(3):
             assert (await client.get("/protected")).status_code == 303
-        assert directory.calls["deadline"] == 0
+        assert directory.calls["requirements"] == 3
 
 
 # -- the site banner names the site ------------------------------------------------------------

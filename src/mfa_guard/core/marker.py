@@ -5,9 +5,10 @@ user id (``subject``), timestamps, the method name, a random nonce, the user's e
 earliest instant a site of theirs or the app requires 2FA (``enrol_by``).
 
 In the session it is a JSON array, ``[VERSION, subject, nonce, checked_at, epoch, enrolled,
-verified_at, method, enrol_by]``: read on every guarded request, so one unpacking, not nine
-lookups. A marker of another version is not read at all: the session is re-checked (one store
-call) and, if the user has 2FA, challenged once.
+verified_at, method, enrol_by, no_sms_by, passkey_by]``: read on every guarded request, so one
+unpacking, not eleven lookups. An array of the first nine alone (written before the policies of
+methods) is read with neither of the last two. A marker of another version is not read at all:
+the session is re-checked (one store call) and, if the user has 2FA, challenged once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ METHODS = ("totp", "recovery", "sms", "device", "webauthn")
 # A texted code signs in and no more, SMS being the restricted fallback (NIST SP 800-63B
 # 5.1.3.3); a remembered browser asked for no code at all.
 STRONG_METHODS = ("totp", "recovery", "webauthn")
+SMS_METHOD = "sms"
+WEBAUTHN_METHOD = "webauthn"
 # The subject: 18 bytes (144 bits) of keyed BLAKE2b, as 36 hex digits.
 SUBJECT_BYTES = 18
 
@@ -91,10 +94,20 @@ class Marker(NamedTuple):
     # (settings.everyone; None: nothing requires 2FA of the user). Kept in the marker so a
     # deadline passing is honoured to the second with no store call.
     enrol_by: float | None = None
+    # From when a site of the user (or the app) refuses a texted code, and anything but a
+    # passkey or security key (None: never); the same way.
+    no_sms_by: float | None = None
+    passkey_by: float | None = None
 
     @classmethod
     def fresh(
-        cls, subject: str, summary: EnrolmentSummary, now: float, enrol_by: float | None = None
+        cls,
+        subject: str,
+        summary: EnrolmentSummary,
+        now: float,
+        enrol_by: float | None = None,
+        no_sms_by: float | None = None,
+        passkey_by: float | None = None,
     ) -> Marker:
         return cls(
             subject=subject,
@@ -103,6 +116,8 @@ class Marker(NamedTuple):
             epoch=summary.epoch,
             enrolled=summary.enrolled,
             enrol_by=enrol_by,
+            no_sms_by=no_sms_by,
+            passkey_by=passkey_by,
         )
 
     def is_stale(self, now: float, recheck_seconds: int) -> bool:
@@ -112,7 +127,12 @@ class Marker(NamedTuple):
         return not (checked_at <= now < checked_at + recheck_seconds)
 
     def refreshed(
-        self, summary: EnrolmentSummary, now: float, enrol_by: float | None = None
+        self,
+        summary: EnrolmentSummary,
+        now: float,
+        enrol_by: float | None = None,
+        no_sms_by: float | None = None,
+        passkey_by: float | None = None,
     ) -> Marker:
         """Re-stamped from the stores; another epoch (a revocation) ends the verified state."""
         if summary.epoch != self.epoch or not summary.enrolled:
@@ -123,8 +143,30 @@ class Marker(NamedTuple):
                 verified_at=None,
                 method=None,
                 enrol_by=enrol_by,
+                no_sms_by=no_sms_by,
+                passkey_by=passkey_by,
             )
-        return self._replace(checked_at=now, enrolled=True, enrol_by=enrol_by)
+        return self._replace(
+            checked_at=now,
+            enrolled=True,
+            enrol_by=enrol_by,
+            no_sms_by=no_sms_by,
+            passkey_by=passkey_by,
+        )
+
+    def refused_from(self) -> float | None:
+        """From when the policies the marker holds refuse the method this session verified
+        with (``None``: never): a passkey always passes; a texted code from ``no_sms_by`` or
+        ``passkey_by``, anything else from ``passkey_by``."""
+        method = self.method
+        if method == WEBAUTHN_METHOD:
+            return None
+        passkey_by = self.passkey_by
+        if method == SMS_METHOD:
+            no_sms_by = self.no_sms_by
+            if no_sms_by is not None and (passkey_by is None or no_sms_by < passkey_by):
+                return no_sms_by
+        return passkey_by
 
     def verified(self, method: str, epoch: int, now: float) -> Marker:
         """After a successful second factor: a new nonce (ASVS 3.2.1) and a fresh check."""
@@ -150,9 +192,20 @@ class Marker(NamedTuple):
         # A static method: a class method makes a bound method on every call, and this one
         # runs on every guarded request whose marker was not let in before.
         # Exact type checks: the session comes from JSON, and a bool must not pass for a number.
-        if type(raw) is not list or len(raw) != 9:
+        if type(raw) is not list:
             return None
-        version, sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by = raw
+        if len(raw) == 11:
+            version, sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by, *by = raw
+            no_sms_by, passkey_by = by
+            if no_sms_by is not None and type(no_sms_by) not in _NUMBERS:
+                return None
+            if passkey_by is not None and type(passkey_by) not in _NUMBERS:
+                return None
+        elif len(raw) == 9:
+            version, sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by = raw
+            no_sms_by = passkey_by = None
+        else:
+            return None
         if version != VERSION or type(version) is not int or type(sub) is not str:
             return None
         try:
@@ -174,7 +227,19 @@ class Marker(NamedTuple):
             return None
         # From the checked values: ``Marker(...)`` would add a Python-level __new__.
         marker: Marker = tuple.__new__(
-            Marker, (sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by)
+            Marker,
+            (
+                sub,
+                nonce,
+                checked,
+                epoch,
+                enrolled,
+                verified_at,
+                method,
+                enrol_by,
+                no_sms_by,
+                passkey_by,
+            ),
         )
         return marker
 

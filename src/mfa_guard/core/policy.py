@@ -11,6 +11,9 @@ class Decision(StrEnum):
     ALLOW = "allow"
     CHALLENGE = "challenge"
     ENROL = "enrol"
+    # Verified, but by a factor a policy of the user's sites no longer accepts: challenged
+    # again, for an accepted one.
+    STRONGER = "stronger"
 
 
 def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Decision:
@@ -23,6 +26,9 @@ def decide(marker: Marker, now: float, *, verified_lifetime_seconds: int) -> Dec
     if marker.enrolled:
         verified_at = marker.verified_at
         if verified_at is not None and now < verified_at + verified_lifetime_seconds:
+            refused_from = marker.refused_from()
+            if refused_from is not None and now >= refused_from:
+                return STRONGER
             return ALLOW
         return CHALLENGE
     enrol_by = marker.enrol_by
@@ -44,19 +50,31 @@ def admitted_until(
     and calls ``decide`` only for one outside it."""
     # It runs for every marker the middleware reads: one unpacking, not five field reads;
     # comparisons, not min() (a call of its own); positional parameters (keywords cost more).
-    _, _, checked_at, _, enrolled, verified_at, _, enrol_by = marker
+    _, _, checked_at, _, enrolled, verified_at, method, enrol_by, no_sms_by, passkey_by = marker
     until = checked_at + recheck_seconds
     if enrolled:
         if verified_at is None:
             return None
         verified_until = verified_at + verified_lifetime_seconds
-        return verified_until if verified_until < until else until
+        if verified_until < until:
+            until = verified_until
+        if no_sms_by is None and passkey_by is None:
+            return until
+        refused_from = marker.refused_from()
+        if refused_from is not None and refused_from < until:
+            return refused_from if refused_from > checked_at else None
+        return until
     if enrol_by is not None and enrol_by < until:
         return enrol_by
     return until
 
 
-ALLOW, CHALLENGE, ENROL = Decision.ALLOW, Decision.CHALLENGE, Decision.ENROL
+ALLOW, CHALLENGE, ENROL, STRONGER = (
+    Decision.ALLOW,
+    Decision.CHALLENGE,
+    Decision.ENROL,
+    Decision.STRONGER,
+)
 
 
 # What Marker.method says of a session verified by a remembered browser (mfa_guard.devices).

@@ -288,6 +288,8 @@ class Flows:
         devices off is refused before the code is checked: the code is not spent."""
         if remember and self.kit.trusted_devices is None:
             return Denied(Reason.TRUSTED_DEVICES_DISABLED)
+        if method is Method.SMS and self.texts_refused(caller):
+            return Denied(Reason.SMS_REFUSED_BY_POLICY)
         result = await self.service.verify(
             caller.user_id, method, code, caller.ip, session=caller.marker.nonce
         )
@@ -363,7 +365,16 @@ class Flows:
         caller.adopt_epoch(result)
         return result
 
+    def texts_refused(self, caller: Caller) -> bool:
+        """Whether a policy of the user's sites (or the app) refuses texted codes by now (from
+        the marker: re-read every ``recheck_seconds``)."""
+        marker = caller.marker
+        now = self.kit.clock()
+        return any(by is not None and now >= by for by in (marker.no_sms_by, marker.passkey_by))
+
     async def send_sign_in_code(self, caller: Caller) -> TextSent | Denied:
+        if self.texts_refused(caller):
+            return Denied(Reason.SMS_REFUSED_BY_POLICY)
         return await self.service.send_sign_in_code(
             caller.user_id, caller.ip, session=caller.marker.nonce
         )

@@ -20,6 +20,7 @@ NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
 # Where a guarded route sends a page navigation it refuses (and back, with ``next``).
 _NAVIGATE_TO = {
     Reason.MFA_REQUIRED_TO_CONTINUE: "challenge",
+    Reason.STRONGER_FACTOR_REQUIRED: "challenge",
     Reason.RECENT_MFA_REQUIRED: "challenge",
     Reason.ENROLMENT_REQUIRED: "enrol",
     Reason.ENROLMENT_REQUIRED_FOR_STEP_UP: "enrol",
@@ -180,4 +181,6 @@ def decision_refusal(decision: Decision) -> Reason:
     the user enforces 2FA, else the second factor."""
     if decision is Decision.ENROL:
         return Reason.ENROLMENT_REQUIRED
+    if decision is Decision.STRONGER:
+        return Reason.STRONGER_FACTOR_REQUIRED
     return Reason.MFA_REQUIRED_TO_CONTINUE

@@ -190,6 +190,7 @@ OPERATIONS = (
             "code_already_used",
             "not_enrolled",
             "sms_disabled",
+            "sms_refused_by_policy",
             "no_verified_phone",
         ),
         body=schemas.Verification,
@@ -269,6 +270,7 @@ OPERATIONS = (
         (
             *BODY,
             "sms_disabled",
+            "sms_refused_by_policy",
             "not_enrolled",
             "no_verified_phone",
             "sms_country_not_allowed",
