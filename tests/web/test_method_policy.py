@@ -14,7 +14,8 @@ from mfa_guard.stores.sites import MemorySiteDirectory, MethodPolicy, Role, Site
 from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import GuardedApp, build_app, enrol, sign_in
-from tests.sms_apps import MOBILE, SMS, USER, texted_code
+from tests.scenarios import USER
+from tests.sms_apps import MOBILE, SMS, texted_code
 
 ORIGIN = "https://app.example.test"
 PASSKEYS = {"rp_id": "app.example.test", "origins": [ORIGIN]}

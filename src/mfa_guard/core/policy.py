@@ -50,7 +50,7 @@ def admitted_until(
     and calls ``decide`` only for one outside it."""
     # It runs for every marker the middleware reads: one unpacking, not five field reads;
     # comparisons, not min() (a call of its own); positional parameters (keywords cost more).
-    _, _, checked_at, _, enrolled, verified_at, method, enrol_by, no_sms_by, passkey_by = marker
+    _, _, checked_at, _, enrolled, verified_at, _, enrol_by, no_sms_by, passkey_by = marker
     until = checked_at + recheck_seconds
     if enrolled:
         if verified_at is None:
