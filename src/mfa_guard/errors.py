@@ -160,7 +160,8 @@ class Reason(Enum):
     RECENT_MFA_REQUIRED = Refusal(
         "mfa_reauthentication_required",
         401,
-        "Confirm a current code (POST api/verify) to continue.",
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "to continue.",
     )
     PASSKEY_REQUIRED = Refusal(
         "mfa_reauthentication_required",
@@ -170,22 +171,26 @@ class Reason(Enum):
     RECENT_MFA_FOR_RECOVERY_CODES = Refusal(
         "mfa_reauthentication_required",
         401,
-        "Confirm a current code (POST api/verify) before regenerating recovery codes.",
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "before regenerating recovery codes.",
     )
     RECENT_MFA_FOR_PHONE = Refusal(
         "mfa_reauthentication_required",
         401,
-        "Confirm a current code (POST api/verify) before changing your phone number.",
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "before changing your phone number.",
     )
     RECENT_MFA_FOR_FACTORS = Refusal(
         "mfa_reauthentication_required",
         401,
-        "Confirm a current code (POST api/verify) before changing your second factors.",
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "before changing your second factors.",
     )
     REAUTHENTICATION_REQUIRED = Refusal(
         "mfa_reauthentication_required",
         401,
-        "Confirm a current code (POST api/verify) before changing the site's policy.",
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "before changing the site's policy.",
     )
 
     # -- text messages --------------------------------------------------------------------------

@@ -400,10 +400,24 @@ class MFAService:
             expected_epoch=None if hashed is not None else epoch,
         )
         if new_epoch is None:
-            return Denied(Reason.CONFLICT)
+            expected = None if hashed is not None else epoch
+            return await self._not_added(user_id, authenticator, expected)
         kind = EventKind.ENROLLED if hashed is not None else EventKind.AUTHENTICATOR_ADDED
         await self._emit(kind, user_id, Method(authenticator.kind.value), ip)
         return new_epoch, tuple(codes)
+
+    async def _not_added(
+        self, user_id: str, authenticator: Authenticator, expected: int | None
+    ) -> Denied:
+        """Why the store added a passkey or security key not: another request changed the
+        user's factors (a first factor meanwhile, or the epoch moved from ``expected``), or
+        else its credential is already registered (to another account: a credential
+        registers once)."""
+        if authenticator.credential_id is None:
+            return Denied(Reason.CONFLICT)
+        now = await self.enrolment(user_id)
+        unchanged = not now.enrolled if expected is None else now.epoch == expected
+        return Denied(Reason.AUTHENTICATOR_ALREADY_REGISTERED if unchanged else Reason.CONFLICT)
 
     async def rename_authenticator(
         self, user_id: str, authenticator_id: str, raw_name: str, ip: str | None

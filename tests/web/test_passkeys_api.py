@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
 import httpx
 import pytest
 from cryptography.fernet import Fernet
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from mfa_guard import ConfigurationError, EventKind
 from mfa_guard.fastapi import RequireRecentMFA
 from mfa_guard.stepup import require_recent_mfa
-from mfa_guard.testing.webauthn import SoftAuthenticator
+from mfa_guard.testing.webauthn import SoftAuthenticator, b64url, from_b64url
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
 API = "/mfa/api"
@@ -408,3 +409,47 @@ async def test_a_code_is_never_taken_as_a_passkey(path: str) -> None:
         assert (refused.status_code, code_of(refused)) == (400, "invalid_method")
         status = (await client.get(f"{API}/status")).json()
         assert (status["verified"], status["recovery_codes_left"]) == (False, 10)
+
+
+def with_credential_id(answer: dict[str, Any], credential_id: bytes) -> dict[str, Any]:
+    """A registration answer (attestation "none": nothing signs it) naming another credential
+    id: what a forged client can send."""
+    response = answer["response"]
+    attestation = cbor2.loads(from_b64url(response["attestationObject"]))
+    data = attestation["authData"]
+    length = int.from_bytes(data[53:55], "big")
+    data = data[:53] + len(credential_id).to_bytes(2, "big") + credential_id + data[55 + length :]
+    attestation["authData"] = data
+    encoded = b64url(credential_id)
+    return {
+        **answer,
+        "id": encoded,
+        "rawId": encoded,
+        "response": {
+            **response,
+            "attestationObject": b64url(cbor2.dumps(attestation)),
+            "authenticatorData": b64url(data),
+        },
+    }
+
+
+@pytest.mark.parametrize("enrolled", [False, True], ids=["first-factor", "another-factor"])
+async def test_a_key_registered_to_another_account_is_said_so(enrolled: bool) -> None:
+    ga = passkey_app()
+    alices = SoftAuthenticator()
+    async with client_of(ga) as alice, client_of(ga) as bob:
+        await sign_in(alice, "alice@example.test")
+        assert (await register(alice, alices)).status_code == 200
+        [credential_id] = alices.credentials
+        await sign_in(bob, "bob@example.test")
+        if enrolled:
+            await enrol(ga, bob)
+        options = (await bob.post(f"{API}/webauthn/register/options", json={})).json()
+        forged = with_credential_id(
+            SoftAuthenticator().create(options["publicKey"], origin=ORIGIN), credential_id
+        )
+        refused = await bob.post(f"{API}/webauthn/register", json={"credential": forged})
+        assert (refused.status_code, code_of(refused)) == (409, "authenticator_already_registered")
+        status = (await bob.get(f"{API}/status")).json()
+        assert status["enrolled"] is enrolled
+        assert all(a["kind"] == "totp" for a in status["authenticators"])
