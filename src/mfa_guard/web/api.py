@@ -26,7 +26,7 @@ from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Authenticator
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
-from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_SITE_ID, Flows, valid_id
+from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_SITE_ID, Flows, SignedIn, valid_id
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     denied_json,
@@ -351,6 +351,10 @@ class API:
         body = await read_body(request, PasskeyAssertion, MAX_WEBAUTHN_BODY_BYTES)
         remember = body.remember_device
         result = await self.flows.verify_passkey(caller, body.credential, remember=remember)
+        return self._verified(result, remember)
+
+    def _verified(self, result: SignedIn | Denied, remember: bool) -> Response:
+        """The answer of a verified second factor, with the remembered browser's cookie."""
         if isinstance(result, Denied):
             return self._refused(result)
         response = json_response(
@@ -389,15 +393,7 @@ class API:
         body = await read_body(request, Verification)
         remember = body.remember_device
         result = await self.flows.verify(caller, body.method, body.code, remember=remember)
-        if isinstance(result, Denied):
-            return self._refused(result)
-        response = json_response(
-            schemas.Verified(
-                verified=True, method=result.verified.method, device_remembered=remember
-            )
-        )
-        self.flows.set_device_cookie(response, result.remembered)
-        return response
+        return self._verified(result, remember)
 
     async def devices(self, request: Request, caller: Caller) -> Response:
         """The user's remembered browsers, most recently used first."""

@@ -6,6 +6,7 @@ of factor) are written here once."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -160,28 +161,39 @@ class Flows:
         session verifies again)."""
         if name is not None and (name := clean_name(name)) is None:
             return Denied(Reason.INVALID_NAME, params={"max_length": MAX_NAME})
+        return await self._add(
+            caller,
+            lambda: self.service.confirm_setup(
+                caller.user_id,
+                code,
+                caller.ip,
+                session=caller.marker.nonce,
+                name=name,
+                epoch=caller.marker.epoch,
+            ),
+        )
+
+    async def _adding(self, caller: Caller) -> Denied | None:
+        """Before an authenticator is added: nothing for a user without 2FA; else the session
+        verified recently with a strong factor."""
+        return await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)
+
+    async def _add(
+        self, caller: Caller, add: Callable[[], Awaitable[Verified | Denied]]
+    ) -> Verified | Denied:
+        """An authenticator added by ``add`` once the session may: the user's first verifies
+        the session; another keeps it verified under the new epoch. A conflict (another
+        request changed the factors first) is learnt by the session at once."""
         if (refused := await self._adding(caller)) is not None:
             return refused
         first = not caller.marker.enrolled
-        result = await self.service.confirm_setup(
-            caller.user_id,
-            code,
-            caller.ip,
-            session=caller.marker.nonce,
-            name=name,
-            epoch=caller.marker.epoch,
-        )
+        result = await add()
         if isinstance(result, Denied):
             if result.reason is Reason.CONFLICT:
                 await caller.recheck()
             return result
         await self._factor_added(caller, result, first=first)
         return result
-
-    async def _adding(self, caller: Caller) -> Denied | None:
-        """Before an authenticator is added: nothing for a user without 2FA; else the session
-        verified recently with a strong factor."""
-        return await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)
 
     async def _factor_added(self, caller: Caller, result: Verified, *, first: bool) -> None:
         if first:
@@ -204,23 +216,17 @@ class Flows:
         self, caller: Caller, credential: object, name: str | None = None
     ) -> Verified | Denied:
         """The passkey or security key added, as an app is by :meth:`confirm_setup`."""
-        if (refused := await self._adding(caller)) is not None:
-            return refused
-        first = not caller.marker.enrolled
-        result = await self.service.register_passkey(
-            caller.user_id,
-            credential,
-            caller.ip,
-            session=caller.marker.nonce,
-            name=name,
-            epoch=caller.marker.epoch,
+        return await self._add(
+            caller,
+            lambda: self.service.register_passkey(
+                caller.user_id,
+                credential,
+                caller.ip,
+                session=caller.marker.nonce,
+                name=name,
+                epoch=caller.marker.epoch,
+            ),
         )
-        if isinstance(result, Denied):
-            if result.reason is Reason.CONFLICT:
-                await caller.recheck()
-            return result
-        await self._factor_added(caller, result, first=first)
-        return result
 
     async def passkey_sign_in(self, caller: Caller) -> dict[str, Any] | Denied:
         return await self.service.passkey_sign_in(caller.user_id, session=caller.marker.nonce)
