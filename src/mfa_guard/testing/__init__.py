@@ -19,7 +19,15 @@ from mfa_guard.stores.base import (
     StoredSecrets,
     WebAuthnChallenge,
 )
-from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
+from mfa_guard.stores.sites import (
+    Member,
+    Membership,
+    Requirements,
+    Role,
+    Site,
+    SiteDirectory,
+    SitePolicy,
+)
 
 # The scrypt cost for recovery codes in tests: ``MFAGuard(..., recovery_kdf=CHEAP_KDF)`` hashes a
 # set in microseconds instead of a tenth of a second. No protection at all: the one cost under
@@ -193,6 +201,10 @@ class CountingSiteDirectory:
     async def deadline(self, user_id: str) -> float | None:
         self.calls["deadline"] += 1
         return await self.inner.deadline(user_id)
+
+    async def requirements(self, user_id: str) -> Requirements:
+        self.calls["requirements"] += 1
+        return await self.inner.requirements(user_id)
 
     async def memberships(self, user_id: str) -> list[Membership]:
         self.calls["memberships"] += 1
