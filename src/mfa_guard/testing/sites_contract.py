@@ -19,7 +19,17 @@ from __future__ import annotations
 
 import asyncio
 
-from mfa_guard.stores.sites import Member, Membership, Role, Site, SiteDirectory, SitePolicy
+from mfa_guard.stores.sites import (
+    Member,
+    Membership,
+    MethodPolicy,
+    Requirements,
+    Role,
+    Site,
+    SiteDirectory,
+    SitePolicy,
+    requirements_of,
+)
 
 __all__ = ["SiteDirectoryContract"]
 
@@ -31,6 +41,47 @@ CONCURRENT_MEMBERS = 20
 def enforcing(deadline: float, *, by: str = "olivia", at: float = NOW) -> SitePolicy:
     """The policy an owner sets when turning enforcement on, with a grace period to ``deadline``."""
     return SitePolicy(enforce=True, grace_deadline=deadline, changed_by=by, changed_at=at)
+
+
+def methods(
+    accepted: MethodPolicy,
+    deadline: float | None,
+    *,
+    grace_deadline: float | None = NOW,
+    by: str = "olivia",
+    at: float = NOW,
+) -> SitePolicy:
+    """An enforcing policy that accepts only ``accepted`` from ``deadline`` on (``None``: at
+    once), 2FA itself required from ``grace_deadline``."""
+    return SitePolicy(
+        enforce=True,
+        grace_deadline=grace_deadline,
+        changed_by=by,
+        changed_at=at,
+        methods=accepted,
+        methods_deadline=deadline,
+    )
+
+
+# Every shape of policy a directory keeps, each as it must come back.
+POLICIES = (
+    SitePolicy(),
+    SitePolicy(enforce=True),
+    enforcing(NOW + DAY),
+    SitePolicy(enforce=False, grace_deadline=NOW, changed_by="bo", changed_at=NOW),
+    methods(MethodPolicy.NO_SMS, NOW + 2 * DAY, grace_deadline=NOW + DAY),
+    methods(MethodPolicy.PHISHING_RESISTANT, NOW + 3 * DAY),
+    methods(MethodPolicy.PHISHING_RESISTANT, None, grace_deadline=None),
+    methods(MethodPolicy.ANY, None),
+    # Methods left on a policy that is off (an app's own write): kept as they are.
+    SitePolicy(
+        enforce=False,
+        changed_by="bo",
+        changed_at=NOW,
+        methods=MethodPolicy.PHISHING_RESISTANT,
+        methods_deadline=NOW,
+    ),
+)
 
 
 def turned_off(*, by: str = "olivia", at: float = NOW) -> SitePolicy:
@@ -311,3 +362,120 @@ class SiteDirectoryContract:
         assert set(saved) == {Site("acme", "Acme", SitePolicy())}
         assert await directory.add_member("acme", "olivia", Role.OWNER) is True
         assert await directory.members("acme") == [Member("olivia", Role.OWNER)]
+
+    # -- the methods a site accepts, and what a user's sites require --------------------------
+
+    async def test_every_policy_comes_back_as_it_was_set(self, directory: SiteDirectory) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OWNER)
+
+        for policy in POLICIES:
+            assert await directory.set_policy("acme", policy) is True
+
+            site = Site("acme", "Acme", policy)
+            assert await directory.site("acme") == site
+            assert await directory.memberships("alice") == [Membership(site, Role.OWNER)]
+            assert await directory.requirements("alice") == requirements_of([policy])
+
+    async def test_a_user_of_no_enforcing_site_is_required_nothing(
+        self, directory: SiteDirectory
+    ) -> None:
+        assert await directory.requirements("alice") == Requirements()
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR)
+        assert await directory.requirements("alice") == Requirements()
+
+    async def test_methods_count_only_while_the_site_enforces(
+        self, directory: SiteDirectory
+    ) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR)
+        lapsed = SitePolicy(
+            enforce=False,
+            grace_deadline=NOW,
+            changed_by="bo",
+            changed_at=NOW,
+            methods=MethodPolicy.PHISHING_RESISTANT,
+            methods_deadline=NOW,
+        )
+
+        await directory.set_policy("acme", lapsed)
+
+        assert await directory.requirements("alice") == Requirements()
+        assert await directory.deadline("alice") is None
+
+    async def test_no_sms_requires_2fa_and_no_texted_code(self, directory: SiteDirectory) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR)
+
+        await directory.set_policy(
+            "acme", methods(MethodPolicy.NO_SMS, NOW + 2 * DAY, grace_deadline=NOW + DAY)
+        )
+
+        assert await directory.requirements("alice") == Requirements(
+            enrol_by=NOW + DAY, no_sms_by=NOW + 2 * DAY
+        )
+
+    async def test_phishing_resistant_refuses_texted_codes_too(
+        self, directory: SiteDirectory
+    ) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR)
+
+        await directory.set_policy("acme", methods(MethodPolicy.PHISHING_RESISTANT, NOW + DAY))
+
+        assert await directory.requirements("alice") == Requirements(
+            enrol_by=NOW, no_sms_by=NOW + DAY, passkey_by=NOW + DAY
+        )
+
+    async def test_a_policy_at_once_is_required_from_0(self, directory: SiteDirectory) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR)
+        await site_with(directory, "blog", "Blog", alice=Role.OPERATOR)
+        await directory.set_policy("acme", methods(MethodPolicy.NO_SMS, NOW + DAY))
+
+        await directory.set_policy(
+            "blog", methods(MethodPolicy.PHISHING_RESISTANT, None, grace_deadline=None)
+        )
+
+        assert await directory.requirements("alice") == Requirements(0.0, 0.0, 0.0)
+
+    async def test_the_earliest_deadline_of_each_requirement_wins(
+        self, directory: SiteDirectory
+    ) -> None:
+        for site_id in ("acme", "blog", "shop", "wiki"):
+            await site_with(directory, site_id, site_id.title(), alice=Role.OPERATOR)
+        # Each requirement's earliest deadline on another site.
+        await directory.set_policy(
+            "acme", methods(MethodPolicy.PHISHING_RESISTANT, NOW + 9 * DAY, grace_deadline=NOW)
+        )
+        await directory.set_policy(
+            "blog", methods(MethodPolicy.NO_SMS, NOW + 4 * DAY, grace_deadline=NOW + DAY)
+        )
+        await directory.set_policy(
+            "shop",
+            methods(MethodPolicy.PHISHING_RESISTANT, NOW + 6 * DAY, grace_deadline=NOW + DAY),
+        )
+        await directory.set_policy("wiki", methods(MethodPolicy.ANY, None, grace_deadline=None))
+
+        found = await directory.requirements("alice")
+
+        assert found == Requirements(
+            enrol_by=0.0, no_sms_by=NOW + 4 * DAY, passkey_by=NOW + 6 * DAY
+        )
+        policies = [m.site.policy for m in await directory.memberships("alice")]
+        assert found == requirements_of(policies)
+        assert await directory.deadline("alice") == 0.0
+
+    async def test_requirements_follow_memberships_and_policy_changes(
+        self, directory: SiteDirectory
+    ) -> None:
+        await site_with(directory, "acme", "Acme", alice=Role.OPERATOR, bob=Role.OPERATOR)
+        await site_with(directory, "blog", "Blog", alice=Role.OPERATOR)
+        await directory.set_policy("acme", methods(MethodPolicy.NO_SMS, NOW + 2 * DAY))
+        await directory.set_policy("blog", methods(MethodPolicy.PHISHING_RESISTANT, NOW + DAY))
+
+        await directory.remove_member("blog", "alice")
+
+        assert await directory.requirements("alice") == Requirements(NOW, NOW + 2 * DAY, None)
+        await directory.set_policy("acme", enforcing(NOW + DAY))
+        assert await directory.requirements("alice") == Requirements(NOW + DAY, None, None)
+        await directory.set_policy("acme", turned_off())
+        assert await directory.requirements("alice") == Requirements()
+        # Bob was never on the blog: its policy never reached him.
+        assert await directory.requirements("bob") == Requirements()
+        assert await directory.requirements("nobody") == Requirements()

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
@@ -49,6 +50,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mfa_guard.errors import ConfigurationError
 from mfa_guard.stores.base import FactorKind
+from mfa_guard.stores.sites import MethodPolicy
 
 logger = logging.getLogger("mfa_guard")
 metadata = MetaData()
@@ -155,6 +157,10 @@ sites = Table(
     # The 2FA policy: while ``enforce`` is on, members need 2FA from ``grace_deadline`` on.
     Column("enforce", Boolean, nullable=False, default=False, server_default=false()),
     Column("grace_deadline", Double, nullable=True),
+    # Which second factors it accepts (a MethodPolicy value; NULL: any, as a table made before
+    # the column gets it), from ``methods_deadline`` on.
+    Column("methods", String(24), nullable=True),
+    Column("methods_deadline", Double, nullable=True),
     Column("policy_changed_by", String(255), nullable=True),
     Column("policy_changed_at", Double, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
@@ -396,6 +402,31 @@ USE_RECOVERY_CODE = delete(recovery_codes).where(
 # An enforcing policy without a deadline enforces at once, as SitePolicy.requires_by.
 EARLIEST_DEADLINE = (
     select(func.min(func.coalesce(sites.c.grace_deadline, 0.0)).label("deadline"))
+    .select_from(sites.join(site_members))
+    .where(site_members.c.user_id == bindparam("uid"), sites.c.enforce)
+)
+
+
+def _earliest(condition: ColumnElement[bool], deadline: Column[Any]) -> ColumnElement[Any]:
+    """The earliest ``deadline`` among the rows meeting ``condition`` (none: NULL), a policy
+    without one counting from 0.0: at once."""
+    return func.min(case((condition, func.coalesce(deadline, 0.0))))
+
+
+_NO_SMS = or_(
+    sites.c.methods == MethodPolicy.NO_SMS.value,
+    sites.c.methods == MethodPolicy.PHISHING_RESISTANT.value,
+)
+# What the user's sites require, as requirements_of: each deadline the earliest among the
+# enforcing sites that require it (phishing_resistant refuses texted codes too).
+REQUIREMENTS = (
+    select(
+        func.min(func.coalesce(sites.c.grace_deadline, 0.0)).label("enrol_by"),
+        _earliest(_NO_SMS, sites.c.methods_deadline).label("no_sms_by"),
+        _earliest(
+            sites.c.methods == MethodPolicy.PHISHING_RESISTANT.value, sites.c.methods_deadline
+        ).label("passkey_by"),
+    )
     .select_from(sites.join(site_members))
     .where(site_members.c.user_id == bindparam("uid"), sites.c.enforce)
 )

@@ -2,8 +2,10 @@
 policies, next to the enrolments.
 
 ``add_member`` is an ``INSERT … SELECT`` from the site's row, so a member is never added to a
-site that does not exist, whatever the foreign keys; ``deadline``, asked on every re-check, is a
-statement built once (:data:`~mfa_guard.stores.sql.schema.EARLIEST_DEADLINE`).
+site that does not exist, whatever the foreign keys; ``deadline`` and ``requirements``, asked on
+every re-check, are statements built once (:data:`~mfa_guard.stores.sql.schema.EARLIEST_DEADLINE`,
+:data:`~mfa_guard.stores.sql.schema.REQUIREMENTS`). A site's ``methods`` policy is kept as its
+value, ``any`` as NULL (what a table made before the column holds).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Any
 
 from sqlalchemy import String, delete, func, literal, select, update
 
-from mfa_guard.stores.sites import Member, Membership, Role, Site, SitePolicy
+from mfa_guard.stores.sites import (
+    Member,
+    Membership,
+    MethodPolicy,
+    Requirements,
+    Role,
+    Site,
+    SitePolicy,
+)
 from mfa_guard.stores.sql.adapter import SQLAdapter
 from mfa_guard.stores.sql.engine import (
     read_all,
@@ -21,7 +31,7 @@ from mfa_guard.stores.sql.engine import (
     read_rowcount,
     read_scalar_or_none,
 )
-from mfa_guard.stores.sql.schema import EARLIEST_DEADLINE, site_members, sites
+from mfa_guard.stores.sql.schema import EARLIEST_DEADLINE, REQUIREMENTS, site_members, sites
 
 
 class SQLSiteDirectory(SQLAdapter):
@@ -34,8 +44,14 @@ class SQLSiteDirectory(SQLAdapter):
 
     async def deadline(self, user_id: str) -> float | None:
         rows = await self._db.rows(EARLIEST_DEADLINE, {"uid": user_id}, retry=True)
-        deadline = rows[0]["deadline"]
-        return None if deadline is None else float(deadline)
+        return _instant(rows[0]["deadline"])
+
+    async def requirements(self, user_id: str) -> Requirements:
+        rows = await self._db.rows(REQUIREMENTS, {"uid": user_id}, retry=True)
+        row = rows[0]
+        return Requirements(
+            _instant(row["enrol_by"]), _instant(row["no_sms_by"]), _instant(row["passkey_by"])
+        )
 
     async def memberships(self, user_id: str) -> list[Membership]:
         query = (
@@ -78,6 +94,8 @@ class SQLSiteDirectory(SQLAdapter):
             .values(
                 enforce=policy.enforce,
                 grace_deadline=policy.grace_deadline,
+                methods=None if policy.methods is MethodPolicy.ANY else policy.methods.value,
+                methods_deadline=policy.methods_deadline,
                 policy_changed_by=policy.changed_by,
                 policy_changed_at=policy.changed_at,
             )
@@ -123,6 +141,8 @@ _SITE_COLUMNS = (
     sites.c.name,
     sites.c.enforce,
     sites.c.grace_deadline,
+    sites.c.methods,
+    sites.c.methods_deadline,
     sites.c.policy_changed_by,
     sites.c.policy_changed_at,
 )
@@ -134,5 +154,11 @@ def _site(row: Any) -> Site:
         grace_deadline=row.grace_deadline,
         changed_by=row.policy_changed_by,
         changed_at=row.policy_changed_at,
+        methods=MethodPolicy(row.methods or MethodPolicy.ANY),
+        methods_deadline=row.methods_deadline,
     )
     return Site(id=row.id, name=row.name, policy=policy)
+
+
+def _instant(value: Any) -> float | None:
+    return None if value is None else float(value)
