@@ -19,6 +19,8 @@ from starlette.routing import Route
 from mfa_guard import ConfigurationError, EventKind
 from mfa_guard.fastapi import RequireRecentMFA
 from mfa_guard.stepup import require_recent_mfa
+from mfa_guard.stores.memory import MemoryStore
+from mfa_guard.testing import CountingStore
 from mfa_guard.testing.webauthn import SoftAuthenticator, b64url, from_b64url
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -453,3 +455,27 @@ async def test_a_key_registered_to_another_account_is_said_so(enrolled: bool) ->
         status = (await bob.get(f"{API}/status")).json()
         assert status["enrolled"] is enrolled
         assert all(a["kind"] == "totp" for a in status["authenticators"])
+
+
+async def test_a_passkey_verify_makes_three_store_calls() -> None:
+    store = CountingStore(MemoryStore())
+    ga = build_app(store, webauthn=PASSKEYS)
+    key = SoftAuthenticator()
+    async with client_of(ga) as client:
+        await sign_in(client)
+        assert (await register(client, key)).status_code == 200
+        await client.post("/logout")
+        await sign_in(client)
+        await client.get("/protected")  # the marker is fresh: the verify alone is counted
+        options = await sign_in_options(client)
+        answer = key.get(options, origin=ORIGIN)
+        store.calls.clear()
+        verified = await client.post(f"{API}/webauthn/authenticate", json={"credential": answer})
+        assert verified.status_code == 200
+    # The enrolment read and the challenge used up together (with the failure budget's slot),
+    # then the counter's compare-and-set: nothing else.
+    assert dict(store.calls) == {
+        "get": 1,
+        "consume_webauthn_challenge": 1,
+        "accept_assertion": 1,
+    }
