@@ -242,7 +242,9 @@ def test_demo_serves_the_inbox_on_the_port_asked(
         monkeypatch.delenv(name, raising=False)
     assert main(["demo", "--port", "8123"]) == 0
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
-    assert "Acme Inbox demo on http://localhost:8123/" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Acme Inbox demo on http://127.0.0.1:8123/" in printed
+    assert "Passkeys and security keys: at http://localhost:8123/" in printed
 
 
 def test_demo_outside_the_source_says_where_it_lives(
