@@ -6,6 +6,7 @@ removed like an app."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import cbor2
@@ -479,3 +480,27 @@ async def test_a_passkey_verify_makes_three_store_calls() -> None:
         "consume_webauthn_challenge": 1,
         "accept_assertion": 1,
     }
+
+
+async def test_two_sign_ins_with_the_same_counter_at_once_let_one_in() -> None:
+    ga = passkey_app()
+    key = SoftAuthenticator()
+    async with client_of(ga) as one, client_of(ga) as two:
+        await sign_in(one)
+        assert (await register(one, key)).status_code == 200
+        await one.post("/logout")
+        await sign_in(one)
+        await sign_in(two)
+        # A key and its copy sign with the same counter, each for its own session's challenge.
+        answers = [
+            key.get(await sign_in_options(c), origin=ORIGIN, sign_count=5) for c in (one, two)
+        ]
+        results = await asyncio.gather(
+            *(
+                c.post(f"{API}/webauthn/authenticate", json={"credential": a})
+                for c, a in zip((one, two), answers, strict=True)
+            )
+        )
+        assert sorted(r.status_code for r in results) == [200, 422]
+        refused = next(r for r in results if r.status_code == 422)
+        assert code_of(refused) == "webauthn_counter_regressed"
