@@ -37,6 +37,12 @@ from mfa_guard.web.flows import Flows
 from mfa_guard.web.http import report_failure, same_origin
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.assets import asset_urls
+from mfa_guard.web.pages.policy import (
+    PasskeyRequirement,
+    memberships_or_none,
+    named,
+    passkey_requirement,
+)
 from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_too_large
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
@@ -272,6 +278,20 @@ class PageBase:
             "strong_step_up": f"{step_up}&strong=1",
         }
 
+    def _passkey_requirement(self, caller: Caller) -> PasskeyRequirement | None:
+        """What the session's marker says a site of the user (or the app) requires: a passkey
+        or security key, from when (``None``: nothing does). No I/O."""
+        everyone_from = self.kit.settings.everyone.methods_from("phishing_resistant")
+        return passkey_requirement(caller.marker, self.kit.clock(), everyone_from=everyone_from)
+
+    async def _named(self, caller: Caller, requirement: PasskeyRequirement) -> PasskeyRequirement:
+        """The requirement with the names of the sites behind it: one directory read, none
+        for the app-wide rule."""
+        if requirement.everyone:
+            return requirement
+        memberships = await memberships_or_none(self.service.sites, caller.user_id)
+        return named(requirement, memberships, self.kit.clock())
+
     def _sign_out(self, request: Request) -> dict[str, Any] | None:
         """The app's sign-out for base.html's header (``None`` when none is configured): every
         kit page offers a way out, whoever is asked for a code."""
@@ -369,6 +389,10 @@ class PageBase:
 
     def _challenge_url(self, request: Request, next_path: str) -> str:
         return f"{self._base(request)}/challenge?next={quote(next_path, safe='/')}"
+
+    def _settings_url(self, request: Request, next_path: str) -> str:
+        """The settings page, remembering where the user was going (``next``)."""
+        return f"{self._base(request)}/settings?next={quote(next_path, safe='/')}"
 
     def _to_challenge(self, request: Request, *, strong: bool = False) -> Response:
         """To the challenge and back to the settings; ``strong``: the session was verified by a

@@ -6,6 +6,7 @@ that must verify (again) first is sent to the challenge."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mfa_guard.core import sms as sms_codes
+from mfa_guard.core.marker import WEBAUTHN_METHOD
 from mfa_guard.errors import Denied, Reason
 from mfa_guard.services import concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Authenticator, Enrolment, FactorKind, SMSPurpose
+from mfa_guard.stores.sites import Membership
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.base import PageBase, form_field, form_method
+from mfa_guard.web.pages.policy import Advice, PasskeyRequirement, named
 from mfa_guard.web.requests import Caller
 from mfa_guard.web.schemas import Device
 
@@ -132,6 +136,8 @@ class SettingsPages(PageBase):
         enrolment, devices = await concurrently(
             self.service.enrolment(caller.user_id), self._remembered(caller)
         )
+        # One directory read: the sites that require 2FA, and those that accept only a passkey.
+        memberships = await self._memberships(caller)
         phone: dict[str, Any] | None = None
         phone_context = context.pop("phone", {})
         if self.service.sms is not None:
@@ -140,9 +146,20 @@ class SettingsPages(PageBase):
                 "verified": None if verified is None else sms_codes.mask_phone(verified),
                 "pending": _pending_text(enrolment, SMSPurpose.PHONE, self.kit.clock()),
                 "input": "",
-                "sms_offered": self.service.sms_offered(enrolment),
+                "sms_offered": self.service.sms_offered(enrolment)
+                and not self.flows.texts_refused(caller),
             }
             phone.update(phone_context)
+        requirement = self._settings_requirement(caller, enrolment, memberships)
+        # Where the passkey script goes once a key is added: back here, or, for a session the
+        # app refuses until it uses a passkey, to the challenge to use it (and on to next).
+        added = f"{self._base(request)}/settings?added=passkey"
+        continue_url = None
+        if requirement is not None and requirement.advice in (Advice.ADD, Advice.REPLACE):
+            continue_url = self._challenge_url(
+                request, self._next(request.query_params.get("next"))
+            )
+            added = f"{continue_url}&added=passkey"
         return self._render(
             request,
             "settings.html",
@@ -153,7 +170,10 @@ class SettingsPages(PageBase):
                 "name_input": "",
                 "phone": phone,
                 "active_form": "",
-                "enforced_by": await self.service.enforcing_sites(caller.user_id),
+                "enforced_by": [m.site.name for m in memberships if m.site.policy.enforce],
+                "passkey_required": requirement,
+                "passkey_added_url": added,
+                "continue_url": continue_url,
                 "required_for_everyone": self.service.everyone_required,
                 "devices": devices if enrolment.enrolled else None,
                 "trusted_devices": self.kit.trusted_devices is not None,
@@ -163,6 +183,31 @@ class SettingsPages(PageBase):
             status_code,
             headers,
         )
+
+    async def _memberships(self, caller: Caller) -> list[Membership]:
+        sites = self.service.sites
+        return [] if sites is None else await sites.memberships(caller.user_id)
+
+    def _settings_requirement(
+        self, caller: Caller, enrolment: Enrolment, memberships: list[Membership]
+    ) -> PasskeyRequirement | None:
+        """The notice of a passkey requirement, for a user with 2FA: coming and no passkey yet
+        (add one now); in force and no passkey (add one to continue); in force and this
+        session not verified by one (use it, or, if it is lost, add another)."""
+        requirement = self._passkey_requirement(caller)
+        if requirement is None or not enrolment.enrolled:
+            return None
+        keys = bool(enrolment.keys)
+        if not requirement.in_force:
+            advice = None if keys else Advice.ADD_NOW
+        elif not keys:
+            advice = Advice.ADD
+        else:
+            advice = None if caller.marker.method == WEBAUTHN_METHOD else Advice.REPLACE
+        if advice is None:
+            return None
+        requirement = dataclasses.replace(requirement, advice=advice)
+        return named(requirement, memberships, self.kit.clock())
 
     def _device_days(self) -> int | None:
         devices = self.kit.trusted_devices

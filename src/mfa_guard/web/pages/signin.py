@@ -4,6 +4,7 @@ or security key)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Enrolment, SMSPurpose
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.base import PageBase, form_field, form_method
+from mfa_guard.web.pages.policy import Advice
 from mfa_guard.web.requests import Caller
 
 STRONG_FACTOR_NOTICE = N_(
@@ -27,6 +29,8 @@ STRONG_FACTOR_NOTICE_WITH_KEYS = N_(
     "To change your two-factor settings, use your passkey or security key, a code from your "
     "authenticator app or a recovery code: a text-message code is not enough."
 )
+# After a passkey or security key was added to meet a policy: the challenge, to use it.
+PASSKEY_ADDED_NOTICE = N_("Your passkey or security key is added. Use it now to continue.")
 # When the sign-in code this session asked for expires: the challenge keeps that code's field
 # while the store's pending code is this one (the store does not say which session asked).
 SMS_SESSION_KEY = "mfa_guard_sms_until"
@@ -57,19 +61,45 @@ class SignInPages(PageBase):
             "remember": False,
             "apps": True,
             "passkeys": None,
+            "passkey_required": None,
         }
-        if self.service.sms is None and not self.passkeys_offered:
-            return context  # no store call for apps with codes of the app only
-        enrolment = await self.service.enrolment(caller.user_id)
-        if enrolment.keys:
-            context["apps"] = bool(enrolment.apps)
-            context["passkeys"] = self._passkeys(request)
-        if self.service.sms_offered(enrolment) and enrolment.phone is not None:
-            pending = self._pending_sign_in(caller, enrolment)
-            context["sms"] = {"phone": sms_codes.mask_phone(enrolment.phone), "pending": pending}
-            if method is None and pending:
-                context["method"] = Method.SMS.value
+        if self.service.sms is not None or self.passkeys_offered:
+            # Else no store call, for apps with codes of the app only.
+            enrolment = await self.service.enrolment(caller.user_id)
+            if enrolment.keys:
+                context["apps"] = bool(enrolment.apps)
+                context["passkeys"] = self._passkeys(request)
+            texts = self.service.sms_offered(enrolment) and not self.flows.texts_refused(caller)
+            if texts and enrolment.phone is not None:
+                pending = self._pending_sign_in(caller, enrolment)
+                phone = sms_codes.mask_phone(enrolment.phone)
+                context["sms"] = {"phone": phone, "pending": pending}
+                if method is None and pending:
+                    context["method"] = Method.SMS.value
+        requirement = self._passkey_requirement(caller)
+        if requirement is not None and requirement.in_force:
+            # Only a passkey or security key lets the user into the app now: no remembered
+            # browser (it would not), and a user with a key is offered that key alone (and a
+            # recovery code, should it be lost); one without confirms it is them, then adds one.
+            context["remember_days"] = None
+            if context["passkeys"] is not None:
+                context["apps"] = False
+                advice = Advice.NONE
+            else:
+                advice = Advice.CONFIRM_THEN_ADD
+            requirement = dataclasses.replace(requirement, advice=advice)
+            context["passkey_required"] = await self._named(caller, requirement)
         return context
+
+    def _passkey_confined(self, caller: Caller) -> bool:
+        """Whether the app refuses the way this session verified, by a policy of methods: the
+        guarded app would send it straight back here."""
+        refused_from = caller.marker.refused_from()
+        return refused_from is not None and self.kit.clock() >= refused_from
+
+    def _passkey_required_now(self, caller: Caller) -> bool:
+        requirement = self._passkey_requirement(caller)
+        return requirement is not None and requirement.in_force
 
     def _pending_sign_in(self, caller: Caller, enrolment: Enrolment) -> bool:
         """Whether the sign-in code this session asked for is still pending: the store's
@@ -95,18 +125,25 @@ class SignInPages(PageBase):
             context = await self._challenge_context(
                 request, caller, next_path, Method.TOTP if strong else None
             )
-            if strong:
+            if strong and context["passkey_required"] is None:
                 context["sms"] = None
                 keys = context["passkeys"] is not None
                 context["notice"] = STRONG_FACTOR_NOTICE_WITH_KEYS if keys else STRONG_FACTOR_NOTICE
+            if request.query_params.get("added") == "passkey":
+                context["notice"] = PASSKEY_ADDED_NOTICE
             return self._render(request, "challenge.html", context)
         form = await self._form(request)
         next_path = self._next(form_field(form, "next"))
         # One code, one method, one attempt: the form says which method its code is for (a
         # radio button while a texted code is pending), and only that one is checked.
         method = form_method(form_field(form, "method"))
-        # "Remember this browser", ticked: ignored when trusted devices are off.
-        remember = self.kit.trusted_devices is not None and form_field(form, "remember") != ""
+        # "Remember this browser", ticked: ignored when trusted devices are off, and when only
+        # a passkey lets the user in (a remembered browser would not).
+        remember = (
+            self.kit.trusted_devices is not None
+            and form_field(form, "remember") != ""
+            and not self._passkey_required_now(caller)
+        )
         result = await self.flows.verify(
             caller, method, form_field(form, "code"), remember=remember
         )
@@ -118,6 +155,10 @@ class SignInPages(PageBase):
             context["error_field"] = "recovery" if method is Method.RECOVERY else "code"
             return self._denied(request, "challenge.html", result, context)
         caller.session.pop(SMS_SESSION_KEY, None)
+        if self._passkey_confined(caller):
+            # Verified, but not as the user's sites require: to the settings, to add a passkey
+            # or security key (and from there to the challenge, to use it, and on to next).
+            return RedirectResponse(self._settings_url(request, next_path), status_code=303)
         response = RedirectResponse(next_path, status_code=303)
         # With "remember", the device cookie rides on the redirect.
         self.flows.set_device_cookie(response, result.remembered)

@@ -8,7 +8,8 @@
  * (data-options-url), hands them to the browser, posts the browser's answer back
  * (data-answer-url) and then goes to data-next; a refusal is said in the form's live region
  * (data-webauthn-status), in the page's language when the page gives the text
- * (data-messages, by error code), else as the API said it.
+ * (data-messages, by error code), else as the API said it. What the page says for browsers
+ * that cannot use a key (data-webauthn-unavailable) is hidden once a form is shown.
  */
 (function () {
   "use strict";
@@ -268,6 +269,10 @@
       }
     }
     form.hidden = false;
+    // What the page says for a browser that cannot use a key is not true of this one.
+    document.querySelectorAll("[data-webauthn-unavailable]").forEach(function (note) {
+      note.hidden = true;
+    });
   }
 
   function start() {
