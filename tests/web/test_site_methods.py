@@ -1,21 +1,30 @@
 """The second factors a site accepts, over HTTP: an owner limits them to no texted code or to
 passkeys and security keys only, at once (refused while anybody, the owner first, would be
 locked out) or after a grace period, and a change of methods never postpones the 2FA deadline
-in force. Passkeys come from a software authenticator; time is the injected clock."""
+in force; the demo's Team page names each member's kind of factor and its settings choose the
+methods. Passkeys come from a software authenticator; time is the injected clock."""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from examples.inbox.app import DEFAULT_PORT, PASSKEY_HOST
 
 from mfa_guard.enforcement import iso
 from mfa_guard.events import EventKind
 from mfa_guard.stores.sites import MemorySiteDirectory, MethodPolicy, Requirements, Role
+from mfa_guard.testing import FrozenClock
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import GuardedApp, build_app, enrol, sign_in
+from tests.demo import Demo, csrf_token, owner_with_2fa, running_demo, turn_on_two_factor
+from tests.demo import sign_in as demo_sign_in
 from tests.scenarios import USER, assert_json_error, error_of
 from tests.sms_apps import build_sms_app, owner_with_phone, verified_by_app, verified_by_text
 
@@ -449,3 +458,154 @@ async def test_the_document_describes_the_methods_and_their_refusals(acme: Acme)
         "409 passkeys_disabled, members_without_mfa, members_without_allowed_factor"
         in (put["description"])
     )
+
+
+# -- the demo: the Team page names the kind, the settings choose the methods ------------------
+
+DEMO_ORIGIN = f"http://{PASSKEY_HOST}:{DEFAULT_PORT}"
+
+
+@pytest.fixture
+async def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Demo]:
+    # The demo reads MFA_GUARD_* and PORT from the environment; these tests use its defaults.
+    for name in os.environ:
+        if name.upper().startswith("MFA_GUARD_") or name == "PORT":
+            monkeypatch.delenv(name)
+    async with running_demo(tmp_path, FrozenClock()) as demo:
+        yield demo
+
+
+async def demo_passkey(browser: httpx.AsyncClient, key: SoftAuthenticator) -> None:
+    """Adds ``key`` to the signed-in demo user, as the page's script would."""
+    options = await browser.post(f"{API}/webauthn/register/options", json={})
+    assert options.status_code == 200, options.text
+    answer = key.create(options.json()["publicKey"], origin=DEMO_ORIGIN)
+    added = await browser.post(f"{API}/webauthn/register", json={"credential": answer})
+    assert added.status_code == 200, added.text
+
+
+async def demo_verify(browser: httpx.AsyncClient, key: SoftAuthenticator) -> None:
+    options = await browser.post(f"{API}/webauthn/authenticate/options", json={})
+    assert options.status_code == 200, options.text
+    answer = key.get(options.json()["publicKey"], origin=DEMO_ORIGIN)
+    verified = await browser.post(f"{API}/webauthn/authenticate", json={"credential": answer})
+    assert verified.status_code == 200, verified.text
+
+
+async def save_settings(
+    browser: httpx.AsyncClient, *, grace: str, methods: str, enforce: bool = True
+) -> httpx.Response:
+    page = await browser.get("/sites/acme/settings")
+    assert page.status_code == 200, page.text
+    data = {"csrf_token": csrf_token(page.text), "grace": grace, "methods": methods}
+    if enforce:
+        data["enforce"] = "on"
+    return await browser.post("/sites/acme/settings", data=data)
+
+
+def text_of(page: str) -> str:
+    return re.sub(r"\s+", " ", page)
+
+
+def listed(page: str, list_id: str) -> list[str]:
+    start = page.index(f'<ul id="{list_id}"')
+    return re.findall(r"<li>(\S+) ", page[start : page.index("</ul>", start)])
+
+
+def chosen(page: str, select_id: str) -> str:
+    start = page.index(f'<select id="{select_id}"')
+    found = re.search(r'<option value="([^"]*)" selected>', page[start:])
+    assert found is not None
+    return found.group(1)
+
+
+async def test_the_demo_team_page_names_each_members_kind_of_factor(demo: Demo) -> None:
+    async with demo.browser() as owner, demo.browser() as agent:
+        await owner_with_2fa(demo, owner)
+        assert (await demo_sign_in(agent, AGENT)).status_code == 303
+        await demo_passkey(agent, SoftAuthenticator())
+
+        team = await owner.get("/sites/acme/team")
+
+    rows = dict(re.findall(r'<tr data-member="([^"]+)">(.*?)</tr>', team.text, re.DOTALL))
+    assert re.search(r'class="factor">passkey<', rows[AGENT])
+    assert re.search(r'class="factor">app<', rows[OWNER])
+
+
+async def test_the_demo_settings_require_passkeys_once_everyone_can(demo: Demo) -> None:
+    key = SoftAuthenticator()
+    async with demo.browser() as owner, demo.browser() as agent:
+        await owner_with_2fa(demo, owner)
+        await demo_sign_in(agent, AGENT)
+        await turn_on_two_factor(agent, demo.clock)
+        page = await owner.get("/sites/acme/settings")
+        assert chosen(page.text, "methods") == "any"
+        assert 'value="0"' not in page.text  # every member has 2FA: nobody to hold at once
+
+        refused = await save_settings(owner, grace="now", methods="phishing_resistant")
+
+        assert refused.status_code == 409
+        assert "2 members of this site have no passkey or security key yet" in refused.text
+        assert listed(refused.text, "members-without-passkey") == [AGENT, OWNER]
+        assert chosen(refused.text, "methods") == "phishing_resistant"
+        assert "At once, even for the members without a passkey" in refused.text
+        assert not (await demo.policy()).enforce
+
+        # The owner's own passkey, and a week for the agent to add one.
+        await demo_passkey(owner, key)
+        await demo_verify(owner, key)
+        saved = await save_settings(owner, grace="168", methods="phishing_resistant")
+        assert saved.status_code == 303, saved.text
+        page = await owner.get("/sites/acme/settings")
+        assert "Second factors: Passkeys and security keys only" in text_of(page.text)
+        assert chosen(page.text, "methods") == "phishing_resistant"
+    policy = await demo.policy()
+    assert (policy.methods, policy.methods_deadline) == (
+        MethodPolicy.PHISHING_RESISTANT,
+        demo.clock() + 168 * HOUR,
+    )
+
+
+async def test_the_demo_asks_the_owner_to_confirm_with_a_passkey_first(demo: Demo) -> None:
+    key = SoftAuthenticator()
+    async with demo.browser() as owner, demo.browser() as agent:
+        await owner_with_2fa(demo, owner)
+        await demo_passkey(owner, key)
+        await demo_sign_in(agent, AGENT)
+        await demo_passkey(agent, SoftAuthenticator())
+
+        refused = await save_settings(owner, grace="now", methods="phishing_resistant")
+
+        assert refused.status_code == 401
+        assert "confirm with your passkey or security key, then save again" in refused.text
+        assert 'href="/mfa/challenge?next=/sites/acme/settings" id="confirm-again"' in (
+            refused.text
+        )
+        await demo_verify(owner, key)
+        saved = await save_settings(owner, grace="now", methods="phishing_resistant")
+        assert saved.status_code == 303, saved.text
+    assert (await demo.policy()).methods_deadline == demo.clock()
+
+
+@pytest.mark.parametrize(
+    ("grace", "methods", "message"),
+    [
+        ("168", "sms", "Choose from the list which second factors members may use."),
+        ("168", "no_sms\x00", "Choose from the list which second factors members may use."),
+        ("keep", "no_sms", "Choose from the list when the new second factors apply"),
+    ],
+    ids=["unknown", "nul", "unchanged-deadline"],
+)
+async def test_the_demo_refuses_methods_not_from_the_lists(
+    demo: Demo, grace: str, methods: str, message: str
+) -> None:
+    async with demo.browser() as owner:
+        await owner_with_2fa(demo, owner)
+        assert (await save_settings(owner, grace="24", methods="any")).status_code == 303
+        enforced = await demo.policy()
+
+        refused = await save_settings(owner, grace=grace, methods=methods)
+
+        assert refused.status_code == 400
+        assert message in refused.text
+    assert await demo.policy() == enforced
