@@ -19,8 +19,7 @@ from starlette.routing import Route
 
 from examples.inbox.forms import checked_form, field
 from mfa_guard import Denied, MemberStatus, MembersWithoutMFA, MFAGuard, Reason, client_ip
-from mfa_guard.stores import Role, Site, SiteDirectory
-from mfa_guard.stores.sites import MethodPolicy
+from mfa_guard.stores import MethodPolicy, Role, Site, SiteDirectory
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 
