@@ -1,5 +1,6 @@
 """The demo's sites, Acme and Solo, and the owners' pages: the Team page (the green padlock next
-to each member with 2FA) and the Inbox settings (force the operators to turn 2FA on).
+to each member with 2FA, and the kind: passkey or app) and the Inbox settings (force the
+operators to turn 2FA on, and choose the second factors they may use).
 
 Every rule is the kit's (``guard.site_service``): these pages only read the form and show the
 result, as the kit's JSON site API does.
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from examples.inbox.forms import checked_form, field
 from mfa_guard import Denied, MemberStatus, MembersWithoutMFA, MFAGuard, Reason, client_ip
-from mfa_guard.stores import Role, Site, SiteDirectory
+from mfa_guard.stores import MethodPolicy, Role, Site, SiteDirectory
 
 Render = Callable[[Request, str, dict[str, Any], int], Response]
 
@@ -63,12 +64,35 @@ AT_ONCE = GraceChoice("now", None, "At once (every member has 2FA)")
 AT_ONCE_ANYWAY = GraceChoice(
     "0", 0, "At once, even for the members without 2FA: they must turn it on to continue"
 )
+# The same choice, where every member has 2FA but some lack a passkey.
+AT_ONCE_WITHOUT_PASSKEYS = GraceChoice(
+    "0", 0, "At once, even for the members without a passkey: they must add one to continue"
+)
 GRACE_CHOICES = (
     AT_ONCE,
     AT_ONCE_ANYWAY,
     GraceChoice("24", 24, "In 24 hours"),
     GraceChoice("168", 168, "In 7 days"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class MethodsChoice:
+    """One option of the settings form's "Second factors" list: the kit's methods policy."""
+
+    value: MethodPolicy
+    label: str
+
+
+METHODS_CHOICES = (
+    MethodsChoice(MethodPolicy.ANY, "Any: an app, a passkey or security key, texted codes"),
+    MethodsChoice(MethodPolicy.NO_SMS, "No texted codes: an app, a passkey or security key"),
+    MethodsChoice(
+        MethodPolicy.PHISHING_RESISTANT, "Passkeys and security keys only (phishing-resistant)"
+    ),
+)
+# The kind of factor the Team page names next to a member's padlock (MemberStatus.method).
+FACTOR_WORDS = {"webauthn": "passkey", "totp": "app"}
 
 
 async def seed_sites(directory: SiteDirectory, sites: Iterable[DemoSite] = DEMO_SITES) -> None:
@@ -121,12 +145,13 @@ class SitePages:
         if isinstance(found, Response):
             return found
         site, members = found
-        return self.render(
-            request,
-            "team.html",
-            {"site": site, "members": members, "settings_path": settings_path(site.id)},
-            200,
-        )
+        context = {
+            "site": site,
+            "members": members,
+            "factor_words": FACTOR_WORDS,
+            "settings_path": settings_path(site.id),
+        }
+        return self.render(request, "team.html", context, 200)
 
     async def settings(self, request: Request) -> Response:
         user = self._user(request)
@@ -147,6 +172,7 @@ class SitePages:
             members,
             enforce=site.policy.enforce,
             grace=KEEP if site.policy.enforce else AT_ONCE.value,
+            methods=site.policy.methods,
             notice=notice if isinstance(notice, str) else None,
         )
 
@@ -157,6 +183,17 @@ class SitePages:
             return self._denied_page(request, Denied(Reason.SITE_NOT_FOUND))
         enforce = field(form, "enforce") == "on"
         grace = field(form, "grace")
+        # Unchecked, the box turns enforcement off: the lists are then not read.
+        methods = self._methods(field(form, "methods")) if enforce else MethodPolicy.ANY
+        if methods is None:
+            return await self._refused(
+                request,
+                user,
+                400,
+                "Choose from the list which second factors members may use.",
+                enforce,
+                grace,
+            )
         if grace == KEEP or not enforce:
             # The policy as the page showed it, saved again: nothing to change, nothing refused.
             # Read through the owner check, so the answer tells a non-owner nothing.
@@ -164,7 +201,7 @@ class SitePages:
             if isinstance(found, Response):
                 return found
             site, _ = found
-            if site.policy.enforce == enforce:
+            if site.policy.enforce == enforce and site.policy.methods is methods:
                 request.session[NOTICE_SESSION_KEY] = (
                     "Nothing changed: two-factor authentication stays enforced on this site."
                     if enforce
@@ -172,10 +209,27 @@ class SitePages:
                     "this site."
                 )
                 return RedirectResponse(settings_path(site.id), status_code=303)
+            if enforce and grace == KEEP:
+                return await self._refused(
+                    request,
+                    user,
+                    400,
+                    "Choose from the list when the new second factors apply (Unchanged keeps "
+                    "the policy as it is).",
+                    enforce,
+                    grace,
+                    methods,
+                )
         choice = self._choice(grace)
         if enforce and choice is None:
             return await self._refused(
-                request, user, 400, "Choose from the list when the policy starts.", enforce, grace
+                request,
+                user,
+                400,
+                "Choose from the list when the policy starts.",
+                enforce,
+                grace,
+                methods,
             )
         # The owner's own 2FA state, read now as the kit's API does: a policy change is not
         # decided on a marker up to recheck_seconds old.
@@ -187,34 +241,63 @@ class SitePages:
             site_id,
             enforce=enforce,
             grace_hours=None if choice is None or not enforce else choice.hours,
+            methods=methods,
             marker=marker,
             ip=client_ip(request.scope, self.guard.settings),
         )
         if isinstance(result, Denied):
-            if result.reason is Reason.REAUTHENTICATION_REQUIRED:
-                # Step-up: a current code first, then back to this page to submit again.
-                back = quote(settings_path(site_id), safe="/")
-                mount = self.guard.settings.mount_path
-                return RedirectResponse(f"{mount}/challenge?next={back}", status_code=303)
-            if result.reason is Reason.OWNER_MFA_REQUIRED:
-                return await self._refused(
-                    request, user, result.status, result.message, enforce, grace
-                )
-            return self._denied_page(request, result)
+            return await self._policy_denied(request, user, result, enforce, grace, methods)
         if isinstance(result, MembersWithoutMFA):
-            count = len(result.members)
-            message = (
-                f"{count} member{'' if count == 1 else 's'} of this site "
-                f"{'has' if count == 1 else 'have'} not turned on two-factor authentication "
-                "yet: ask them to, give them time, or force it at once anyway."
+            return await self._refused(
+                request,
+                user,
+                409,
+                _lacking_message(result),
+                enforce,
+                grace,
+                methods,
+                lacking=result,
             )
-            return await self._refused(request, user, 409, message, enforce, grace)
         request.session[NOTICE_SESSION_KEY] = (
             "Two-factor authentication is now enforced on this site."
             if result.policy.enforce
             else "Two-factor authentication is no longer enforced on this site."
         )
         return RedirectResponse(settings_path(result.id), status_code=303)
+
+    async def _policy_denied(
+        self,
+        request: Request,
+        user: str,
+        denied: Denied,
+        enforce: bool,
+        grace: str,
+        methods: MethodPolicy,
+    ) -> Response:
+        site_id = str(request.path_params["site"])
+        back = quote(settings_path(site_id), safe="/")
+        challenge = f"{self.guard.settings.mount_path}/challenge?next={back}"
+        if denied.reason is Reason.REAUTHENTICATION_REQUIRED:
+            # Step-up: a current code first, then back to this page to submit again.
+            return RedirectResponse(challenge, status_code=303)
+        # Methods that apply at once hold the owner's own session from that instant: it must
+        # have been verified by one they accept. A way back to the challenge, with the reason.
+        confirm = {
+            Reason.PASSKEY_REQUIRED_FOR_POLICY: "Requiring passkeys at once holds your own "
+            "session too: confirm with your passkey or security key, then save again.",
+            Reason.STRONG_FACTOR_REQUIRED_FOR_POLICY: "Refusing texted codes at once holds your "
+            "own session too: confirm with your app, a recovery code or a passkey, then save "
+            "again.",
+        }.get(denied.reason)
+        if confirm is not None:
+            return await self._refused(
+                request, user, denied.status, confirm, enforce, grace, methods, confirm=challenge
+            )
+        if denied.reason in (Reason.OWNER_MFA_REQUIRED, Reason.PASSKEYS_NOT_OFFERED):
+            return await self._refused(
+                request, user, denied.status, denied.message, enforce, grace, methods
+            )
+        return self._denied_page(request, denied)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -231,14 +314,39 @@ class SitePages:
                 return choice
         return None
 
-    def _choices(self, members: list[MemberStatus]) -> list[GraceChoice]:
-        missing = any(not member.two_factor for member in members)
+    def _choices(self, members: list[MemberStatus], methods: MethodPolicy) -> list[GraceChoice]:
+        """The "From when" list: "at once anyway" only while it would hold somebody (for
+        passkeys, once they are the methods chosen)."""
+        without_2fa = any(not member.two_factor for member in members)
+        without_passkey = methods is MethodPolicy.PHISHING_RESISTANT and any(
+            member.method != "webauthn" for member in members
+        )
+        at_once_anyway = AT_ONCE_ANYWAY if without_2fa else AT_ONCE_WITHOUT_PASSKEYS
         return [
-            choice
+            at_once_anyway if choice is AT_ONCE_ANYWAY else choice
             for choice in GRACE_CHOICES
-            if (choice is not AT_ONCE_ANYWAY or missing)
+            if (choice is not AT_ONCE_ANYWAY or without_2fa or without_passkey)
             and (choice.hours or 0) <= self.guard.settings.max_grace_hours
         ]
+
+    @property
+    def _passkeys(self) -> bool:
+        """Whether the app offers passkeys (else no site can require them)."""
+        return self.guard.settings.webauthn.rp_id is not None
+
+    def _methods_choices(self) -> list[MethodsChoice]:
+        return [
+            choice
+            for choice in METHODS_CHOICES
+            if choice.value is not MethodPolicy.PHISHING_RESISTANT or self._passkeys
+        ]
+
+    def _methods(self, value: str) -> MethodPolicy | None:
+        """The methods chosen; absent is "any" (a form from before the list)."""
+        for choice in self._methods_choices():
+            if choice.value.value == (value or MethodPolicy.ANY.value):
+                return choice.value
+        return None
 
     async def _site_and_members(
         self, request: Request, user: str
@@ -265,8 +373,14 @@ class SitePages:
         message: str,
         enforce: bool,
         grace: str,
+        methods: MethodPolicy = MethodPolicy.ANY,
+        *,
+        lacking: MembersWithoutMFA | None = None,
+        confirm: str | None = None,
     ) -> Response:
-        """The settings form again, as submitted, with the refusal and the members' state."""
+        """The settings form again, as submitted, with the refusal and the members' state:
+        those the kit refused the policy for (``lacking``), or the way to confirm the owner's
+        own second factor again (``confirm``)."""
         found = await self._site_and_members(request, user)
         if isinstance(found, Response):
             return found
@@ -278,7 +392,10 @@ class SitePages:
             members,
             enforce=enforce,
             grace=grace,
+            methods=methods,
             error=message,
+            lacking=lacking,
+            confirm=confirm,
             status_code=status_code,
         )
 
@@ -291,20 +408,32 @@ class SitePages:
         *,
         enforce: bool,
         grace: str = AT_ONCE.value,
+        methods: MethodPolicy = MethodPolicy.ANY,
         error: str | None = None,
+        lacking: MembersWithoutMFA | None = None,
+        confirm: str | None = None,
         notice: str | None = None,
         status_code: int = 200,
     ) -> Response:
         without = [member for member in members if not member.two_factor]
+        # Who lacks a passkey, as the kit refused them (2FA itself: the list above).
+        without_passkey = None
+        if lacking is not None and lacking.reason is not Reason.MEMBERS_WITHOUT_MFA:
+            without_passkey = list(lacking.members)
         context = {
             "site": site,
             "members": members,
             "without_two_factor": without,
             "owner_without_two_factor": any(member.user_id == user for member in without),
             "enforce": enforce,
-            "choices": self._choices(members),
+            "choices": self._choices(members, methods),
             "grace": grace,
+            "methods_choices": self._methods_choices(),
+            "methods": methods,
+            "methods_labels": {choice.value: choice.label for choice in METHODS_CHOICES},
             "error": error,
+            "without_passkey": without_passkey,
+            "confirm": confirm,
             "notice": notice,
             "now": self.guard.clock(),
             "team_path": team_path(site.id),
@@ -320,3 +449,21 @@ class SitePages:
             {"heading": heading, "message": denied.message},
             denied.status,
         )
+
+
+def _lacking_message(refused: MembersWithoutMFA) -> str:
+    """Why the kit refused the policy at once, in the page's words."""
+    count = len(refused.members)
+    if refused.reason is Reason.MEMBERS_WITHOUT_MFA:
+        return (
+            f"{count} member{'' if count == 1 else 's'} of this site "
+            f"{'has' if count == 1 else 'have'} not turned on two-factor authentication "
+            "yet: ask them to, give them time, or force it at once anyway."
+        )
+    if refused.reason is Reason.MEMBERS_WITHOUT_ALLOWED_FACTOR:
+        return (
+            f"{count} member{'' if count == 1 else 's'} of this site "
+            f"{'has' if count == 1 else 'have'} no passkey or security key yet: ask them to "
+            "add one, give them time, or require it at once anyway."
+        )
+    return "Add a passkey or security key to your own account before requiring one at once."

@@ -2,10 +2,12 @@
 require it of every account (``MFAGuardSettings.everyone``).
 
 An operator must have 2FA as soon as any site they belong to enforces it and its grace deadline
-has passed, and every user once the app-wide deadline has (the earliest counts). Sessions learn
-of a policy change within ``recheck_seconds``: the earliest deadline rides in each session's
-marker (see :class:`mfa_guard.core.marker.Marker`), so the middleware decides without a store
-call in between.
+has passed, and every user once the app-wide deadline has (the earliest counts). A site that
+enforces 2FA may also limit the factors it accepts (``methods``: no texted code, or only a
+passkey or security key), from a deadline of its own. Sessions learn of a policy change within
+``recheck_seconds``: the earliest deadlines ride in each session's marker (see
+:class:`mfa_guard.core.marker.Marker`), so the middleware decides without a store call in
+between.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import publish
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import FactorKind, MFAStore
-from mfa_guard.stores.sites import Membership, Role, Site, SiteDirectory, SitePolicy
+from mfa_guard.stores.sites import (
+    Membership,
+    MethodPolicy,
+    Role,
+    Site,
+    SiteDirectory,
+    SitePolicy,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,69 @@ class MemberStatus:
 
 @dataclass(frozen=True, slots=True)
 class MembersWithoutMFA:
-    """Enforcing at once was refused: these members would be locked out of the site."""
+    """A policy at once was refused: these members lack what it requires and would be locked
+    out of the site. ``reason`` says what: ``MEMBERS_WITHOUT_MFA`` (2FA at all),
+    ``MEMBERS_WITHOUT_ALLOWED_FACTOR`` (a passkey or security key, for ``phishing_resistant``),
+    or ``OWNER_WITHOUT_ALLOWED_FACTOR`` (the owner who asked, alone in ``members``, has none)."""
 
     members: tuple[MemberStatus, ...]
+    reason: Reason = Reason.MEMBERS_WITHOUT_MFA
+
+    @property
+    def denied(self) -> Denied:
+        """The refusal the JSON API answers, with ``members`` beside it."""
+        return Denied(self.reason, params={"count": len(self.members)})
+
+
+def accepts(methods: MethodPolicy, member: MemberStatus) -> bool:
+    """Whether the member has a factor ``methods`` accepts: any second factor (an app or a
+    passkey: a texted code is only ever a fallback beside one), or for ``phishing_resistant``
+    a passkey or security key."""
+    if methods is MethodPolicy.PHISHING_RESISTANT:
+        return FactorKind.WEBAUTHN in member.factors
+    return member.two_factor
+
+
+def verified_as_accepted(methods: MethodPolicy, session_method: str | None) -> bool:
+    """Whether a session verified by ``session_method`` (the marker's) meets ``methods``."""
+    if methods is MethodPolicy.PHISHING_RESISTANT:
+        return session_method == FactorKind.WEBAUTHN.value
+    if methods is MethodPolicy.NO_SMS:
+        return session_method != "sms"
+    return True
+
+
+def next_policy(
+    current: SitePolicy,
+    *,
+    methods: MethodPolicy,
+    grace_hours: float | None,
+    changed_by: str,
+    now: float,
+) -> SitePolicy:
+    """The enforcing policy an owner's change makes of ``current``: ``grace_hours`` (``None``:
+    at once) gives time for what the change brings, enforcement or new methods.
+
+    New methods never postpone the 2FA deadline in force (the earlier is kept), and the same
+    methods again keep their own deadline; the same methods with another grace period move
+    the 2FA deadline as enforcing alone does."""
+    start = now + (grace_hours or 0) * 3600
+    grace_deadline = start
+    methods_deadline = None if methods is MethodPolicy.ANY else start
+    if current.enforce:
+        if methods is current.methods:
+            if methods is not MethodPolicy.ANY:
+                methods_deadline = current.methods_deadline
+        else:
+            grace_deadline = min(start, current.requires_by() or 0.0)
+    return SitePolicy(
+        enforce=True,
+        grace_deadline=grace_deadline,
+        changed_by=changed_by,
+        changed_at=now,
+        methods=methods,
+        methods_deadline=methods_deadline,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +222,17 @@ async def member_statuses(
     ]
 
 
+def policy_detail(policy: SitePolicy) -> str:
+    """A policy as its audit event tells it: ``enforce=off``, or ``enforce=on deadline=…
+    methods=…`` with ``methods_deadline=…`` for methods other than ``any``."""
+    if not policy.enforce:
+        return "enforce=off"
+    detail = f"enforce=on deadline={iso(policy.requires_by())} methods={policy.methods}"
+    if policy.methods is not MethodPolicy.ANY:
+        detail += f" methods_deadline={iso(policy.methods_from(policy.methods))}"
+    return detail
+
+
 def iso(timestamp: float | None) -> str | None:
     """A UTC ISO 8601 instant (``2026-11-27T20:45:00Z``), as the JSON API writes them."""
     if timestamp is None:
@@ -208,12 +288,22 @@ class SiteService:
         grace_hours: float | None,
         marker: Marker,
         ip: str | None,
+        methods: MethodPolicy = MethodPolicy.ANY,
     ) -> Site | MembersWithoutMFA | Denied:
         """Turn enforcement on (``grace_hours``: from when; ``None`` = at once, refused while
-        members lack 2FA) or off. For the site's owners; ``marker`` is the owner's session state,
-        read fresh (``guard.session_marker(scope, recheck=True)``): turning enforcement on needs
-        the owner's own 2FA, and an owner who has 2FA must have verified it within
-        ``recent_mfa_seconds`` for any change (step-up, as for new recovery codes)."""
+        members lack 2FA) or off, and choose the factors the site accepts (``methods``, only
+        with ``enforce``; see :func:`next_policy` for its deadline). For the site's owners;
+        ``marker`` is the owner's session state, read fresh
+        (``guard.session_marker(scope, recheck=True)``): turning enforcement on needs the
+        owner's own 2FA, and an owner who has 2FA must have verified it within
+        ``recent_mfa_seconds`` for any change (step-up, as for new recovery codes).
+
+        Methods that apply at once hold the owner first: ``phishing_resistant`` is refused
+        while the owner has no passkey or security key (grace ``0`` too), and either is refused
+        unless the owner's session was verified by a factor the policy accepts (a passkey; not
+        a texted code), so that the owner's own session is not challenged again the next
+        instant. Without ``grace_hours``, ``phishing_resistant`` is refused while any member
+        lacks a passkey or security key."""
         refused = await self._owner_only(actor, site_id, ip, "policy")
         if refused is not None:
             return refused
@@ -221,6 +311,10 @@ class SiteService:
             math.isfinite(grace_hours) and 0 <= grace_hours <= self.max_grace_hours
         ):
             return Denied(Reason.INVALID_GRACE, params={"max_hours": self.max_grace_hours})
+        if methods is not MethodPolicy.ANY and not enforce:
+            return Denied(Reason.METHODS_NEED_ENFORCEMENT)
+        if methods is MethodPolicy.PHISHING_RESISTANT and self._settings.webauthn.rp_id is None:
+            return Denied(Reason.PASSKEYS_NOT_OFFERED)
         now = self._clock()
         if not marker.enrolled:
             if enforce:
@@ -230,25 +324,63 @@ class SiteService:
         if not enforce:
             policy = SitePolicy(enforce=False, changed_by=actor, changed_at=now)
         else:
-            if grace_hours is None:
-                missing = [m for m in await self.member_statuses(site_id) if not m.two_factor]
-                if missing:
-                    return MembersWithoutMFA(tuple(missing))
-                grace_hours = 0
-            policy = SitePolicy(
-                enforce=True,
-                grace_deadline=now + grace_hours * 3600,
+            current = await self.sites.site(site_id)
+            if current is None:  # removed since the owner check
+                return Denied(Reason.SITE_NOT_FOUND)
+            policy = next_policy(
+                current.policy,
+                methods=methods,
+                grace_hours=grace_hours,
                 changed_by=actor,
-                changed_at=now,
+                now=now,
             )
+            unready = await self._unready(actor, site_id, policy, marker, now, grace_hours)
+            if unready is not None:
+                return unready
         if not await self.sites.set_policy(site_id, policy):
             return Denied(Reason.SITE_NOT_FOUND)
-        detail = "enforce=off"
-        if policy.enforce:
-            detail = f"enforce=on deadline={iso(policy.grace_deadline)}"
-        await self._emit(EventKind.SITE_POLICY_CHANGED, actor, site_id, ip, detail)
+        await self._emit(EventKind.SITE_POLICY_CHANGED, actor, site_id, ip, policy_detail(policy))
         site = await self.sites.site(site_id)
         return site if site is not None else Denied(Reason.SITE_NOT_FOUND)
+
+    async def _unready(
+        self,
+        actor: str,
+        site_id: str,
+        policy: SitePolicy,
+        marker: Marker,
+        now: float,
+        grace_hours: float | None,
+    ) -> MembersWithoutMFA | Denied | None:
+        """Why ``policy`` cannot apply now, if it cannot: members it would lock out (asked
+        without a grace period), the owner without a passkey it requires at once, or the
+        owner's session verified by a factor it refuses at once."""
+        methods = policy.methods
+        methods_from = policy.methods_from(methods)  # None for any
+        at_once = methods_from is not None and methods_from <= now
+        # What members need now: 2FA (at once, with no grace period), and the methods' factor
+        # if they apply now too (same methods kept a deadline that may be later).
+        needed = methods if at_once else MethodPolicy.ANY
+        if grace_hours is None:
+            # No grace period: nobody may be locked out, the owner included.
+            members = await self.member_statuses(site_id)
+            lacking = tuple(m for m in members if not accepts(needed, m))
+            if lacking:
+                if needed is MethodPolicy.PHISHING_RESISTANT:
+                    return MembersWithoutMFA(lacking, Reason.MEMBERS_WITHOUT_ALLOWED_FACTOR)
+                return MembersWithoutMFA(lacking)
+        elif needed is MethodPolicy.PHISHING_RESISTANT:
+            status = (await self.store.statuses([actor]))[actor]
+            owner = MemberStatus(
+                actor, Role.OWNER, status.enrolled, status.phone_verified, status.kinds
+            )
+            if not accepts(methods, owner):
+                return MembersWithoutMFA((owner,), Reason.OWNER_WITHOUT_ALLOWED_FACTOR)
+        if not verified_as_accepted(needed, marker.method):
+            if needed is MethodPolicy.PHISHING_RESISTANT:
+                return Denied(Reason.PASSKEY_REQUIRED_FOR_POLICY)
+            return Denied(Reason.STRONG_FACTOR_REQUIRED_FOR_POLICY)
+        return None
 
     def _recently_verified(self, marker: Marker, now: float) -> bool:
         settings = self._settings

@@ -192,6 +192,19 @@ class Reason(Enum):
         "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
         "before changing the site's policy.",
     )
+    # A policy that applies at once holds the owner's own session from that instant.
+    PASSKEY_REQUIRED_FOR_POLICY = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "Confirm with your passkey or security key (POST api/webauthn/authenticate) before "
+        "requiring one of every member at once.",
+    )
+    STRONG_FACTOR_REQUIRED_FOR_POLICY = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "A text-message code is not enough to refuse texted codes at once: confirm with your "
+        "authenticator app or a recovery code (POST api/verify), or your passkey, first.",
+    )
 
     # -- text messages --------------------------------------------------------------------------
     SMS_DISABLED = Refusal("sms_disabled", 409, "Text-message codes are not offered here.")
@@ -253,6 +266,33 @@ class Reason(Enum):
         plural="%(count)s members of this site have not turned on two-factor authentication: "
         "ask them to, or give a grace period (grace_hours; 0 enforces at once).",
     )
+    # The methods a site accepts (stores.sites.MethodPolicy), refused as enforcement is.
+    METHODS_NEED_ENFORCEMENT = Refusal(
+        "invalid_input",
+        400,
+        "Only a site that enforces two-factor authentication can limit its methods: send "
+        "'enforce': true, or 'methods': 'any'.",
+    )
+    PASSKEYS_NOT_OFFERED = Refusal(
+        "passkeys_disabled",
+        409,
+        "Passkeys and security keys are not offered here: a site cannot require them.",
+    )
+    MEMBERS_WITHOUT_ALLOWED_FACTOR = Refusal(
+        "members_without_allowed_factor",
+        409,
+        "%(count)s member of this site has no passkey or security key: ask them to add one, "
+        "or give a grace period (grace_hours; 0 requires one at once).",
+        plural="%(count)s members of this site have no passkey or security key: ask them to "
+        "add one, or give a grace period (grace_hours; 0 requires one at once).",
+    )
+    # The owner would be the first one locked out (a passkey required at once, grace or not).
+    OWNER_WITHOUT_ALLOWED_FACTOR = Refusal(
+        "members_without_allowed_factor",
+        409,
+        "Add a passkey or security key to your own account before requiring one of every "
+        "member at once.",
+    )
 
     # -- remembered browsers --------------------------------------------------------------------
     DEVICE_NOT_FOUND = Refusal("device_not_found", 404, "There is no such remembered browser.")
@@ -286,6 +326,11 @@ class Reason(Enum):
     )
     INVALID_METHOD = Refusal(
         "invalid_method", 400, "The method must be one of: totp, recovery, sms."
+    )
+    INVALID_METHODS_POLICY = Refusal(
+        "invalid_input",
+        400,
+        "The field 'methods' must be one of: any, no_sms, phishing_resistant.",
     )
     # The pages' forms (a page answers them, with the message; no client reads the code).
     FORM_CROSS_SITE = Refusal("cross_site_request", 403, "Cross-site form posts are not allowed.")

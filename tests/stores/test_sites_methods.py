@@ -172,3 +172,17 @@ async def test_a_counting_directory_counts_requirements() -> None:
     assert await directory.requirements("bob") == Requirements()
 
     assert directory.calls["requirements"] == 2
+
+
+def test_a_policy_written_with_text_holds_the_member() -> None:
+    text: Any = "phishing_resistant"
+    policy = SitePolicy(enforce=True, methods=text, methods_deadline=NOW)
+
+    assert policy.methods is MethodPolicy.PHISHING_RESISTANT
+    assert policy.methods_from(MethodPolicy.PHISHING_RESISTANT) == NOW
+    assert policy == SitePolicy(
+        enforce=True, methods=MethodPolicy.PHISHING_RESISTANT, methods_deadline=NOW
+    )
+    unknown: Any = "sms"
+    with pytest.raises(ValueError, match="'sms' is not a valid MethodPolicy"):
+        SitePolicy(enforce=True, methods=unknown)

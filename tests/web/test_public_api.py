@@ -66,6 +66,7 @@ PUBLIC: dict[str, list[str]] = {
         "MemoryDeviceStore",
         "MemorySiteDirectory",
         "MemoryStore",
+        "MethodPolicy",
         "RecoveryCodeSet",
         "Role",
         "SMSChallenge",

@@ -278,6 +278,8 @@ async def test_enforcing_with_a_grace_period_sets_the_deadline(acme: Acme) -> No
             "policy": {
                 "enforce": True,
                 "deadline": "2027-01-16T08:00:30Z",
+                "methods": "any",
+                "methods_deadline": None,
                 "changed_at": "2027-01-15T08:00:30Z",
                 "changed_by": OWNER,
             },
@@ -290,7 +292,7 @@ async def test_enforcing_with_a_grace_period_sets_the_deadline(acme: Acme) -> No
             EventKind.SITE_POLICY_CHANGED,
             OWNER,
             "acme",
-            "enforce=on deadline=2027-01-16T08:00:30Z",
+            "enforce=on deadline=2027-01-16T08:00:30Z methods=any",
             "203.0.113.7",
         )
 
@@ -362,6 +364,8 @@ async def test_turning_enforcement_off_is_always_allowed_to_owners(acme: Acme) -
         assert off.json()["policy"] == {
             "enforce": False,
             "deadline": None,
+            "methods": "any",
+            "methods_deadline": None,
             "changed_at": "2027-01-15T08:00:00Z",
             "changed_by": "second-owner@acme.test",
         }
@@ -436,6 +440,8 @@ async def test_a_user_lists_their_own_sites(acme: Acme) -> None:
             "policy": {
                 "enforce": True,
                 "deadline": "2027-01-15T08:01:00Z",
+                "methods": "any",
+                "methods_deadline": None,
                 "changed_at": "2027-01-15T08:00:00Z",
             },
         }
@@ -572,7 +578,7 @@ async def test_site_events_reach_the_audit_log(
     lines = [r.getMessage() for r in caplog.records if r.name == "mfa_guard.audit"]
     assert lines[-1] == (
         "mfa_guard event=site_policy_changed user=owner@acme.test site=acme "
-        "enforce=on deadline=2027-01-15T10:00:30Z ip=203.0.113.7"
+        "enforce=on deadline=2027-01-15T10:00:30Z methods=any ip=203.0.113.7"
     )
     assert not any(secret in line for line in lines)
 

@@ -51,6 +51,11 @@ class SitePolicy:
     methods: MethodPolicy = MethodPolicy.ANY
     methods_deadline: float | None = None
 
+    def __post_init__(self) -> None:
+        # Its value as text ("phishing_resistant", from an app's own row) is the member: the
+        # rules compare members, and text would pass for "any" where it must not.
+        object.__setattr__(self, "methods", MethodPolicy(self.methods))
+
     def requires_by(self) -> float | None:
         """From when members must have 2FA, or ``None`` if the site does not enforce it (an
         enforcing policy without a deadline enforces at once)."""

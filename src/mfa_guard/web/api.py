@@ -91,6 +91,8 @@ def site_fields(site: Site, *, owner: bool) -> dict[str, Any]:
     described = schemas.Policy(
         enforce=policy.enforce,
         deadline=policy.requires_by(),
+        methods=policy.methods,
+        methods_deadline=policy.methods_from(policy.methods),
         changed_at=policy.changed_at,
         **told,
     )
@@ -283,14 +285,17 @@ class API:
         site_id = site_param(request)
         change = await read_body(request, policy_change(self.kit.settings.max_grace_hours))
         result = await self.flows.set_site_policy(
-            caller, site_id, enforce=change.enforce, grace_hours=change.grace_hours
+            caller,
+            site_id,
+            enforce=change.enforce,
+            grace_hours=change.grace_hours,
+            methods=change.methods,
         )
         if isinstance(result, Denied):
             return self._refused(result)
         if isinstance(result, MembersWithoutMFA):
-            refused = Denied(Reason.MEMBERS_WITHOUT_MFA, params={"count": len(result.members)})
             members = [member_model(m) for m in result.members]
-            return self._refused(refused, members=members)
+            return self._refused(result.denied, members=members)
         return json_response(schemas.Site(**site_fields(result, owner=True)))
 
     async def totp_setup(self, request: Request, caller: Caller) -> Response:

@@ -19,7 +19,7 @@ from mfa_guard.errors import Denied, Reason
 from mfa_guard.services import MAX_NAME, Method, Setup, TextSent, Verified, clean_name
 from mfa_guard.stores.base import Authenticator, Enrolment
 from mfa_guard.stores.devices import TrustedDevice
-from mfa_guard.stores.sites import Membership, Site
+from mfa_guard.stores.sites import Membership, MethodPolicy, Site
 from mfa_guard.web import schemas
 from mfa_guard.web.requests import Caller
 
@@ -503,7 +503,13 @@ class Flows:
         return site, members
 
     async def set_site_policy(
-        self, caller: Caller, site_id: str, *, enforce: bool, grace_hours: float | None
+        self,
+        caller: Caller,
+        site_id: str,
+        *,
+        enforce: bool,
+        grace_hours: float | None,
+        methods: MethodPolicy = MethodPolicy.ANY,
     ) -> Site | MembersWithoutMFA | Denied:
         """A site's policy changed by an owner, decided on the owner's own state read now,
         not on a stale marker."""
@@ -513,6 +519,7 @@ class Flows:
             site_id,
             enforce=enforce,
             grace_hours=grace_hours,
+            methods=methods,
             marker=caller.marker,
             ip=caller.ip,
         )

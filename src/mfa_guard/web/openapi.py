@@ -301,7 +301,8 @@ OPERATIONS = (
     Operation(
         "put",
         "/sites/{site}/policy",
-        "Turn enforcement on (at once or after a grace period) or off (owners only)",
+        "Turn enforcement on (at once or after a grace period) or off, and choose the second "
+        "factors the site accepts (owners only)",
         schemas.Site,
         "The site with its new policy",
         (
@@ -310,7 +311,9 @@ OPERATIONS = (
             "not_site_owner",
             "verified_mfa_required",
             "mfa_reauthentication_required",
+            "passkeys_disabled",
             "members_without_mfa",
+            "members_without_allowed_factor",
         ),
         body=_policy_change,
         offered=_with_sites,

@@ -42,7 +42,7 @@ from mfa_guard.errors import Reason, Refused
 from mfa_guard.services import MAX_NAME, Method, clean_name
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import FactorKind
-from mfa_guard.stores.sites import Role
+from mfa_guard.stores.sites import MethodPolicy, Role
 from mfa_guard.web.requests import MAX_BODY_BYTES, json_body
 
 # The longest code any method's check reads (authenticator, texted and recovery codes): a
@@ -152,6 +152,30 @@ MethodChoice = Annotated[CodeMethod, WrapValidator(_method)]
 Flag = Annotated[bool, WrapValidator(_flag)]
 
 
+def _methods_policy(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    if value is None:
+        return MethodPolicy.ANY
+    if isinstance(value, str):
+        try:
+            return handler(value)
+        except ValidationError:
+            pass
+    raise _refused(Reason.INVALID_METHODS_POLICY)
+
+
+MethodsChoice = Annotated[
+    MethodPolicy,
+    Field(
+        description="The second factors members may use: any; no_sms (no texted code); "
+        "phishing_resistant (a passkey or security key only). Other than any only with "
+        "enforce. From now plus grace_hours; without grace_hours, phishing_resistant is "
+        "refused (409 members_without_allowed_factor) while members lack a passkey or "
+        "security key. The same methods again keep their deadline.",
+    ),
+    WrapValidator(_methods_policy),
+]
+
+
 def _grace_hours(max_hours: int) -> Any:
     """``grace_hours`` of a policy change: ``null``, or a number of hours up to ``max_hours``."""
     return Field(
@@ -159,8 +183,10 @@ def _grace_hours(max_hours: int) -> Any:
         ge=0,
         le=max_hours,
         allow_inf_nan=False,
-        description="Hours until members must have 2FA; 0 = at once. Without it, enforcing is "
-        "refused (409 members_without_mfa) while members lack 2FA.",
+        description="Hours until members must have 2FA, or the new methods apply; 0 = at "
+        "once. Without it, enforcing is refused (409 members_without_mfa) while members lack "
+        "2FA, and phishing_resistant (409 members_without_allowed_factor) while they lack a "
+        "passkey or security key.",
     )
 
 
@@ -250,11 +276,19 @@ class Phone(RequestBody):
 
 
 class PolicyChange(RequestBody):
-    """Turn the site's enforcement on (at once, or after a grace period) or off."""
+    """Turn the site's enforcement on (at once, or after a grace period) or off, and choose
+    the second factors it accepts."""
 
     enforce: Flag
     # Up to the settings' default max_grace_hours: policy_change() gives the app's own bound.
     grace_hours: float | None = _grace_hours(DEFAULT_MAX_GRACE_HOURS)
+    methods: MethodsChoice = MethodPolicy.ANY
+
+    @model_validator(mode="after")
+    def _methods_need_enforcement(self) -> PolicyChange:
+        if self.methods is not MethodPolicy.ANY and not self.enforce:
+            raise _refused(Reason.METHODS_NEED_ENFORCEMENT)
+        return self
 
     @field_validator("grace_hours", mode="wrap")
     @classmethod
@@ -494,10 +528,19 @@ class PhoneVerified(ResponseBody):
 
 
 class Policy(ResponseBody):
-    """Whether the site enforces 2FA, and from when."""
+    """Whether the site enforces 2FA, and from when; which second factors it accepts, and from
+    when."""
 
     enforce: bool
     deadline: Instant | None
+    methods: MethodPolicy = Field(
+        description="any; no_sms (a session verified by a texted code is challenged again); "
+        "phishing_resistant (only a passkey or security key)."
+    )
+    methods_deadline: Instant | None = Field(
+        description="From when the methods apply; null for any, or when the site does not "
+        "enforce 2FA."
+    )
     changed_at: Instant | None
     changed_by: str | None = Field(default=None, description="Told to the site's owners only.")
 
@@ -571,7 +614,9 @@ class ErrorDetail(ResponseBody):
     code: str = Field(description="Stable, for programs.")
     message: str = Field(description="For people.")
     members: list[Member] = Field(
-        default_factory=list, description="With members_without_mfa: who lacks 2FA."
+        default_factory=list,
+        description="With members_without_mfa: who lacks 2FA; with "
+        "members_without_allowed_factor: who lacks a passkey or security key.",
     )
 
 
