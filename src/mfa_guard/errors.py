@@ -180,6 +180,13 @@ class Reason(Enum):
         "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
         "before changing your phone number.",
     )
+    # Under a policy that accepts only passkeys, for a member who has one.
+    PASSKEY_FOR_FACTORS = Refusal(
+        "passkey_required",
+        403,
+        "A site you belong to accepts only a passkey or security key: confirm with yours (or "
+        "with a recovery code, if you lost it) before changing your second factors.",
+    )
     RECENT_MFA_FOR_FACTORS = Refusal(
         "mfa_reauthentication_required",
         401,

@@ -171,3 +171,42 @@ async def test_the_app_wide_passkey_policy_applies_from_its_deadline() -> None:
         assert (await with_passkey(client, key)).status_code == 200
         assert (await client.get("/protected")).status_code == 200
         assert secret
+
+
+async def test_under_a_passkey_policy_an_app_code_changes_no_factor_of_a_member_with_a_key() -> (
+    None
+):
+    directory = await site_of(USER)
+    ga = build_app(sites=directory, webauthn=PASSKEYS, recheck_seconds=RECHECK)
+    key = SoftAuthenticator()
+    async with client_of(ga) as client:
+        await sign_in(client, USER)
+        secret, codes = await enrol(ga, client)
+        await add_passkey(client, key)
+        await require(directory, MethodPolicy.PHISHING_RESISTANT, 0.0)
+        await client.post("/logout")
+        await sign_in(client, USER)
+        # What a look-alike page relays: the password and the app's current code.
+        ga.clock.advance(30)
+        assert (await client.post("/mfa/api/verify", json={"code": ga.code(secret)})).status_code
+        apps = (await client.get("/mfa/api/authenticators")).json()["authenticators"]
+        refused = [
+            await client.post("/mfa/api/webauthn/register/options", json={}),
+            await client.post("/mfa/api/totp/setup", json={}),
+            await client.delete(f"/mfa/api/authenticators/{apps[1]['id']}"),
+            await client.patch(f"/mfa/api/authenticators/{apps[1]['id']}", json={"name": "x"}),
+        ]
+        assert [(r.status_code, r.json()["error"]["code"]) for r in refused] == [
+            (403, "passkey_required")
+        ] * 4
+        # The key, or a recovery code after losing it, may.
+        assert (await with_passkey(client, key)).status_code == 200
+        options = await client.post("/mfa/api/webauthn/register/options", json={})
+        assert options.status_code == 200
+        await client.post("/logout")
+        await sign_in(client, USER)
+        recovered = {"method": "recovery", "code": codes[0]}
+        assert (await client.post("/mfa/api/verify", json=recovered)).status_code == 200
+        await add_passkey(client, SoftAuthenticator())
+        listed = (await client.get("/mfa/api/authenticators")).json()["authenticators"]
+        assert [a["kind"] for a in listed] == ["totp", "webauthn", "webauthn"]

@@ -174,9 +174,22 @@ class Flows:
         )
 
     async def _adding(self, caller: Caller) -> Denied | None:
-        """Before an authenticator is added: nothing for a user without 2FA; else the session
-        verified recently with a strong factor."""
-        return await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)
+        """Before an authenticator is added, renamed or removed: nothing for a user without
+        2FA; else the session verified recently with a strong factor. Under a policy that
+        accepts only passkeys, a member who has one changes their factors with it (or with a
+        recovery code, the way back after losing it): an app's code, which a look-alike page
+        can relay, does not add the relaying party's own key."""
+        refused = await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)
+        if refused is not None or not caller.marker.enrolled:
+            return refused
+        passkey_by = caller.marker.passkey_by
+        if passkey_by is None or self.kit.clock() < passkey_by:
+            return None
+        if caller.marker.method in (Method.WEBAUTHN.value, Method.RECOVERY.value):
+            return None
+        if (await self.service.enrolment(caller.user_id)).keys:
+            return Denied(Reason.PASSKEY_FOR_FACTORS)
+        return None
 
     async def _add(
         self, caller: Caller, add: Callable[[], Awaitable[Verified | Denied]]
@@ -256,7 +269,7 @@ class Flows:
     ) -> Authenticator | Denied:
         if not valid_id(authenticator_id, MAX_AUTHENTICATOR_ID):
             return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
-        if (refused := await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)) is not None:
+        if (refused := await self._adding(caller)) is not None:
             return refused
         if not caller.marker.enrolled:
             return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
@@ -270,7 +283,7 @@ class Flows:
         other session, and every remembered browser, verifies again."""
         if not valid_id(authenticator_id, MAX_AUTHENTICATOR_ID):
             return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
-        if (refused := await self._stepped_up(caller, Reason.RECENT_MFA_FOR_FACTORS)) is not None:
+        if (refused := await self._adding(caller)) is not None:
             return refused
         if not caller.marker.enrolled:
             return Denied(Reason.AUTHENTICATOR_NOT_FOUND)
