@@ -195,8 +195,20 @@ class Marker(NamedTuple):
         if type(raw) is not list:
             return None
         if len(raw) == 11:
-            version, sub, nonce, checked, epoch, enrolled, verified_at, method, enrol_by, *by = raw
-            no_sms_by, passkey_by = by
+            # One unpacking of all eleven: a starred target would build a list.
+            (
+                version,
+                sub,
+                nonce,
+                checked,
+                epoch,
+                enrolled,
+                verified_at,
+                method,
+                enrol_by,
+                no_sms_by,
+                passkey_by,
+            ) = raw
             if no_sms_by is not None and type(no_sms_by) not in _NUMBERS:
                 return None
             if passkey_by is not None and type(passkey_by) not in _NUMBERS:
