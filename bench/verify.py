@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from time import perf_counter, thread_time
+from typing import Any
 
 import httpx
 
@@ -40,12 +41,18 @@ from mfa_guard.core import totp
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.services import qr_svg
 from mfa_guard.testing import current_code
+from mfa_guard.testing.webauthn import SoftAuthenticator
 
 ROUND_TRIP_BUDGET = 2
 # The kit's p50 on PostgreSQL + Redis over the floor measured in the same run: the same two
 # turns on the drivers alone, plus memory's verify without its backends' own time.
 FLOOR_BUDGET = 1.15
 USER = "verify@acme.test"
+PASSKEY_USER = "passkey@acme.test"
+# Passkeys on for the bench's app: the software authenticator answers as the page at this
+# origin would (the relying party checks it against its settings, not the request's host).
+PASSKEY_ORIGIN = "http://localhost"
+PASSKEYS = {"rp_id": "localhost", "origins": [PASSKEY_ORIGIN]}
 
 
 @dataclass
@@ -65,14 +72,23 @@ class Subject:
     # The calls before the answer, from the pass where every call is answered a turn later.
     structure: list[list[Call]] = field(default_factory=list)
     last_cpu: float = 0.0
+    # Verifies with this passkey instead of a code (its options asked for untimed).
+    passkey: SoftAuthenticator | None = None
 
     async def verify(self, trace: CallTrace) -> float:
         """One timed verify; the calls it made are kept."""
         bench = self.bench
         bench.clock.advance(30)
-        code = current_code(self.secret, bench.clock())
+        body: dict[str, Any]
+        if self.passkey is None:
+            path, body = "/mfa/api/verify", {"code": current_code(self.secret, bench.clock())}
+        else:
+            options = await self.client.post("/mfa/api/webauthn/authenticate/options", json={})
+            expect(options.status_code == 200, f"passkey options answered {options.text}")
+            answer = self.passkey.get(options.json()["publicKey"], origin=PASSKEY_ORIGIN)
+            path, body = "/mfa/api/webauthn/authenticate", {"credential": answer}
         started, cpu_started = perf_counter(), thread_time()
-        response = await self.client.post("/mfa/api/verify", json={"code": code})
+        response = await self.client.post(path, json=body)
         answered, cpu_answered = perf_counter(), thread_time()
         self.last_cpu = cpu_answered - cpu_started
         # Work the verify left running after its answer (clearing the failure count).
@@ -88,13 +104,23 @@ class Subject:
 
 
 @contextlib.asynccontextmanager
-async def subject(backend: Backend) -> AsyncIterator[Subject]:
-    bench = build(Variant.GUARDED, store=backend.store, storage_uri=backend.storage_uri)
+async def subject(backend: Backend, *, passkey: bool = False) -> AsyncIterator[Subject]:
+    """An enrolled, verified session on ``backend``; with ``passkey``, one that has also added a
+    passkey and verifies with it."""
+    passkeys: dict[str, Any] = {"webauthn": PASSKEYS} if passkey else {}
+    bench = build(Variant.GUARDED, store=backend.store, storage_uri=backend.storage_uri, **passkeys)
     guard = bench.the_guard()
     try:
         async with bench.client() as client:
-            secret = await enrol(client, bench, USER)
-            yield Subject(backend, bench, client, secret)
+            secret = await enrol(client, bench, PASSKEY_USER if passkey else USER)
+            one = Subject(backend, bench, client, secret)
+            if passkey:
+                one.passkey = SoftAuthenticator()
+                options = await client.post("/mfa/api/webauthn/register/options", json={})
+                answer = one.passkey.create(options.json()["publicKey"], origin=PASSKEY_ORIGIN)
+                added = await client.post("/mfa/api/webauthn/register", json={"credential": answer})
+                expect(added.status_code == 200, f"adding a passkey answered {added.text}")
+            yield one
     finally:
         await guard.aclose()
 
@@ -136,6 +162,33 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
             )
             report_floor(report, floor, mem, pg)
             await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
+            await passkey_verifies(report, trace, verifies=max(50, verifies // 3), warmup=warmup)
+
+
+async def passkey_verifies(report: Report, trace: CallTrace, *, verifies: int, warmup: int) -> None:
+    """A passkey's verify on memory and on PostgreSQL + Redis, counted as the code's is: its
+    latency, and the calls it waits for one after another."""
+    async with contextlib.AsyncExitStack() as stack:
+        subjects = [
+            await stack.enter_async_context(
+                subject(await stack.enter_async_context(b()), passkey=True)
+            )
+            for b in (memory, postgres_redis)
+        ]
+        trace.clear()
+        for round_ in range(warmup + verifies):
+            for one in subjects:
+                latency = await one.verify(trace)
+                if round_ >= warmup:
+                    one.latencies.append(latency)
+                    one.cpu.append(one.last_cpu)
+                else:
+                    one.in_request.clear()
+                    one.after_answer.clear()
+            trace.clear()
+        await measure_structure(subjects, trace, verifies=max(10, verifies // 5))
+        for one in subjects:
+            report_subject(report, one, None, what="passkey verify")
 
 
 @dataclass
@@ -248,12 +301,14 @@ async def measure_structure(subjects: list[Subject], trace: CallTrace, *, verifi
         trace.answer_later = False
 
 
-def report_subject(report: Report, one: Subject, wire: Wire | None) -> None:
+def report_subject(
+    report: Report, one: Subject, wire: Wire | None, *, what: str = "verify"
+) -> None:
     name = one.backend.name
     p50, p99 = percentile(one.latencies, 0.5), percentile(one.latencies, 0.99)
     report.add(
         Line(
-            f"verify latency, {name}",
+            f"{what} latency, {name}",
             f"p50 {_ms(p50)}, p99 {_ms(p99)}, CPU p50 {_ms(percentile(one.cpu, 0.5))} "
             f"({len(one.latencies)} verifies)",
             "",
@@ -267,7 +322,7 @@ def report_subject(report: Report, one: Subject, wire: Wire | None) -> None:
     chain = critical_path(longest)
     report.add(
         Line(
-            f"verify round trips, {name}",
+            f"{what} round trips, {name}",
             f"critical path {chain} ({total} calls: {len(during)} before the answer, "
             f"{len(after)} after it)",
             f"<= {ROUND_TRIP_BUDGET}",
