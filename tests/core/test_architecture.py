@@ -73,3 +73,16 @@ def test_the_graph_sees_the_imports_it_must() -> None:
 def test_the_web_layer_does_not_import_the_guard() -> None:
     web = {name: targets for name, targets in GRAPH.items() if name.startswith("mfa_guard.web")}
     assert {name for name, targets in web.items() if "mfa_guard.guard" in targets} == set()
+
+
+def test_no_test_module_imports_another() -> None:
+    # What tests share lives in the helpers of tests/ (apps.py, passkeys.py, ...): a test module
+    # that imports another collects and runs that one's tests' module state as a side effect.
+    suite = Path(__file__).parents[1]
+    found = []
+    for path in sorted(suite.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                if node.module.rsplit(".", 1)[-1].startswith("test_"):
+                    found.append(f"{path.relative_to(suite)}: from {node.module}")
+    assert found == []

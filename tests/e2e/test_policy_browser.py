@@ -31,7 +31,8 @@ from mfa_guard.stores.sites import MemorySiteDirectory, MethodPolicy, Role, Site
 from mfa_guard.testing import current_code
 from tests.apps import GuardedApp, build_app
 from tests.chromium import TIMEOUT_MS
-from tests.e2e.test_passkeys_browser import (
+from tests.live import served_by
+from tests.passkeys_browser import (
     DESKTOP,
     PHONE,
     PLATFORM,
@@ -45,7 +46,6 @@ from tests.e2e.test_passkeys_browser import (
     sign_out,
     what_the_eye_needs,
 )
-from tests.live import served_by
 from tests.rendering import horizontal_overflow, violations
 
 T = TypeVar("T")

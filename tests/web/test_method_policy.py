@@ -10,52 +10,20 @@ import httpx
 
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores.memory import MemoryStore
-from mfa_guard.stores.sites import MemorySiteDirectory, MethodPolicy, Role, SitePolicy
+from mfa_guard.stores.sites import MethodPolicy
 from mfa_guard.testing import CountingSiteDirectory, CountingStore
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import GuardedApp, build_app, enrol, sign_in
+from tests.passkeys import ORIGIN, PASSKEYS, add_passkey, require, site_of, with_passkey
 from tests.scenarios import USER
 from tests.sms_apps import MOBILE, SMS, texted_code
 
-ORIGIN = "https://app.example.test"
-PASSKEYS = {"rp_id": "app.example.test", "origins": [ORIGIN]}
 RECHECK = 60
 JSON = {"accept": "application/json"}
 
 
-async def site_of(user: str) -> MemorySiteDirectory:
-    directory = MemorySiteDirectory()
-    await directory.save_site("acme", "Acme")
-    await directory.add_member("acme", user, Role.OPERATOR)
-    return directory
-
-
-async def require(
-    directory: MemorySiteDirectory | CountingSiteDirectory,
-    methods: MethodPolicy,
-    deadline: float,
-) -> None:
-    policy = SitePolicy(
-        enforce=True, grace_deadline=0.0, methods=methods, methods_deadline=deadline
-    )
-    assert await directory.set_policy("acme", policy)
-
-
 def client_of(ga: GuardedApp) -> httpx.AsyncClient:
     return ga.client(base_url=ORIGIN)
-
-
-async def add_passkey(client: httpx.AsyncClient, key: SoftAuthenticator) -> None:
-    options = (await client.post("/mfa/api/webauthn/register/options", json={})).json()
-    answer = key.create(options["publicKey"], origin=ORIGIN)
-    added = await client.post("/mfa/api/webauthn/register", json={"credential": answer})
-    assert added.status_code == 200, added.text
-
-
-async def with_passkey(client: httpx.AsyncClient, key: SoftAuthenticator) -> httpx.Response:
-    options = (await client.post("/mfa/api/webauthn/authenticate/options", json={})).json()
-    answer = key.get(options["publicKey"], origin=ORIGIN)
-    return await client.post("/mfa/api/webauthn/authenticate", json={"credential": answer})
 
 
 async def test_from_its_deadline_a_passkey_policy_challenges_an_app_verified_session() -> None:

@@ -28,10 +28,7 @@ from mfa_guard.stores.sites import (
 from mfa_guard.testing import CountingSiteDirectory
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import GuardedApp, build_app, enrol, sign_in
-from tests.scenarios import USER
-from tests.sms_apps import MOBILE, SMS, texted_code
-from tests.web.test_method_policy import add_passkey, require, site_of, with_passkey
-from tests.web.test_passkey_pages import (
+from tests.passkey_pages import (
     alert_of,
     csrf_of,
     inline_code,
@@ -39,6 +36,9 @@ from tests.web.test_passkey_pages import (
     parts_of,
     passkey_form,
 )
+from tests.passkeys import add_passkey, require, site_of, with_passkey
+from tests.scenarios import USER
+from tests.sms_apps import MOBILE, SMS, texted_code
 
 ORIGIN = "https://app.example.test"
 PASSKEYS = {"rp_id": "app.example.test", "origins": [ORIGIN]}
@@ -422,3 +422,35 @@ async def test_where_texts_are_refused_the_challenge_offers_none() -> None:
     # The settings page no longer offers texts at sign-in (the number stays).
     assert 'id="verified-phone"' in settings.text
     assert "At sign-in you can ask for a code by text message" not in settings.text
+
+
+async def test_the_settings_under_a_passkey_policy_promise_no_app_code_nor_remembered_browser() -> (
+    None
+):
+    directory = MemorySiteDirectory()
+    await directory.save_site("acme", "Acme")
+    await directory.add_member("acme", "solo@example.test", Role.OPERATOR)
+    ga = build_app(
+        sites=directory,
+        webauthn={"rp_id": "app.example.test", "origins": ["https://app.example.test"]},
+        trusted_devices={"enabled": True},
+    )
+    async with ga.client() as client:
+        await sign_in(client)
+        await enrol(ga, client)
+        before = (await client.get("/mfa/settings")).text
+        assert "You enter a code from your authenticator app at each sign-in" in before
+        assert "tick “Remember this browser”" in before
+        policy = SitePolicy(
+            enforce=True,
+            grace_deadline=0.0,
+            methods=MethodPolicy.PHISHING_RESISTANT,
+            methods_deadline=0.0,
+        )
+        assert await directory.set_policy("acme", policy)
+        ga.clock.advance(ga.guard.settings.recheck_seconds)
+        after = (await client.get("/mfa/settings")).text
+        assert "You enter a code from your authenticator app" not in after
+        assert "you confirm it is you with a passkey or security key" in after
+        assert "tick “Remember this browser”" not in after
+        assert "a remembered browser does not sign you in" in after
