@@ -82,7 +82,10 @@ def test_no_test_module_imports_another() -> None:
     found = []
     for path in sorted(suite.rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module is not None:
-                if node.module.rsplit(".", 1)[-1].startswith("test_"):
-                    found.append(f"{path.relative_to(suite)}: from {node.module}")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module is not None
+                and node.module.rsplit(".", 1)[-1].startswith("test_")
+            ):
+                found.append(f"{path.relative_to(suite)}: from {node.module}")
     assert found == []
