@@ -498,6 +498,15 @@ def create_app(
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def ready(request: Request) -> Response:
+        # For a load balancer: 503 while a backend the guard needs does not answer.
+        readiness = await guard.check()
+        return JSONResponse(
+            readiness.as_json(),
+            status_code=200 if readiness.ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def form_refused(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, FormRefused):
             raise exc
@@ -542,6 +551,7 @@ def create_app(
             Route(INBOX_PATH, inbox),
             *SitePages(guard, render, login_path=LOGIN_PATH).routes(),
             Route("/health", health),
+            Route("/health/ready", ready),
             Route(OUTBOX_PATH, outbox_messages),
             guard.mount(),
         ],

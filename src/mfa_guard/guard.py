@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.middleware import Middleware
@@ -29,6 +30,7 @@ from mfa_guard.identity import (
     user_identity,
 )
 from mfa_guard.ratelimit import failure_limiters, storage_from_uri
+from mfa_guard.readiness import PROBE_USER, Readiness, probe_all
 from mfa_guard.send_limits import SendLimiter
 from mfa_guard.services import MFAService, SMSChannel
 from mfa_guard.session import SessionGate
@@ -63,7 +65,8 @@ class MFAGuard:
     ``identity``, ``account_name`` and ``sms`` (the provider in use, if SMS is on); ``service``,
     the :class:`~mfa_guard.MFAService`, and :attr:`site_service`; :meth:`session_marker` and
     the enrolment notice for the app's templates (:meth:`enrolment_notice`,
-    :meth:`named_enrolment_notice`). :meth:`aclose` goes in the app's lifespan. The guard's
+    :meth:`named_enrolment_notice`); :meth:`check` for a readiness probe. :meth:`aclose` goes in
+    the app's lifespan. The guard's
     other attributes are the kit's own wiring.
 
     ``recovery_kdf`` is the scrypt cost of new recovery-code sets (:class:`~mfa_guard.ScryptCost`,
@@ -188,6 +191,23 @@ class MFAGuard:
         close = getattr(self.sms, "aclose", None)
         if close is not None:
             await close()
+
+    async def check(self, within: float = 2.0) -> Readiness:
+        """Readiness: each backend the kit decides requests with (the store, the site directory
+        and the trusted devices' store when there are, the rate-limit storage) pinged at once,
+        each within ``within`` seconds; no user's data is read or written. Serve it to the
+        load balancer's health check (``Readiness.as_json()``; ``503`` unless ``ready``)."""
+        pings: dict[str, Callable[[], Awaitable[object]]] = {
+            "store": lambda: self.store.summary(PROBE_USER),
+            "rate_limits": self.limiter.ping,
+        }
+        sites = self.sites
+        if sites is not None:
+            pings["sites"] = lambda: sites.requirements(PROBE_USER)
+        devices = self.trusted_devices
+        if devices is not None:
+            pings["devices"] = lambda: devices.devices.devices(PROBE_USER)
+        return await probe_all(pings, within)
 
     @property
     def site_service(self) -> SiteService:

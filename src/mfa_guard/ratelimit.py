@@ -265,6 +265,11 @@ class FailureLimiter:
         index, reopens_at = refusal
         return Wait(max(reopens_at, now + 1.0), in_a_row=self._items[index] is self._in_a_row)
 
+    async def ping(self) -> bool:
+        """Whether the storage answers (``limits``' own check: a Redis ``PING``)."""
+        answered: bool = await self._storage.check()
+        return answered
+
     async def reset(self, user_id: str) -> None:
         await reset_all(user_id, [self])
 

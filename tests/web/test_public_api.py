@@ -42,6 +42,7 @@ PUBLIC: dict[str, list[str]] = {
         "MembersWithoutMFA",
         "MemoryEventSink",
         "MemoryStore",
+        "Readiness",
         "Reason",
         "ScryptCost",
         "SecretDecryptionError",
