@@ -156,9 +156,13 @@ class Marker(NamedTuple):
 
     def refused_from(self) -> float | None:
         """From when the policies the marker holds refuse the method this session verified
-        with (``None``: never): a passkey always passes; a texted code from ``no_sms_by`` or
-        ``passkey_by``, anything else from ``passkey_by``."""
-        method = self.method
+        with (``None``: never): :meth:`refuses_from` of that method."""
+        return self.refuses_from(self.method)
+
+    def refuses_from(self, method: str | None) -> float | None:
+        """From when the policies the marker holds refuse ``method`` (``None``: never): a
+        passkey always passes; a texted code from ``no_sms_by`` or ``passkey_by``, anything
+        else from ``passkey_by``."""
         if method == WEBAUTHN_METHOD:
             return None
         passkey_by = self.passkey_by

@@ -387,9 +387,8 @@ class Flows:
     def texts_refused(self, caller: Caller) -> bool:
         """Whether a policy of the user's sites (or the app) refuses texted codes by now (from
         the marker: re-read every ``recheck_seconds``)."""
-        marker = caller.marker
-        now = self.kit.clock()
-        return any(by is not None and now >= by for by in (marker.no_sms_by, marker.passkey_by))
+        refused_from = caller.marker.refuses_from(Method.SMS.value)
+        return refused_from is not None and self.kit.clock() >= refused_from
 
     async def send_sign_in_code(self, caller: Caller) -> TextSent | Denied:
         if self.texts_refused(caller):
