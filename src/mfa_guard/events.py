@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -39,6 +40,12 @@ class EventKind(StrEnum):
     AUTHENTICATOR_ADDED = "authenticator_added"
     AUTHENTICATOR_RENAMED = "authenticator_renamed"
     AUTHENTICATOR_REMOVED = "authenticator_removed"
+    # What the middleware answered a request of a signed-in user it stopped: sent to the
+    # second step, confined to enrolment, or refused because a store could not be reached.
+    CHALLENGED = "challenged"
+    ENROLMENT_REQUIRED = "enrolment_required"
+    FAILED_CLOSED = "failed_closed"
+    MEMBER_RESET_REFUSED = "member_reset_refused"
 
 
 _WARNINGS = frozenset(
@@ -50,6 +57,8 @@ _WARNINGS = frozenset(
         EventKind.SMS_FAILED,
         EventKind.SITE_ACCESS_DENIED,
         EventKind.ADMIN_RESET,
+        EventKind.FAILED_CLOSED,
+        EventKind.MEMBER_RESET_REFUSED,
     }
 )
 
@@ -68,6 +77,23 @@ class AuditEvent:
     # Site events: the site, and what changed (``enforce=on deadline=…``, ``role=owner``).
     site: str | None = None
     detail: str | None = None
+    # The browser's User-Agent (its first 256 characters), for the security log's "which
+    # browser"; filled in by :func:`publish` from the request being served.
+    user_agent: str | None = None
+
+
+# The User-Agent of the request being served, set by the kit's routes (``caller_of``) and by the
+# middleware before it reports a stopped request; read by :func:`publish`.
+request_user_agent: ContextVar[str | None] = ContextVar("mfa_guard_user_agent", default=None)
+MAX_USER_AGENT = 256
+
+
+def with_user_agent(event: AuditEvent) -> AuditEvent:
+    """``event`` with the User-Agent of the request being served, if it has none yet."""
+    if event.user_agent is not None:
+        return event
+    agent = request_user_agent.get()
+    return event if agent is None else replace(event, user_agent=agent[:MAX_USER_AGENT])
 
 
 class EventSink(Protocol):

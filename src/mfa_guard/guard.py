@@ -38,6 +38,7 @@ from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.sms import SMSProvider, provider_from_settings
 from mfa_guard.stores.base import MFAStore
 from mfa_guard.stores.devices import DeviceStore
+from mfa_guard.stores.events import EventStore, StoringSink
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.web.context import Kit
@@ -57,7 +58,8 @@ class MFAGuard:
     provider the settings name; ``events`` receives the audit events (logged by default);
     ``clock`` tells the time (tests pass one they move). ``identity`` and ``account_name`` read
     the signed-in user from the request's scope (``scope["user"]`` by default);
-    ``sign_out_fields`` gives the hidden fields of the app's sign-out form;
+    ``sign_out_fields`` gives the hidden fields of the app's sign-out form; ``event_store``
+    keeps the security log (every audit event, for site owners and each user's own activity);
     ``template_directory`` holds templates that replace the pages' own. Construction refuses a
     configuration that would be unsafe (:class:`~mfa_guard.ConfigurationError`).
 
@@ -90,6 +92,7 @@ class MFAGuard:
         devices: DeviceStore | None = None,
         sign_out_fields: SignOutFields | None = None,
         recovery_kdf: ScryptCost = DEFAULT_COST,
+        event_store: EventStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -97,7 +100,11 @@ class MFAGuard:
         self.clock = clock
         self.identity = identity
         self.account_name = account_name
-        self.events = events or LoggingEventSink()
+        self.event_store = event_store
+        self.events: EventSink = events or LoggingEventSink()
+        if event_store is not None:
+            # The security log keeps every event, after the app's own sink heard of it.
+            self.events = StoringSink(self.events, event_store)
         if settings.encryption_keys:
             box = SecretBox(settings.encryption_keys)
         elif settings.debug:
@@ -181,6 +188,7 @@ class MFAGuard:
             account_name=account_name,
             template_directory=template_directory,
             sign_out_fields=sign_out_fields,
+            event_store=event_store,
         )
 
     async def aclose(self) -> None:

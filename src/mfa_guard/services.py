@@ -26,7 +26,7 @@ from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import ConfigurationError, Denied, Reason, StoreUnavailable
-from mfa_guard.events import AuditEvent, EventKind, EventSink
+from mfa_guard.events import AuditEvent, EventKind, EventSink, with_user_agent
 from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
@@ -945,6 +945,6 @@ class MFAService:
 async def publish(events: EventSink, event: AuditEvent) -> None:
     """Hands ``event`` to the sink; a broken sink is logged, never raised into the request."""
     try:
-        await events.emit(event)
+        await events.emit(with_user_agent(event))
     except Exception:
         logger.exception("mfa_guard event sink failed on %s", event.kind.value)

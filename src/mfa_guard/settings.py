@@ -705,6 +705,20 @@ class WebAuthnSettings(BaseModel):
         return self
 
 
+class SecurityLogSettings(BaseModel):
+    """The security log (``MFAGuard(event_store=...)``): how long its events are kept."""
+
+    retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description=(
+            "Days an event stays in the security log; `mfa-guard purge-events` removes older "
+            "ones (run it daily)."
+        ),
+    )
+
+
 class MFAGuardSettings(BaseSettings):
     """Every setting of the kit, read from ``MFA_GUARD_*`` environment variables (nested groups
     with ``__``: ``MFA_GUARD_SMS__ENABLED``) and the app's ``.env``, or passed as keywords.
@@ -788,6 +802,16 @@ class MFAGuardSettings(BaseSettings):
             "site starts enforcing it, in hours."
         ),
     )
+    member_reset_cooldown_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 24 * 3600,
+        description=(
+            "After a site owner resets a member's 2FA, how long before that member may be reset "
+            "again, in seconds (shared by every worker through `storage_uri`)."
+        ),
+    )
+    events: SecurityLogSettings = Field(default_factory=SecurityLogSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     sms: SMSSettings = Field(default_factory=SMSSettings)
     trusted_devices: TrustedDeviceSettings = Field(default_factory=TrustedDeviceSettings)

@@ -21,6 +21,13 @@ from mfa_guard.stores.base import (
     WebAuthnChallenge,
 )
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore, TrustedDevice
+from mfa_guard.stores.events import (
+    EventQuery,
+    EventStore,
+    MemoryEventStore,
+    StoredEvent,
+    StoringSink,
+)
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import (
     Member,
@@ -39,12 +46,15 @@ __all__ = [
     "DeviceStore",
     "Enrolment",
     "EnrolmentSummary",
+    "EventQuery",
+    "EventStore",
     "FactorKind",
     "FactorStatus",
     "MFAStore",
     "Member",
     "Membership",
     "MemoryDeviceStore",
+    "MemoryEventStore",
     "MemorySiteDirectory",
     "MemoryStore",
     "MethodPolicy",
@@ -55,7 +65,9 @@ __all__ = [
     "Site",
     "SiteDirectory",
     "SitePolicy",
+    "StoredEvent",
     "StoredSecrets",
+    "StoringSink",
     "TrustedDevice",
     "WebAuthnChallenge",
 ]

@@ -17,6 +17,7 @@ from mfa_guard.identity import AccountNameGetter, SignOutFields
 from mfa_guard.services import MFAService
 from mfa_guard.session import SessionGate
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stores.events import EventStore
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -31,6 +32,7 @@ class Kit:
     account_name: AccountNameGetter
     template_directory: str | Path | None
     sign_out_fields: SignOutFields | None
+    event_store: EventStore | None = None
 
     @property
     def clock(self) -> Clock:

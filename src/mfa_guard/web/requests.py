@@ -12,6 +12,7 @@ from starlette.types import Scope
 from mfa_guard.core.marker import STRONG_METHODS, Marker, new_nonce
 from mfa_guard.core.policy import is_recent
 from mfa_guard.errors import Reason, Refused
+from mfa_guard.events import request_user_agent
 from mfa_guard.identity import client_ip
 from mfa_guard.session import MARKER_SCOPE_KEY, Session, SessionGate, session_of
 
@@ -92,6 +93,8 @@ async def caller_of(request: Request, gate: SessionGate) -> Caller | None:
     marker = await gate.current(session, user_id, scope=request.scope)
     # As the middleware does for the app's routes: templates read the marker from the scope.
     request.scope[MARKER_SCOPE_KEY] = marker
+    # Which browser, for the security log's events of this request.
+    request_user_agent.set(request.headers.get("user-agent"))
     return Caller(
         gate=gate,
         user_id=user_id,
