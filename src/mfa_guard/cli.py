@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
     from mfa_guard.settings import EveryoneSettings
     from mfa_guard.stores.sql import SQLStore
 
@@ -334,11 +336,12 @@ def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSetti
 
 
 def _reset_user(args: argparse.Namespace) -> int:
-    import time
-
+    if args.guard:
+        return _reset_with_guard(args)
     from mfa_guard.errors import MFAGuardError
-    from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink, field
-    from mfa_guard.ratelimit import failure_limiters, reset_all, storage_from_uri
+    from mfa_guard.events import LoggingEventSink
+    from mfa_guard.ratelimit import failure_limiters, storage_from_uri
+    from mfa_guard.resets import Resets
     from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 
     # The app's own settings: where its failure counts live, and under which limits.
@@ -350,36 +353,24 @@ def _reset_user(args: argparse.Namespace) -> int:
 
     async def reset() -> bool:
         store = SQLStore(url)
-        try:
-            enrolment = await store.get(args.user)
-            if enrolment is None or not (
-                enrolment.enrolled or enrolment.pending_secret or enrolment.phone
-            ):
-                return False
-            # The phone goes too: a number that was a second factor (lost or stolen with the
-            # device, often) comes back only verified again.
-            await store.disable(args.user)
-            # The new epoch already makes every remembered browser untrusted: remove the rows.
-            await SQLDeviceStore.sharing(store).remove_all(args.user)
-        finally:
-            await store.close()
-        if shared:
-            # A user who lost their device has often locked themselves out trying: the new
-            # enrolment must not wait for the window. Both budgets: codes and recovery codes.
-            storage = storage_from_uri(settings.storage_uri)
-            codes, recovery = failure_limiters(storage, settings.rate_limits)
-            try:
-                await reset_all(args.user, [codes, recovery])
-            finally:
-                await codes.aclose()  # the storage's connections, shared by both
-        event = AuditEvent(
-            kind=EventKind.ADMIN_RESET,
-            user_id=args.user,
-            at=time.time(),
-            detail=f"by={field(args.by)}" if args.by else None,
+        codes, recovery = failure_limiters(
+            storage_from_uri(settings.storage_uri), settings.rate_limits
         )
-        await LoggingEventSink().emit(event)
-        return True
+        resets = Resets(
+            store=store,
+            devices=SQLDeviceStore.sharing(store),
+            limiters=(codes, recovery) if shared else (),
+            events=LoggingEventSink(),
+            clock=time.time,
+        )
+        try:
+            if not await resets.has_anything(args.user):
+                return False
+            await resets.reset(args.user, by=args.by)
+            return True
+        finally:
+            await codes.aclose()  # the storage's connections, shared by both
+            await store.close()
 
     try:
         done = asyncio.run(reset())
@@ -389,16 +380,84 @@ def _reset_user(args: argparse.Namespace) -> int:
     if not done:
         print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
         return NOTHING_TO_DO
-    print(
-        f"{args.user}: two-factor authentication is off, their phone number is forgotten, and "
-        "every session of theirs must sign in again with it at its next re-check; they enrol "
-        "again (at once if the app requires 2FA of everyone or a site of theirs enforces it)."
-    )
+    _say_reset(args.user)
     if shared:
         print("Their failed-attempt count is cleared.")
     else:
         print("Failure counts live in each app process (memory://): they expire with their window.")
+    print(
+        "The admin_reset event went to the audit log only: pass --guard module:attribute (the "
+        "app's MFAGuard) for the app's own event sink (its notifications) to hear of it."
+    )
     return OK
+
+
+def _say_reset(user: str) -> None:
+    print(
+        f"{user}: two-factor authentication is off, their phone number is forgotten, and "
+        "every session of theirs must sign in again with it at its next re-check; they enrol "
+        "again (at once if the app requires 2FA of everyone or a site of theirs enforces it)."
+    )
+
+
+def _reset_with_guard(args: argparse.Namespace) -> int:
+    """``reset-user --guard module:attribute``: through the app's own guard, its stores and
+    its event sink (the user is notified as the app notifies them)."""
+    from mfa_guard.errors import MFAGuardError
+
+    guard = _load_guard(args.guard)
+    if isinstance(guard, str):
+        print(f"mfa-guard reset-user: {guard}", file=sys.stderr)
+        return USAGE
+
+    async def reset() -> bool:
+        try:
+            return await guard.reset_two_factor(args.user, by=args.by) is not None
+        finally:
+            await guard.aclose()
+            close = getattr(guard.store, "close", None)
+            if close is not None:
+                await close()
+
+    try:
+        done = asyncio.run(reset())
+    except MFAGuardError as exc:
+        print(f"mfa-guard reset-user: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    if not done:
+        print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
+        return NOTHING_TO_DO
+    _say_reset(args.user)
+    print("Their failed-attempt count is cleared, and the app's event sink was told.")
+    return OK
+
+
+def _load_guard(spec: str) -> MFAGuard | str:
+    """The app's guard named by ``module:attribute``: an MFAGuard, an app whose
+    ``state.guard`` is one, or a function of no argument returning either; else why not."""
+    from mfa_guard.guard import MFAGuard
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        return f"--guard takes module:attribute (e.g. myapp.main:guard), not {spec!r}"
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        return f"--guard {spec}: {exc}"
+    if callable(found) and not isinstance(found, MFAGuard):
+        try:
+            found = found()
+        except TypeError as exc:
+            return f"--guard {spec}: call it with no arguments: {exc}"
+    guard = getattr(getattr(found, "state", None), "guard", found)
+    if not isinstance(guard, MFAGuard):
+        return (
+            f"--guard {spec} is a {type(found).__name__}: name the app's MFAGuard, an app "
+            "whose state.guard is one, or a function returning either"
+        )
+    return guard
 
 
 def _rotate_keys(args: argparse.Namespace) -> int:
@@ -613,6 +672,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     reset_user.add_argument("user", help="the user id, as the app's identity gives it")
     reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
+    reset_user.add_argument(
+        "--guard",
+        metavar="MODULE:ATTRIBUTE",
+        help="the app's MFAGuard (or an app whose state.guard is one, or a function returning "
+        "either): the reset goes through its stores and event sink, so the user is notified "
+        "as the app notifies them",
+    )
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     reset_user.set_defaults(run=_reset_user, store=True)
     demo = commands.add_parser(

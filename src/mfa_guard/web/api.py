@@ -142,6 +142,7 @@ class API:
             ("get", "/sites"): signed_in(self.sites),
             ("get", "/sites/{site}/members"): signed_in(self.site_members),
             ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("post", "/sites/{site}/members/{member}/reset"): signed_in(self.reset_member),
             ("post", "/webauthn/register/options"): signed_in(self.passkey_registration),
             ("post", "/webauthn/register"): signed_in(self.register_passkey),
             ("post", "/webauthn/authenticate/options"): signed_in(self.passkey_sign_in),
@@ -278,6 +279,21 @@ class API:
         return json_response(
             schemas.SiteMembers(
                 **site_fields(site, owner=True), members=[member_model(m) for m in members]
+            )
+        )
+
+    async def reset_member(self, request: Request, caller: Caller) -> Response:
+        site_id = site_param(request)
+        member = str(request.path_params["member"])
+        await read_body(request, Empty)
+        result = await self.flows.reset_member(caller, site_id, member)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(
+            schemas.MemberReset(
+                user_id=result.user_id,
+                two_factor=False,
+                devices_forgotten=result.devices_forgotten,
             )
         )
 
