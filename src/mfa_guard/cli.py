@@ -665,9 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recovery codes, phone and pending SMS code are removed and every session of "
             "theirs loses its verified state at its next re-check; their "
             "failed-attempt count is cleared (with a shared MFA_GUARD_STORAGE_URI). Reads the "
-            "app's settings (MFA_GUARD_*, .env). Writes an admin_reset audit event. Exit 0 when "
-            "reset; 1 when the database or the rate-limit storage is unavailable; 2 when the "
-            "settings are invalid; 3 when the user had no 2FA."
+            "app's settings (MFA_GUARD_*, .env), or goes through the app's own guard "
+            "(--guard). Writes an admin_reset audit event. Exit 0 when reset; 1 when the "
+            "database is unavailable; 2 when the settings are invalid or --guard names no "
+            "guard; 3 when the user had no 2FA."
         ),
     )
     reset_user.add_argument("user", help="the user id, as the app's identity gives it")
