@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,24 @@ def test_a_database_the_log_cannot_use_is_a_usage_error(
     err = capsys.readouterr().err
     assert problem in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("blocked", "url", "extra"),
+    [
+        ("sqlalchemy", None, "sql"),
+        ("asyncpg", "postgresql+asyncpg://db.internal/app", "postgres"),
+    ],
+)
+def test_a_missing_extra_is_named_with_its_pip_command(
+    blocked: str,
+    url: str | None,
+    extra: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As on an install without that extra (tests/e2e/test_packaging.py runs a real one)."""
+    monkeypatch.setitem(sys.modules, blocked, None)  # not importable
+    assert main(["purge-events", *(["--database-url", url] if url else [])]) == 5
+    err = capsys.readouterr().err
+    assert f"({blocked} is not installed): pip install 'mfa-guard[{extra}]'" in err
