@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from mfa_guard.crypto import generate_key
-from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.settings import MFAGuardSettings, SecurityLogSettings
 from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
@@ -460,6 +461,75 @@ def _load_guard(spec: str) -> MFAGuard | str:
     return guard
 
 
+class _SecurityLogSettings(BaseSettings):
+    """``database_url`` and the security log's settings alone, read as the app reads them: a
+    purge needs no encryption key, so the job that runs it need not hold one."""
+
+    model_config = MFAGuardSettings.model_config
+    database_url: str = DEFAULT_DATABASE_URL
+    events: SecurityLogSettings = Field(default_factory=SecurityLogSettings)
+
+
+def _retention_days(value: str) -> int:
+    """``--days``: a whole number of days, within the bounds of ``events.retention_days``."""
+    from pydantic import ValidationError
+
+    try:
+        return SecurityLogSettings.model_validate({"retention_days": value}).retention_days
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of days to keep: {exc.errors()[0]['msg']}"
+        ) from None
+
+
+def _purge_events(args: argparse.Namespace) -> int:
+    import time
+
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from mfa_guard.errors import MFAGuardError, StoreUnavailable
+    from mfa_guard.stores.sql import SQLEventStore
+
+    try:
+        settings = _SecurityLogSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"mfa-guard purge-events: the settings are invalid: {problems}", file=sys.stderr)
+        return USAGE
+    url = args.database_url or settings.database_url
+    if problem := _url_problem(url):
+        print(f"mfa-guard purge-events: {problem}", file=sys.stderr)
+        return USAGE
+    days: int = settings.events.retention_days if args.days is None else args.days
+    before = time.time() - days * 86_400
+
+    async def purge() -> int:
+        log = SQLEventStore(url)
+        try:
+            return await log.purge(before)
+        finally:
+            await log.close()
+
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        removed = asyncio.run(purge())
+    except StoreUnavailable:
+        print(f"mfa-guard purge-events: the database is unavailable: {where}", file=sys.stderr)
+        return UNAVAILABLE
+    except MFAGuardError as exc:
+        print(f"mfa-guard purge-events: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    print(
+        f"removed {removed:,} event{'' if removed == 1 else 's'} older than {days} "
+        f"day{'' if days == 1 else 's'} from the security log in {where}"
+    )
+    return OK
+
+
 def _rotate_keys(args: argparse.Namespace) -> int:
 
     from mfa_guard.crypto import SecretBox
@@ -682,6 +752,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     reset_user.set_defaults(run=_reset_user, store=True)
+    purge_events = commands.add_parser(
+        "purge-events",
+        help="remove the security log's events older than its retention (run it daily)",
+        description=(
+            "Remove from the security log (the table mfa_guard_events) every event older than "
+            "MFA_GUARD_EVENTS__RETENTION_DAYS (read as the app does, .env too; 365 by default) "
+            "or --days, and print how many went. Needs no encryption key. Exit 0 when done, "
+            "even with nothing to remove; 1 when the database is unavailable; 2 on invalid "
+            "settings or --days."
+        ),
+    )
+    purge_events.add_argument(
+        "--days",
+        type=_retention_days,
+        metavar="N",
+        help="keep the last N days instead of the setting (1 to 3650)",
+    )
+    purge_events.add_argument(
+        "--database-url", help="SQLAlchemy async URL (default: from settings)"
+    )
+    purge_events.set_defaults(run=_purge_events, store=True)
     demo = commands.add_parser(
         "demo",
         help="serve the demo inbox (from a git checkout or the unpacked sdist)",
