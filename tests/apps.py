@@ -30,6 +30,7 @@ from mfa_guard import (
     LoggingEventSink,
     MemoryEventSink,
     MemoryStore,
+    Metrics,
     MFAGuard,
     MFAGuardSettings,
     MFAStore,
@@ -137,6 +138,7 @@ def build_app(
     devices: DeviceStore | None = None,
     sign_out_fields: SignOutFields | None = None,
     recovery_kdf: ScryptCost = CHEAP_KDF,
+    metrics: Metrics | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -155,6 +157,7 @@ def build_app(
         devices=devices if devices is not None else MemoryDeviceStore(),
         sign_out_fields=sign_out_fields,
         recovery_kdf=recovery_kdf,
+        metrics=metrics,
     )
 
     async def banner(request: Request) -> Response:
