@@ -13,6 +13,7 @@ series of its own in the backend, so one that came from a request would grow wit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, MeterProvider
 
 __all__ = ["Metrics", "MetricsSink", "OpenTelemetryMetrics"]
+
+logger = logging.getLogger("mfa_guard")
 
 # The second factors a code or an assertion is checked as (services.Method's values); an
 # event without one (a set-up's lock-out) says "none", anything else "other".
@@ -180,7 +183,8 @@ class OpenTelemetryMetrics:
 
 class MetricsSink:
     """An event sink that counts each event in ``metrics``, then passes it on to ``inner``
-    (the guard wraps its sink so when given ``metrics``: each event is counted once)."""
+    (the guard wraps its sink so when given ``metrics``: each event is counted once). Metrics
+    that raise are logged and ignored, as a broken sink is: ``inner`` still hears of it."""
 
     def __init__(self, inner: EventSink, metrics: Metrics) -> None:
         self.inner = inner
@@ -189,6 +193,6 @@ class MetricsSink:
     async def emit(self, event: AuditEvent) -> None:
         try:
             self.metrics.event(event)
-        finally:
-            # A metrics that raised still lets the log (and the security log) hear of it.
-            await self.inner.emit(event)
+        except Exception:
+            logger.exception("mfa_guard metrics failed on %s", event.kind.value)
+        await self.inner.emit(event)

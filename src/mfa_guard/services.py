@@ -975,7 +975,8 @@ async def timed(
     metrics: Metrics, method: Method, checking: Coroutine[Any, Any, Verified | Denied]
 ) -> Verified | Denied:
     """``checking`` (a verify) awaited, its latency reported with its result; ``error`` when
-    it raised (a store that did not answer)."""
+    it raised (a store that did not answer). Metrics that raise are logged, as a broken event
+    sink is: the verify's answer stands."""
     started = time.perf_counter()
     result = "error"
     try:
@@ -983,7 +984,10 @@ async def timed(
         result = verify_result(outcome if isinstance(outcome, Denied) else None)
         return outcome
     finally:
-        metrics.verify_latency(method.value, result, time.perf_counter() - started)
+        try:
+            metrics.verify_latency(method.value, result, time.perf_counter() - started)
+        except Exception:
+            logger.exception("mfa_guard metrics failed on a verify")
 
 
 async def publish(events: EventSink, event: AuditEvent) -> None:
