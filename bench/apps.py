@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 from itsdangerous import TimestampSigner
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware import Middleware
@@ -29,7 +31,14 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mfa_guard import MemoryStore, MFAGuard, MFAGuardSettings, MFAStore
+from mfa_guard import (
+    MemoryStore,
+    Metrics,
+    MFAGuard,
+    MFAGuardSettings,
+    MFAStore,
+    OpenTelemetryMetrics,
+)
 from mfa_guard.core.marker import Marker, new_nonce
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CountingSiteDirectory, CountingStore, FrozenClock, current_code
@@ -125,9 +134,11 @@ def build(
     *,
     store: MFAStore | None = None,
     sites: SiteDirectory | None = None,
+    metrics: Metrics | None = None,
     **overrides: Any,
 ) -> BenchApp:
-    """The same app in each variant; a guarded one counts its store (and directory) calls."""
+    """The same app in each variant; a guarded one counts its store (and directory) calls,
+    and reports to ``metrics`` if given."""
     clock = FrozenClock(FROZEN_NOW)
     routes: list[BaseRoute] = [
         Route("/", home),
@@ -148,10 +159,36 @@ def build(
     # clock (a function) is, not an instance call through ``type(clock).__call__``, which costs
     # the hot path 0.2 % more than what it measures.
     guard = MFAGuard(
-        settings=settings_for(**overrides), store=counting, clock=clock.__call__, sites=directory
+        settings=settings_for(**overrides),
+        store=counting,
+        clock=clock.__call__,
+        sites=directory,
+        metrics=metrics,
     )
     app = Starlette(routes=[*routes, guard.mount()], middleware=[*middleware, guard.middleware()])
     return BenchApp(app, variant, clock, guard, counting, directory)
+
+
+def recorded_metrics() -> tuple[OpenTelemetryMetrics, InMemoryMetricReader]:
+    """The kit's metrics recorded by the OpenTelemetry SDK, as in an app that exports them
+    (the export runs apart, on the reader's schedule: an in-memory reader here), and the
+    reader."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    return OpenTelemetryMetrics(provider), reader
+
+
+def recorded_points(reader: InMemoryMetricReader) -> int:
+    """How many data points (a counter's or a histogram's, by attributes) ``reader`` holds."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return 0
+    return sum(
+        len(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    )
 
 
 # -- sessions ------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from bench.apps import (
     enrolled_session,
     exchange,
     expect,
+    recorded_metrics,
+    recorded_points,
     scope_for,
     settled_cookie,
     sign_session,
@@ -33,6 +35,9 @@ VERIFIED_USER = "verified@acme.test"
 SAME_SESSION_BUDGET = 1.05
 PASS_THROUGH_BUDGET = 1.03
 ANOTHER_SESSION_BUDGET = 1.10
+# Time ratio metrics on / off on the verified session's hot path: a request let in reports
+# nothing, so the two run the same code; the budget is the pass-through's.
+METRICS_BUDGET = PASS_THROUGH_BUDGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,7 @@ async def run(report: Report, *, pairs: int) -> None:
     ]
     for name, scope, budget in cases:
         await guarded_line(report, name, bare, guarded, scope, pairs, budget)
+    await metrics_line(report, guarded, scope_for("/", verified), pairs)
 
     # What the first request of a session costs (and every request, in a process serving more
     # sessions than the guard remembers): verified sessions of the same user, each with its
@@ -134,6 +140,36 @@ async def run(report: Report, *, pairs: int) -> None:
         f"{len(sessions):,} verified sessions in turn, more than the {ADMITTED_LIMIT:,} markers "
         "the middleware keeps: each marker is read and checked (keyed hash, types, window)"
     )
+
+
+async def metrics_line(report: Report, off: BenchApp, scope: Scope, pairs: int) -> None:
+    """The verified session's hot path, the guard's metrics off and on (the OpenTelemetry SDK
+    recording), side by side; a store call on either side fails the line, as a metric recorded
+    on the way does."""
+    metrics, reader = recorded_metrics()
+    on = build(Variant.GUARDED, metrics=metrics)
+    # The same keys and frozen clock: the session verified on one guard is verified on both.
+    reached = await exchange(on.app, scope)
+    expect(reached.status == 200, f"the verified session got {reached.status} with metrics on")
+    off_store, on_store = off.the_store(), on.the_store()
+    off_store.calls.clear()
+    on_store.calls.clear()
+    ratio = await side_by_side(Side(off.app, repeat(scope)), Side(on.app, repeat(scope)), pairs)
+    calls = off_store.total + on_store.total
+    recorded = recorded_points(reader)
+    verdict = Verdict.FAIL if calls or recorded else at_most(ratio.median, METRICS_BUDGET)
+    report.add(
+        Line(
+            "hot path, verified session, metrics on / off",
+            f"time ratio {ratio}",
+            f"<= {METRICS_BUDGET:.2f}",
+            verdict,
+        )
+    )
+    if calls:
+        report.note(f"{calls} store calls during the run, budget 0")
+    if recorded:
+        report.note(f"the hot path recorded {recorded} data points: it must report nothing")
 
 
 async def guarded_line(

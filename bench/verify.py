@@ -17,7 +17,16 @@ from typing import Any
 
 import httpx
 
-from bench.apps import BenchApp, Variant, build, csrf_token_in, enrol, expect
+from bench.apps import (
+    BenchApp,
+    Variant,
+    build,
+    csrf_token_in,
+    enrol,
+    expect,
+    recorded_metrics,
+    recorded_points,
+)
 from bench.backends import (
     SERVERS,
     Backend,
@@ -37,6 +46,7 @@ from bench.backends import (
     waves,
 )
 from bench.report import Line, Ratio, Report, Verdict, at_most, percentile
+from mfa_guard import Metrics
 from mfa_guard.core import totp
 from mfa_guard.core.totp import TOTPParameters
 from mfa_guard.services import qr_svg
@@ -47,6 +57,10 @@ ROUND_TRIP_BUDGET = 2
 # The kit's p50 on PostgreSQL + Redis over the floor measured in the same run: the same two
 # turns on the drivers alone, plus memory's verify without its backends' own time.
 FLOOR_BUDGET = 1.15
+# A verify on memory with the metrics on over off (two counters' and a histogram's recording):
+# the hot path's budget, on the backend where the kit's own time weighs most.
+METRICS_BUDGET = 1.05
+METRICS_BATCH = 10
 USER = "verify@acme.test"
 PASSKEY_USER = "passkey@acme.test"
 # Passkeys on for the bench's app: the software authenticator answers as the page at this
@@ -104,11 +118,19 @@ class Subject:
 
 
 @contextlib.asynccontextmanager
-async def subject(backend: Backend, *, passkey: bool = False) -> AsyncIterator[Subject]:
+async def subject(
+    backend: Backend, *, passkey: bool = False, metrics: Metrics | None = None
+) -> AsyncIterator[Subject]:
     """An enrolled, verified session on ``backend``; with ``passkey``, one that has also added a
-    passkey and verifies with it."""
+    passkey and verifies with it; with ``metrics``, a guard that reports to them."""
     passkeys: dict[str, Any] = {"webauthn": PASSKEYS} if passkey else {}
-    bench = build(Variant.GUARDED, store=backend.store, storage_uri=backend.storage_uri, **passkeys)
+    bench = build(
+        Variant.GUARDED,
+        store=backend.store,
+        storage_uri=backend.storage_uri,
+        metrics=metrics,
+        **passkeys,
+    )
     guard = bench.the_guard()
     try:
         async with bench.client() as client:
@@ -163,6 +185,7 @@ async def run(report: Report, *, verifies: int, warmup: int) -> None:
             report_floor(report, floor, mem, pg)
             await enrolment_page(report, mem, pg, trace, pairs=max(50, verifies // 3))
             await passkey_verifies(report, trace, verifies=max(50, verifies // 3), warmup=warmup)
+    await metrics_cost(report, verifies=verifies, warmup=warmup)
 
 
 async def passkey_verifies(report: Report, trace: CallTrace, *, verifies: int, warmup: int) -> None:
@@ -189,6 +212,53 @@ async def passkey_verifies(report: Report, trace: CallTrace, *, verifies: int, w
         await measure_structure(subjects, trace, verifies=max(10, verifies // 5))
         for one in subjects:
             report_subject(report, one, None, what="passkey verify")
+
+
+async def metrics_cost(report: Report, *, verifies: int, warmup: int) -> None:
+    """A verify on memory with the guard's metrics off and on (the OpenTelemetry SDK
+    recording), in batches of :data:`METRICS_BATCH` verifies in turn, which side goes first
+    changing each pair; no call traced. A batch's CPU time is the figure: what the metrics add
+    is the kit's own work, which a busy machine changes little, and a batch smooths a verify's
+    own jitter (a collection, a tick) that a ratio of single verifies makes the spread of."""
+    metrics, reader = recorded_metrics()
+    untraced = CallTrace()
+    ratios: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        off = await stack.enter_async_context(subject(await stack.enter_async_context(memory())))
+        on = await stack.enter_async_context(
+            subject(await stack.enter_async_context(memory()), metrics=metrics)
+        )
+
+        async def batch(one: Subject) -> float:
+            cpu = 0.0
+            for _ in range(METRICS_BATCH):
+                one.latencies.append(await one.verify(untraced))
+                cpu += one.last_cpu
+                untraced.clear()
+            return cpu
+
+        for _ in range(max(1, warmup // METRICS_BATCH)):
+            await batch(off)
+            await batch(on)
+        off.latencies.clear()
+        on.latencies.clear()
+        for pair in range(max(10, verifies // METRICS_BATCH)):
+            if pair % 2:
+                cpu_off, cpu_on = await batch(off), await batch(on)
+            else:
+                cpu_on, cpu_off = await batch(on), await batch(off)
+            ratios.append(cpu_on / cpu_off)
+    expect(recorded_points(reader) > 0, "the metrics recorded nothing")
+    ratio = Ratio.of(ratios)
+    p50_off, p50_on = percentile(off.latencies, 0.5), percentile(on.latencies, 0.5)
+    report.add(
+        Line(
+            "verify, memory, metrics on / off",
+            f"CPU {ratio}; p50 {_ms(p50_on)} / {_ms(p50_off)}",
+            f"<= {METRICS_BUDGET:.2f}",
+            at_most(ratio.median, METRICS_BUDGET),
+        )
+    )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from mfa_guard import (
     LoggingEventSink,
     MemoryEventSink,
     MemoryStore,
+    Metrics,
     MFAGuard,
     MFAGuardSettings,
     MFAStore,
@@ -139,6 +140,7 @@ def build_app(
     sign_out_fields: SignOutFields | None = None,
     recovery_kdf: ScryptCost = CHEAP_KDF,
     event_store: EventStore | None = None,
+    metrics: Metrics | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -158,6 +160,7 @@ def build_app(
         sign_out_fields=sign_out_fields,
         recovery_kdf=recovery_kdf,
         event_store=event_store,
+        metrics=metrics,
     )
 
     async def banner(request: Request) -> Response:

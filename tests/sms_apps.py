@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from mfa_guard import MFAStore
+from mfa_guard import Metrics, MFAStore
 from mfa_guard.sms import OutboxSMS
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import USER
@@ -56,12 +56,18 @@ class SMSApp:
 
 
 def build_sms_app(
-    store: MFAStore | None = None, *, settings: dict[str, Any] | None = None, **sms: Any
+    store: MFAStore | None = None,
+    *,
+    settings: dict[str, Any] | None = None,
+    metrics: Metrics | None = None,
+    **sms: Any,
 ) -> SMSApp:
     """An app with ``SMS`` settings, ``sms`` overriding any of them."""
     outbox = OutboxSMS()
     sms_settings = {**SMS, **sms}
-    ga = build_app(store, sms_provider=outbox, **{"sms": sms_settings, **(settings or {})})
+    ga = build_app(
+        store, sms_provider=outbox, metrics=metrics, **{"sms": sms_settings, **(settings or {})}
+    )
     return SMSApp(ga, outbox)
 
 

@@ -33,6 +33,7 @@ from mfa_guard.errors import (
 from mfa_guard.events import AuditEvent, EventKind, EventSink, LoggingEventSink, MemoryEventSink
 from mfa_guard.guard import MFAGuard
 from mfa_guard.identity import client_ip
+from mfa_guard.metrics import Metrics, OpenTelemetryMetrics
 from mfa_guard.readiness import Readiness
 from mfa_guard.services import MFAService
 from mfa_guard.settings import MFAGuardSettings
@@ -62,6 +63,8 @@ __all__ = [
     "MembersWithoutMFA",
     "MemoryEventSink",
     "MemoryStore",
+    "Metrics",
+    "OpenTelemetryMetrics",
     "Readiness",
     "Reason",
     "ScryptCost",

@@ -29,6 +29,7 @@ from mfa_guard.identity import (
     user_display_name,
     user_identity,
 )
+from mfa_guard.metrics import Metrics, MetricsSink
 from mfa_guard.ratelimit import FailureLimiter, failure_limiters, storage_from_uri
 from mfa_guard.readiness import PROBE_USER, Readiness, probe_all
 from mfa_guard.resets import ResetDone, Resets
@@ -61,6 +62,7 @@ class MFAGuard:
     the signed-in user from the request's scope (``scope["user"]`` by default);
     ``sign_out_fields`` gives the hidden fields of the app's sign-out form; ``event_store``
     keeps the security log (every audit event, for site owners and each user's own activity);
+    ``metrics`` counts the events and times each verify (:class:`~mfa_guard.OpenTelemetryMetrics`);
     ``template_directory`` holds templates that replace the pages' own. Construction refuses a
     configuration that would be unsafe (:class:`~mfa_guard.ConfigurationError`).
 
@@ -94,6 +96,7 @@ class MFAGuard:
         sign_out_fields: SignOutFields | None = None,
         recovery_kdf: ScryptCost = DEFAULT_COST,
         event_store: EventStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -106,6 +109,9 @@ class MFAGuard:
         if event_store is not None:
             # The security log keeps every event, after the app's own sink heard of it.
             self.events = StoringSink(self.events, event_store)
+        if metrics is not None:
+            # Every event counted once, then passed on to the sinks above.
+            self.events = MetricsSink(self.events, metrics)
         if settings.encryption_keys:
             box = SecretBox(settings.encryption_keys)
         elif settings.debug:
@@ -150,6 +156,7 @@ class MFAGuard:
             everyone_required=settings.everyone.required,
             recovery_kdf=recovery_kdf,
             relying_party=RelyingParty.from_settings(settings),
+            metrics=metrics,
         )
         self.trusted_devices: TrustedDevices | None = None
         if settings.trusted_devices.enabled:

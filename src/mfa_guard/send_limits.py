@@ -20,6 +20,10 @@ from mfa_guard.ratelimit import retry_at
 from mfa_guard.settings import SMSSettings
 
 _NAMESPACE = "mfa_guard:sms"
+# What refuses a text, by name (the ``limit=`` of an ``sms_limited`` event, a metric's
+# ``reason``): the limits of ``SendLimiter.reserve`` (their names are also in the storage's
+# keys), and the allow-list, checked again at each send.
+REFUSALS = frozenset({"cooldown", "user", "number", "ip", "global", "country"})
 
 
 def _hashed(value: str) -> str:
@@ -43,6 +47,16 @@ class Reservation:
         self._taken.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class SendRefused:
+    """No slot: ``limit`` names the limit that refused (``cooldown``, ``user``, ``number``,
+    ``ip`` or ``global``: a fixed set, for the audit event and the metrics); ``retry_at`` is
+    when every exhausted limit lets a text through."""
+
+    retry_at: float
+    limit: str
+
+
 class SendLimiter:
     def __init__(self, storage: Storage, settings: SMSSettings) -> None:
         self._storage = storage
@@ -59,8 +73,8 @@ class SendLimiter:
 
     async def reserve(
         self, user_id: str, phone: str, ip: str | None, now: float
-    ) -> Reservation | float:
-        """The reservation, or the time when the first exhausted limit lets a text through."""
+    ) -> Reservation | SendRefused:
+        """The reservation, or the refusal: which limit refused, and when a text gets through."""
         checks: list[tuple[RateLimitItem, tuple[str, ...]]] = [
             *((item, (_NAMESPACE, "cooldown", _hashed(user_id))) for item in self._cooldown),
             *((item, (_NAMESPACE, "user", _hashed(user_id))) for item in self._per_user),
@@ -77,7 +91,8 @@ class SendLimiter:
                 if not taken:
                     reset = await self._last_reset([(item, identifiers), *checks[index + 1 :]])
                     await reservation.release()
-                    return retry_at(reset, now)
+                    # identifiers[1] is the limit's name ("cooldown", "user", "number", ...).
+                    return SendRefused(retry_at(reset, now), identifiers[1])
         except (StorageError, OSError) as exc:
             raise StoreUnavailable() from exc
         return reservation

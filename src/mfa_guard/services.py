@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mfa_guard.core.marker import STRONG_METHODS
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import ConfigurationError, Denied, Reason, StoreUnavailable
 from mfa_guard.events import AuditEvent, EventKind, EventSink, with_user_agent
+from mfa_guard.metrics import Metrics, verify_result
 from mfa_guard.ratelimit import FailureLimiter, reset_all
 from mfa_guard.send_limits import Reservation, SendLimiter
 from mfa_guard.settings import SMSSettings
@@ -242,6 +244,7 @@ class MFAService:
         everyone_required: bool = False,
         recovery_kdf: recovery.ScryptCost = recovery.DEFAULT_COST,
         relying_party: webauthn.RelyingParty | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         problem = recovery.cost_problem(recovery_kdf)
         if problem is not None:
@@ -267,6 +270,8 @@ class MFAService:
         self._qr_codes = QRCodes()
         # Passkeys and security keys: off without a relying party (settings.webauthn.rp_id).
         self.relying_party = relying_party
+        # Each verify's latency (MFAGuard(metrics=...)); the counts come from the events.
+        self._metrics = metrics
 
     def sms_offered(self, enrolment: Enrolment) -> bool:
         """SMS is a fallback for enrolled users with a verified phone, never the only method."""
@@ -557,12 +562,20 @@ class MFAService:
         challenge = await self._new_challenge(rp, user_id, CeremonyPurpose.SIGN_IN, session)
         return webauthn.authentication_options(rp, allow=enrolment.keys, challenge=challenge)
 
-    async def verify_passkey(
+    def verify_passkey(
         self, user_id: str, credential: object, ip: str | None, *, session: str
-    ) -> Verified | Denied:
+    ) -> Coroutine[Any, Any, Verified | Denied]:
         """Checks the browser's answer to :meth:`passkey_sign_in`: throttled with the codes,
         its challenge issued to ``session`` and used once, signed by one of the user's keys
-        (not a removed one, not another user's), its counter going up (compare-and-set)."""
+        (not a removed one, not another user's), its counter going up (compare-and-set).
+        Awaited as a coroutine, timed as :meth:`verify` is."""
+        checking = self._verify_passkey(user_id, credential, ip, session)
+        metrics = self._metrics
+        return checking if metrics is None else timed(metrics, Method.WEBAUTHN, checking)
+
+    async def _verify_passkey(
+        self, user_id: str, credential: object, ip: str | None, session: str
+    ) -> Verified | Denied:
         rp = self.relying_party
         if rp is None:
             return Denied(Reason.PASSKEYS_DISABLED)
@@ -653,11 +666,19 @@ class MFAService:
     def _user_handle(self, user_id: str) -> bytes:
         return webauthn.user_handle(self._box.marker_key, user_id)
 
-    async def verify(
+    def verify(
         self, user_id: str, method: Method, raw_code: str, ip: str | None, *, session: str = ""
-    ) -> Verified | Denied:
+    ) -> Coroutine[Any, Any, Verified | Denied]:
         """Checks a second factor: throttled per user, a TOTP step, recovery or SMS code used
-        once. ``session`` is the session's nonce an SMS code is bound to."""
+        once. ``session`` is the session's nonce an SMS code is bound to. Awaited as a
+        coroutine; timed only when the guard has metrics (with none, nothing but this test)."""
+        checking = self._verify(user_id, method, raw_code, ip, session)
+        metrics = self._metrics
+        return checking if metrics is None else timed(metrics, method, checking)
+
+    async def _verify(
+        self, user_id: str, method: Method, raw_code: str, ip: str | None, session: str
+    ) -> Verified | Denied:
         if method is Method.WEBAUTHN:
             # A passkey answers with an assertion (verify_passkey), never a code.
             return Denied(Reason.INVALID_METHOD)
@@ -794,7 +815,7 @@ class MFAService:
         if isinstance(phone, Denied):
             # The number was allowed when verified: a send policy refuses it now, like a budget
             # of zero (every limit on sending answers 429), until the list changes.
-            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
+            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip, "limit=country")
             return Denied(Reason.TEXTS_TO_COUNTRY_REFUSED, retry_at=self._clock() + 3600)
         return await self._send_text(user_id, phone, SMSPurpose.SIGN_IN, ip, session)
 
@@ -806,8 +827,10 @@ class MFAService:
         now = self._clock()
         reservation = await self.sms.limiter.reserve(user_id, phone, ip, now)
         if not isinstance(reservation, Reservation):
-            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip)
-            return Denied(Reason.TOO_MANY_TEXTS, retry_at=reservation)
+            # Which limit refused, by name (never the number, the user or the address).
+            detail = f"limit={reservation.limit}"
+            await self._emit(EventKind.SMS_LIMITED, user_id, Method.SMS, ip, detail)
+            return Denied(Reason.TOO_MANY_TEXTS, retry_at=reservation.retry_at)
         code = sms_codes.new_code()
         ttl = self.sms.settings.code_ttl_seconds
         text = sms_wording.text_body(code, self._issuer, ttl)
@@ -935,7 +958,12 @@ class MFAService:
         return Denied(Reason.TOO_MANY_ATTEMPTS, retry_at=wait.retry_at)
 
     async def _emit(
-        self, kind: EventKind, user_id: str, method: Method | None, ip: str | None
+        self,
+        kind: EventKind,
+        user_id: str,
+        method: Method | None,
+        ip: str | None,
+        detail: str | None = None,
     ) -> None:
         event = AuditEvent(
             kind=kind,
@@ -943,8 +971,28 @@ class MFAService:
             at=self._clock(),
             method=None if method is None else method.value,
             client_ip=ip,
+            detail=detail,
         )
         await publish(self._events, event)
+
+
+async def timed(
+    metrics: Metrics, method: Method, checking: Coroutine[Any, Any, Verified | Denied]
+) -> Verified | Denied:
+    """``checking`` (a verify) awaited, its latency reported with its result; ``error`` when
+    it raised (a store that did not answer). Metrics that raise are logged, as a broken event
+    sink is: the verify's answer stands."""
+    started = time.perf_counter()
+    result = "error"
+    try:
+        outcome = await checking
+        result = verify_result(outcome if isinstance(outcome, Denied) else None)
+        return outcome
+    finally:
+        try:
+            metrics.verify_latency(method.value, result, time.perf_counter() - started)
+        except Exception:
+            logger.exception("mfa_guard metrics failed on a verify")
 
 
 async def publish(events: EventSink, event: AuditEvent) -> None:

@@ -122,9 +122,28 @@ def test_a_bare_install_has_the_core_and_none_of_the_extras(bare: BareInstall) -
     assert {"mfa-guard", "starlette", "pydantic-settings", "phonenumberslite"} <= names
     # phonenumbers' geodata (geocoder, carrier, timezone) is not what the kit uses.
     assert "phonenumbers" not in names
-    assert not names & {"sqlalchemy", "aiosqlite", "asyncpg", "redis", "httpx", "fastapi"}
+    assert not names & {
+        "sqlalchemy",
+        "aiosqlite",
+        "asyncpg",
+        "redis",
+        "httpx",
+        "fastapi",
+        "opentelemetry-api",
+    }
     ran = bare.run("python", "-c", "import mfa_guard; print(mfa_guard.MFAGuard.__name__)")
     assert (ran.code, ran.out.strip()) == (0, "MFAGuard"), ran.err
+
+
+def test_the_metrics_name_their_extra_in_a_bare_install(bare: BareInstall) -> None:
+    ran = bare.run(
+        "python", "-c", "from mfa_guard import OpenTelemetryMetrics; OpenTelemetryMetrics()"
+    )
+    assert ran.code == 1, ran.out
+    assert (
+        "mfa_guard.errors.ConfigurationError: OpenTelemetryMetrics needs the OpenTelemetry API: "
+        "pip install 'mfa-guard[otel]'"
+    ) in ran.err.splitlines()
 
 
 def test_the_version_is_the_packages_from_the_command_and_python_m(bare: BareInstall) -> None:

@@ -42,6 +42,8 @@ PUBLIC: dict[str, list[str]] = {
         "MembersWithoutMFA",
         "MemoryEventSink",
         "MemoryStore",
+        "Metrics",
+        "OpenTelemetryMetrics",
         "Readiness",
         "Reason",
         "ScryptCost",
