@@ -1,6 +1,7 @@
 """The demo's sites, Acme and Solo, and the owners' pages: the Team page (the green padlock next
-to each member with 2FA, and the kind: passkey or app) and the Inbox settings (force the
-operators to turn 2FA on, and choose the second factors they may use).
+to each member with 2FA, and the kind: passkey or app; "Reset 2FA" for a member who lost their
+phone, with a page to confirm it) and the Inbox settings (force the operators to turn 2FA on,
+and choose the second factors they may use).
 
 Every rule is the kit's (``guard.site_service``): these pages only read the form and show the
 result, as the kit's JSON site API does.
@@ -93,6 +94,11 @@ METHODS_CHOICES = (
 )
 # The kind of factor the Team page names next to a member's padlock (MemberStatus.method).
 FACTOR_WORDS = {"webauthn": "passkey", "totp": "app"}
+# The kit's refusals of a reset that a fresh confirmation of the owner's own factor lifts: the
+# page links to the challenge, which leads back to it.
+RESET_STEP_UP = (Reason.RECENT_MFA_FOR_RESET, Reason.STRONG_FACTOR_FOR_RESET)
+# Refusals that leave no member to show: the refusal page instead of the confirmation.
+NO_MEMBER = (Reason.SITE_NOT_FOUND, Reason.NOT_SITE_OWNER, Reason.MEMBER_NOT_FOUND)
 
 
 async def seed_sites(directory: SiteDirectory, sites: Iterable[DemoSite] = DEMO_SITES) -> None:
@@ -119,9 +125,21 @@ def settings_path(site_id: str) -> str:
     return f"/sites/{quote(site_id, safe='')}/settings"
 
 
+def reset_path(site_id: str, member: str) -> str:
+    return f"/sites/{quote(site_id, safe='')}/members/{quote(member, safe='')}/reset"
+
+
+def resettable(member: MemberStatus, user: str) -> bool:
+    """Whether the Team page offers "Reset 2FA" for ``member`` to ``user``: someone else, with
+    a second factor or a phone. The kit decides on the post; this only spares the owner a
+    button it would refuse (their own factors change on their settings page)."""
+    return member.user_id != user and (member.two_factor or member.phone_verified)
+
+
 class SitePages:
-    """``/sites/{site}/team`` and ``/sites/{site}/settings``, for the site's owners: a
-    non-member gets 404 (the site's existence stays hidden), an operator 403."""
+    """``/sites/{site}/team``, ``/sites/{site}/settings`` and
+    ``/sites/{site}/members/{member}/reset``, for the site's owners: a non-member gets 404 (the
+    site's existence stays hidden), an operator 403."""
 
     def __init__(self, guard: MFAGuard, render: Render, *, login_path: str) -> None:
         self.guard = guard
@@ -132,6 +150,9 @@ class SitePages:
         return [
             Route("/sites/{site}/team", self.team, methods=["GET"]),
             Route("/sites/{site}/settings", self.settings, methods=["GET", "POST"]),
+            Route(
+                "/sites/{site}/members/{member}/reset", self.member_reset, methods=["GET", "POST"]
+            ),
         ]
 
     # -- pages ---------------------------------------------------------------------------------
@@ -145,13 +166,130 @@ class SitePages:
         if isinstance(found, Response):
             return found
         site, members = found
+        notice = request.session.pop(NOTICE_SESSION_KEY, None)
         context = {
             "site": site,
             "members": members,
             "factor_words": FACTOR_WORDS,
             "settings_path": settings_path(site.id),
+            "reset_paths": {
+                member.user_id: reset_path(site.id, member.user_id)
+                for member in members
+                if resettable(member, user)
+            },
+            "notice": notice if isinstance(notice, str) else None,
         }
         return self.render(request, "team.html", context, 200)
+
+    async def member_reset(self, request: Request) -> Response:
+        """The page that says what resetting a member's 2FA does, and its "Reset 2FA" button,
+        which posts here."""
+        user = self._user(request)
+        if user is None:
+            return self._to_login(request)
+        await self.guard.named_enrolment_notice(request.scope)  # the banner names the sites
+        if request.method == "POST":
+            await checked_form(request)  # nothing else to read: the URL names the member
+        found = await self._site_and_member(request, user)
+        if isinstance(found, Response):
+            return found
+        site, member = found
+        if request.method == "POST":
+            return await self._reset(request, user, site, member)
+        if member.user_id == user:
+            return await self._reset_refused(
+                request, site, member, Denied(Reason.CANNOT_RESET_SELF)
+            )
+        if not resettable(member, user):
+            return await self._reset_refused(request, site, member, Denied(Reason.NOTHING_TO_RESET))
+        return await self._reset_page(request, site, member)
+
+    async def _reset(
+        self, request: Request, user: str, site: Site, member: MemberStatus
+    ) -> Response:
+        # The owner's own 2FA state, read now: the kit asks for a recent, strong confirmation.
+        marker = await self.guard.session_marker(request.scope, recheck=True)
+        if marker is None:
+            return self._to_login(request)
+        result = await self.guard.site_service.reset_member(
+            user,
+            site.id,
+            member.user_id,
+            marker=marker,
+            ip=client_ip(request.scope, self.guard.settings),
+        )
+        if isinstance(result, Denied):
+            return await self._reset_refused(request, site, member, result)
+        request.session[NOTICE_SESSION_KEY] = (
+            f"{member.user_id}'s two-factor authentication was reset."
+        )
+        return RedirectResponse(team_path(site.id), status_code=303)
+
+    async def _reset_refused(
+        self, request: Request, site: Site, member: MemberStatus, denied: Denied
+    ) -> Response:
+        """The confirmation page again, with the kit's refusal and no button; for a step-up,
+        a link to the challenge, which leads back here."""
+        if denied.reason in NO_MEMBER:  # the member or the site went since it was read
+            return self._denied_page(request, denied)
+        message, confirm = denied.message, None
+        if denied.reason in RESET_STEP_UP:
+            back = quote(reset_path(site.id, member.user_id), safe="/")
+            confirm = f"{self.guard.settings.mount_path}/challenge?next={back}"
+            if denied.reason is Reason.RECENT_MFA_FOR_RESET:
+                # The kit's message names its JSON API: the page says it in its own words.
+                recent = _duration(self.guard.settings.recent_mfa_seconds)
+                message = (
+                    "Confirm it is you again before resetting a member's two-factor "
+                    f"authentication: the reset needs a confirmation from the last {recent}, "
+                    "with your authenticator app, your passkey or a recovery code."
+                )
+        response = await self._reset_page(
+            request,
+            site,
+            member,
+            error=message,
+            confirm=confirm,
+            own_settings=denied.reason is Reason.OWNER_MFA_REQUIRED_FOR_RESET,
+            retry_at=denied.retry_at,
+            status_code=denied.status,
+        )
+        retry_after = denied.retry_after(self.guard.clock())
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    async def _reset_page(
+        self,
+        request: Request,
+        site: Site,
+        member: MemberStatus,
+        *,
+        error: str | None = None,
+        confirm: str | None = None,
+        own_settings: bool = False,
+        retry_at: float | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        # What the member's sessions do after the reset: set 2FA up again if something requires
+        # it of them (a site of theirs, or the app of everyone), else go on without it.
+        enforcement = await self.guard.site_service.enforcement(member.user_id)
+        recheck = self.guard.settings.recheck_seconds
+        context = {
+            "site": site,
+            "member": member,
+            "error": error,
+            "confirm": confirm,
+            "own_settings": own_settings,
+            "retry_at": retry_at,
+            "required": enforcement.required,
+            "deadline": enforcement.deadline,
+            "now": self.guard.clock(),
+            "within": _within(recheck),
+            "team_path": team_path(site.id),
+            "reset_path": reset_path(site.id, member.user_id),
+        }
+        return self.render(request, "member_reset.html", context, status_code)
 
     async def settings(self, request: Request) -> Response:
         user = self._user(request)
@@ -365,6 +503,21 @@ class SitePages:
             return self._denied_page(request, Denied(Reason.SITE_NOT_FOUND))
         return site, members
 
+    async def _site_and_member(
+        self, request: Request, user: str
+    ) -> tuple[Site, MemberStatus] | Response:
+        """The site and the member the path names, or the refusal page: for a non-owner (as
+        the site's other pages), or a user who is not a member of the site."""
+        found = await self._site_and_members(request, user)
+        if isinstance(found, Response):
+            return found
+        site, members = found
+        wanted = str(request.path_params["member"])
+        for member in members:
+            if member.user_id == wanted:
+                return site, member
+        return self._denied_page(request, Denied(Reason.MEMBER_NOT_FOUND))
+
     async def _refused(
         self,
         request: Request,
@@ -442,13 +595,26 @@ class SitePages:
         return self.render(request, "site_settings.html", context, status_code)
 
     def _denied_page(self, request: Request, denied: Denied) -> Response:
-        heading = "Not found" if denied.reason is Reason.SITE_NOT_FOUND else "Not allowed"
+        heading = "Not found" if denied.status == 404 else "Not allowed"
         return self.render(
             request,
             "error.html",
             {"heading": heading, "message": denied.message},
             denied.status,
         )
+
+
+def _within(seconds: int) -> str:
+    """How soon a change reaches a member's open sessions (``recheck_seconds``), in words."""
+    return "at once" if seconds == 0 else f"within {_duration(seconds)}"
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` in words, rounded up to whole minutes from one: "a minute", "5 minutes"."""
+    if seconds < 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    minutes = -(-seconds // 60)
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def _lacking_message(refused: MembersWithoutMFA) -> str:
