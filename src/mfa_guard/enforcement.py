@@ -434,6 +434,9 @@ class SiteService:
         self, actor: str, site_id: str, member: str, marker: Marker
     ) -> Denied | None:
         """Why the owner ``actor`` may not reset ``member`` of ``site_id``, if they may not."""
+        if not 0 < len(member) <= 255 or not member.isprintable():
+            # No store holds such an id (PostgreSQL refuses a NUL): no member, without a lookup.
+            return Denied(Reason.MEMBER_NOT_FOUND)
         if member == actor:
             return Denied(Reason.CANNOT_RESET_SELF)
         if not marker.enrolled:

@@ -330,3 +330,16 @@ async def test_a_session_verified_by_a_text_or_a_remembered_browser_is_not_enoug
     )
     assert isinstance(refused, Denied)
     assert refused.reason is reason
+
+
+@pytest.mark.parametrize("member", ["a\x00b", "x" * 256, ""])
+async def test_the_service_refuses_an_id_no_store_can_hold_without_a_lookup(
+    team: Team, member: str
+) -> None:
+    now = team.ga.clock()
+    marker = Marker("subject", "nonce", now, 1, True, now - 1, "totp")
+    refused = await team.ga.guard.site_service.reset_member(
+        OWNER, "acme", member, marker=marker, ip=None
+    )
+    assert isinstance(refused, Denied)
+    assert refused.reason is Reason.MEMBER_NOT_FOUND
