@@ -31,6 +31,7 @@ from mfa_guard.metrics import METHODS, MetricsSink
 from mfa_guard.send_limits import REFUSALS
 from mfa_guard.services import Method
 from mfa_guard.stores.events import MemoryEventStore
+from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from tests.apps import build_app, enrol, settings_for, sign_in
 from tests.passkeys import ORIGIN, PASSKEYS, add_passkey, with_passkey
@@ -254,6 +255,29 @@ async def test_the_middlewares_stops_are_counted_from_their_events(readout: Read
     assert readout.counts("mfa_guard.challenges") == {"": 2}
     assert readout.counts("mfa_guard.enrolment_confinements") == {"": 1}
     assert readout.counts("mfa_guard.failed_closed") == {"": 1}
+
+
+async def test_a_challenge_and_an_enrolment_confinement_over_http_are_counted(
+    readout: Readout,
+) -> None:
+    directory = MemorySiteDirectory()
+    await directory.save_site("acme", "Acme")
+    await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)
+    ga = build_app(metrics=readout.metrics, sites=directory)
+    now = ga.clock()
+    policy = SitePolicy(enforce=True, grace_deadline=now, changed_by="owner", changed_at=now)
+    assert await directory.set_policy("acme", policy)
+    async with ga.client() as solo, ga.client() as agent:
+        await sign_in(solo)
+        await enrol(ga, solo)
+        await solo.post("/logout")
+        await sign_in(solo)
+        assert (await solo.get("/protected")).status_code == 303
+        await sign_in(agent, "agent@acme.test")
+        assert (await agent.get("/protected")).status_code == 303
+    await ga.guard.service.drain()
+    assert readout.counts("mfa_guard.challenges") == {"": 1}
+    assert readout.counts("mfa_guard.enrolment_confinements") == {"": 1}
 
 
 @pytest.mark.parametrize(
