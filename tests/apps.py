@@ -42,6 +42,7 @@ from mfa_guard.services import new_authenticator_id
 from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
+from mfa_guard.stores.events import EventStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 
@@ -137,6 +138,7 @@ def build_app(
     devices: DeviceStore | None = None,
     sign_out_fields: SignOutFields | None = None,
     recovery_kdf: ScryptCost = CHEAP_KDF,
+    event_store: EventStore | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -155,6 +157,7 @@ def build_app(
         devices=devices if devices is not None else MemoryDeviceStore(),
         sign_out_fields=sign_out_fields,
         recovery_kdf=recovery_kdf,
+        event_store=event_store,
     )
 
     async def banner(request: Request) -> Response:

@@ -34,6 +34,7 @@ from mfa_guard.events import AuditEvent, EventKind, EventSink, LoggingEventSink,
 from mfa_guard.guard import MFAGuard
 from mfa_guard.identity import client_ip
 from mfa_guard.readiness import Readiness
+from mfa_guard.security_log import SecurityLogEntry, SecurityLogPage
 from mfa_guard.services import MFAService
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores import Enrolment, MemoryStore, MFAStore
@@ -66,6 +67,8 @@ __all__ = [
     "Reason",
     "ScryptCost",
     "SecretDecryptionError",
+    "SecurityLogEntry",
+    "SecurityLogPage",
     "SiteService",
     "StoreUnavailable",
     "__version__",

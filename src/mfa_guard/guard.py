@@ -177,7 +177,13 @@ class MFAGuard:
         site_service = None
         if sites is not None:
             site_service = SiteService(
-                store=store, sites=sites, events=self.events, clock=clock, settings=settings
+                store=store,
+                sites=sites,
+                events=self.events,
+                clock=clock,
+                settings=settings,
+                log=event_store,
+                log_key=box.marker_key,
             )
         self.kit = Kit(
             settings=settings,

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from mfa_guard.devices import Remembered, token_hash
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
+from mfa_guard.security_log import SecurityLogPage
 from mfa_guard.services import MAX_NAME, Method, Setup, TextSent, Verified, clean_name
 from mfa_guard.stores.base import Authenticator, Enrolment
 from mfa_guard.stores.devices import TrustedDevice
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
+# Nor user ids (a site log's ``member``), as the stores keep them.
+MAX_USER_ID = 255
 # Device ids are 16 characters; anything much longer is no device.
 MAX_DEVICE_ID = 64
 # Authenticator ids are 16 characters (32 for an app moved from an older release's table,
@@ -513,6 +516,25 @@ class Flows:
         if site is None:  # removed since the owner check
             return Denied(Reason.SITE_NOT_FOUND)
         return site, members
+
+    async def site_events(
+        self, caller: Caller, site_id: str, filters: schemas.EventFilters
+    ) -> SecurityLogPage | Denied:
+        """A page of the site's security log, for its owners; as for its members, never to a
+        session that holds the password only."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        return await self.kit.site_service.events(
+            caller.user_id,
+            site_id,
+            kinds=filters.kinds,
+            member=filters.member,
+            since=filters.since,
+            until=filters.until,
+            cursor=filters.cursor,
+            limit=filters.limit,
+            ip=caller.ip,
+        )
 
     async def set_site_policy(
         self,
