@@ -8,7 +8,10 @@ import pytest
 
 # Helpers outside test modules: let pytest explain their failed asserts in detail too.
 pytest.register_assert_rewrite(
-    "mfa_guard.testing.contract", "mfa_guard.testing.sites_contract", "tests.scenarios"
+    "mfa_guard.testing.contract",
+    "mfa_guard.testing.events_contract",
+    "mfa_guard.testing.sites_contract",
+    "tests.scenarios",
 )
 
 from tests.apps import GuardedApp, build_app  # noqa: E402

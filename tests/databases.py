@@ -1,6 +1,6 @@
-"""The databases the tests reach: PostgreSQL (a schema of a test's own), SQLite files, the test
-Redis, and a SQL store seeded with Acme and Solo. Each server is a skip on a developer's machine
-without it and a failure when ``CI=true``, where it must run."""
+"""The databases the tests reach: PostgreSQL (a schema or a database of a test's own), SQLite
+files, the test Redis, and a SQL store seeded with Acme and Solo. Each server is a skip on a
+developer's machine without it and a failure when ``CI=true``, where it must run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -42,6 +43,15 @@ async def _execute(url: str, statement: str) -> None:
         await engine.dispose()
 
 
+def _unreachable(exc: Exception) -> NoReturn:
+    """A failure when CI=true, a skip elsewhere: the PostgreSQL server is not there."""
+    where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+    reason = f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)")
+    pytest.skip(f"{reason} (start it or set MFA_GUARD_TEST_POSTGRES_URL)")
+
+
 @contextlib.contextmanager
 def fresh_schema(prefix: str) -> Iterator[str]:
     """A PostgreSQL schema of its own (dropped after), so parallel runs share the server safely;
@@ -50,13 +60,33 @@ def fresh_schema(prefix: str) -> Iterator[str]:
     try:
         asyncio.run(_execute(POSTGRES_URL, f"CREATE SCHEMA {schema}"))
     except (OSError, sa_exc.DBAPIError) as exc:
-        where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        reason = f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(f"{reason} (start it or set MFA_GUARD_TEST_POSTGRES_URL)")
+        _unreachable(exc)
     yield schema
     asyncio.run(_execute(POSTGRES_URL, f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _execute_outside_a_transaction(url: str, statement: str) -> None:
+    engine = create_async_engine(url, connect_args={"timeout": 5}, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database of its own (dropped after), for what takes a URL alone
+    and so cannot be put in a schema (the command line); as :func:`fresh_schema` when the
+    server is not there."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_execute_outside_a_transaction(POSTGRES_URL, f"CREATE DATABASE {name}"))
+    except (OSError, sa_exc.DBAPIError) as exc:
+        _unreachable(exc)
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    drop = f"DROP DATABASE {name} WITH (FORCE)"
+    asyncio.run(_execute_outside_a_transaction(POSTGRES_URL, drop))
 
 
 async def empty_postgres_store(schema: str) -> SQLStore:

@@ -17,6 +17,10 @@
   ``Logger.callHandlers`` keeps each record that the logger's own gate (``disabled``, its
   filters) let through, then hands on only what the logger's real level lets through. Handlers,
   ``caplog`` included, see exactly what they would see without this.
+* it keeps each event appended to an event store (``MemoryEventStore.append``,
+  ``SQLEventStore.append``) as a record of its own (:func:`stored_event_record`, on the logger
+  name ``security log (…)``, every field of the event in its message), so the security log is
+  looked through as the logs are: what a site owner reads there must hold no secret either.
 
 The conftest fixture opens a window per test (:meth:`LogGuard.start`) and at teardown
 (:meth:`LogGuard.finish`) looks for each secret in the fully formatted text of every record
@@ -33,12 +37,15 @@ forms count too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import phonenumbers
@@ -51,6 +58,9 @@ from mfa_guard.core import recovery, totp
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import Denied
+from mfa_guard.events import AuditEvent
+from mfa_guard.stores.events import MemoryEventStore
+from mfa_guard.stores.sql import SQLEventStore
 from mfa_guard.web import flows
 
 # A secret this short that is not a code is test data, not a secret (``SecretStr("")``,
@@ -64,6 +74,8 @@ _GROUPED_NUMBER = re.compile(r"[0-9]+(?:[ \-][0-9]+)+")
 # The attributes every record has; any other is an ``extra=`` field.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _FORMATTER = logging.Formatter()
+# The logger name of the records standing for events appended to an event store.
+STORED_EVENTS = "security log"
 
 
 def compact(text: str) -> str:
@@ -159,9 +171,10 @@ class Leak:
     def __str__(self) -> str:
         # Where and what kind: never the secret itself.
         record = self.record
+        verb = "stored" if record.name.startswith(STORED_EVENTS) else "logged"
         return (
             f"{record.name} {record.levelname} ({record.pathname}:{record.lineno}) "
-            f"logged {', '.join(sorted(set(self.kinds)))}: {self.template}"
+            f"{verb} {', '.join(sorted(set(self.kinds)))}: {self.template}"
         )
 
 
@@ -236,6 +249,37 @@ def _wrap(
     patch.setattr(module, name, wrapper)
 
 
+def stored_event_record(
+    store: object, event: AuditEvent, caller: FrameType | None
+) -> logging.LogRecord:
+    """``event``, appended to ``store``, as a record the guard looks through like a logged one:
+    each field of the event in its message, from where ``caller`` appended it."""
+    values = dataclasses.asdict(event)
+    return logging.LogRecord(
+        name=f"{STORED_EVENTS} ({type(store).__name__})",
+        level=logging.INFO,
+        pathname=caller.f_code.co_filename if caller is not None else "?",
+        lineno=caller.f_lineno if caller is not None else 0,
+        msg="event " + " ".join(f"{name}=%s" for name in values),
+        args=tuple(str(value) for value in values.values()),
+        exc_info=None,
+    )
+
+
+def _keep_appended(store_class: type[Any], guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
+    """``store_class.append`` keeping each event it is given (:func:`stored_event_record`)."""
+    original: Callable[[Any, AuditEvent], Any] = store_class.append
+
+    @functools.wraps(original)
+    async def append(store: Any, event: AuditEvent) -> int:
+        # The frame that awaits this append: where the event comes from.
+        guard.keep(stored_event_record(store, event, sys._getframe(1)))
+        appended: int = await original(store, event)
+        return appended
+
+    patch.setattr(store_class, "append", append)
+
+
 def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
     """Wraps the secrets' producers and the loggers for as long as ``patch`` is not undone."""
 
@@ -292,6 +336,9 @@ def install(guard: LogGuard, patch: pytest.MonkeyPatch) -> None:
             guard.saw("a secret setting", value)
 
     patch.setattr(SecretStr, "__init__", secret_str)
+
+    for store_class in (MemoryEventStore, SQLEventStore):
+        _keep_appended(store_class, guard, patch)
 
     enabled = logging.Logger.isEnabledFor
     call_handlers = logging.Logger.callHandlers

@@ -71,8 +71,8 @@ from mfa_guard import (
 )
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.sms import OutboxSMS
-from mfa_guard.stores import MemoryEventStore, Role
-from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
+from mfa_guard.stores import Role
+from mfa_guard.stores.sql import SQLDeviceStore, SQLEventStore, SQLSiteDirectory, SQLStore
 
 logger = logging.getLogger("examples.inbox")
 
@@ -358,8 +358,8 @@ def create_app(
         events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
         recovery_kdf=recovery_kdf,
         # The security log (the owners' "Security log" page, each user's recent activity), in
-        # memory: a restart forgets it.
-        event_store=MemoryEventStore(),
+        # the enrolments' database too.
+        event_store=SQLEventStore.sharing(store),
     )
     shows_outbox = outbox is not None and guard.sms is outbox
     # Sign-ins on the server, in the enrolments' database (and engine) too.

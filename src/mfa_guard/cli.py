@@ -7,17 +7,20 @@ import asyncio
 import importlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from mfa_guard.crypto import generate_key
-from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.settings import MFAGuardSettings, SecurityLogSettings
 from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
+    from mfa_guard.guard import MFAGuard
     from mfa_guard.settings import EveryoneSettings
     from mfa_guard.stores.sql import SQLStore
 
@@ -334,11 +337,12 @@ def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSetti
 
 
 def _reset_user(args: argparse.Namespace) -> int:
-    import time
-
+    if args.guard:
+        return _reset_with_guard(args)
     from mfa_guard.errors import MFAGuardError
-    from mfa_guard.events import AuditEvent, EventKind, LoggingEventSink, field
-    from mfa_guard.ratelimit import failure_limiters, reset_all, storage_from_uri
+    from mfa_guard.events import LoggingEventSink
+    from mfa_guard.ratelimit import failure_limiters, storage_from_uri
+    from mfa_guard.resets import Resets
     from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 
     # The app's own settings: where its failure counts live, and under which limits.
@@ -350,36 +354,24 @@ def _reset_user(args: argparse.Namespace) -> int:
 
     async def reset() -> bool:
         store = SQLStore(url)
-        try:
-            enrolment = await store.get(args.user)
-            if enrolment is None or not (
-                enrolment.enrolled or enrolment.pending_secret or enrolment.phone
-            ):
-                return False
-            # The phone goes too: a number that was a second factor (lost or stolen with the
-            # device, often) comes back only verified again.
-            await store.disable(args.user)
-            # The new epoch already makes every remembered browser untrusted: remove the rows.
-            await SQLDeviceStore.sharing(store).remove_all(args.user)
-        finally:
-            await store.close()
-        if shared:
-            # A user who lost their device has often locked themselves out trying: the new
-            # enrolment must not wait for the window. Both budgets: codes and recovery codes.
-            storage = storage_from_uri(settings.storage_uri)
-            codes, recovery = failure_limiters(storage, settings.rate_limits)
-            try:
-                await reset_all(args.user, [codes, recovery])
-            finally:
-                await codes.aclose()  # the storage's connections, shared by both
-        event = AuditEvent(
-            kind=EventKind.ADMIN_RESET,
-            user_id=args.user,
-            at=time.time(),
-            detail=f"by={field(args.by)}" if args.by else None,
+        codes, recovery = failure_limiters(
+            storage_from_uri(settings.storage_uri), settings.rate_limits
         )
-        await LoggingEventSink().emit(event)
-        return True
+        resets = Resets(
+            store=store,
+            devices=SQLDeviceStore.sharing(store),
+            limiters=(codes, recovery) if shared else (),
+            events=LoggingEventSink(),
+            clock=time.time,
+        )
+        try:
+            if not await resets.has_anything(args.user):
+                return False
+            await resets.reset(args.user, by=args.by)
+            return True
+        finally:
+            await codes.aclose()  # the storage's connections, shared by both
+            await store.close()
 
     try:
         done = asyncio.run(reset())
@@ -389,15 +381,152 @@ def _reset_user(args: argparse.Namespace) -> int:
     if not done:
         print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
         return NOTHING_TO_DO
-    print(
-        f"{args.user}: two-factor authentication is off, their phone number is forgotten, and "
-        "every session of theirs must sign in again with it at its next re-check; they enrol "
-        "again (at once if the app requires 2FA of everyone or a site of theirs enforces it)."
-    )
+    _say_reset(args.user)
     if shared:
         print("Their failed-attempt count is cleared.")
     else:
         print("Failure counts live in each app process (memory://): they expire with their window.")
+    print(
+        "The admin_reset event went to the audit log only: pass --guard module:attribute (the "
+        "app's MFAGuard) for the app's own event sink (its notifications) to hear of it."
+    )
+    return OK
+
+
+def _say_reset(user: str) -> None:
+    print(
+        f"{user}: two-factor authentication is off, their phone number is forgotten, and "
+        "every session of theirs must sign in again with it at its next re-check; they enrol "
+        "again (at once if the app requires 2FA of everyone or a site of theirs enforces it)."
+    )
+
+
+def _reset_with_guard(args: argparse.Namespace) -> int:
+    """``reset-user --guard module:attribute``: through the app's own guard, its stores and
+    its event sink (the user is notified as the app notifies them)."""
+    from mfa_guard.errors import MFAGuardError
+
+    guard = _load_guard(args.guard)
+    if isinstance(guard, str):
+        print(f"mfa-guard reset-user: {guard}", file=sys.stderr)
+        return USAGE
+
+    async def reset() -> bool:
+        try:
+            return await guard.reset_two_factor(args.user, by=args.by) is not None
+        finally:
+            await guard.aclose()
+            close = getattr(guard.store, "close", None)
+            if close is not None:
+                await close()
+
+    try:
+        done = asyncio.run(reset())
+    except MFAGuardError as exc:
+        print(f"mfa-guard reset-user: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    if not done:
+        print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
+        return NOTHING_TO_DO
+    _say_reset(args.user)
+    print("Their failed-attempt count is cleared, and the app's event sink was told.")
+    return OK
+
+
+def _load_guard(spec: str) -> MFAGuard | str:
+    """The app's guard named by ``module:attribute``: an MFAGuard, an app whose
+    ``state.guard`` is one, or a function of no argument returning either; else why not."""
+    from mfa_guard.guard import MFAGuard
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        return f"--guard takes module:attribute (e.g. myapp.main:guard), not {spec!r}"
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        return f"--guard {spec}: {exc}"
+    if callable(found) and not isinstance(found, MFAGuard):
+        try:
+            found = found()
+        except TypeError as exc:
+            return f"--guard {spec}: call it with no arguments: {exc}"
+    guard = getattr(getattr(found, "state", None), "guard", found)
+    if not isinstance(guard, MFAGuard):
+        return (
+            f"--guard {spec} is a {type(found).__name__}: name the app's MFAGuard, an app "
+            "whose state.guard is one, or a function returning either"
+        )
+    return guard
+
+
+class _SecurityLogSettings(BaseSettings):
+    """``database_url`` and the security log's settings alone, read as the app reads them: a
+    purge needs no encryption key, so the job that runs it need not hold one."""
+
+    model_config = MFAGuardSettings.model_config
+    database_url: str = DEFAULT_DATABASE_URL
+    events: SecurityLogSettings = Field(default_factory=SecurityLogSettings)
+
+
+def _retention_days(value: str) -> int:
+    """``--days``: a whole number of days, within the bounds of ``events.retention_days``."""
+    from pydantic import ValidationError
+
+    try:
+        return SecurityLogSettings.model_validate({"retention_days": value}).retention_days
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of days to keep: {exc.errors()[0]['msg']}"
+        ) from None
+
+
+def _purge_events(args: argparse.Namespace) -> int:
+    import time
+
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from mfa_guard.errors import MFAGuardError, StoreUnavailable
+    from mfa_guard.stores.sql import SQLEventStore
+
+    try:
+        settings = _SecurityLogSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"mfa-guard purge-events: the settings are invalid: {problems}", file=sys.stderr)
+        return USAGE
+    url = args.database_url or settings.database_url
+    if problem := _url_problem(url):
+        print(f"mfa-guard purge-events: {problem}", file=sys.stderr)
+        return USAGE
+    days: int = settings.events.retention_days if args.days is None else args.days
+    before = time.time() - days * 86_400
+
+    async def purge() -> int:
+        log = SQLEventStore(url)
+        try:
+            return await log.purge(before)
+        finally:
+            await log.close()
+
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        removed = asyncio.run(purge())
+    except StoreUnavailable:
+        print(f"mfa-guard purge-events: the database is unavailable: {where}", file=sys.stderr)
+        return UNAVAILABLE
+    except MFAGuardError as exc:
+        print(f"mfa-guard purge-events: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    print(
+        f"removed {removed:,} event{'' if removed == 1 else 's'} older than {days} "
+        f"day{'' if days == 1 else 's'} from the security log in {where}"
+    )
     return OK
 
 
@@ -606,15 +735,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recovery codes, phone and pending SMS code are removed and every session of "
             "theirs loses its verified state at its next re-check; their "
             "failed-attempt count is cleared (with a shared MFA_GUARD_STORAGE_URI). Reads the "
-            "app's settings (MFA_GUARD_*, .env). Writes an admin_reset audit event. Exit 0 when "
-            "reset; 1 when the database or the rate-limit storage is unavailable; 2 when the "
-            "settings are invalid; 3 when the user had no 2FA."
+            "app's settings (MFA_GUARD_*, .env), or goes through the app's own guard "
+            "(--guard). Writes an admin_reset audit event. Exit 0 when reset; 1 when the "
+            "database is unavailable; 2 when the settings are invalid or --guard names no "
+            "guard; 3 when the user had no 2FA."
         ),
     )
     reset_user.add_argument("user", help="the user id, as the app's identity gives it")
     reset_user.add_argument("--by", help="who asks (recorded in the audit event)")
+    reset_user.add_argument(
+        "--guard",
+        metavar="MODULE:ATTRIBUTE",
+        help="the app's MFAGuard (or an app whose state.guard is one, or a function returning "
+        "either): the reset goes through its stores and event sink, so the user is notified "
+        "as the app notifies them",
+    )
     reset_user.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
     reset_user.set_defaults(run=_reset_user, store=True)
+    purge_events = commands.add_parser(
+        "purge-events",
+        help="remove the security log's events older than its retention (run it daily)",
+        description=(
+            "Remove from the security log (the table mfa_guard_events) every event older than "
+            "MFA_GUARD_EVENTS__RETENTION_DAYS (read as the app does, .env too; 365 by default) "
+            "or --days, and print how many went. Needs no encryption key. Exit 0 when done, "
+            "even with nothing to remove; 1 when the database is unavailable; 2 on invalid "
+            "settings or --days."
+        ),
+    )
+    purge_events.add_argument(
+        "--days",
+        type=_retention_days,
+        metavar="N",
+        help="keep the last N days instead of the setting (1 to 3650)",
+    )
+    purge_events.add_argument(
+        "--database-url", help="SQLAlchemy async URL (default: from settings)"
+    )
+    purge_events.set_defaults(run=_purge_events, store=True)
     demo = commands.add_parser(
         "demo",
         help="serve the demo inbox (from a git checkout or the unpacked sdist)",

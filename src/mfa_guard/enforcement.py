@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mfa_guard.clock import Clock
-from mfa_guard.core.marker import Marker
+from mfa_guard.core.marker import STRONG_METHODS, Marker
 from mfa_guard.core.policy import is_recent
 from mfa_guard.errors import ConfigurationError, Denied, Reason
-from mfa_guard.events import AuditEvent, EventKind, EventSink
+from mfa_guard.events import AuditEvent, EventKind, EventSink, field
+from mfa_guard.ratelimit import FailureLimiter
+from mfa_guard.resets import ResetDone, Resets
 from mfa_guard.security_log import DEFAULT_EVENTS_PER_PAGE, Cursors, SecurityLogPage, read_page
 from mfa_guard.services import publish
 from mfa_guard.settings import MFAGuardSettings
@@ -256,6 +258,8 @@ class SiteService:
         events: EventSink,
         clock: Clock,
         settings: MFAGuardSettings,
+        resets: Resets | None = None,
+        reset_cooldown: FailureLimiter | None = None,
         log: EventStore | None = None,
         log_key: bytes | None = None,
     ) -> None:
@@ -267,6 +271,11 @@ class SiteService:
         self._log = log
         self._cursors = Cursors(log_key)
         self.max_grace_hours = settings.max_grace_hours
+        self._resets = resets or Resets(
+            store=store, devices=None, limiters=(), events=events, clock=clock
+        )
+        # One reset per member per ``member_reset_cooldown_seconds``, counted across workers.
+        self._reset_cooldown = reset_cooldown
 
     async def memberships(self, user_id: str) -> list[Membership]:
         return await self.sites.memberships(user_id)
@@ -446,6 +455,57 @@ class SiteService:
             lifetime_seconds=settings.verified_lifetime_seconds,
             max_age=settings.recent_mfa_seconds,
         )
+
+    async def reset_member(
+        self, actor: str, site_id: str, member: str, *, marker: Marker, ip: str | None
+    ) -> ResetDone | Denied:
+        """An owner resets a member who lost their second factor (see :mod:`mfa_guard.resets`
+        for what goes). ``marker`` is the owner's session state, read fresh: the owner must
+        have 2FA and have verified it within ``recent_mfa_seconds`` with an app, a passkey or
+        a recovery code (step-up; a texted code is not enough).
+
+        Refused for anyone but the site's owners; for the owner themselves (their own factors
+        change on their settings page, under its rules); for a user who is not a member; for
+        a member who also belongs to a site the owner does not own (the reset is
+        account-wide: it would turn 2FA off there too; the refusal gives their number, never
+        their names); when the member has nothing to reset; and within
+        ``member_reset_cooldown_seconds`` of the member's last reset by an owner."""
+        refused = await self._owner_only(actor, site_id, ip, "reset")
+        if refused is not None:
+            return refused
+        denied = await self._reset_refusal(actor, site_id, member, marker)
+        if denied is None and not await self._resets.has_anything(member):
+            denied = Denied(Reason.NOTHING_TO_RESET)
+        if denied is None and self._reset_cooldown is not None:
+            wait = await self._reset_cooldown.acquire(member, self._clock())
+            if wait is not None:
+                denied = Denied(Reason.RESET_COOLDOWN, retry_at=wait.retry_at)
+        if denied is not None:
+            detail = f"member={field(member)} refused={denied.reason.value.code}"
+            await self._emit(EventKind.MEMBER_RESET_REFUSED, actor, site_id, ip, detail)
+            return denied
+        return await self._resets.reset(member, by=actor, site=site_id, ip=ip)
+
+    async def _reset_refusal(
+        self, actor: str, site_id: str, member: str, marker: Marker
+    ) -> Denied | None:
+        """Why the owner ``actor`` may not reset ``member`` of ``site_id``, if they may not."""
+        if member == actor:
+            return Denied(Reason.CANNOT_RESET_SELF)
+        if not marker.enrolled:
+            return Denied(Reason.OWNER_MFA_REQUIRED_FOR_RESET)
+        if not self._recently_verified(marker, self._clock()):
+            return Denied(Reason.RECENT_MFA_FOR_RESET)
+        if marker.method not in STRONG_METHODS:
+            return Denied(Reason.STRONG_FACTOR_FOR_RESET)
+        theirs, mine = await self.sites.memberships(member), await self.sites.memberships(actor)
+        if not any(m.site.id == site_id for m in theirs):
+            return Denied(Reason.MEMBER_NOT_FOUND)
+        owned = {m.site.id for m in mine if m.role is Role.OWNER}
+        elsewhere = [m.site.id for m in theirs if m.site.id not in owned]
+        if elsewhere:
+            return Denied(Reason.MEMBER_OF_OTHER_SITES, params={"count": len(elsewhere)})
+        return None
 
     async def add_member(self, site_id: str, user_id: str, role: Role, *, by: str) -> bool:
         """For the app (sign-up, invitations): adds the member with an audit event. A member

@@ -301,6 +301,52 @@ class Reason(Enum):
         "member at once.",
     )
 
+    # -- a member's 2FA reset by a site's owner -------------------------------------------------
+    MEMBER_NOT_FOUND = Refusal("member_not_found", 404, "There is no such member of this site.")
+    CANNOT_RESET_SELF = Refusal(
+        "cannot_reset_self",
+        403,
+        "You cannot reset your own two-factor authentication here: change your factors on your "
+        "security settings page, or ask another owner.",
+    )
+    OWNER_MFA_REQUIRED_FOR_RESET = Refusal(
+        "verified_mfa_required",
+        403,
+        "Turn on two-factor authentication for your own account before resetting a member's.",
+    )
+    RECENT_MFA_FOR_RESET = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "Confirm a current code (POST api/verify) or passkey (POST api/webauthn/authenticate) "
+        "before resetting a member's two-factor authentication.",
+    )
+    STRONG_FACTOR_FOR_RESET = Refusal(
+        "mfa_reauthentication_required",
+        401,
+        "Confirm with your authenticator app, your passkey or a recovery code before "
+        "resetting a member's two-factor authentication: a texted code or a remembered "
+        "browser is not enough.",
+    )
+    MEMBER_OF_OTHER_SITES = Refusal(
+        "member_of_other_sites",
+        409,
+        "This member also belongs to %(count)s site you do not own, and the reset would turn "
+        "off their two-factor authentication there too: ask that site's owner or the app's "
+        "support to reset it.",
+        plural="This member also belongs to %(count)s sites you do not own, and the reset "
+        "would turn off their two-factor authentication there too: ask those sites' owners or "
+        "the app's support to reset it.",
+    )
+    NOTHING_TO_RESET = Refusal(
+        "nothing_to_reset", 409, "This member has no two-factor authentication to reset."
+    )
+    RESET_COOLDOWN = Refusal(
+        "reset_cooldown",
+        429,
+        "This member's two-factor authentication was reset a short while ago: it cannot be "
+        "reset again yet.",
+    )
+
     # -- a site's security log (GET sites/{site}/events): its query parameters -----------------
     UNKNOWN_PARAMETER = Refusal(
         "invalid_input",

@@ -29,8 +29,9 @@ from mfa_guard.identity import (
     user_display_name,
     user_identity,
 )
-from mfa_guard.ratelimit import failure_limiters, storage_from_uri
+from mfa_guard.ratelimit import FailureLimiter, failure_limiters, storage_from_uri
 from mfa_guard.readiness import PROBE_USER, Readiness, probe_all
+from mfa_guard.resets import ResetDone, Resets
 from mfa_guard.send_limits import SendLimiter
 from mfa_guard.services import MFAService, SMSChannel
 from mfa_guard.session import SessionGate
@@ -174,14 +175,28 @@ class MFAGuard:
             clock=clock,
             on_device_verified=self.service.forget_failures_later,
         )
+        self.resets = Resets(
+            store=store,
+            devices=devices,
+            limiters=(self.limiter, recovery_limiter),
+            events=self.events,
+            clock=clock,
+        )
         site_service = None
         if sites is not None:
+            cooldown = settings.member_reset_cooldown_seconds
             site_service = SiteService(
                 store=store,
                 sites=sites,
                 events=self.events,
                 clock=clock,
                 settings=settings,
+                resets=self.resets,
+                reset_cooldown=(
+                    FailureLimiter(storage, f"1 per {cooldown} second", budget="member_reset")
+                    if cooldown
+                    else None
+                ),
                 log=event_store,
                 log_key=box.marker_key,
             )
@@ -222,6 +237,18 @@ class MFAGuard:
         if devices is not None:
             pings["devices"] = lambda: devices.devices.devices(PROBE_USER)
         return await probe_all(pings, within)
+
+    async def reset_two_factor(
+        self, user_id: str, *, by: str | None = None, ip: str | None = None
+    ) -> ResetDone | None:
+        """For the app's own support tools: resets the user's second factor (they lost their
+        phone; see :mod:`mfa_guard.resets` for what goes), telling them through the guard's
+        event sink (``admin_reset``). ``by`` names who asked, in the audit event. ``None``
+        when the user has nothing to reset. No check of who asks: that is the app's (a site's
+        owner goes through ``site_service.reset_member``, which makes them)."""
+        if not await self.resets.has_anything(user_id):
+            return None
+        return await self.resets.reset(user_id, by=by, ip=ip)
 
     @property
     def site_service(self) -> SiteService:

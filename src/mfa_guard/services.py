@@ -894,6 +894,11 @@ class MFAService:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def publish_later(self, event: AuditEvent) -> None:
+        """Hands ``event`` to the sink off the request's critical path (the middleware's
+        refusals: a security log that cannot be reached must not slow a 503 down)."""
+        self._background(publish(self._events, event))
+
     def forget_failures_later(self, user_id: str) -> None:
         """After a success outside the service (a remembered browser signing in): both counts
         cleared, off the request's critical path, as after a verified code."""

@@ -23,7 +23,7 @@ from examples.inbox.security_log import PAGE_SIZE
 from playwright.sync_api import Browser, ViewportSize, expect
 
 from mfa_guard.events import AuditEvent, EventKind
-from mfa_guard.stores.events import MemoryEventStore
+from mfa_guard.stores.events import EventStore
 from mfa_guard.testing import FrozenClock, current_code
 from tests.apps import demo_inbox
 from tests.chromium import TIMEOUT_MS, launched, screenshot
@@ -83,9 +83,9 @@ def older_link(page: httpx.Response) -> str | None:
     return None if found is None else html.unescape(found.group(1))
 
 
-def demo_log(demo: Demo) -> MemoryEventStore:
-    log = demo.app.state.guard.event_store
-    assert isinstance(log, MemoryEventStore)
+def demo_log(demo: Demo) -> EventStore:
+    log: EventStore | None = demo.app.state.guard.event_store
+    assert log is not None
     return log
 
 
@@ -168,6 +168,20 @@ async def test_older_events_are_a_page_further_each_once(demo: Demo) -> None:
             assert '<a href="/sites/acme/security-log?kind=sign-ins">Newest events</a>' in page.text
             pages += 1
     assert (pages, seen) == (2, ["verified"] * 2 * PAGE_SIZE)
+
+
+async def test_a_restart_keeps_the_log(tmp_path: Path, clock: FrozenClock) -> None:
+    """The demo keeps its log in its database, with the enrolments."""
+    async with running_demo(tmp_path, clock) as demo, demo.browser() as owner:
+        secret = await owner_with_2fa(demo, owner)
+        await challenged_twice(demo, owner, secret)
+        before = rows(await owner.get(LOG))
+    async with running_demo(tmp_path, clock) as demo, demo.browser() as owner:
+        await challenged_twice(demo, owner, secret)
+        after = rows(await owner.get(LOG))
+    assert [kind for kind, _ in after] == ["verified", "verification_failed"] + [
+        kind for kind, _ in before
+    ]
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,7 @@ def test_the_version_is_the_packages_from_the_command_and_python_m(bare: BareIns
         pytest.param(["status"], {}, "sql", id="status"),
         pytest.param(["reset-user", "someone"], KEY, "sql", id="reset-user"),
         pytest.param(["rotate-keys"], KEY, "sql", id="rotate-keys"),
+        pytest.param(["purge-events"], {}, "sql", id="purge-events"),
         pytest.param(
             ["init-db", "--database-url", "postgresql+asyncpg://db.internal/app"],
             {},

@@ -74,8 +74,9 @@ class TestPostgresStore(MFAStoreContract):
 
 
 def test_metadata_holds_the_tables_for_migrations() -> None:
-    # The site directory's two tables are on it too (tests/stores/test_site_directory.py), and the
-    # trusted devices' one (tests/stores/test_device_store.py).
+    # The site directory's two tables are on it too (tests/stores/test_site_directory.py), the
+    # trusted devices' one (tests/stores/test_device_store.py) and the security log's
+    # (tests/stores/test_event_store.py).
     assert set(metadata.tables) == {
         "mfa_guard_enrolments",
         "mfa_guard_recovery_codes",
@@ -84,6 +85,7 @@ def test_metadata_holds_the_tables_for_migrations() -> None:
         "mfa_guard_sites",
         "mfa_guard_site_members",
         "mfa_guard_trusted_devices",
+        "mfa_guard_events",
     }
     enrolments = metadata.tables["mfa_guard_enrolments"]
     codes = metadata.tables["mfa_guard_recovery_codes"]

@@ -302,3 +302,41 @@ def test_python_m_mfa_guard_is_the_command() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(mfa_guard.__file__).parent.parent)},
     )
     Fernet(done.stdout.strip())
+
+
+@pytest.mark.usefixtures("app_environment")
+def test_reset_user_through_the_apps_guard_notifies_the_user(
+    database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_guard.events import EventKind
+    from mfa_guard.notifications import Notice
+    from tests import reset_guard
+
+    monkeypatch.setenv("RESET_GUARD_DATABASE", database)
+    command = ["reset-user", "owner@acme.test", "--by", "support"]
+    assert main([*command, "--guard", "tests.reset_guard:guard"]) == 0
+    assert "the app's event sink was told" in capsys.readouterr().out
+    assert [n.notice for n in reset_guard.NOTIFIER.notifications] == [Notice.ADMIN_RESET]
+    event = reset_guard.EVENTS.events[-1]
+    assert (event.kind, event.user_id, event.detail) == (
+        EventKind.ADMIN_RESET,
+        "owner@acme.test",
+        "by=support",
+    )
+    assert main([*command, "--guard", "tests.reset_guard:guard"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("tests.reset_guard", "module:attribute"),
+        ("tests.no_such_module:guard", "No module named"),
+        ("tests.reset_guard:nothing", "has no attribute"),
+        ("tests.reset_guard:not_a_guard", "is a int"),
+    ],
+)
+def test_reset_user_says_how_to_name_the_apps_guard(
+    spec: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["reset-user", "someone", "--guard", spec]) == 2
+    assert said in capsys.readouterr().err

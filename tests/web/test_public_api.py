@@ -88,6 +88,7 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "mfa_guard.stores.sql": [
         "SQLDeviceStore",
+        "SQLEventStore",
         "SQLSiteDirectory",
         "SQLStore",
         "enrolments",
@@ -144,6 +145,7 @@ PUBLIC: dict[str, list[str]] = {
     "mfa_guard.testing.webauthn": ["CeremonyRefused", "SoftAuthenticator", "SoftCredential"],
     "mfa_guard.testing.contract": ["MFAStoreContract"],
     "mfa_guard.testing.devices_contract": ["DeviceStoreContract"],
+    "mfa_guard.testing.events_contract": ["EventStoreContract"],
     "mfa_guard.testing.sites_contract": ["SiteDirectoryContract"],
 }
 

@@ -178,6 +178,10 @@ async def walk(ga: GuardedApp, outbox: OutboxSMS, recorder: Recorder) -> None:
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True, "grace_hours": 2})
         await agent.get("/mfa/api/status")  # required by Acme
         await owner.post("/mfa/api/disable", json={"code": "123456"})  # enforced by Acme
+        reset = "/mfa/api/sites/acme/members/agent@acme.test/reset"
+        await owner.post(reset, json={})  # nothing to reset
+        await enrol(ga, agent)
+        await owner.post(reset, json={})
         for _ in range(4):
             await owner.post("/mfa/api/verify", json={"code": "000000"})  # then 429
 

@@ -29,8 +29,8 @@ from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
 from mfa_guard.web.flows import (
     MAX_AUTHENTICATOR_ID,
+    MAX_MEMBER_ID,
     MAX_SITE_ID,
-    MAX_USER_ID,
     Flows,
     SignedIn,
     valid_id,
@@ -167,6 +167,7 @@ class API:
             ("get", "/sites/{site}/members"): signed_in(self.site_members),
             ("get", "/sites/{site}/events"): signed_in(self.site_events),
             ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
+            ("post", "/sites/{site}/members/{member}/reset"): signed_in(self.reset_member),
             ("post", "/webauthn/register/options"): signed_in(self.passkey_registration),
             ("post", "/webauthn/register"): signed_in(self.register_passkey),
             ("post", "/webauthn/authenticate/options"): signed_in(self.passkey_sign_in),
@@ -306,9 +307,24 @@ class API:
             )
         )
 
+    async def reset_member(self, request: Request, caller: Caller) -> Response:
+        site_id = site_param(request)
+        member = str(request.path_params["member"])
+        await read_body(request, Empty)
+        result = await self.flows.reset_member(caller, site_id, member)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(
+            schemas.MemberReset(
+                user_id=result.user_id,
+                two_factor=False,
+                devices_forgotten=result.devices_forgotten,
+            )
+        )
+
     async def site_events(self, request: Request, caller: Caller) -> Response:
         site_id = site_param(request)
-        filters = schemas.event_filters(request.query_params, MAX_USER_ID)
+        filters = schemas.event_filters(request.query_params, MAX_MEMBER_ID)
         result = await self.flows.site_events(caller, site_id, filters)
         if isinstance(result, Denied):
             return self._refused(result)

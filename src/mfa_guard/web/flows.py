@@ -16,6 +16,7 @@ from starlette.responses import Response
 from mfa_guard.devices import Remembered, token_hash
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
+from mfa_guard.resets import ResetDone
 from mfa_guard.security_log import SecurityLogPage
 from mfa_guard.services import MAX_NAME, Method, Setup, TextSent, Verified, clean_name
 from mfa_guard.stores.base import Authenticator, Enrolment
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
-# Nor user ids (a site log's ``member``), as the stores keep them.
-MAX_USER_ID = 255
+# User ids are the app's; the SQL stores hold up to 255 characters.
+MAX_MEMBER_ID = 255
 # Device ids are 16 characters; anything much longer is no device.
 MAX_DEVICE_ID = 64
 # Authenticator ids are 16 characters (32 for an app moved from an older release's table,
@@ -516,6 +517,18 @@ class Flows:
         if site is None:  # removed since the owner check
             return Denied(Reason.SITE_NOT_FOUND)
         return site, members
+
+    async def reset_member(self, caller: Caller, site_id: str, member: str) -> ResetDone | Denied:
+        """A member's second factor reset by an owner of the site, decided on the owner's own
+        state read now (the step-up), not on a stale marker."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        if not valid_id(member, MAX_MEMBER_ID):
+            return Denied(Reason.MEMBER_NOT_FOUND)
+        await caller.recheck()
+        return await self.kit.site_service.reset_member(
+            caller.user_id, site_id, member, marker=caller.marker, ip=caller.ip
+        )
 
     async def site_events(
         self, caller: Caller, site_id: str, filters: schemas.EventFilters

@@ -9,7 +9,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.policy import ALLOW, CHALLENGE, Decision, admitted_until, decide
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.identity import IdentityGetter
+from mfa_guard.events import MAX_USER_AGENT, AuditEvent, EventKind
+from mfa_guard.identity import IdentityGetter, client_ip
 from mfa_guard.session import MARKER_SCOPE_KEY, SESSION_KEY, SESSION_TYPES, session_of
 from mfa_guard.web.context import HasKit
 from mfa_guard.web.http import (
@@ -33,6 +34,15 @@ _GUARDED = frozenset({"http", "websocket"})
 # than the sessions one process serves within ``recheck_seconds``. A forgotten one is read and
 # checked again.
 ADMITTED_LIMIT = 4096
+# A stopped request is an audit event (challenged, sent to enrolment, refused in an outage) at
+# most once per user, kind and worker in this many seconds: a page polling from a session
+# that has not verified yet would otherwise write a row of the security log per request.
+REPORT_QUIET_SECONDS = 60.0
+_REPORTED_KINDS = {
+    Decision.CHALLENGE: EventKind.CHALLENGED,
+    Decision.STRONGER: EventKind.CHALLENGED,
+    Decision.ENROL: EventKind.ENROLMENT_REQUIRED,
+}
 
 
 @dataclass(slots=True)
@@ -81,6 +91,8 @@ class MFAGuardMiddleware:
         # marker a re-check or a remembered browser wrote is read by the next request.
         self._admitted: dict[str, Admitted] = {}
         self._seen: set[str] = set()
+        # (user, event kind) -> when this worker last reported a request of theirs it stopped.
+        self._reported: dict[tuple[str, EventKind], float] = {}
         # Until a request has shown the app wired right, the identity is read through the
         # check (once it passes, the guard's own getter: nothing more on every request).
         self._identity: IdentityGetter = self._checked_identity
@@ -201,7 +213,7 @@ class MFAGuardMiddleware:
         try:
             marker = await self.gate.recheck(session, user_id, marker, now, scope=scope)
         except StoreUnavailable as exc:
-            await self._unavailable(scope, receive, send, exc)
+            await self._unavailable(scope, receive, send, exc, user_id)
             return
         decision = decide(marker, now, verified_lifetime_seconds=self._lifetime)
         if decision is not ALLOW:
@@ -230,16 +242,20 @@ class MFAGuardMiddleware:
             try:
                 admitted = await gate.admit_by_device(scope, session, user_id, marker, now)
             except StoreUnavailable as exc:
-                await self._unavailable(scope, receive, send, exc)
+                await self._unavailable(scope, receive, send, exc, user_id)
                 return
             if admitted is not None:
                 scope[MARKER_SCOPE_KEY] = admitted
                 await self.app(scope, receive, send)
                 return
-        await self._refuse(scope, receive, send, decision)
+        await self._refuse(scope, receive, send, decision, user_id)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, decision: Decision, user_id: str
+    ) -> None:
         """To the challenge, or to enrolment when a site of the user enforces 2FA."""
+        detail = "factor=stronger" if decision is Decision.STRONGER else None
+        self._report(scope, user_id, _REPORTED_KINDS[decision], detail)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": ""})
             return
@@ -258,11 +274,36 @@ class MFAGuardMiddleware:
         await response(scope, receive, send)
 
     async def _unavailable(
-        self, scope: Scope, receive: Receive, send: Send, exc: StoreUnavailable
+        self, scope: Scope, receive: Receive, send: Send, exc: StoreUnavailable, user_id: str
     ) -> None:
+        self._report(scope, user_id, EventKind.FAILED_CLOSED)
         if scope["type"] == "websocket":
             report_failure(exc)
             # 1013: try again later.
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
             return
         await unavailable_response(scope, self.kit.settings, exc)(scope, receive, send)
+
+    def _report(
+        self, scope: Scope, user_id: str, kind: EventKind, detail: str | None = None
+    ) -> None:
+        """The audit event of a request stopped here, once per ``REPORT_QUIET_SECONDS`` per
+        user and kind, published off the response's path."""
+        now = self._clock()
+        key = (user_id, kind)
+        last = self._reported.get(key)
+        if last is not None and 0 <= now - last < REPORT_QUIET_SECONDS:
+            return
+        if len(self._reported) >= ADMITTED_LIMIT:
+            self._reported.clear()
+        self._reported[key] = now
+        agent = next((v for k, v in scope.get("headers", ()) if k == b"user-agent"), None)
+        event = AuditEvent(
+            kind=kind,
+            user_id=user_id,
+            at=now,
+            client_ip=client_ip(scope, self.kit.settings),
+            detail=detail,
+            user_agent=None if agent is None else agent[:MAX_USER_AGENT].decode("latin-1"),
+        )
+        self.kit.service.publish_later(event)

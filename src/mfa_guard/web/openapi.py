@@ -25,7 +25,12 @@ from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.events import MAX_EVENTS_PER_PAGE
 from mfa_guard.version import __version__
 from mfa_guard.web import schemas
-from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_DEVICE_ID, MAX_SITE_ID, MAX_USER_ID
+from mfa_guard.web.flows import (
+    MAX_AUTHENTICATOR_ID,
+    MAX_DEVICE_ID,
+    MAX_MEMBER_ID,
+    MAX_SITE_ID,
+)
 from mfa_guard.web.requests import MAX_BODY_BYTES, MAX_WEBAUTHN_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -180,7 +185,7 @@ def _event_query() -> list[Schema]:
             {
                 "type": "string",
                 "minLength": 1,
-                "maxLength": MAX_USER_ID,
+                "maxLength": MAX_MEMBER_ID,
                 "pattern": r"^[^\x00-\x1f\x7f]+$",
             },
             "Only the events of this user (their user id; for a site's own events, who did it).",
@@ -419,6 +424,29 @@ OPERATIONS = (
     ),
     Operation(
         "post",
+        "/sites/{site}/members/{member}/reset",
+        "Reset a member's second factor: they lost their phone (owners only, after a recent "
+        "verification; not for a member of a site the owner does not own)",
+        schemas.MemberReset,
+        "Their factors, recovery codes, phone and remembered browsers are gone",
+        (
+            *BODY,
+            "site_not_found",
+            "not_site_owner",
+            "mfa_required",
+            "member_not_found",
+            "cannot_reset_self",
+            "verified_mfa_required",
+            "mfa_reauthentication_required",
+            "member_of_other_sites",
+            "nothing_to_reset",
+            "reset_cooldown",
+        ),
+        body=schemas.Empty,
+        offered=_with_sites,
+    ),
+    Operation(
+        "post",
         "/webauthn/register/options",
         "Start registering a passkey or security key (another factor needs a recent "
         "verification): the options for navigator.credentials.create",
@@ -561,6 +589,7 @@ def _path_parameters(path: str) -> list[Schema]:
     """The path's parameters: ids no store can hold are refused as unknown ones (404)."""
     described = {
         "site": (MAX_SITE_ID, "The site's id (no slash, no control character)."),
+        "member": (MAX_MEMBER_ID, "The member's user id (no slash, no control character)."),
         "device": (
             MAX_DEVICE_ID,
             "The device's id (from GET devices; no slash, no control character).",

@@ -671,6 +671,16 @@ class SiteMembers(Site):
     members: list[Member]
 
 
+class MemberReset(ResponseBody):
+    """A member's second factor was reset: every factor, recovery code, phone and remembered
+    browser of theirs is gone, and each of their sessions verifies again (or enrols, where 2FA
+    is required) at its next re-check."""
+
+    user_id: str
+    two_factor: Literal[False]
+    devices_forgotten: int = Field(ge=0, description="Remembered browsers forgotten.")
+
+
 class Device(ResponseBody):
     """A remembered browser."""
 

@@ -1,10 +1,11 @@
 """The SQL adapters, on SQLAlchemy's async Core (SQLite or PostgreSQL): :class:`SQLStore`
-(enrolments), :class:`SQLSiteDirectory` (sites and their members) and :class:`SQLDeviceStore`
-(remembered browsers).
+(enrolments), :class:`SQLSiteDirectory` (sites and their members), :class:`SQLDeviceStore`
+(remembered browsers) and :class:`SQLEventStore` (the security log).
 
 Each is built from a database ``url`` (with engine options) or an ``engine`` of the app's; the
-site directory and the device store usually share the store's engine, its connection pool and
-table creation, with ``SQLSiteDirectory.sharing(store)`` and ``SQLDeviceStore.sharing(store)``.
+site directory, the device store and the event store usually share the store's engine, its
+connection pool and table creation, with ``SQLSiteDirectory.sharing(store)``,
+``SQLDeviceStore.sharing(store)`` and ``SQLEventStore.sharing(store)``.
 Every method is one transaction whose deciding statement is a conditional write, so a check and
 its update cannot be split by another request, worker process or host.
 
@@ -13,12 +14,13 @@ the application's own migrations (and pass ``create_tables=False``).
 
 Modules: ``schema`` (the tables and the statements built once), ``engine`` (the engine, its
 retries and error classification), ``adapter`` (the adapters' base and ``sharing``), ``store``,
-``site_directory`` and ``devices`` (one adapter each).
+``site_directory``, ``devices`` and ``events`` (one adapter each).
 """
 
 from __future__ import annotations
 
 from mfa_guard.stores.sql.devices import SQLDeviceStore
+from mfa_guard.stores.sql.events import SQLEventStore
 from mfa_guard.stores.sql.schema import (
     enrolments,
     metadata,
@@ -32,6 +34,7 @@ from mfa_guard.stores.sql.store import SQLStore
 
 __all__ = [
     "SQLDeviceStore",
+    "SQLEventStore",
     "SQLSiteDirectory",
     "SQLStore",
     "enrolments",

@@ -1,5 +1,5 @@
-"""The base of the SQL adapters (store, site directory, device store), and the one way for
-them to share an engine: :meth:`SQLAdapter.sharing`."""
+"""The base of the SQL adapters (store, site directory, device store, event store), and the one
+way for them to share an engine: :meth:`SQLAdapter.sharing`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from mfa_guard.stores.sql.engine import Database
 
 
 class SQLAdapter:
-    """What the SQL store, site directory and device store share: built from a database ``url``
-    with engine options, or a shared ``engine`` it never disposes, or with :meth:`sharing` on
-    another adapter's engine (its pool, lock and table creation)."""
+    """What the SQL store, site directory, device store and event store share: built from a
+    database ``url`` with engine options, or a shared ``engine`` it never disposes, or with
+    :meth:`sharing` on another adapter's engine (its pool, lock and table creation)."""
 
     _db: Database
     _owns_db: bool

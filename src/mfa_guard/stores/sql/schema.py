@@ -204,6 +204,42 @@ trusted_devices = Table(
     Index("ix_mfa_guard_trusted_devices_user_id", "user_id"),
 )
 
+event_log = Table(
+    "mfa_guard_events",
+    metadata,
+    # The cursor of the security log: grows with each append and is never given again, even
+    # once purged (SQLite: INTEGER PRIMARY KEY AUTOINCREMENT, as sqlite_autoincrement below
+    # makes it; a plain rowid would give the highest id again once its row was deleted;
+    # PostgreSQL: a sequence).
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # An EventKind value; a kind this release does not know (a later one wrote it) is left
+    # out of its reads.
+    Column("kind", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("method", String(32), nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("site", String(255), nullable=True),
+    # The kit's ``key=value`` pairs, and the browser's User-Agent (its first 256 characters,
+    # as the kit cuts it): never a code, a secret or a phone number (AuditEvent).
+    Column("detail", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+    # A site's log (its own events, newest first), a user's own activity (and the site log's
+    # events of its members), and the purge of what is older than the retention. The site's
+    # index leaves out the events of no site: smaller, and never chosen for ``site IS NULL``
+    # (SQLite would, without ANALYZE, and go through most of the log).
+    Index(
+        "ix_mfa_guard_events_site_id",
+        "site",
+        "id",
+        sqlite_where=text("site IS NOT NULL"),
+        postgresql_where=text("site IS NOT NULL"),
+    ),
+    Index("ix_mfa_guard_events_user_id_id", "user_id", "id"),
+    Index("ix_mfa_guard_events_at", "at"),
+    sqlite_autoincrement=True,
+)
+
 
 def enrolled() -> ColumnElement[bool]:
     """The enrolments row's user has an authenticator (correlated to ``mfa_guard_enrolments``)."""
@@ -399,6 +435,22 @@ USE_RECOVERY_CODE = delete(recovery_codes).where(
     recovery_codes.c.user_id == bindparam("uid"),
     recovery_codes.c.code_hash == bindparam("code_hash"),
 )
+# One event into the security log, its id back (not retried: a second run would keep it twice).
+APPEND_EVENT = (
+    insert(event_log)
+    .values(
+        kind=bindparam("kind"),
+        user_id=bindparam("uid"),
+        at=bindparam("at"),
+        method=bindparam("method"),
+        client_ip=bindparam("client_ip"),
+        site=bindparam("site"),
+        detail=bindparam("detail"),
+        user_agent=bindparam("user_agent"),
+    )
+    .returning(event_log.c.id)
+)
+PURGE_EVENTS = delete(event_log).where(event_log.c.at < bindparam("before"))
 # An enforcing policy without a deadline enforces at once, as SitePolicy.requires_by.
 EARLIEST_DEADLINE = (
     select(func.min(func.coalesce(sites.c.grace_deadline, 0.0)).label("deadline"))
