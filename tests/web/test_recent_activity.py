@@ -17,7 +17,7 @@ import pytest
 from mfa_guard.events import AuditEvent, EventKind
 from mfa_guard.stores.events import EventQuery, MemoryEventStore, StoredEvent
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
-from tests.apps import GuardedApp, build_app
+from tests.apps import GuardedApp, build_app, enrol, sign_in
 from tests.scenarios import USER, State, arrive, page_token
 
 FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -172,12 +172,34 @@ async def test_a_reset_says_by_whom(
 ) -> None:
     async with ga.client() as client:
         await arrive(ga, client, State.SIGNED_IN)  # 2FA off since the reset
-        await add(log, EventKind.ADMIN_RESET, 1, site=site, detail="by=owner@acme.test")
+        await add(
+            log, EventKind.ADMIN_RESET, 1, site=site, detail="by=owner@acme.test", user_agent=IPHONE
+        )
         page = await client.get("/mfa/settings")
     assert rows(page) == [("admin_reset", said + " Jan 15, 2027, 09:01 UTC")]
     # The site's name is escaped, as every value the page shows.
     assert html.escape(said, quote=False) in section(page)
     assert "<Support>" not in page.text
+
+
+async def test_a_reset_by_an_owner_through_the_api_shows_up_in_the_members_activity(
+    ga: GuardedApp, directory: MemorySiteDirectory
+) -> None:
+    owner = "owner@acme.test"
+    await directory.add_member("acme", owner, Role.OWNER)
+    async with ga.client(headers={"user-agent": FIREFOX}) as member:
+        await arrive(ga, member, State.VERIFIED)
+        async with ga.client() as by_owner:
+            await sign_in(by_owner, owner)
+            await enrol(ga, by_owner)
+            reset = await by_owner.post(f"/mfa/api/sites/acme/members/{USER}/reset", json={})
+            assert reset.status_code == 200, reset.text
+        page = await member.get("/mfa/settings")
+    # The owner's browser is the owner's own: the member is not told which it was.
+    assert rows(page)[0] == (
+        "admin_reset",
+        "Two-factor authentication reset by an owner of Acme <Support> Jan 15, 2027, 08:01 UTC",
+    )
 
 
 async def test_the_activity_in_french(ga: GuardedApp, log: CountingLog) -> None:

@@ -103,7 +103,8 @@ class ActivityRow:
             what=what,
             at=datetime.fromtimestamp(event.at, UTC),
             method=method,
-            browser=entry.browser,
+            # A reset came from the browser of whoever did it: not the user's to see.
+            browser=None if event.kind is EventKind.ADMIN_RESET else entry.browser,
             site=site,
         )
 
