@@ -159,3 +159,38 @@ BAD_FORM_CODES = [
     pytest.param(Form(form(code="1" * 2000)), id="overlong-code"),
     pytest.param(Form(f"csrf_token={TOKEN_PLACEHOLDER}&code=%zz%ff%00"), id="bad-percent-escapes"),
 ]
+
+# Query strings of a site's security log (GET sites/{site}/events) that are no filter and no
+# page: each refused with a 400 (code), before the log or the directory is read. Raw, as a
+# client could send them: percent-escapes of no UTF-8, NULs, line breaks, floods.
+BAD_EVENT_QUERIES = [
+    pytest.param("kind=verifed", "invalid_input", id="misspelt-kind"),
+    pytest.param("kind=VERIFIED", "invalid_input", id="upper-case-kind"),
+    pytest.param("kind=verified%00", "invalid_input", id="kind-nul"),
+    pytest.param("kind=" + "verified," * 3, "invalid_input", id="kinds-comma-separated"),
+    pytest.param("kind[]=verified", "invalid_input", id="kind-brackets"),
+    pytest.param("member=%00", "invalid_input", id="member-nul"),
+    pytest.param("member=a%0d%0ab", "invalid_input", id="member-crlf"),
+    pytest.param("member=" + "m" * 256, "invalid_input", id="member-overlong"),
+    pytest.param("since=%EF%BC%92027-01-15T08:00:00Z", "invalid_input", id="since-full-width"),
+    pytest.param("since=2027-01-15T08:00:00%2B24:00", "invalid_input", id="since-offset-24h"),
+    pytest.param("since=2027-02-30T08:00:00Z", "invalid_input", id="since-february-30"),
+    pytest.param("until=9999-99-99T99:99:99Z", "invalid_input", id="until-nines"),
+    pytest.param("until=" + "1" * 5000, "invalid_input", id="until-flood"),
+    pytest.param("since=2027-01-15T08:00:00.1234567Z", "invalid_input", id="since-nanoseconds"),
+    pytest.param("limit=%EF%BC%95", "invalid_input", id="limit-full-width"),
+    pytest.param("limit=1e2", "invalid_input", id="limit-exponent"),
+    pytest.param("limit=%2B5", "invalid_input", id="limit-plus"),
+    pytest.param("limit=%205", "invalid_input", id="limit-space"),
+    pytest.param("limit=0x10", "invalid_input", id="limit-hex"),
+    pytest.param("limit=" + "9" * 400, "invalid_input", id="limit-400-digits"),
+    pytest.param("limit=1&limit=1", "invalid_input", id="limit-twice"),
+    pytest.param("cursor=1&cursor=1", "invalid_input", id="cursor-twice"),
+    pytest.param("%00=1", "invalid_input", id="parameter-named-nul"),
+    pytest.param("&".join(f"p{i}=1" for i in range(1000)), "invalid_input", id="thousand-params"),
+    pytest.param("cursor=", "invalid_cursor", id="cursor-empty"),
+    pytest.param("cursor=" + "A" * 32, "invalid_cursor", id="cursor-made-up"),
+    pytest.param("cursor=" + "%00" * 32, "invalid_cursor", id="cursor-nuls"),
+    pytest.param("cursor=" + "A" * 10_000, "invalid_cursor", id="cursor-flood"),
+    pytest.param("cursor=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D", "invalid_cursor", id="cursor-padded"),
+]

@@ -54,11 +54,13 @@ def screenshot(page: Page, tmp_path: Path, name: str, part: Locator | None = Non
             box = part.bounding_box()
             assert box is not None, f"{name}: the part to show is not on the page"
             margin = 16  # inside the page's own padding
+            # The box is where the window shows it; a full-page clip is where the page has it.
+            left, top = page.evaluate("() => [window.scrollX, window.scrollY]")
             page.screenshot(
                 path=place,
                 clip={
-                    "x": box["x"] - margin,
-                    "y": box["y"] - margin,
+                    "x": left + box["x"] - margin,
+                    "y": top + box["y"] - margin,
                     "width": box["width"] + 2 * margin,
                     "height": box["height"] + 2 * margin,
                 },

@@ -53,6 +53,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from examples.inbox.forms import FormRefused, checked_form, csrf_token, field, same_origin
+from examples.inbox.security_log import SecurityLogPages, security_log_path
 from examples.inbox.sign_ins import SignIns
 from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
 from mfa_guard import (
@@ -71,7 +72,7 @@ from mfa_guard import (
 from mfa_guard.notifications import LoggingNotifier, NotifyingSink
 from mfa_guard.sms import OutboxSMS
 from mfa_guard.stores import Role
-from mfa_guard.stores.sql import SQLDeviceStore, SQLSiteDirectory, SQLStore
+from mfa_guard.stores.sql import SQLDeviceStore, SQLEventStore, SQLSiteDirectory, SQLStore
 
 logger = logging.getLogger("examples.inbox")
 
@@ -356,6 +357,9 @@ def create_app(
         # A real app e-mails these; the demo logs "would notify …" lines instead.
         events=NotifyingSink(LoggingEventSink(), LoggingNotifier()),
         recovery_kdf=recovery_kdf,
+        # The security log (the owners' "Security log" page, each user's recent activity), in
+        # the enrolments' database too.
+        event_store=SQLEventStore.sharing(store),
     )
     shows_outbox = outbox is not None and guard.sms is outbox
     # Sign-ins on the server, in the enrolments' database (and engine) too.
@@ -364,6 +368,7 @@ def create_app(
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["utc"] = _utc_text
     templates.env.filters["iso"] = _iso_text
+    templates.env.globals["security_log_path"] = security_log_path
     mfa_settings = f"{settings.mount_path}/settings"
 
     def render(
@@ -550,6 +555,7 @@ def create_app(
             Route("/logout", logout, methods=["POST"]),
             Route(INBOX_PATH, inbox),
             *SitePages(guard, render, login_path=LOGIN_PATH).routes(),
+            *SecurityLogPages(guard, render, login_path=LOGIN_PATH).routes(),
             Route("/health", health),
             Route("/health/ready", ready),
             Route(OUTBOX_PATH, outbox_messages),

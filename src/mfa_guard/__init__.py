@@ -35,6 +35,7 @@ from mfa_guard.guard import MFAGuard
 from mfa_guard.identity import client_ip
 from mfa_guard.metrics import Metrics, OpenTelemetryMetrics
 from mfa_guard.readiness import Readiness
+from mfa_guard.security_log import SecurityLogEntry, SecurityLogPage
 from mfa_guard.services import MFAService
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores import Enrolment, MemoryStore, MFAStore
@@ -69,6 +70,8 @@ __all__ = [
     "Reason",
     "ScryptCost",
     "SecretDecryptionError",
+    "SecurityLogEntry",
+    "SecurityLogPage",
     "SiteService",
     "StoreUnavailable",
     "__version__",

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -78,6 +79,15 @@ def device_name(user_agent: str) -> str:
     if hardware and hardware not in {"Other", "Generic Smartphone", "Spider"}:
         name = f"{name} ({hardware})"
     return name[:_NAME_LENGTH]
+
+
+async def browser_names(user_agents: Iterable[str | None]) -> dict[str, str]:
+    """The name of each User-Agent given (:func:`device_name`, cached), worked out in one
+    thread for them all: ua-parser's regular expressions are too slow for the event loop."""
+    agents = {agent for agent in user_agents if agent is not None}
+    if not agents:
+        return {}
+    return await anyio.to_thread.run_sync(lambda: {agent: device_name(agent) for agent in agents})
 
 
 class TrustedDevices:

@@ -20,13 +20,15 @@ from datetime import UTC, datetime
 from mfa_guard.clock import Clock
 from mfa_guard.core.marker import STRONG_METHODS, Marker
 from mfa_guard.core.policy import is_recent
-from mfa_guard.errors import Denied, Reason
+from mfa_guard.errors import ConfigurationError, Denied, Reason
 from mfa_guard.events import AuditEvent, EventKind, EventSink, field
 from mfa_guard.ratelimit import FailureLimiter
 from mfa_guard.resets import ResetDone, Resets
+from mfa_guard.security_log import DEFAULT_EVENTS_PER_PAGE, Cursors, SecurityLogPage, read_page
 from mfa_guard.services import publish
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import FactorKind, MFAStore
+from mfa_guard.stores.events import MAX_EVENTS_PER_PAGE, EventQuery, EventStore
 from mfa_guard.stores.sites import (
     Membership,
     MethodPolicy,
@@ -244,7 +246,9 @@ def iso(timestamp: float | None) -> str | None:
 
 
 class SiteService:
-    """Members' 2FA status and site policies, with the owner checks and audit events."""
+    """Members' 2FA status, site policies and the sites' security logs, with the owner checks
+    and audit events. ``log`` keeps the security log (``MFAGuard(event_store=...)``);
+    ``log_key`` signs its cursors (the guard's: every worker reads the others')."""
 
     def __init__(
         self,
@@ -256,12 +260,16 @@ class SiteService:
         settings: MFAGuardSettings,
         resets: Resets | None = None,
         reset_cooldown: FailureLimiter | None = None,
+        log: EventStore | None = None,
+        log_key: bytes | None = None,
     ) -> None:
         self.store = store
         self.sites = sites
         self._events = events
         self._clock = clock
         self._settings = settings
+        self._log = log
+        self._cursors = Cursors(log_key)
         self.max_grace_hours = settings.max_grace_hours
         self._resets = resets or Resets(
             store=store, devices=None, limiters=(), events=events, clock=clock
@@ -287,6 +295,54 @@ class SiteService:
         if refused is not None:
             return refused
         return await self.member_statuses(site_id)
+
+    async def events(
+        self,
+        actor: str,
+        site_id: str,
+        *,
+        kinds: frozenset[EventKind] | None = None,
+        member: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_EVENTS_PER_PAGE,
+        ip: str | None = None,
+    ) -> SecurityLogPage | Denied:
+        """The site's security log, newest first, for its owners: the site's own events
+        (policy changes, members added, access refused) and the events naming no site of its
+        current members (sign-ins, failures, lock-outs, factors), as
+        :class:`~mfa_guard.stores.events.EventQuery` reads them. Narrowed to ``kinds``, one
+        ``member``, ``since`` (included) and ``until`` (excluded); ``cursor`` is the
+        ``next_cursor`` of the page before; ``limit`` events at most (1 to
+        :data:`~mfa_guard.stores.events.MAX_EVENTS_PER_PAGE`).
+
+        A cursor this site's log did not give is refused (``INVALID_CURSOR``) before the owner
+        check, as any other bad input; the owner check is :meth:`members`' (a non-member: no
+        such site)."""
+        if self._log is None:
+            raise ConfigurationError("the security log needs MFAGuard(event_store=an EventStore)")
+        if not 1 <= limit <= MAX_EVENTS_PER_PAGE:
+            return Denied(Reason.INVALID_EVENTS_LIMIT, params={"max": MAX_EVENTS_PER_PAGE})
+        scope = f"site:{site_id}"
+        before = None
+        if cursor is not None and (before := self._cursors.read(scope, cursor)) is None:
+            return Denied(Reason.INVALID_CURSOR)
+        refused = await self._owner_only(actor, site_id, ip, "events")
+        if refused is not None:
+            return refused
+        members = await self.sites.members(site_id)
+        query = EventQuery(
+            users=tuple(m.user_id for m in members),
+            site=site_id,
+            member=member,
+            kinds=kinds,
+            since=since,
+            until=until,
+            before=before,
+            limit=limit,
+        )
+        return await read_page(self._log, query, self._cursors, scope)
 
     async def set_policy(
         self,

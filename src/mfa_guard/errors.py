@@ -347,6 +347,37 @@ class Reason(Enum):
         "reset again yet.",
     )
 
+    # -- a site's security log (GET sites/{site}/events): its query parameters -----------------
+    UNKNOWN_PARAMETER = Refusal(
+        "invalid_input",
+        400,
+        "Unknown parameter '%(name)s': the log is filtered by kind, member, since and until, "
+        "and paged with cursor and limit.",
+    )
+    REPEATED_PARAMETER = Refusal("invalid_input", 400, "Give the parameter '%(name)s' once.")
+    INVALID_EVENT_KIND = Refusal("invalid_input", 400, "Each 'kind' must be one of: %(kinds)s.")
+    INVALID_EVENT_MEMBER = Refusal(
+        "invalid_input",
+        400,
+        "The parameter 'member' must be a user id of 1 to %(max_length)s characters, without "
+        "control characters.",
+    )
+    INVALID_INSTANT = Refusal(
+        "invalid_input",
+        400,
+        "The parameter '%(name)s' must be an instant such as 2026-11-27T20:45:00Z (UTC, as the "
+        "API writes them, or with an offset such as +01:00).",
+    )
+    INVALID_EVENTS_LIMIT = Refusal(
+        "invalid_input", 400, "The parameter 'limit' must be a whole number from 1 to %(max)s."
+    )
+    INVALID_CURSOR = Refusal(
+        "invalid_cursor",
+        400,
+        "This cursor is not one this site's log gave (or the server's keys changed since): ask "
+        "for the first page again, without 'cursor'.",
+    )
+
     # -- remembered browsers --------------------------------------------------------------------
     DEVICE_NOT_FOUND = Refusal("device_not_found", 404, "There is no such remembered browser.")
     NO_DEVICE_CHOSEN = Refusal("invalid_input", 400, "Choose a browser to forget.")

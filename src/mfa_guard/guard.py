@@ -204,6 +204,8 @@ class MFAGuard:
                     if cooldown
                     else None
                 ),
+                log=event_store,
+                log_key=box.marker_key,
             )
         self.kit = Kit(
             settings=settings,

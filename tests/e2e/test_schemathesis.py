@@ -132,8 +132,10 @@ def test_the_live_api_honours_its_document(
 
 def test_the_document_is_what_the_demo_serves(live_demo: str) -> None:
     document = httpx.get(f"{live_demo}/mfa/api/openapi.json").json()
-    # The demo has a site directory: the fuzzing covers the site endpoints too.
+    # The demo has a site directory: the fuzzing covers the site endpoints too, and its
+    # security log's query parameters.
     assert "/mfa/api/sites/{site}/policy" in document["paths"]
+    assert "/mfa/api/sites/{site}/events" in document["paths"]
     # And passkeys: the fuzzing covers the WebAuthn answers (malformed JSON, CBOR, base64url).
     assert {"/mfa/api/webauthn/register", "/mfa/api/webauthn/authenticate"} <= set(
         document["paths"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 
+from mfa_guard.stores.events import MemoryEventStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -20,7 +21,9 @@ async def acme_guard() -> GuardedApp:
     await directory.save_site("acme", "Acme")
     await directory.add_member("acme", OWNER, Role.OWNER)
     await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)
-    return build_app(sites=directory, trusted_devices={"enabled": True})
+    return build_app(
+        sites=directory, trusted_devices={"enabled": True}, event_store=MemoryEventStore()
+    )
 
 
 async def api_reads(client: httpx.AsyncClient) -> list[str]:
@@ -62,7 +65,12 @@ async def test_every_read_beyond_its_own_status_needs_the_second_factor() -> Non
     ga = await acme_guard()
     async with ga.client() as owner:
         reads = await api_reads(owner)
-        assert {"/mfa/api/sites", "/mfa/api/sites/acme/members", "/mfa/api/devices"} <= set(reads)
+        assert {
+            "/mfa/api/sites",
+            "/mfa/api/sites/acme/members",
+            "/mfa/api/sites/acme/events",
+            "/mfa/api/devices",
+        } <= set(reads)
         await sign_in(owner, OWNER)
         secret, _ = await enrol(ga, owner)
         await sign_in(owner, OWNER)

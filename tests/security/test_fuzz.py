@@ -20,7 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mfa_guard.events import AuditEvent, EventKind
 from mfa_guard.sms import OutboxSMS
+from mfa_guard.stores.events import MemoryEventStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app
 from tests.scenarios import USER, State, arrive, page_token
@@ -42,6 +44,7 @@ ENDPOINTS = [
     ("GET", "/mfa/api/status"),
     ("GET", "/mfa/api/sites"),
     ("GET", "/mfa/api/sites/acme/members"),
+    ("GET", "/mfa/api/sites/acme/events"),
     ("PUT", "/mfa/api/sites/acme/policy"),
     ("GET", "/mfa/api/devices"),
     ("DELETE", "/mfa/api/devices"),
@@ -154,6 +157,7 @@ class Fuzzed:
             sites=directory,
             recheck_seconds=60,
             trusted_devices={"enabled": True},
+            event_store=MemoryEventStore(),
         )
 
         async def prepare() -> str:
@@ -257,5 +261,43 @@ def test_no_request_is_a_500_and_a_refused_one_changes_nothing(
         assert 'File "' not in response.text
         if response.status_code >= 400:
             assert not changed, (method, path, response.status_code, response.text[:300])
+
+    check()
+
+
+# The security log's parameters, and a few of its values: the rest is random text.
+EVENT_PARAMETERS = ["kind", "member", "since", "until", "cursor", "limit"]
+EVENT_VALUES = ["verified", "locked_out", USER, "2027-01-15T08:00:00Z", "1", "200", "A" * 32]
+
+
+def test_no_query_of_a_site_log_is_a_500(runner: asyncio.Runner) -> None:
+    """Random query strings for GET sites/{site}/events, of a verified owner whose log holds
+    events: every answer is the page (200) or a 400 with its code, never a 500."""
+    fuzzed = Fuzzed(runner, State.VERIFIED)
+    log = fuzzed.ga.guard.event_store
+    assert isinstance(log, MemoryEventStore)
+    for _ in range(3):
+        event = AuditEvent(EventKind.VERIFIED, USER, fuzzed.ga.clock(), method="totp")
+        runner.run(log.append(event))
+
+    @FUZZING
+    @given(
+        pairs=st.lists(
+            st.tuples(
+                st.sampled_from(EVENT_PARAMETERS) | texts,
+                st.sampled_from(EVENT_VALUES) | texts,
+            ),
+            max_size=6,
+        )
+    )
+    def check(pairs: list[tuple[str, str]]) -> None:
+        path = "/mfa/api/sites/acme/events?" + urlencode(pairs)
+        headers = {"cookie": f"session={fuzzed.session}"}
+        response, _ = runner.run(fuzzed.send("GET", path, None, b"", headers))
+        assert response.status_code in (200, 400), (pairs, response.status_code, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] in ("invalid_input", "invalid_cursor")
+        else:
+            assert set(response.json()) == {"events", "next_cursor"}
 
     check()

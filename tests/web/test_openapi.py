@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 
 from mfa_guard import __version__
+from mfa_guard.stores.events import MemoryEventStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -23,7 +24,7 @@ async def acme_app(**settings: Any) -> GuardedApp:
     await directory.save_site("acme", "Acme")
     await directory.add_member("acme", "owner@acme.test", Role.OWNER)
     await directory.add_member("acme", "agent@acme.test", Role.OPERATOR)
-    return build_app(sites=directory, **settings)
+    return build_app(sites=directory, event_store=MemoryEventStore(), **settings)
 
 
 async def test_the_document_is_public_openapi_3_1_for_this_mount() -> None:
@@ -94,6 +95,8 @@ async def test_every_answer_of_a_walk_through_the_api_conforms_to_the_document()
         await owner.get("/mfa/api/status")
         await owner.post("/mfa/api/totp/setup", json={})  # already enrolled
         await owner.get("/mfa/api/sites/acme/members")
+        await owner.get("/mfa/api/sites/acme/events", params={"kind": "enrolled", "limit": 1})
+        await owner.get("/mfa/api/sites/acme/events", params={"since": "2027"})  # 400
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True})  # 409 + members
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": "yes"})  # 400
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True, "grace_hours": 2})

@@ -48,6 +48,8 @@ PUBLIC: dict[str, list[str]] = {
         "Reason",
         "ScryptCost",
         "SecretDecryptionError",
+        "SecurityLogEntry",
+        "SecurityLogPage",
         "SiteService",
         "StoreUnavailable",
         "__version__",

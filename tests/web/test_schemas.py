@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from mfa_guard.core.marker import METHODS
 from mfa_guard.sms import OutboxSMS
+from mfa_guard.stores.events import MemoryEventStore
 from mfa_guard.stores.sites import MemorySiteDirectory, Role
 from mfa_guard.testing.webauthn import SoftAuthenticator
 from mfa_guard.web import schemas
@@ -43,8 +44,8 @@ ORIGIN = "https://app.example.test"
 
 
 async def acme_app(outbox: OutboxSMS | None = None, **settings: Any) -> GuardedApp:
-    """Everything on: a site directory (Acme: an owner and an operator), SMS and trusted
-    devices."""
+    """Everything on: a site directory (Acme: an owner and an operator) and its security log,
+    SMS and trusted devices."""
     directory = MemorySiteDirectory()
     await directory.save_site("acme", "Acme")
     await directory.add_member("acme", "owner@acme.test", Role.OWNER)
@@ -55,6 +56,7 @@ async def acme_app(outbox: OutboxSMS | None = None, **settings: Any) -> GuardedA
         sms=SMS,
         trusted_devices={"enabled": True},
         webauthn={"rp_id": "app.example.test", "origins": [ORIGIN]},
+        event_store=MemoryEventStore(),
         **settings,
     )
 
@@ -167,6 +169,11 @@ async def walk(ga: GuardedApp, outbox: OutboxSMS, recorder: Recorder) -> None:
         await agent.post("/mfa/api/webauthn/authenticate/options", json={})  # no passkey
         await owner.get("/mfa/api/sites")
         await owner.get("/mfa/api/sites/acme/members")
+        page = (await owner.get("/mfa/api/sites/acme/events", params={"limit": 2})).json()
+        await owner.get("/mfa/api/sites/acme/events", params={"cursor": page["next_cursor"]})
+        await owner.get("/mfa/api/sites/acme/events", params={"kind": "nope"})
+        await owner.get("/mfa/api/sites/acme/events", params={"cursor": "x"})
+        await agent.get("/mfa/api/sites/acme/events")  # not the owner
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True})  # members lack 2FA
         await owner.put("/mfa/api/sites/acme/policy", json={"enforce": True, "grace_hours": 2})
         await agent.get("/mfa/api/status")  # required by Acme
@@ -340,11 +347,23 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
                     .replace("{authenticator}", "x")
                 )
                 for parameter in operation.get("parameters", []):
-                    for _, limit in limits(parameter["schema"]):
-                        long = template.replace("{" + parameter["name"] + "}", "x" * (limit + 1))
+                    name = parameter["name"]
+                    for keyword, limit in limits(parameter["schema"]):
+                        found.add((template, name, limit))
+                        if parameter["in"] == "query":
+                            at, beyond = (
+                                ("x" * limit, "x" * (limit + 1))
+                                if keyword == "maxLength"
+                                else (limit, limit + 1)
+                            )
+                            refused = await agent.request(method, path, params={name: beyond})
+                            assert refused.status_code == 400, (template, name, refused.text)
+                            read = await agent.request(method, path, params={name: at})
+                            assert read.status_code != 400, (template, name, read.text)
+                            continue
+                        long = template.replace("{" + name + "}", "x" * (limit + 1))
                         response = await agent.request(method, long, json={})
                         assert response.status_code == 404, (long, response.text)
-                        found.add((template, parameter["name"], limit))
                 if "requestBody" not in operation:
                     continue
                 ref = operation["requestBody"]["content"][JSON]["schema"]["$ref"]
@@ -370,6 +389,8 @@ async def test_every_limit_the_document_states_is_enforced(max_grace_hours: int)
         ("/mfa/api/phone", "phone", 32),
         ("/mfa/api/sites/{site}/policy", "grace_hours", max_grace_hours),
         ("/mfa/api/sites/{site}/members", "site", 255),
+        ("/mfa/api/sites/{site}/events", "member", 255),
+        ("/mfa/api/sites/{site}/events", "limit", 200),
         ("/mfa/api/devices/{device}", "device", 64),
         ("/mfa/api/totp/confirm", "name", 64),
         ("/mfa/api/authenticators/{authenticator}", "name", 64),

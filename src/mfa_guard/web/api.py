@@ -20,13 +20,21 @@ from starlette.routing import Route
 from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
+from mfa_guard.security_log import SecurityLogEntry
 from mfa_guard.services import TextSent
 from mfa_guard.services import Verified as ServiceVerified
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Authenticator
 from mfa_guard.stores.sites import Role, Site
 from mfa_guard.web import openapi, schemas
-from mfa_guard.web.flows import MAX_AUTHENTICATOR_ID, MAX_SITE_ID, Flows, SignedIn, valid_id
+from mfa_guard.web.flows import (
+    MAX_AUTHENTICATOR_ID,
+    MAX_MEMBER_ID,
+    MAX_SITE_ID,
+    Flows,
+    SignedIn,
+    valid_id,
+)
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,
     denied_json,
@@ -115,6 +123,22 @@ def member_model(member: MemberStatus) -> schemas.Member:
     return schemas.Member.model_validate(member, from_attributes=True)
 
 
+def logged_event_model(entry: SecurityLogEntry) -> schemas.LoggedEvent:
+    """An event of the log as the API tells it: its User-Agent only as the browser's name."""
+    event = entry.event
+    return schemas.LoggedEvent(
+        id=entry.id,
+        kind=event.kind,
+        at=event.at,
+        user=event.user_id,
+        method=event.method,
+        site=event.site,
+        detail=event.detail,
+        ip=event.client_ip,
+        browser=entry.browser,
+    )
+
+
 class API:
     """The JSON API of one kit: its routes and their handlers."""
 
@@ -141,6 +165,7 @@ class API:
             ("post", "/sms/send"): signed_in(self.sms_send),
             ("get", "/sites"): signed_in(self.sites),
             ("get", "/sites/{site}/members"): signed_in(self.site_members),
+            ("get", "/sites/{site}/events"): signed_in(self.site_events),
             ("put", "/sites/{site}/policy"): signed_in(self.site_policy),
             ("post", "/sites/{site}/members/{member}/reset"): signed_in(self.reset_member),
             ("post", "/webauthn/register/options"): signed_in(self.passkey_registration),
@@ -294,6 +319,19 @@ class API:
                 user_id=result.user_id,
                 two_factor=False,
                 devices_forgotten=result.devices_forgotten,
+            )
+        )
+
+    async def site_events(self, request: Request, caller: Caller) -> Response:
+        site_id = site_param(request)
+        filters = schemas.event_filters(request.query_params, MAX_MEMBER_ID)
+        result = await self.flows.site_events(caller, site_id, filters)
+        if isinstance(result, Denied):
+            return self._refused(result)
+        return json_response(
+            schemas.SiteEvents(
+                events=[logged_event_model(entry) for entry in result.entries],
+                next_cursor=result.next_cursor,
             )
         )
 

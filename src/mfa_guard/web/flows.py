@@ -17,6 +17,7 @@ from mfa_guard.devices import Remembered, token_hash
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
 from mfa_guard.resets import ResetDone
+from mfa_guard.security_log import SecurityLogPage
 from mfa_guard.services import MAX_NAME, Method, Setup, TextSent, Verified, clean_name
 from mfa_guard.stores.base import Authenticator, Enrolment
 from mfa_guard.stores.devices import TrustedDevice
@@ -527,6 +528,25 @@ class Flows:
         await caller.recheck()
         return await self.kit.site_service.reset_member(
             caller.user_id, site_id, member, marker=caller.marker, ip=caller.ip
+        )
+
+    async def site_events(
+        self, caller: Caller, site_id: str, filters: schemas.EventFilters
+    ) -> SecurityLogPage | Denied:
+        """A page of the site's security log, for its owners; as for its members, never to a
+        session that holds the password only."""
+        if (refused := await self.verified(caller)) is not None:
+            return refused
+        return await self.kit.site_service.events(
+            caller.user_id,
+            site_id,
+            kinds=filters.kinds,
+            member=filters.member,
+            since=filters.since,
+            until=filters.until,
+            cursor=filters.cursor,
+            limit=filters.limit,
+            ip=caller.ip,
         )
 
     async def set_site_policy(

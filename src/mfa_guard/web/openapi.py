@@ -19,7 +19,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mfa_guard.errors import Reason
+from mfa_guard.events import EventKind
+from mfa_guard.security_log import CURSOR_PATTERN, DEFAULT_EVENTS_PER_PAGE
 from mfa_guard.settings import MFAGuardSettings
+from mfa_guard.stores.events import MAX_EVENTS_PER_PAGE
 from mfa_guard.version import __version__
 from mfa_guard.web import schemas
 from mfa_guard.web.flows import (
@@ -57,8 +60,8 @@ CODE_REFUSED = ("invalid_code", "too_many_attempts", "locked_after_failures")
 
 # What each status means in this API; the codes of the document's refusals follow.
 _STATUS_MEANING = {
-    400: "Bad input: invalid JSON, a missing, mistyped or too long field, or a phone number "
-    "refused",
+    400: "Bad input: invalid JSON, a missing, mistyped or too long field, a phone number "
+    "refused, or a query parameter refused (a site log's filters, or its cursor)",
     401: "Nobody is signed in, or a second factor is needed first",
     403: "A cross-site request, or not allowed (strong_factor_required: a texted code cannot "
     "change the factors)",
@@ -110,6 +113,10 @@ def _with_sites(kit: Kit) -> bool:
     return kit.sites is not None
 
 
+def _with_site_log(kit: Kit) -> bool:
+    return kit.sites is not None and kit.event_store is not None
+
+
 def _with_devices(kit: Kit) -> bool:
     return kit.trusted_devices is not None
 
@@ -126,7 +133,7 @@ def _policy_change(settings: MFAGuardSettings) -> type[schemas.RequestBody]:
 class Operation:
     """One operation of the JSON API, as the document describes it: its path under
     ``{mount}/api``, its answer (``None``: any JSON), the codes it may be refused with, its
-    body, and whether this app offers it."""
+    body, whether this app offers it, and its query parameters."""
 
     method: str
     path: str
@@ -138,11 +145,78 @@ class Operation:
     body: RequestModel | None = None
     offered: Callable[[Kit], bool] = _always
     public: bool = False
+    # Its query parameters (OpenAPI parameter objects); the path's come from the path.
+    query: Callable[[], list[Schema]] | None = None
 
     def body_model(self, settings: MFAGuardSettings) -> type[schemas.RequestBody] | None:
         if self.body is None or isinstance(self.body, type):
             return self.body
         return self.body(settings)
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _event_query() -> list[Schema]:
+    """GET sites/{site}/events' parameters, as :func:`mfa_guard.web.schemas.event_filters`
+    reads them: any other is refused (400), as is one of these given twice (but ``kind``)."""
+    return [
+        {
+            **_query(
+                "kind",
+                {
+                    "type": "array",
+                    "items": {"type": "string", "enum": [k.value for k in EventKind]},
+                },
+                "Only events of these kinds (repeat it: kind=verified&kind=locked_out).",
+            ),
+            "style": "form",
+            "explode": True,
+        },
+        _query(
+            "member",
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_MEMBER_ID,
+                "pattern": r"^[^\x00-\x1f\x7f]+$",
+            },
+            "Only the events of this user (their user id; for a site's own events, who did it).",
+        ),
+        _query(
+            "since",
+            {"type": "string", "format": "date-time", "pattern": schemas.INSTANT_PATTERN},
+            "Only events at or after this instant (2026-11-27T20:45:00Z, or with an offset).",
+        ),
+        _query(
+            "until",
+            {"type": "string", "format": "date-time", "pattern": schemas.INSTANT_PATTERN},
+            "Only events before this instant.",
+        ),
+        _query(
+            "cursor",
+            {"type": "string", "pattern": CURSOR_PATTERN},
+            "The next_cursor of the page before (400 invalid_cursor for one this site's log did "
+            "not give).",
+        ),
+        _query(
+            "limit",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_EVENTS_PER_PAGE,
+                "default": DEFAULT_EVENTS_PER_PAGE,
+            },
+            "How many events at most.",
+        ),
+    ]
 
 
 OPERATIONS = (
@@ -309,6 +383,24 @@ OPERATIONS = (
         "The site and its members",
         (*SIGNED_IN, "site_not_found", "mfa_required", "not_site_owner"),
         offered=_with_sites,
+    ),
+    Operation(
+        "get",
+        "/sites/{site}/events",
+        "The site's security log, newest first: its own events and its members' sign-ins, "
+        "failures, lock-outs and factors (owners only)",
+        schemas.SiteEvents,
+        "A page of events, and the cursor of the next one",
+        (
+            *SIGNED_IN,
+            "invalid_input",
+            "invalid_cursor",
+            "site_not_found",
+            "mfa_required",
+            "not_site_owner",
+        ),
+        offered=_with_site_log,
+        query=_event_query,
     ),
     Operation(
         "put",
@@ -561,7 +653,8 @@ def _operation(operation: Operation, body: type[schemas.RequestBody] | None) -> 
         described["security"] = [dict(requirement) for requirement in SECURITY]
     if body is not None:
         described["requestBody"] = {"required": True, "content": _content(body)}
-    if parameters := _path_parameters(operation.path):
+    query = [] if operation.query is None else operation.query()
+    if parameters := [*_path_parameters(operation.path), *query]:
         described["parameters"] = parameters
     return described
 

@@ -11,6 +11,8 @@ enforces taken from its own constants and settings.
 from __future__ import annotations
 
 import functools
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -32,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -39,9 +42,12 @@ from mfa_guard.core import recovery, totp
 from mfa_guard.core.sms import MAX_PHONE_LENGTH
 from mfa_guard.enforcement import iso
 from mfa_guard.errors import Reason, Refused
+from mfa_guard.events import EventKind
+from mfa_guard.security_log import DEFAULT_EVENTS_PER_PAGE
 from mfa_guard.services import MAX_NAME, Method, clean_name
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.base import FactorKind
+from mfa_guard.stores.events import MAX_EVENTS_PER_PAGE
 from mfa_guard.stores.sites import MethodPolicy, Role
 from mfa_guard.web.requests import MAX_BODY_BYTES, json_body
 
@@ -340,6 +346,86 @@ def refused(exc: ValidationError) -> Refused:
     return Refused(Reason[refusal["reason"]], **refusal["params"])
 
 
+# -- Reading a query (GET sites/{site}/events) ------------------------------------------------
+
+# An instant as the API writes them (2026-11-27T20:45:00Z), or RFC 3339 with an offset and
+# fractions of a second: checked by its shape first, then by datetime (month 13 is refused).
+INSTANT_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+)
+_INSTANT = re.compile(INSTANT_PATTERN)
+# The log's filters and its paging, as GET sites/{site}/events reads them.
+EVENT_PARAMETERS = ("kind", "member", "since", "until", "cursor", "limit")
+# An unknown parameter's name is said back up to this length.
+MAX_PARAMETER_ECHO = 40
+# A limit as a client writes it: a plain decimal number (no sign, no leading zero, no space).
+_WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,5}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilters:
+    """What a reader of a site's log asked for (see :meth:`SiteService.events`)."""
+
+    kinds: frozenset[EventKind] | None = None
+    member: str | None = None
+    since: float | None = None
+    until: float | None = None
+    cursor: str | None = None
+    limit: int = DEFAULT_EVENTS_PER_PAGE
+
+
+def event_filters(params: QueryParams, max_member: int) -> EventFilters:
+    """The query of ``GET sites/{site}/events`` read, or :class:`~mfa_guard.errors.Refused`
+    for the first parameter refused: an unknown one (a misspelt filter would answer the whole
+    log), one given twice (but ``kind``), an unknown kind, a member id no directory can hold,
+    an instant that is not one, a limit out of range. The cursor is the site service's to
+    check (it holds the key)."""
+    for name in params:
+        if name not in EVENT_PARAMETERS:
+            raise Refused(Reason.UNKNOWN_PARAMETER, name=name[:MAX_PARAMETER_ECHO])
+    once: dict[str, str] = {}
+    for name in EVENT_PARAMETERS[1:]:
+        values = params.getlist(name)
+        if len(values) > 1:
+            raise Refused(Reason.REPEATED_PARAMETER, name=name)
+        if values:
+            once[name] = values[0]
+    kinds = params.getlist("kind")
+    known = {kind.value for kind in EventKind}
+    if any(kind not in known for kind in kinds):
+        raise Refused(Reason.INVALID_EVENT_KIND, kinds=", ".join(sorted(known)))
+    member = once.get("member")
+    if member is not None and not (0 < len(member) <= max_member and member.isprintable()):
+        raise Refused(Reason.INVALID_EVENT_MEMBER, max_length=max_member)
+    limit = once.get("limit")
+    if limit is not None and (
+        _WHOLE_NUMBER.fullmatch(limit) is None or int(limit) > MAX_EVENTS_PER_PAGE
+    ):
+        raise Refused(Reason.INVALID_EVENTS_LIMIT, max=MAX_EVENTS_PER_PAGE)
+    return EventFilters(
+        kinds=frozenset(EventKind(kind) for kind in kinds) if kinds else None,
+        member=member,
+        since=_instant(once, "since"),
+        until=_instant(once, "until"),
+        cursor=once.get("cursor"),
+        limit=DEFAULT_EVENTS_PER_PAGE if limit is None else int(limit),
+    )
+
+
+def _instant(once: dict[str, str], name: str) -> float | None:
+    """``once[name]`` as a timestamp: an ISO 8601 instant with its zone (``Z`` or an
+    offset)."""
+    text = once.get(name)
+    if text is None:
+        return None
+    if _INSTANT.fullmatch(text) is not None:
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except (ValueError, OverflowError):
+            pass
+    raise Refused(Reason.INVALID_INSTANT, name=name)
+
+
 # -- Writing an answer -----------------------------------------------------------------------
 
 
@@ -616,6 +702,41 @@ class Forgotten(ResponseBody):
     """How many remembered browsers were forgotten."""
 
     forgotten: int = Field(ge=0)
+
+
+class LoggedEvent(ResponseBody):
+    """One event of a site's security log."""
+
+    id: int = Field(description="Grows with each event kept.")
+    kind: EventKind
+    at: Instant
+    user: str = Field(
+        description="Whom it happened to; for a site's own events (site_policy_changed, "
+        "site_member_added, ...), who did it."
+    )
+    method: str | None = Field(
+        description="The second factor concerned: totp, recovery, sms, webauthn, or device "
+        "(a remembered browser)."
+    )
+    site: str | None = Field(description="The site, for a site's own events; null for a user's.")
+    detail: str | None = Field(
+        description="What changed, as the kit writes it (enforce=on deadline=…, member=… "
+        "role=…, a remembered browser's name)."
+    )
+    ip: str | None = Field(description="The client's address, as the kit saw it.")
+    browser: str | None = Field(
+        description="The browser, named from its User-Agent (null when the event came with none).",
+        examples=["Firefox on Ubuntu"],
+    )
+
+
+class SiteEvents(ResponseBody):
+    """A page of a site's security log, newest first."""
+
+    events: list[LoggedEvent]
+    next_cursor: str | None = Field(
+        description="Give it back as cursor for the next page; null on the last page."
+    )
 
 
 class ErrorDetail(ResponseBody):

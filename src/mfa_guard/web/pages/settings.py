@@ -1,8 +1,9 @@
 """The settings page and its forms: the user's authenticators (listed, renamed, removed, another
 app added; a passkey or security key is added by the page's script through the JSON API),
-recovery codes, turning 2FA off, other sessions, the mobile number, remembered browsers. Each
-form runs its flow and shows the settings page again, with a notice or the refusal; a session
-that must verify (again) first is sent to the challenge."""
+recovery codes, turning 2FA off, other sessions, the mobile number, remembered browsers, and the
+user's recent activity (with a security log: ``MFAGuard(event_store=...)``). Each form runs its
+flow and shows the settings page again, with a notice or the refusal; a session that must
+verify (again) first is sent to the challenge."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from starlette.responses import Response
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import WEBAUTHN_METHOD
 from mfa_guard.errors import Denied, Reason
+from mfa_guard.events import EventKind
+from mfa_guard.security_log import SecurityLogEntry, entries
 from mfa_guard.services import concurrently
 from mfa_guard.sms import SMSError
 from mfa_guard.stores.base import Authenticator, Enrolment, FactorKind, SMSPurpose
+from mfa_guard.stores.events import EventQuery
 from mfa_guard.stores.sites import Membership
 from mfa_guard.web.i18n import N_
 from mfa_guard.web.pages.base import PageBase, form_field, form_method
@@ -43,6 +47,66 @@ VERIFY_FIRST = frozenset(
 )
 # The notices of ``/settings?added=…``, where the passkey script goes once a key is added.
 ADDED_NOTICES = {"passkey": N_("Your passkey or security key is added.")}
+
+
+# "Recent activity": what the user would want to hear of if it was not them, the last few.
+ACTIVITY_ROWS = 10
+ACTIVITY = {
+    EventKind.VERIFIED: N_("Signed in"),
+    EventKind.VERIFICATION_FAILED: N_("Failed sign-in attempt"),
+    EventKind.CODE_REUSED: N_("A code already used was entered again"),
+    EventKind.LOCKED_OUT: N_("Sign-in locked after too many wrong codes"),
+    EventKind.RECOVERY_CODE_USED: N_("Recovery code used"),
+    EventKind.DEVICE_TRUSTED: N_("Browser remembered"),
+    EventKind.AUTHENTICATOR_ADDED: N_("Authenticator added"),
+    EventKind.AUTHENTICATOR_REMOVED: N_("Authenticator removed"),
+    EventKind.ENROLLED: N_("Two-factor authentication turned on"),
+    EventKind.DISABLED: N_("Two-factor authentication turned off"),
+    EventKind.ADMIN_RESET: N_("Two-factor authentication reset by an administrator"),
+}
+RESET_BY_OWNER = N_("Two-factor authentication reset by an owner of %(site)s")
+# The second factor an event was about, in words; not said where the event says it already.
+METHOD_WORDS = {
+    "totp": N_("Authenticator app"),
+    "recovery": N_("Recovery code"),
+    "sms": N_("Text message"),
+    "webauthn": N_("Passkey or security key"),
+}
+WITHOUT_METHOD = frozenset(
+    {EventKind.RECOVERY_CODE_USED, EventKind.DEVICE_TRUSTED, EventKind.ADMIN_RESET}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRow:
+    """One event of the user's recent activity, as the settings page lists it: what happened
+    (an English msgid; ``site`` fills in the site of a reset by its owner), when, with which
+    second factor (a msgid too) and from which browser."""
+
+    kind: str
+    what: str
+    at: datetime
+    method: str | None
+    browser: str | None
+    site: str | None = None
+
+    @classmethod
+    def of(cls, entry: SecurityLogEntry, site_names: dict[str, str]) -> ActivityRow:
+        event = entry.event
+        what, site = ACTIVITY[event.kind], None
+        if event.kind is EventKind.ADMIN_RESET and event.site is not None:
+            # A site the user has left since is named by its id.
+            what, site = RESET_BY_OWNER, site_names.get(event.site, event.site)
+        method = None if event.kind in WITHOUT_METHOD else METHOD_WORDS.get(event.method or "")
+        return cls(
+            kind=event.kind.value,
+            what=what,
+            at=datetime.fromtimestamp(event.at, UTC),
+            method=method,
+            # A reset came from the browser of whoever did it: not the user's to see.
+            browser=None if event.kind is EventKind.ADMIN_RESET else entry.browser,
+            site=site,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +197,14 @@ class SettingsPages(PageBase):
     ) -> Response:
         if await self.flows.verified(caller) is not None:
             return self._to_challenge(request)
-        enrolment, devices = await concurrently(
-            self.service.enrolment(caller.user_id), self._remembered(caller)
+        (enrolment, devices), recent = await concurrently(
+            concurrently(self.service.enrolment(caller.user_id), self._remembered(caller)),
+            self._recent_activity(caller),
         )
-        # One directory read: the sites that require 2FA, and those that accept only a passkey.
+        # One directory read: the sites that require 2FA, those that accept only a passkey,
+        # and the names of the sites whose owner reset the user's 2FA.
         memberships = await self._memberships(caller)
+        site_names = {m.site.id: m.site.name for m in memberships}
         phone: dict[str, Any] | None = None
         phone_context = context.pop("phone", {})
         if self.service.sms is not None:
@@ -178,11 +245,23 @@ class SettingsPages(PageBase):
                 "devices": devices if enrolment.enrolled else None,
                 "trusted_devices": self.kit.trusted_devices is not None,
                 "device_days": self._device_days(),
+                "activity": None
+                if recent is None
+                else [ActivityRow.of(entry, site_names) for entry in recent],
                 **context,
             },
             status_code,
             headers,
         )
+
+    async def _recent_activity(self, caller: Caller) -> tuple[SecurityLogEntry, ...] | None:
+        """The user's last events of :data:`ACTIVITY`, newest first, with their browsers named:
+        one read of the security log (``None``, and no read, without one)."""
+        log = self.kit.event_store
+        if log is None:
+            return None
+        query = EventQuery(users=(caller.user_id,), kinds=frozenset(ACTIVITY), limit=ACTIVITY_ROWS)
+        return await entries(await log.events(query))
 
     async def _memberships(self, caller: Caller) -> list[Membership]:
         sites = self.service.sites
