@@ -51,7 +51,7 @@ settings-doc: $(STAMP)
 # The pages' translations: extract every msgid (templates, pages.py, the refusal texts) into
 # src/mfa_guard/web/locale/messages.pot, merge it into each messages.po, compile the .mo files.
 messages: $(STAMP)
-	$(BIN)/python -m mfa_guard.web.i18n
+	$(BIN)/python -m mfa_guard.web.i18n  # pybabel extract -F babel.cfg, update, compile
 
 # The suite's core again, on the lowest versions pyproject.toml allows for the package and every
 # extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor

@@ -44,6 +44,7 @@ from mfa_guard.stores.events import EventStore, StoringSink
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.web.context import Kit
+from mfa_guard.web.i18n import LanguageGetter
 from mfa_guard.web.middleware import MFAGuardMiddleware
 from mfa_guard.web.routes import build_routes
 
@@ -62,6 +63,8 @@ class MFAGuard:
     the signed-in user from the request's scope (``scope["user"]`` by default);
     ``sign_out_fields`` gives the hidden fields of the app's sign-out form; ``event_store``
     keeps the security log (every audit event, for site owners and each user's own activity);
+    ``language`` gives the user's language when the app keeps one (a tag such as ``de``, or
+    ``None`` to follow the browser's ``Accept-Language``), among ``settings.languages``;
     ``metrics`` counts the events and times each verify (:class:`~mfa_guard.OpenTelemetryMetrics`);
     ``template_directory`` holds templates that replace the pages' own. Construction refuses a
     configuration that would be unsafe (:class:`~mfa_guard.ConfigurationError`).
@@ -96,6 +99,7 @@ class MFAGuard:
         sign_out_fields: SignOutFields | None = None,
         recovery_kdf: ScryptCost = DEFAULT_COST,
         event_store: EventStore | None = None,
+        language: LanguageGetter | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -217,6 +221,7 @@ class MFAGuard:
             template_directory=template_directory,
             sign_out_fields=sign_out_fields,
             event_store=event_store,
+            language=language,
         )
 
     async def aclose(self) -> None:

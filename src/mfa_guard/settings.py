@@ -821,10 +821,12 @@ class MFAGuardSettings(BaseSettings):
         description="Ask for a verified phone number before TOTP enrolment. Needs `sms.enabled`.",
     )
     languages: list[str] = Field(
-        default=["en", "fr"],
+        default=["en", "ar", "de", "es", "fr", "it", "ja", "nl", "pl", "pt_BR", "zh_CN"],
         description=(
-            "Languages the HTML pages may speak, chosen from the request's `Accept-Language`; "
-            "English when none fits. `en` and `fr` ship."
+            "Languages the HTML pages may speak: the app's choice for the user "
+            "(`MFAGuard(language=...)`), else the best of the request's `Accept-Language`; "
+            "English when none fits. These ship: `en`, `ar` (right to left), `de`, `es`, `fr`, "
+            "`it`, `ja`, `nl`, `pl`, `pt_BR`, `zh_CN`."
         ),
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(

@@ -7,6 +7,7 @@ import re
 
 import httpx
 import pytest
+from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
 from mfa_guard.web import i18n
@@ -21,7 +22,7 @@ async def test_a_french_browser_gets_the_pages_in_french(
 ) -> None:
     await sign_in(client)
     settings = await client.get("/mfa/settings", headers=FRENCH)
-    assert '<html lang="fr">' in settings.text
+    assert '<html lang="fr" dir="ltr">' in settings.text
     assert "Authentification à deux facteurs" in settings.text
     assert "Activer l\u2019authentification à deux facteurs" in settings.text
     enrol_page = await client.get("/mfa/enrol", headers=FRENCH)
@@ -75,30 +76,73 @@ async def test_the_languages_setting_restricts_the_choice() -> None:
     async with ga.client() as client:
         await sign_in(client)
         page = await client.get("/mfa/settings", headers=FRENCH)
-    assert '<html lang="en">' in page.text
+    assert '<html lang="en" dir="ltr">' in page.text
     assert "Turn on two-factor authentication" in page.text
 
 
-def test_every_message_has_a_french_translation() -> None:
+SHIPPED = ["ar", "de", "es", "fr", "it", "ja", "nl", "pl", "pt_BR", "zh_CN"]
+PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|%[sd]")
+
+
+def catalog_of(language: str) -> Catalog:
+    with (i18n.LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as file:
+        return read_po(file, locale=language)
+
+
+def placeholders(text: str) -> set[str]:
+    return {match.group(0) for match in PLACEHOLDER.finditer(text)}
+
+
+def test_the_kit_ships_its_languages() -> None:
+    assert i18n.available_languages() == ["en", *SHIPPED]
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_every_message_has_a_translation(language: str) -> None:
     expected = {message.id for message in i18n.extract() if message.id}
-    with (i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po").open("rb") as file:
-        catalog = read_po(file, locale="fr")
+    catalog = catalog_of(language)
     untranslated = []
     for msgid in expected:
         message = catalog.get(msgid)
         string = None if message is None else message.string
         strings = [string] if isinstance(string, str) else list(string or [""])
-        if message is None or message.fuzzy or not all(strings):
+        plural_forms_missing = not isinstance(string, str) and len(strings) != catalog.num_plurals
+        if message is None or message.fuzzy or not all(strings) or plural_forms_missing:
             untranslated.append(msgid)
-    assert not untranslated, "run `make messages` and translate:\n" + "\n".join(
+    assert not untranslated, f"run `make messages` and translate into {language}:\n" + "\n".join(
         str(msgid) for msgid in untranslated
     )
 
 
-def test_the_compiled_catalog_is_up_to_date() -> None:
-    translations = i18n.translations("fr")
-    with (i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po").open("rb") as file:
-        catalog = read_po(file, locale="fr")
+@pytest.mark.parametrize("language", SHIPPED)
+def test_a_translation_keeps_the_placeholders_of_its_message(language: str) -> None:
+    """``%(count)s`` in the English is ``%(count)s`` in the translation, no more and no less:
+    a plural's forms each use only the message's, and its last (the general) form all of them
+    (a language may say "one" for the count in its singular form, as English does not)."""
+    catalog = catalog_of(language)
+    wrong = []
+    for message in catalog:
+        if not message.id or not message.string:
+            continue
+        if isinstance(message.id, str):
+            if placeholders(str(message.string)) != placeholders(message.id):
+                wrong.append(message.id)
+            continue
+        allowed = placeholders(message.id[0]) | placeholders(message.id[1])
+        forms = list(message.string)
+        if any(not placeholders(form) <= allowed for form in forms) or placeholders(
+            forms[-1]
+        ) != placeholders(message.id[1]):
+            wrong.append(message.id[0])
+    assert not wrong, f"{language}: placeholders differ from the English in:\n" + "\n".join(wrong)
+    # Babel's own checks (python-format) agree.
+    assert [error for _message, errors in catalog.check() for error in errors] == []
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_the_compiled_catalog_is_up_to_date(language: str) -> None:
+    translations = i18n.translations(language)
+    catalog = catalog_of(language)
     for message in catalog:
         if message.id and isinstance(message.id, str):
             assert translations.gettext(message.id) == message.string, message.id

@@ -90,7 +90,7 @@ async def test_the_challenge_page_is_accessible_and_works_without_javascript(
     assert redirect.headers["location"] == "/mfa/challenge?next=/protected"
     page = await client.get(redirect.headers["location"])
     assert page.status_code == 200
-    assert '<html lang="en">' in page.text
+    assert '<html lang="en" dir="ltr">' in page.text
     assert '<label for="code">' in page.text
     assert 'autocomplete="one-time-code"' in page.text
     assert 'inputmode="numeric"' in page.text

@@ -18,6 +18,7 @@ from mfa_guard.services import MFAService
 from mfa_guard.session import SessionGate
 from mfa_guard.settings import MFAGuardSettings
 from mfa_guard.stores.events import EventStore
+from mfa_guard.web.i18n import LanguageGetter
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -33,6 +34,8 @@ class Kit:
     template_directory: str | Path | None
     sign_out_fields: SignOutFields | None
     event_store: EventStore | None = None
+    # The app's choice of language for the signed-in user (None: the browser's).
+    language: LanguageGetter | None = None
 
     @property
     def clock(self) -> Clock:

@@ -1,34 +1,48 @@
-"""The pages' language: English or a translation from ``locale/``, chosen from the request's
-``Accept-Language`` among the ``languages`` setting. The messages the pages show (refusals,
-notices) are translated at render time, their English text being the msgid.
+"""The pages' language: English or a translation from ``locale/``: the app's choice for the
+user when it has one (``MFAGuard(language=...)``), else the request's ``Accept-Language``,
+among the ``languages`` setting. The messages the pages show (refusals, notices) are
+translated at render time, their English text being the msgid.
 
-``python -m mfa_guard.web.i18n`` (``make messages``) extracts every msgid into
-``locale/messages.pot``, merges it into each ``messages.po`` and compiles the ``.mo`` files the
-package ships.
+The catalogues follow Babel's standard workflow, mapped by ``babel.cfg`` at the root of the
+checkout (``make messages`` runs the three commands)::
+
+    pybabel extract -F babel.cfg -o src/mfa_guard/web/locale/messages.pot src/mfa_guard
+    pybabel update -i src/mfa_guard/web/locale/messages.pot -d src/mfa_guard/web/locale
+    pybabel compile -d src/mfa_guard/web/locale
+
+The refusal table's messages (``mfa_guard/errors.py``) are no gettext calls: babel.cfg maps
+that file to :func:`extract_refusals`. ``python -m mfa_guard.web.i18n`` runs the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jinja2
-from babel.core import negotiate_locale
+from babel.core import Locale, negotiate_locale
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir, extract_from_file
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po, write_po
+from babel.messages.extract import extract_from_dir
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
+from starlette.types import Scope
 
 LOCALE_DIR = Path(__file__).parent / "locale"
-TEMPLATE_DIR = Path(__file__).parent / "templates"
 DOMAIN = "messages"
 DEFAULT_LANGUAGE = "en"
 # Accept-Language entries beyond this are ignored: a header is no reason to loop long.
 MAX_LANGUAGE_RANGES = 16
+# The app's choice of language for the signed-in user (a setting of their profile), read from
+# the request's scope: a language tag (``de``, ``pt_BR``, ``pt-BR``), or None to follow the
+# browser's ``Accept-Language``.
+LanguageGetter = Callable[[Scope], str | None]
+# The checkout's root, where babel.cfg maps the sources (src/mfa_guard/web/i18n.py: three up).
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def N_(message: str) -> str:
@@ -71,8 +85,27 @@ def choose_language(header: str, languages: list[str]) -> str:
     return next(lang for lang in available if lang.lower() == chosen.lower())
 
 
-def request_language(request: Request, languages: list[str]) -> str:
+def request_language(
+    request: Request, languages: list[str], chosen: LanguageGetter | None = None
+) -> str:
+    """The page's language: the app's choice for the user (``chosen``) when it is one of
+    ``languages`` the kit has, else the best of the browser's ``Accept-Language``."""
+    if chosen is not None:
+        wanted = chosen(request.scope)
+        if wanted:
+            available = [lang for lang in languages if lang in available_languages()]
+            match = negotiate_locale([wanted.replace("-", "_")], available)
+            if match is not None:
+                return next(lang for lang in available if lang.lower() == match.lower())
     return choose_language(request.headers.get("accept-language", ""), languages)
+
+
+@functools.cache
+def direction(language: str) -> str:
+    """``rtl`` for a language written right to left (Arabic), else ``ltr``: the page's
+    ``dir``."""
+    order = Locale.parse(language).character_order
+    return "rtl" if order == "right-to-left" else "ltr"
 
 
 @functools.cache
@@ -104,56 +137,81 @@ def install(env: jinja2.Environment) -> None:
 # -- the catalog ---------------------------------------------------------------------------
 
 
-def _refusal_messages() -> Iterator[tuple[str, str | tuple[str, str]]]:
-    """The refusal table's messages (written in Python, shown by the pages): (source, msgid),
-    a (singular, plural) pair for a message said by a count."""
+def extract_refusals(
+    fileobj: IO[bytes],
+    keywords: object,
+    comment_tags: object,
+    options: dict[str, Any],
+) -> Iterator[tuple[int, str | None, str | tuple[str, str], list[str]]]:
+    """A Babel extraction method (babel.cfg's ``[extractors]``: ``refusals =
+    mfa_guard.web.i18n:extract_refusals``): each row of the refusal table, at the line of its
+    name in ``fileobj``."""
+    text = fileobj.read().decode("utf-8")
+    lines = {
+        match.group(1): text.count("\n", 0, match.start()) + 1
+        for match in re.finditer(r"^    ([A-Z_]+) = Refusal\(", text, re.MULTILINE)
+    }
+    for name, message in _refusal_rows():
+        yield lines.get(name, 0), "ngettext" if isinstance(message, tuple) else None, message, []
+
+
+def _refusal_rows() -> Iterator[tuple[str, str | tuple[str, str]]]:
     from mfa_guard.errors import Reason
 
     for reason in Reason:
         row = reason.value
-        message = row.message if row.plural is None else (row.message, row.plural)
-        yield f"mfa_guard/errors.py ({reason.name})", message
+        yield reason.name, row.message if row.plural is None else (row.message, row.plural)
 
 
 def extract() -> Catalog:
-    """Every msgid: the templates' ``{% trans %}``, the pages' ``N_()``, the refusals."""
+    """Every msgid, as ``pybabel extract -F babel.cfg -k N_`` finds them (the templates'
+    ``{% trans %}``, the pages' ``N_()``, the SMS wording, the refusals): for the tests, which
+    hold each catalogue to it."""
+    from babel.messages import frontend
+    from babel.messages.extract import DEFAULT_KEYWORDS
+
+    parse = getattr(frontend, "parse_mapping_cfg", None) or frontend.parse_mapping
+    with (ROOT / "babel.cfg").open(encoding="utf-8") as file:
+        method_map, options_map = parse(file)
     catalog = Catalog(project="mfa_guard", domain=DOMAIN)
-    options: dict[str, Any] = {"trimmed": "true", "extensions": "jinja2.ext.i18n"}
-    method_map = [("**.html", "jinja2.ext:babel_extract")]
+    keywords = {**DEFAULT_KEYWORDS, "N_": None}
     for filename, lineno, message, _comments, context in extract_from_dir(
-        str(TEMPLATE_DIR), method_map, {"**.html": options}
-    ):
-        catalog.add(message, locations=[(f"templates/{filename}", lineno)], context=context)
-    for filename, lineno, message, _comments, context in extract_from_dir(
-        str(Path(__file__).parent),
-        [("pages/*.py", "python")],
-        keywords={"N_": None, "ngettext": (1, 2)},
+        str(ROOT / "src" / "mfa_guard"), method_map, options_map, keywords=keywords
     ):
         catalog.add(message, locations=[(filename, lineno)], context=context)
-    # What is said about SMS codes (mfa_guard.core.sms_wording): the pages and the text itself.
-    wording = Path(__file__).parent.parent / "core" / "sms_wording.py"
-    for lineno, message, _comments, context in extract_from_file(
-        "python", str(wording), keywords={"gettext": None, "ngettext": (1, 2)}
-    ):
-        catalog.add(message, locations=[("mfa_guard/core/sms_wording.py", lineno)], context=context)
-    for source, text in _refusal_messages():
-        catalog.add(text, locations=[(source, 0)])
     return catalog
 
 
-def update_catalogs() -> None:
-    template = extract()
-    with (LOCALE_DIR / f"{DOMAIN}.pot").open("wb") as file:
-        write_po(file, template, omit_header=False, sort_output=True)
-    for po_path in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"):
-        with po_path.open("rb") as file:
-            catalog = read_po(file, locale=po_path.parent.parent.name)
-        catalog.update(template, no_fuzzy_matching=True)
-        with po_path.open("wb") as file:
-            write_po(file, catalog, sort_output=True, ignore_obsolete=True)
-        with po_path.with_suffix(".mo").open("wb") as file:
-            write_mo(file, catalog)
+def pybabel(*args: str) -> None:
+    """One ``pybabel`` command, run in this process, from the checkout's root."""
+    from babel.messages.frontend import CommandLineInterface
+
+    CommandLineInterface().run(["pybabel", "--quiet", *args])  # type: ignore[no-untyped-call]
+
+
+def babel_workflow() -> None:
+    """``make messages``: extract (babel.cfg), update every catalogue, compile the ``.mo``
+    files; the same commands a contributor types (see the module's docstring)."""
+    locale = "src/mfa_guard/web/locale"
+    pot = f"{locale}/{DOMAIN}.pot"
+    with contextlib.chdir(ROOT):  # the catalogues' locations relative to the checkout
+        pybabel(
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "N_",
+            "--sort-output",
+            "--project=mfa_guard",
+            "-o",
+            pot,
+            "src/mfa_guard",
+        )
+        pybabel("update", "-i", pot, "-d", locale, "--no-fuzzy-matching", "--ignore-obsolete")
+        pybabel("compile", "-d", locale)
 
 
 if __name__ == "__main__":
-    update_catalogs()
+    if not (ROOT / "babel.cfg").is_file():
+        sys.exit("python -m mfa_guard.web.i18n works in a checkout (babel.cfg), not a wheel")
+    babel_workflow()

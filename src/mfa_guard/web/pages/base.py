@@ -217,9 +217,10 @@ class PageBase:
         headers: dict[str, str] | None = None,
     ) -> Response:
         settings = self.kit.settings
-        lang = i18n.request_language(request, settings.languages)
+        lang = i18n.request_language(request, settings.languages, self.kit.language)
         full = {
             "lang": lang,
+            "dir": i18n.direction(lang),
             "base": self._base(request),
             "issuer": settings.issuer,
             "digits": settings.totp.digits,
@@ -353,7 +354,8 @@ class PageBase:
         )
 
     def _translations(self, request: Request) -> NullTranslations:
-        return i18n.translations(i18n.request_language(request, self.kit.settings.languages))
+        language = i18n.request_language(request, self.kit.settings.languages, self.kit.language)
+        return i18n.translations(language)
 
     def _refusal(self, request: Request, denied: Denied) -> str:
         """The refusal's message in the page's language, with the wait when it has one."""
