@@ -44,6 +44,7 @@ from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.events import EventStore
+from mfa_guard.web.i18n import LanguageGetter
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
 
@@ -140,6 +141,7 @@ def build_app(
     sign_out_fields: SignOutFields | None = None,
     recovery_kdf: ScryptCost = CHEAP_KDF,
     event_store: EventStore | None = None,
+    language: LanguageGetter | None = None,
     metrics: Metrics | None = None,
     **overrides: Any,
 ) -> GuardedApp:
@@ -160,6 +162,7 @@ def build_app(
         sign_out_fields=sign_out_fields,
         recovery_kdf=recovery_kdf,
         event_store=event_store,
+        language=language,
         metrics=metrics,
     )
 

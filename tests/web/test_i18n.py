@@ -156,3 +156,46 @@ async def test_values_in_a_translated_sentence_are_escaped() -> None:
         page = await client.get("/mfa/challenge", headers=FRENCH)
     assert "pour &lt;b&gt;Acme&lt;/b&gt;." in page.text
     assert "<b>Acme</b>" not in page.text
+
+
+def html_tag(page: httpx.Response) -> str:
+    found = re.search(r"<html [^>]*>", page.text)
+    assert found is not None
+    return found.group(0)
+
+
+@pytest.mark.parametrize(
+    ("saved", "header", "tag"),
+    [
+        ("de", "fr", '<html lang="de" dir="ltr">'),
+        ("pt-BR", "fr", '<html lang="pt-BR" dir="ltr">'),
+        ("ar", "en", '<html lang="ar" dir="rtl">'),
+        (None, "fr-FR,fr;q=0.9", '<html lang="fr" dir="ltr">'),
+        ("xx", "fr", '<html lang="fr" dir="ltr">'),  # not a language the kit has
+        ("", "ja", '<html lang="ja" dir="ltr">'),
+    ],
+)
+async def test_the_apps_choice_of_language_comes_before_the_browsers(
+    saved: str | None, header: str, tag: str
+) -> None:
+    ga = build_app(language=lambda scope: saved)
+    async with ga.client() as client:
+        await sign_in(client)
+        page = await client.get("/mfa/settings", headers={"Accept-Language": header})
+    assert html_tag(page) == tag
+
+
+async def test_the_languages_setting_holds_the_apps_choice_too() -> None:
+    ga = build_app(languages=["en", "fr"], language=lambda scope: "de")
+    async with ga.client() as client:
+        await sign_in(client)
+        page = await client.get("/mfa/settings", headers=FRENCH)
+    assert html_tag(page) == '<html lang="fr" dir="ltr">'
+
+
+async def test_arabic_pages_are_right_to_left() -> None:
+    ga = build_app()
+    async with ga.client() as client:
+        await sign_in(client)
+        page = await client.get("/mfa/settings", headers={"Accept-Language": "ar-EG,ar;q=0.9"})
+    assert html_tag(page) == '<html lang="ar" dir="rtl">'
