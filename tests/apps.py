@@ -44,9 +44,9 @@ from mfa_guard.sms import SMSProvider
 from mfa_guard.stores.base import Authenticator, FactorKind
 from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.events import EventStore
-from mfa_guard.web.i18n import LanguageGetter
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
+from mfa_guard.web.i18n import LanguageGetter
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
 SESSION_SECRET = "test-session-secret"
