@@ -187,7 +187,7 @@ USERS = (
 ENROLLED = [user for user in USERS if user.enrolled]
 
 # Acme enforces 2FA from a deadline (its owner set it), Solo does not.
-SITES = (
+SITES: tuple[dict[str, Any], ...] = (
     {
         "id": "acme",
         "name": "Acme",

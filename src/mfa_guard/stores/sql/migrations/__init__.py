@@ -58,7 +58,7 @@ VERSION_LOCATION = "mfa_guard.stores.sql.migrations:versions"
 # The key of the advisory lock every worker takes on PostgreSQL before it reads the state
 # again ("mfa_guar" in ASCII): the same for every schema of the database, which costs a wait
 # at most.
-_LOCK_KEY = 0x6D66615F67756172
+LOCK_KEY = 0x6D66615F67756172
 KIT_TABLES = frozenset(legacy.LAYOUT.tables) | frozenset(metadata.tables)
 
 Action = Literal["none", "created", "stamped", "upgraded"]
@@ -150,7 +150,7 @@ async def prepare(engine: AsyncEngine, *, upgrade: bool) -> Outcome:
         if engine.dialect.name == "sqlite":
             return await _on_sqlite(conn, upgrade)
         async with conn.begin():
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             return await conn.run_sync(_prepare_locked, upgrade)
 
 
