@@ -151,6 +151,9 @@ async def prepare(engine: AsyncEngine, *, upgrade: bool) -> Outcome:
             return await _on_sqlite(conn, upgrade)
         async with conn.begin():
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            # A statement timeout meant for requests (the engine's, the role's) may stop a wait
+            # for the lock, not the migration it guards: all of its work would roll back.
+            await conn.execute(text("SET LOCAL statement_timeout = 0"))
             return await conn.run_sync(_prepare_locked, upgrade)
 
 
