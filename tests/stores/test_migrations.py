@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, MetaData, String, inspect, select, text
+from sqlalchemy import Column, MetaData, String, event, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -320,6 +320,46 @@ async def test_sqlite_migrates_on_first_use_by_default(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert await version(Database(url, {})) == HEAD
+
+
+async def test_sqlite_with_foreign_keys_on_loses_no_row_to_the_copy_of_a_table(
+    tmp_path: Path,
+) -> None:
+    """An app's engine with ``PRAGMA foreign_keys=ON``: dropping the enrolments table SQLite
+    copied to drop two columns would delete every recovery code and authenticator through
+    ``ON DELETE CASCADE``; the kit turns the pragma off for its run, and back on."""
+    url = sqlite_url(tmp_path)
+    await make_previous_release_database(url, {})
+    engine = create_async_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def foreign_keys_on(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    store = SQLStore(engine=engine)
+    try:
+        assert (await store.migrate()).action == "upgraded"
+        await every_row_is_found(store)
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
+async def test_the_copy_of_a_table_refuses_to_run_with_foreign_keys_on(tmp_path: Path) -> None:
+    """An application's own Alembic running mfa_guard_0005 with the pragma on is stopped before
+    it copies anything."""
+    database = Database(sqlite_url(tmp_path), {})
+    await on(database, migrations.run_command, "upgrade", "mfa_guard_0004")
+
+    def upgrade_with_foreign_keys(conn: Connection) -> None:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        migrations.run_command(conn, "upgrade", "head")
+
+    with pytest.raises(RuntimeError, match="PRAGMA foreign_keys=OFF"):
+        await on(database, upgrade_with_foreign_keys)
+    assert await version(database) == "mfa_guard_0004"
 
 
 async def test_a_database_behind_at_a_revision_is_migrated_from_it(database: Database) -> None:
