@@ -55,9 +55,10 @@ messages: $(STAMP)
 
 # The suite's core again, on the lowest versions pyproject.toml allows for the package and every
 # extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor
-# can lie: the pure rules, settings, the store (SQLite, PostgreSQL), the pages' forms, rate limits
-# on Redis, FastAPI, SMS providers, the CLI, the metrics, and the package installed bare
-# (tests/e2e/test_packaging.py). The `test` group comes on top at its newest versions, held to
+# can lie: the pure rules, settings, the store (SQLite, PostgreSQL) and its migrations (Alembic's
+# floor), the pages' forms, rate limits on Redis, FastAPI, SMS providers, the CLI, the metrics,
+# and the package installed bare (tests/e2e/test_packaging.py). The `test` group comes on top at
+# its newest versions, held to
 # those floors.
 LOWEST_VENV := .venv-lowest
 LOWEST_PY := $(LOWEST_VENV)/bin/python
@@ -65,6 +66,7 @@ LOWEST_EXTRAS := sql,postgres,redis,twilio,fastapi,demo,otel
 LOWEST_TESTS := tests/core \
 	tests/stores/test_mfa_store.py tests/stores/test_site_directory.py \
 	tests/stores/test_device_store.py tests/stores/test_rate_limits.py \
+	tests/stores/test_migrations.py tests/stores/test_upgrade.py \
 	tests/web/test_settings.py tests/web/test_pages.py tests/web/test_csrf.py \
 	tests/web/test_fastapi.py tests/web/test_sms_api.py tests/web/test_sms_providers.py \
 	tests/web/test_cli.py tests/web/test_i18n.py tests/web/test_trusted_devices.py \
@@ -83,7 +85,7 @@ $(LOWEST_VENV)/.installed: $(STAMP) pyproject.toml
 	touch $@
 
 pytest-lowest: $(LOWEST_VENV)/.installed
-	@echo "lowest versions: $$(grep -E '^(starlette|fastapi|pydantic-settings|limits|redis|sqlalchemy|python-multipart|opentelemetry-api)==' $(LOWEST_VENV)/floors.txt | tr '\n' ' ')"
+	@echo "lowest versions: $$(grep -E '^(starlette|fastapi|pydantic-settings|limits|redis|sqlalchemy|alembic|python-multipart|opentelemetry-api)==' $(LOWEST_VENV)/floors.txt | tr '\n' ' ')"
 	UV=$(BIN)/uv MFA_GUARD_RESOLUTION=lowest-direct $(LOWEST_VENV)/bin/pytest -p no:cacheprovider $(LOWEST_TESTS)
 
 test: lint typecheck docs pytest pytest-lowest

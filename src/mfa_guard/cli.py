@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from mfa_guard.guard import MFAGuard
     from mfa_guard.settings import EveryoneSettings
     from mfa_guard.stores.sql import SQLStore
+    from mfa_guard.stores.sql.migrations import Outcome, SchemaState
 
 DEFAULT_DATABASE_URL: str = MFAGuardSettings.model_fields["database_url"].default
 
 # The modules each extra brings (pyproject.toml's optional dependencies) that the commands use.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "sql": ("sqlalchemy", "aiosqlite"),
-    "postgres": ("sqlalchemy", "asyncpg"),
+    "sql": ("sqlalchemy", "aiosqlite", "alembic"),
+    "postgres": ("sqlalchemy", "asyncpg", "alembic"),
     "redis": ("redis",),
     "twilio": ("httpx",),
 }
@@ -40,32 +41,105 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init_db(args: argparse.Namespace) -> int:
+def _migrate(args: argparse.Namespace) -> int:
+    """``migrate`` and ``init-db``: the database to this release's revision (or, with ``--sql``,
+    the SQL that would take it there)."""
     # The SQL extra is needed here only, not for the other commands.
     from sqlalchemy.engine import make_url
 
-    from mfa_guard.errors import MFAGuardError
+    from mfa_guard.errors import MFAGuardError, StoreUnavailable
     from mfa_guard.stores.sql import SQLStore
 
     url = _database_url(args)
     if problem := _url_problem(url):
-        print(f"mfa-guard init-db: {problem}", file=sys.stderr)
+        print(f"mfa-guard {args.command}: {problem}", file=sys.stderr)
+        return USAGE
+    if args.sql:
+        return _migration_sql(args, url)
+    if args.start is not None:
+        print(f"mfa-guard {args.command}: --from goes with --sql", file=sys.stderr)
         return USAGE
 
-    async def create() -> None:
+    async def migrate() -> Outcome:
         store = SQLStore(url, create_tables=False)
         try:
-            await store.create_all()
+            return await store.migrate()
         finally:
             await store.close()
 
+    where = make_url(url).render_as_string(hide_password=True)
     try:
-        asyncio.run(create())
+        outcome = asyncio.run(migrate())
+    except StoreUnavailable:
+        print(f"mfa-guard {args.command}: the database is unavailable: {where}", file=sys.stderr)
+        return UNAVAILABLE
     except MFAGuardError as exc:
-        print(f"mfa-guard init-db: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"mfa_guard tables are ready in {make_url(url).render_as_string(hide_password=True)}")
-    return 0
+        print(f"mfa-guard {args.command}: {exc.message}", file=sys.stderr)
+        return UNAVAILABLE
+    done = {
+        "none": f"at revision {outcome.after}, this release's: nothing to do",
+        "created": f"created at revision {outcome.after}",
+        "stamped": f"made before migrations in this release's layout: stamped {outcome.after}",
+        "upgraded": (
+            f"migrated from {outcome.before or 'a release before migrations'} to {outcome.after}"
+        ),
+    }[outcome.action]
+    print(f"mfa_guard tables are ready in {where}: {done}")
+    return OK
+
+
+def _migration_sql(args: argparse.Namespace, url: str) -> int:
+    """``--sql``: the upgrade's SQL on stdout, for a DBA to run, from ``--from`` (``base``: an
+    empty database) or else the revision read from the database (read only)."""
+    from mfa_guard.errors import MFAGuardError, StoreUnavailable
+    from mfa_guard.stores.sql import migrations
+
+    start: str | None = args.start
+    if start is None:
+        try:
+            state = asyncio.run(_schema_state(url))
+        except (StoreUnavailable, MFAGuardError) as exc:
+            print(f"mfa-guard {args.command}: {exc.message} (or give --from)", file=sys.stderr)
+            return UNAVAILABLE
+        if state.version is None and not state.empty:
+            print(
+                f"mfa-guard {args.command}: the mfa_guard tables of this database have no "
+                "revision (made before migrations, or by the application's own Alembic): run "
+                "mfa-guard migrate once, which recognises them, or give --from",
+                file=sys.stderr,
+            )
+            return USAGE
+        start = state.version
+    elif start == "base":
+        start = None
+    if start is not None and not migrations.known(start):
+        print(f"mfa-guard {args.command}: {start} is no revision of mfa_guard's", file=sys.stderr)
+        return USAGE
+    if start == migrations.head():
+        print(
+            f"mfa-guard {args.command}: the database is at {start}, this release's: no SQL to run",
+            file=sys.stderr,
+        )
+        return NOTHING_TO_DO
+    migrations.offline_sql(url, start, sys.stdout)
+    return OK
+
+
+async def _schema_state(url: str) -> SchemaState:
+    """The state of the kit's tables at ``url``, read without changing anything."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mfa_guard.errors import StoreUnavailable
+    from mfa_guard.stores.sql import SQLStore, migrations
+
+    store = SQLStore(url, create_tables=False)
+    try:
+        async with store.engine.connect() as conn:
+            return await conn.run_sync(migrations.read_state)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreUnavailable() from exc
+    finally:
+        await store.close()
 
 
 # Exit codes scripts can rely on (2 is argparse's usage error).
@@ -683,19 +757,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     keygen.set_defaults(run=_keygen)
-    init_db = commands.add_parser(
-        "init-db",
-        help="create the SQL store's tables (safe to rerun)",
-        description=(
-            "Create the mfa_guard tables that do not exist yet in MFA_GUARD_DATABASE_URL (or "
-            "--database-url), and move each TOTP secret an earlier release kept on the "
-            "enrolment to an authenticator app of the user's own (once: a rerun moves nothing). "
-            "Apps managing their schema with Alembic add mfa_guard.stores.sql.metadata to "
-            "their migrations instead (and call move_legacy_secrets in one)."
-        ),
+    migrate_help = (
+        "Bring the mfa_guard tables in MFA_GUARD_DATABASE_URL (or --database-url) to this "
+        "release's revision: create them in an empty database; recognise the tables a release "
+        "before migrations made (completed as it would have, then stamped); run the "
+        "migrations after the database's revision, in one transaction under a lock the "
+        "workers take too (safe to rerun, and while workers start). An upgrade may drop "
+        "columns: back the database up first. With --sql, print the SQL instead, for a DBA. "
+        "Exit 0 when the tables are ready; 1 when the database is unavailable or refused "
+        "(a later release migrated it; the application's own Alembic manages the branch); 2 "
+        "for a URL the store cannot use; 3 with --sql when there is nothing to run."
     )
-    init_db.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
-    init_db.set_defaults(run=_init_db, store=True)
+    for name, help_text in (
+        ("migrate", "bring the SQL store's tables to this release (run before rolling it out)"),
+        ("init-db", "the same as migrate (creates the tables of a new database)"),
+    ):
+        command = commands.add_parser(name, help=help_text, description=migrate_help)
+        command.add_argument("--database-url", help="SQLAlchemy async URL (default: from settings)")
+        command.add_argument(
+            "--sql",
+            action="store_true",
+            help="print the SQL of the upgrade instead of running it (the database is only read "
+            "for its revision, unless --from is given)",
+        )
+        command.add_argument(
+            "--from",
+            dest="start",
+            metavar="REVISION",
+            help="with --sql: the revision to start from (base: an empty database)",
+        )
+        command.set_defaults(run=_migrate, store=True)
     status = commands.add_parser(
         "status",
         help="list who has 2FA: each site's members (the green padlocks), and every account "

@@ -851,6 +851,15 @@ class MFAGuardSettings(BaseSettings):
             "read it: use `SQLStore.from_settings(settings)`; the CLI reads it."
         ),
     )
+    database_auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Whether the SQL adapters migrate tables an earlier release made to this release's "
+            "on first use (an empty database is always created): unset, on SQLite only. Off, a "
+            "database behind is refused until `mfa-guard migrate` is run (a deployment step), "
+            "through `SQLStore.from_settings`."
+        ),
+    )
     database_pool_size: int = Field(
         default=5,
         ge=1,

@@ -126,6 +126,7 @@ def test_a_bare_install_has_the_core_and_none_of_the_extras(bare: BareInstall) -
         "sqlalchemy",
         "aiosqlite",
         "asyncpg",
+        "alembic",
         "redis",
         "httpx",
         "fastapi",
@@ -155,6 +156,7 @@ def test_the_version_is_the_packages_from_the_command_and_python_m(bare: BareIns
 @pytest.mark.parametrize(
     ("command", "env", "extra"),
     [
+        pytest.param(["migrate"], {}, "sql", id="migrate"),
         pytest.param(["init-db"], {}, "sql", id="init-db"),
         pytest.param(["status"], {}, "sql", id="status"),
         pytest.param(["reset-user", "someone"], KEY, "sql", id="reset-user"),
@@ -181,6 +183,21 @@ def test_a_command_names_the_extra_it_needs_instead_of_a_traceback(
     assert ran.code == 5, (ran.out, ran.err)
     assert f"pip install 'mfa-guard[{extra}]'" in ran.err
     assert "Traceback" not in ran.err
+
+
+def test_the_wheel_ships_the_migrations(bare: BareInstall) -> None:
+    """The kit's Alembic environment and every revision, which are no module any import finds:
+    without them an installed store could neither create nor migrate its tables."""
+    folder = ROOT / "src" / "mfa_guard" / "stores" / "sql" / "migrations"
+    shipped = [
+        path.relative_to(ROOT / "src").as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert "mfa_guard/stores/sql/migrations/script.py.mako" in shipped
+    assert len([name for name in shipped if "/versions/" in name]) >= 5
+    with zipfile.ZipFile(bare.wheel) as wheel:
+        assert set(shipped) <= set(wheel.namelist())
 
 
 def test_check_config_works_bare_and_says_the_sql_store_needs_its_extra(

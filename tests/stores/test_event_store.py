@@ -106,7 +106,7 @@ async def test_the_log_is_made_on_a_database_of_the_release_before_it(
     """An app upgrading: its tables are there, with its sites, and no log yet. The store it
     shares its engine with makes the log's table on first use, and keeps the rest."""
     await make_tables(database, with_events=False)
-    store = SQLStore(database.url, connect_args=database.connect_args)
+    store = SQLStore(database.url, auto_migrate=True, connect_args=database.connect_args)
     try:
         directory = SQLSiteDirectory.sharing(store)
         await directory.save_site("acme", "Acme")  # first use: the missing table is made

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.marker import EnrolmentSummary
@@ -14,6 +14,7 @@ from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.stores.base import CeremonyPurpose
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sql import SQLStore, metadata
+from mfa_guard.stores.sql.migrations import legacy
 from mfa_guard.testing.contract import (
     BINDING,
     CHALLENGE_HASH,
@@ -96,9 +97,9 @@ def test_metadata_holds_the_tables_for_migrations() -> None:
     assert {"epoch", "confirmed_at", "pending_secret", "pending_binding"} <= set(
         enrolments.columns.keys()
     )
-    # The one secret of the earlier releases: kept, empty, for the upgrade to find.
-    assert enrolments.c.secret.nullable
-    assert enrolments.c.last_step.nullable
+    # The one secret of the releases before several authenticators: gone with migration
+    # mfa_guard_0005 (tests/stores/test_migrations.py).
+    assert {"secret", "last_step"} & set(enrolments.columns.keys()) == set()
     assert [c.name for c in authenticators.primary_key] == ["id"]
     [owner] = authenticators.c.user_id.foreign_keys
     assert (owner.target_fullname, owner.ondelete) == ("mfa_guard_enrolments.user_id", "CASCADE")
@@ -277,21 +278,32 @@ async def test_a_store_needs_one_database(tmp_path: Path) -> None:
 
 
 async def _upgrade_keeps_every_row(url: str, connect_args: dict[str, object]) -> None:
-    """A database made by the release before pending set-ups were bound to their session: its
-    enrolments table has no ``pending_binding``. The new store adds the column (empty) and every
-    row is still there."""
-    old = SQLStore(url, connect_args=connect_args)
+    """A database made before migrations by the release before pending set-ups were bound to
+    their session: its enrolments table has no ``pending_binding``. ``mfa-guard migrate`` adds
+    the column (empty), as that release's successors did, and every row is still there."""
+    engine = create_async_engine(url, connect_args=connect_args)
     try:
-        await old.create_all()
-        await enrol(old, "alice")
-        async with old.engine.begin() as conn:
+        async with engine.begin() as conn:
+            await conn.run_sync(legacy.LAYOUT.create_all)
             await conn.execute(text("ALTER TABLE mfa_guard_enrolments DROP COLUMN pending_binding"))
+            await conn.execute(
+                text(
+                    "INSERT INTO mfa_guard_enrolments (user_id, epoch, confirmed_at) "
+                    "VALUES ('alice', 1, 1.0)"
+                )
+            )
+            await conn.execute(
+                insert(legacy.authenticators).values(
+                    id="a" * 32, user_id="alice", kind="totp", name="App", created_at=1.0
+                )
+            )
     finally:
-        await old.close()
+        await engine.dispose()
 
     store = SQLStore(url, connect_args=connect_args)
     try:
-        summary = await store.summary("alice")  # makes its tables first
+        assert (await store.migrate()).action == "upgraded"
+        summary = await store.summary("alice")
         assert summary.enrolled
         await store.begin_enrolment("bob", "sealed-key", binding="c" * 32)
         pending = await store.get("bob")

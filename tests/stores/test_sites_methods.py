@@ -77,6 +77,8 @@ async def upgraded(legacy_database: tuple[str, dict[str, Any]]) -> AsyncIterator
         async with engine.begin() as conn:
             await conn.execute(text("DROP TABLE IF EXISTS mfa_guard_site_members"))
             await conn.execute(text("DROP TABLE IF EXISTS mfa_guard_sites"))
+            # Made before migrations: no version (the module's schema is shared by its tests).
+            await conn.execute(text("DROP TABLE IF EXISTS mfa_guard_alembic_version"))
             await conn.run_sync(LEGACY.create_all)
             await conn.execute(
                 insert(LEGACY_SITES).values(
@@ -90,7 +92,8 @@ async def upgraded(legacy_database: tuple[str, dict[str, Any]]) -> AsyncIterator
             )
     finally:
         await engine.dispose()
-    directory = SQLSiteDirectory(url, connect_args=connect_args)
+    # Migrated on first use, as on SQLite by default (PostgreSQL: `mfa-guard migrate`).
+    directory = SQLSiteDirectory(url, auto_migrate=True, connect_args=connect_args)
     yield directory
     await directory.close()
 

@@ -4,16 +4,18 @@
 
 Each is built from a database ``url`` (with engine options) or an ``engine`` of the app's; the
 site directory, the device store and the event store usually share the store's engine, its
-connection pool and table creation, with ``SQLSiteDirectory.sharing(store)``,
+connection pool and schema check, with ``SQLSiteDirectory.sharing(store)``,
 ``SQLDeviceStore.sharing(store)`` and ``SQLEventStore.sharing(store)``.
 Every method is one transaction whose deciding statement is a conditional write, so a check and
 its update cannot be split by another request, worker process or host.
 
-The tables live on :data:`metadata`; add it to an Alembic ``target_metadata`` to manage them with
-the application's own migrations (and pass ``create_tables=False``).
+The tables live on :data:`metadata`, this release's layout, and follow the kit's own Alembic
+migrations (``migrations``: ``mfa-guard migrate``, or an application's Alembic including the
+branch ``mfa_guard``); an adapter checks them on first use (``create_tables``, ``auto_migrate``).
 
-Modules: ``schema`` (the tables and the statements built once), ``engine`` (the engine, its
-retries and error classification), ``adapter`` (the adapters' base and ``sharing``), ``store``,
+Modules: ``schema`` (the tables and the statements built once), ``migrations`` (the revisions
+and how a database gets to their head), ``engine`` (the engine, its retries and error
+classification), ``adapter`` (the adapters' base and ``sharing``), ``store``,
 ``site_directory``, ``devices`` and ``events`` (one adapter each).
 """
 

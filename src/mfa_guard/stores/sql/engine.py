@@ -1,7 +1,8 @@
 """The engine the SQL adapters run on, and what they share.
 
 :class:`Database` wraps a SQLAlchemy ``AsyncEngine``: the options of an engine it creates, the
-lock taking turns on a single-connection pool, the one-time table creation, one statement in
+lock taking turns on a single-connection pool, the one-time schema check (the tables created,
+or migrated, by :func:`~mfa_guard.stores.sql.migrations.prepare`), one statement in
 autocommit (retried on a dead connection where a second run cannot be wrong), the built-once
 statements run on asyncpg directly, and the classification of errors into
 :class:`~mfa_guard.errors.StoreUnavailable`. It also keeps the values in the kit's tables out of
@@ -29,7 +30,7 @@ from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.util import greenlet_spawn
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.stores.sql.schema import create_and_add_columns, metadata
+from mfa_guard.stores.sql import migrations
 
 T = TypeVar("T")
 
@@ -52,8 +53,9 @@ _LOGGING_NAME = "mfa_guard"
 
 class Database:
     """The engine an adapter runs on, and its companions with it: its connection pool, the lock
-    taking turns on a single-connection pool, the one-time table creation and the error
-    wrapping."""
+    taking turns on a single-connection pool, the one-time schema check and the error
+    wrapping. ``auto_migrate``: whether that check may migrate tables that exist (``None``: on
+    SQLite only); an empty database is always created."""
 
     def __init__(
         self,
@@ -62,6 +64,7 @@ class Database:
         engine: AsyncEngine | None,
         *,
         create_tables: bool,
+        auto_migrate: bool | None = None,
         engine_options: dict[str, Any],
     ) -> None:
         _keep_values_out_of_logs()
@@ -95,6 +98,9 @@ class Database:
         self._on_asyncpg = engine.dialect.driver == "asyncpg"
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
         self._create_tables = create_tables
+        self._auto_migrate = (
+            engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
+        )
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
         # A StaticPool (SQLite ``:memory:``) hands the same connection to every caller, whose
@@ -107,8 +113,14 @@ class Database:
 
     async def create_all(self) -> None:
         async with self._guard():
-            await self._create_all()
+            await migrations.prepare(self.engine, upgrade=self._auto_migrate)
         self._tables_ready = True
+
+    async def migrate(self) -> migrations.Outcome:
+        async with self._guard():
+            outcome = await migrations.prepare(self.engine, upgrade=True)
+        self._tables_ready = True
+        return outcome
 
     async def close(self) -> None:
         if self.owns_engine:
@@ -228,26 +240,12 @@ class Database:
             self._compiled[id(statement)] = found
         return found
 
-    async def _create_all(self) -> None:
-        # Another worker may create a table between our check and our CREATE: each pass sees
-        # the tables the others made, so one pass per table settles it. A backend that is really
-        # down fails every pass, and the last failure is raised.
-        passes = len(metadata.tables) + 1
-        for attempt in range(passes):
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(create_and_add_columns)
-                return
-            except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError) as exc:
-                if attempt == passes - 1 or (_is_unavailable(exc) and not _lost_a_race(exc)):
-                    raise
-
     async def _ensure_tables(self) -> None:
         if self._tables_ready or not self._create_tables:
             return
         async with self._tables_lock:
             if not self._tables_ready:
-                await self._create_all()
+                await migrations.prepare(self.engine, upgrade=self._auto_migrate)
                 self._tables_ready = True
 
     @contextlib.asynccontextmanager
@@ -303,13 +301,6 @@ async def _status_count(connection: Any, sql: str, args: list[Any]) -> int:
     # asyncpg answers with the command tag: ``UPDATE 1``, ``DELETE 0``.
     status: str = await connection.execute(sql, *args)
     return int(status.rpartition(" ")[2])
-
-
-def _lost_a_race(exc: BaseException) -> bool:
-    """A CREATE that met a table another worker made meanwhile (SQLite reports it as an
-    OperationalError, PostgreSQL as a duplicate table or a unique violation)."""
-    text = str(getattr(exc, "orig", exc)).lower()
-    return "already exists" in text or "duplicate" in text
 
 
 def _is_unavailable(exc: BaseException) -> bool:

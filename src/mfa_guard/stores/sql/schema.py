@@ -1,15 +1,13 @@
 """The kit's tables, and the statements built once on them.
 
-Every table lives on :data:`metadata`: add it to an Alembic ``target_metadata`` to manage them
-with the application's own migrations (and pass ``create_tables=False`` to the adapters).
-:func:`create_and_add_columns` is what an adapter runs on first use: it creates the missing
-tables and adds to an older table the nullable columns a later release brought. The statements
-every verify and re-check makes are built here once, with bound parameters.
+Every table lives on :data:`metadata`: the models of this release's layout, which the kit's
+Alembic migrations (``mfa_guard.stores.sql.migrations``) bring a database to, and which a test
+compares with a database migrated to their head. The statements every verify and re-check
+makes are built here once, with bound parameters.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from sqlalchemy import (
@@ -35,8 +33,6 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    inspect,
-    literal,
     literal_column,
     null,
     or_,
@@ -45,14 +41,11 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from mfa_guard.errors import ConfigurationError
 from mfa_guard.stores.base import FactorKind
 from mfa_guard.stores.sites import MethodPolicy
 
-logger = logging.getLogger("mfa_guard")
 metadata = MetaData()
 
 enrolments = Table(
@@ -60,18 +53,12 @@ enrolments = Table(
     metadata,
     Column("user_id", String(255), primary_key=True),
     Column("epoch", Integer, nullable=False, default=0, server_default="0"),
-    # ``secret`` and ``last_step``: the one TOTP secret (a Fernet token) and its last accepted
-    # step, as the releases before several authenticators per user kept them. The upgrade
-    # moves each to an authenticator app of its own and empties them (move_legacy_secrets);
-    # the kit writes them no more, and keeps them here so that the upgrade finds them.
-    Column("secret", Text, nullable=True),
-    # When the user's first authenticator was added (2FA turned on).
+    # When the user's first authenticator was added (2FA turned on). The secrets of the
+    # releases before several authenticators per user, kept here (``secret``, ``last_step``),
+    # moved to authenticators and their columns went with migration mfa_guard_0005.
     Column("confirmed_at", Double, nullable=True),
-    Column("last_step", BigInteger, nullable=True),
     Column("pending_secret", Text, nullable=True),
     # The session that began the pending set-up: a keyed hash of its nonce, never the nonce.
-    # Added after the first release: the store adds it to an older table (empty) when it makes
-    # its tables (``create_and_add_columns``).
     Column("pending_binding", String(64), nullable=True),
     Column("recovery_salt", String(64), nullable=True),
     Column("recovery_params", String(64), nullable=True),
@@ -157,8 +144,8 @@ sites = Table(
     # The 2FA policy: while ``enforce`` is on, members need 2FA from ``grace_deadline`` on.
     Column("enforce", Boolean, nullable=False, default=False, server_default=false()),
     Column("grace_deadline", Double, nullable=True),
-    # Which second factors it accepts (a MethodPolicy value; NULL: any, as a table made before
-    # the column gets it), from ``methods_deadline`` on.
+    # Which second factors it accepts (a MethodPolicy value; NULL: any, as every site made
+    # before the column has it), from ``methods_deadline`` on.
     Column("methods", String(24), nullable=True),
     Column("methods_deadline", Double, nullable=True),
     Column("policy_changed_by", String(255), nullable=True),
@@ -244,102 +231,6 @@ event_log = Table(
 def enrolled() -> ColumnElement[bool]:
     """The enrolments row's user has an authenticator (correlated to ``mfa_guard_enrolments``)."""
     return exists().where(authenticators.c.user_id == enrolments.c.user_id)
-
-
-def create_and_add_columns(conn: Connection) -> None:
-    """Creates the missing tables, then adds to a table made by an earlier release the nullable
-    columns it lacks (``create_all`` never alters an existing table), so an upgrade keeps every
-    row, and moves the secrets an earlier release kept (:func:`move_legacy_secrets`). A missing
-    column that cannot be added empty is refused with the statement to run."""
-    metadata.create_all(conn)
-    inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name, table.schema)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            preparer = conn.dialect.identifier_preparer
-            statement = (
-                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
-            )
-            if not column.nullable:
-                raise ConfigurationError(
-                    f"the table {table.name} was made by an earlier mfa_guard and lacks the "
-                    f"column {column.name}, which cannot be added empty: migrate it ({statement} "
-                    "with a value for every row)"
-                )
-            conn.execute(text(statement))
-            logger.warning(
-                "mfa_guard added the column %s.%s (%s)", table.name, column.name, statement
-            )
-    move_legacy_secrets(conn)
-
-
-# The name an app's secret moved by the upgrade is given (the user renames it at will).
-LEGACY_APP_NAME = "Authenticator app"
-
-
-def move_legacy_secrets(conn: Connection) -> int:
-    """Moves the one TOTP secret of each enrolment an earlier release confirmed (``secret`` and
-    ``confirmed_at`` set in ``mfa_guard_enrolments``) to an authenticator app of the user's
-    own: a new random id, named ``Authenticator app``, added at ``confirmed_at``, with the
-    secret's ``last_step`` (a code used before the upgrade stays used); then empties the old
-    columns. Returns how many moved.
-
-    Run by :func:`create_and_add_columns` within its transaction, so the moves and the emptying
-    land together. A second run finds nothing to move. Two workers starting at once move each
-    secret once: the copy is one ``INSERT … SELECT``, which on PostgreSQL locks the rows it
-    reads (``FOR UPDATE``; the second worker then finds them emptied) and on SQLite holds the
-    database's write lock from its start. An app whose own migrations make the tables
-    (``create_tables=False``) runs it once with ``mfa-guard init-db`` after them."""
-    copied = exists().where(
-        authenticators.c.user_id == enrolments.c.user_id,
-        authenticators.c.secret == enrolments.c.secret,
-    )
-    if conn.dialect.name == "postgresql":
-        new_id: ColumnElement[str] = func.replace(cast(func.gen_random_uuid(), String), "-", "")
-    else:
-        new_id = func.lower(func.hex(func.randomblob(16)))
-    legacy = select(
-        new_id,
-        enrolments.c.user_id,
-        literal(FactorKind.TOTP.value),
-        literal(LEGACY_APP_NAME),
-        enrolments.c.confirmed_at,
-        enrolments.c.secret,
-        enrolments.c.last_step,
-        literal(0),
-        false(),
-    ).where(enrolments.c.secret.is_not(None), enrolments.c.confirmed_at.is_not(None), ~copied)
-    if conn.dialect.name == "postgresql":
-        legacy = legacy.with_for_update(of=enrolments)
-    columns = [
-        "id",
-        "user_id",
-        "kind",
-        "name",
-        "created_at",
-        "secret",
-        "last_step",
-        "sign_count",
-        "backed_up",
-    ]
-    moved = conn.execute(insert(authenticators).from_select(columns, legacy)).rowcount
-    # Emptied where the secret now has its authenticator: never a secret that was not moved.
-    conn.execute(
-        update(enrolments)
-        .where(enrolments.c.secret.is_not(None), copied)
-        .values(secret=None, last_step=None)
-    )
-    if moved:
-        logger.warning(
-            "mfa_guard moved %d authenticator app secrets from %s to %s",
-            moved,
-            enrolments.name,
-            authenticators.name,
-        )
-    return moved
 
 
 def _null(column: Column[Any]) -> ColumnElement[Any]:

@@ -88,18 +88,21 @@ class SQLStore(SQLAdapter):
     Give either a database ``url`` (``sqlite+aiosqlite:///mfa_guard.db``,
     ``postgresql+asyncpg://user@host/db``; extra keyword arguments go to
     :func:`~sqlalchemy.ext.asyncio.create_async_engine`) or an existing ``engine``, which the
-    store then shares and never disposes. With ``create_tables`` the tables are created on first
-    use if missing. Backend failures raise :class:`~mfa_guard.errors.StoreUnavailable`. The site
+    store then shares and never disposes. With ``create_tables`` the tables are checked on
+    first use (created in an empty database, migrated only with ``auto_migrate``: see
+    :class:`~mfa_guard.stores.sql.adapter.SQLAdapter`). Backend failures raise
+    :class:`~mfa_guard.errors.StoreUnavailable`. The site
     directory and the device store run on its engine with ``SQLSiteDirectory.sharing(store)``
     and ``SQLDeviceStore.sharing(store)``.
     """
 
     @classmethod
     def from_settings(cls, settings: MFAGuardSettings, **engine_options: Any) -> SQLStore:
-        """A store on ``settings.database_url`` with the pool settings (PostgreSQL)."""
-        options: dict[str, Any] = {}
+        """A store on ``settings.database_url`` with the pool settings (PostgreSQL) and
+        ``database_auto_migrate``."""
+        options: dict[str, Any] = {"auto_migrate": settings.database_auto_migrate}
         if make_url(settings.database_url).get_backend_name() == "postgresql":
-            options = {
+            options |= {
                 "pool_size": settings.database_pool_size,
                 "max_overflow": settings.database_max_overflow,
                 "pool_timeout": settings.database_pool_timeout,
@@ -397,9 +400,6 @@ class SQLStore(SQLAdapter):
             # The phone goes too: it comes back only verified again.
             "phone": None,
             "phone_verified_at": None,
-            # A secret an earlier release wrote (see schema.enrolments): never moved back in.
-            "secret": None,
-            "last_step": None,
             **_NOTHING_PENDING,
         }
         statement = (
