@@ -168,8 +168,13 @@ class EnrolmentNotice:
         return iso(self.deadline) or ""
 
     @property
+    def at(self) -> datetime:
+        """The deadline as a UTC ``datetime`` (the pages write it in their language)."""
+        return datetime.fromtimestamp(self.deadline, UTC)
+
+    @property
     def text(self) -> str:
-        """The deadline for people: ``27 Nov 2026, 20:45 UTC``."""
+        """The deadline for people, in English: ``27 Nov 2026, 20:45 UTC``."""
         return datetime.fromtimestamp(self.deadline, UTC).strftime("%d %b %Y, %H:%M UTC")
 
 

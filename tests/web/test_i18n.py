@@ -199,3 +199,18 @@ async def test_arabic_pages_are_right_to_left() -> None:
         await sign_in(client)
         page = await client.get("/mfa/settings", headers={"Accept-Language": "ar-EG,ar;q=0.9"})
     assert html_tag(page) == '<html lang="ar" dir="rtl">'
+
+
+async def test_a_name_the_kit_gave_is_shown_in_the_pages_language() -> None:
+    ga = build_app()
+    async with ga.client() as client:
+        await sign_in(client)
+        await enrol(ga, client)
+        ga.clock.advance(30)
+        page = await client.get("/mfa/settings", headers={"Accept-Language": "de"})
+    heading = re.search(r'data-kind="app">\s*<h3>([^<]+)', page.text)
+    assert heading is not None, page.text
+    assert heading.group(1).strip() == "Authentifizierungs-App"
+    # The buttons name it so too; the rename field holds the stored name, to edit.
+    assert '<span class="visually-hidden">Authentifizierungs-App</span>' in page.text
+    assert 'value="Authenticator app"' in page.text

@@ -348,7 +348,7 @@ async def test_the_app_wide_rule_two_sites_and_a_directory_down() -> None:
         await signed_in_again(ga, client)
         page = await client.get("/mfa/challenge?next=/protected")
     assert (notice_text(page) or "").startswith(
-        "Acme, Beta accept only a passkey or security key to sign in."
+        "Acme and Beta accept only a passkey or security key to sign in."
     )
 
     down = FailingNames()

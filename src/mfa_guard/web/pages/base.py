@@ -8,7 +8,7 @@ import functools
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from urllib.parse import quote
 import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton
+from babel.lists import format_list
 from babel.support import NullTranslations
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -107,6 +108,24 @@ def _date_time_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
     return human_date(moment, context["lang"], with_time=True)
 
 
+@jinja2.pass_context
+def _names_filter(context: jinja2.runtime.Context, names: Sequence[str]) -> str:
+    """Names as one phrase of the page's language ("Acme and Globex", "Acme et Globex",
+    "Acme、Globex")."""
+    return format_list(list(names), locale=_locale(context["lang"]))
+
+
+@jinja2.pass_context
+def _factor_name(context: jinja2.runtime.Context, name: str, english: str, kind: str) -> str:
+    """An authenticator's name as shown: one the kit gave it (``english``, the kind's usual
+    name, maybe numbered: "Authenticator app 2") in the page's language (``kind``, translated);
+    a name the user chose, as it is."""
+    if name == english:
+        return kind
+    number = name.removeprefix(english + " ")
+    return f"{kind} {number}" if number != name and number.isdigit() else name
+
+
 def _iso_filter(moment: datetime) -> str | None:
     """An instant as the JSON API writes it (``2026-11-27T20:45:00Z``)."""
     return iso(moment.timestamp())
@@ -127,6 +146,8 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
     env.filters["human_date"] = _date_filter
     env.filters["human_date_time"] = _date_time_filter
     env.filters["iso"] = _iso_filter
+    env.filters["names"] = _names_filter
+    env.filters["factor_name"] = _factor_name
     return Jinja2Templates(env=env)
 
 
