@@ -498,7 +498,7 @@ class Denied:
         long to wait (from ``retry_at``, the send limits' own reset)."""
         text = self.text(translations)
         if self.reason is Reason.TOO_MANY_TEXTS and self.retry_at is not None:
-            text = f"{text} {sms_wording.wait(self.retry_at - now, translations)}"
+            text = sms_wording.sentences(text, sms_wording.wait(self.retry_at - now, translations))
         return text
 
     def retry_after(self, now: float) -> int | None:

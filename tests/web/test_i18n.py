@@ -10,6 +10,7 @@ import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
+from mfa_guard.core import sms_wording
 from mfa_guard.web import i18n
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
@@ -214,3 +215,22 @@ async def test_a_name_the_kit_gave_is_shown_in_the_pages_language() -> None:
     # The buttons name it so too; the rename field holds the stored name, to edit.
     assert '<span class="visually-hidden">Authentifizierungs-App</span>' in page.text
     assert 'value="Authenticator app"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "text"),
+    [
+        ("We sent a code.", "It expires.", "We sent a code. It expires."),
+        (
+            "コードを送信しました。",
+            "有効期限は10分です。",
+            "コードを送信しました。有効期限は10分です。",
+        ),
+        ("我们已发送验证码。", "10 分钟内有效。", "我们已发送验证码。10 分钟内有效。"),
+        ("أرسلنا رمزًا.", "تنتهي صلاحيته.", "أرسلنا رمزًا. تنتهي صلاحيته."),
+    ],
+)
+def test_two_sentences_are_joined_as_the_language_writes_them(
+    first: str, second: str, text: str
+) -> None:
+    assert sms_wording.sentences(first, second) == text

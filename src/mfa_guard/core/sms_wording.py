@@ -37,10 +37,20 @@ def text_body(code: str, issuer: str, ttl_seconds: int) -> str:
     return f"{code} is your {issuer} verification code. {lifetime(ttl_seconds)}"
 
 
+# Sentences ending so are followed by the next with no space (Japanese, Chinese).
+_FULL_WIDTH_ENDS = ("\u3002", "\uff01", "\uff1f")  # 。！？
+
+
+def sentences(first: str, second: str) -> str:
+    """Two translated sentences as one text: a space between them, except after a full-width
+    full stop (Japanese and Chinese write none)."""
+    return first + second if first.endswith(_FULL_WIDTH_ENDS) else f"{first} {second}"
+
+
 def sent(masked_phone: str, ttl_seconds: int, translations: gettext.NullTranslations) -> str:
     """The page's notice after a send."""
     first = translations.gettext("We sent a code to %(number)s.") % {"number": masked_phone}
-    return f"{first} {lifetime(ttl_seconds, translations)}"
+    return sentences(first, lifetime(ttl_seconds, translations))
 
 
 def wait_seconds(seconds: float) -> int:
