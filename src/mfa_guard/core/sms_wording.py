@@ -38,7 +38,7 @@ def text_body(code: str, issuer: str, ttl_seconds: int) -> str:
 
 
 # Sentences ending so are followed by the next with no space (Japanese, Chinese).
-_FULL_WIDTH_ENDS = ("\u3002", "\uff01", "\uff1f")  # 。！？
+_FULL_WIDTH_ENDS = ("\u3002", "\uff01", "\uff1f")  # ideographic full stop, full-width ! and ?
 
 
 def sentences(first: str, second: str) -> str:
