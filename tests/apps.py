@@ -46,6 +46,7 @@ from mfa_guard.stores.devices import DeviceStore, MemoryDeviceStore
 from mfa_guard.stores.events import EventStore
 from mfa_guard.stores.sites import SiteDirectory
 from mfa_guard.testing import CHEAP_KDF, FrozenClock, current_code
+from mfa_guard.web.i18n import LanguageGetter
 
 ENCRYPTION_KEY = "q7oE0cIh2wXzMcvT3Y0u1tYy1u6W0cG3mZ3t0q3bZ1E="
 SESSION_SECRET = "test-session-secret"
@@ -141,6 +142,7 @@ def build_app(
     recovery_kdf: ScryptCost = CHEAP_KDF,
     event_store: EventStore | None = None,
     metrics: Metrics | None = None,
+    language: LanguageGetter | None = None,
     **overrides: Any,
 ) -> GuardedApp:
     settings = settings_for(**overrides)
@@ -161,6 +163,7 @@ def build_app(
         recovery_kdf=recovery_kdf,
         event_store=event_store,
         metrics=metrics,
+        language=language,
     )
 
     async def banner(request: Request) -> Response:

@@ -9,6 +9,10 @@ import httpx
 import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Scope
 
 from mfa_guard.web import i18n
 from tests.apps import GuardedApp, build_app, enrol, sign_in
@@ -78,6 +82,39 @@ async def test_the_languages_setting_restricts_the_choice() -> None:
         page = await client.get("/mfa/settings", headers=FRENCH)
     assert '<html lang="en" dir="ltr">' in page.text
     assert "Turn on two-factor authentication" in page.text
+
+
+def saved_language(scope: Scope) -> str | None:
+    """The app's choice for the user, as an app keeps it in its profile: here in the session."""
+    language = scope["session"].get("language")
+    return language if isinstance(language, str) else None
+
+
+async def test_the_apps_choice_for_the_user_wins_over_the_browser() -> None:
+    ga = build_app(language=saved_language, languages=["en", "fr"])
+
+    async def own_page(request: Request) -> Response:
+        return PlainTextResponse(ga.guard.page_language(request.scope))
+
+    async def choose(request: Request) -> Response:
+        request.session["language"] = request.query_params["language"]
+        return PlainTextResponse("saved")
+
+    ga.app.router.routes[:0] = [Route("/own", own_page), Route("/choose", choose)]
+    async with ga.client() as client:
+        await sign_in(client)
+        english_browser = {"Accept-Language": "en-GB,en;q=0.9"}
+        assert (await client.get("/own", headers=FRENCH)).text == "fr"
+        assert (await client.get("/own", headers=english_browser)).text == "en"
+        await client.get("/choose", params={"language": "fr-FR"})
+        page = await client.get("/mfa/settings", headers=english_browser)
+        assert '<html lang="fr" dir="ltr">' in page.text
+        # The app's own page speaks what the kit's page speaks, for the same request.
+        assert (await client.get("/own", headers=english_browser)).text == "fr"
+        # A choice the languages setting leaves out: the browser decides.
+        await client.get("/choose", params={"language": "de"})
+        assert (await client.get("/own", headers=FRENCH)).text == "fr"
+        assert (await client.get("/own", headers=english_browser)).text == "en"
 
 
 SHIPPED = ["ar", "de", "es", "fr", "it", "ja", "nl", "pl", "pt_BR", "zh_CN"]

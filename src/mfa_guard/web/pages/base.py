@@ -9,14 +9,12 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_skeleton
 from babel.support import NullTranslations
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -35,7 +33,7 @@ from mfa_guard.sms import SMSError
 from mfa_guard.web import i18n
 from mfa_guard.web.flows import Flows
 from mfa_guard.web.http import report_failure, same_origin
-from mfa_guard.web.i18n import N_
+from mfa_guard.web.i18n import N_, human_date
 from mfa_guard.web.pages.assets import asset_urls
 from mfa_guard.web.pages.policy import (
     PasskeyRequirement,
@@ -77,24 +75,6 @@ def csrf_token(session: Any) -> str:
         token = secrets.token_urlsafe(32)
         session[CSRF_SESSION_KEY] = token
     return token
-
-
-def _locale(language: str) -> Locale:
-    try:
-        return Locale.parse(language)
-    except (ValueError, UnknownLocaleError):
-        return Locale.parse(i18n.DEFAULT_LANGUAGE)
-
-
-def human_date(moment: datetime, language: str, *, with_time: bool = False) -> str:
-    """A date as the page's language writes it ("5 Mar 2025", "5 mars 2025"); ``with_time``
-    adds the time of day, in UTC ("5 Mar 2025, 14:07 UTC")."""
-    locale = _locale(language)
-    day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
-    if not with_time:
-        return day
-    time_of_day = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
-    return f"{locale.datetime_formats['medium'].format(time_of_day, day)} UTC"
 
 
 @jinja2.pass_context
