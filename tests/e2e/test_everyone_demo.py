@@ -135,7 +135,7 @@ def test_the_app_wide_banner_in_chromium(
 ) -> None:
     ga = build_app(everyone=everyone(deadline_in=86400), issuer="Acme Inbox")
     assert enrolment_page_in_chromium(browser, ga, ANYONE, tmp_path, "enrol-everyone") == (
-        "Two-factor authentication is required for every account from 16 Jan 2027, 08:00 UTC. "
+        "Two-factor authentication is required for every account from Jan 16, 2027, 08:00 UTC. "
         "Turn it on now to keep your access."
     )
 
@@ -148,6 +148,6 @@ def test_the_site_named_banner_in_chromium(
     on_another_thread(enforce(directory, NOW + 86400))
     ga = build_app(sites=directory, issuer="Acme Inbox")
     assert enrolment_page_in_chromium(browser, ga, AGENT, tmp_path, "enrol-site") == (
-        "Acme requires two-factor authentication from 16 Jan 2027, 08:00 UTC. "
+        "Acme requires two-factor authentication from Jan 16, 2027, 08:00 UTC. "
         "Turn it on now to keep your access."
     )

@@ -147,7 +147,7 @@ async def test_before_the_deadline_every_page_tells_of_it() -> None:
         settings = await client.get("/mfa/settings")
         assert banner(settings) == (
             "Two-factor authentication is required for every account from "
-            "16 Jan 2027, 08:00 UTC. Turn it on now to keep your access."
+            "Jan 16, 2027, 08:00 UTC. Turn it on now to keep your access."
         )
         assert '<time datetime="2027-01-16T08:00:00Z">' in settings.text
         assert "site" not in banner(settings)
@@ -166,8 +166,10 @@ async def test_a_french_browser_is_told_in_french() -> None:
     async with ga.client(headers={"accept-language": "fr"}) as client:
         await sign_in(client, ANYONE)
         page = await client.get("/mfa/settings")
-        assert banner(page).startswith(
-            "L\u2019authentification à deux facteurs est exigée de chaque compte à partir du"
+        # The date as French writes it, as the settings page's own dates are.
+        assert banner(page) == (
+            "L\u2019authentification à deux facteurs est exigée de chaque compte à partir du "
+            "16 janv. 2027, 08:00 UTC. Activez-la dès maintenant pour conserver votre accès."
         )
 
 
@@ -285,7 +287,7 @@ async def test_under_both_the_earliest_deadline_wins_and_the_notice_names_its_re
         }
         page = await client.get("/mfa/settings")
         assert banner(page) == (
-            "Acme requires two-factor authentication from 15 Jan 2027, 09:00 UTC. "
+            "Acme requires two-factor authentication from Jan 15, 2027, 09:00 UTC. "
             "Turn it on now to keep your access."
         )
         # To the second: the site's deadline rides in the marker.
@@ -312,7 +314,7 @@ async def test_an_earlier_app_wide_deadline_is_the_one_told() -> None:
         await sign_in(client, AGENT)
         assert banner(await client.get("/mfa/settings")) == (
             "Two-factor authentication is required for every account from "
-            "15 Jan 2027, 08:10 UTC. Turn it on now to keep your access."
+            "Jan 15, 2027, 08:10 UTC. Turn it on now to keep your access."
         )
         # Leaving the site changes nothing: the app still requires it.
         assert await directory.remove_member("acme", AGENT)
@@ -360,7 +362,7 @@ async def test_the_site_banner_names_the_sites_on_the_kits_pages() -> None:
     async with ga.client() as client:
         await sign_in(client, AGENT)
         assert banner(await client.get("/mfa/settings")) == (
-            "Acme, Beta require two-factor authentication from 16 Jan 2027, 08:00 UTC. "
+            "Acme, Beta require two-factor authentication from Jan 16, 2027, 08:00 UTC. "
             "Turn it on now to keep your access."
         )
         ga.clock.now = NOW + 86400
@@ -380,7 +382,7 @@ async def test_only_the_sites_whose_deadline_comes_first_are_named() -> None:
     async with ga.client() as client:
         await sign_in(client, AGENT)
         assert banner(await client.get("/mfa/settings")).startswith(
-            "Acme requires two-factor authentication from 15 Jan 2027, 09:00 UTC."
+            "Acme requires two-factor authentication from Jan 15, 2027, 09:00 UTC."
         )
 
 

@@ -215,7 +215,7 @@ async def test_the_pages_tell_of_a_coming_deadline_and_then_of_the_obligation(
         await sign_in(agent, AGENT)
         settings = await agent.get("/mfa/settings")
         assert 'id="enrolment-notice"' in settings.text
-        assert '<time datetime="2027-01-16T08:00:00Z">16 Jan 2027, 08:00 UTC</time>' in (
+        assert '<time datetime="2027-01-16T08:00:00Z">Jan 16, 2027, 08:00 UTC</time>' in (
             settings.text
         )
         acme.ga.clock.now = deadline

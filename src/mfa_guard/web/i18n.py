@@ -126,9 +126,12 @@ def _locale(language: str) -> Locale:
         return Locale.parse(DEFAULT_LANGUAGE)
 
 
-def human_date(moment: datetime, language: str, *, with_time: bool = False) -> str:
-    """A date as ``language`` writes it ("Mar 5, 2025", "5 mars 2025"); ``with_time`` adds the
-    time of day, in UTC ("Mar 5, 2025, 14:07 UTC"): the dates of the kit's pages."""
+def human_date(moment: datetime | float, language: str, *, with_time: bool = False) -> str:
+    """A date (or a timestamp) as ``language`` writes it ("Mar 5, 2025", "5 mars 2025");
+    ``with_time`` adds the time of day, in UTC ("Mar 5, 2025, 14:07 UTC"): the dates of the
+    kit's pages."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
     locale = _locale(language)
     day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
     if not with_time:

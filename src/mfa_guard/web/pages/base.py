@@ -78,12 +78,12 @@ def csrf_token(session: Any) -> str:
 
 
 @jinja2.pass_context
-def _date_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+def _date_filter(context: jinja2.runtime.Context, moment: datetime | float) -> str:
     return human_date(moment, context["lang"])
 
 
 @jinja2.pass_context
-def _date_time_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+def _date_time_filter(context: jinja2.runtime.Context, moment: datetime | float) -> str:
     return human_date(moment, context["lang"], with_time=True)
 
 
