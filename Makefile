@@ -48,10 +48,18 @@ docs: $(STAMP)
 settings-doc: $(STAMP)
 	$(BIN)/python -m mfa_guard.settings_doc
 
-# The pages' translations: extract every msgid (templates, pages.py, the refusal texts) into
-# src/mfa_guard/web/locale/messages.pot, merge it into each messages.po, compile the .mo files.
+# The pages' translations (CONTRIBUTING.md): extract every msgid (templates, pages.py, the
+# refusal texts) into src/mfa_guard/web/locale/messages.pot, merge it into each messages.po,
+# compile the .mo files; then the same three pybabel commands over the demo's own catalogue
+# (domain inbox, examples/inbox/locale, mapped by examples/inbox/babel.cfg).
+DEMO_LOCALE := examples/inbox/locale
 messages: $(STAMP)
 	$(BIN)/python -m mfa_guard.web.i18n  # pybabel extract -F babel.cfg, update, compile
+	$(BIN)/pybabel extract -F examples/inbox/babel.cfg -k N_ --sort-output \
+		--project="Acme Inbox" -o $(DEMO_LOCALE)/inbox.pot examples/inbox
+	$(BIN)/pybabel update -D inbox -i $(DEMO_LOCALE)/inbox.pot -d $(DEMO_LOCALE) \
+		--no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -D inbox -d $(DEMO_LOCALE)
 
 # The suite's core again, on the lowest versions pyproject.toml allows for the package and every
 # extra (uv's lowest-direct resolution: each direct requirement at its floor), so that no floor

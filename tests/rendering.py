@@ -1,6 +1,6 @@
 """What the eye needs from a page as Chromium drew it: every image visible and whole, nothing
-wider than the screen, the QR codes a phone's camera would read from a screenshot, and what
-axe-core finds.
+wider than the screen, nothing drawn over anything else, the QR codes a phone's camera would
+read from a screenshot, and what axe-core finds.
 
 The checks return what is wrong (an empty list when all is well) so that a test asserts on them
 with the page's name in its message.
@@ -95,6 +95,72 @@ def qr_codes_on_screen(page: Page) -> list[str]:
         screenshot, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode), try_invert=False
     )
     return [code.text for code in found]
+
+
+# What a person reads or touches, where Chromium drew it: each line of text (a text node's line
+# boxes), each control and each image. Two of them drawn over each other, when neither holds the
+# other, is an overlap (a label under its box, a badge over an address, a button over a word).
+_OVERLAPS = """() => {
+  const hidden = (element) => {
+    // Not drawn: display none, visibility hidden, no opacity, or the closed part of a
+    // <details> (content-visibility), on the element or above it.
+    if (!element.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return true;
+    for (let e = element; e; e = e.parentElement) {
+      const s = getComputedStyle(e);
+      const box = e.getBoundingClientRect();
+      if ((s.clip !== 'auto' && s.position === 'absolute') || box.width <= 1 || box.height <= 1) {
+        return true;  // visually hidden: for screen readers only
+      }
+    }
+    return false;
+  };
+  const drawn = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const owner = node.parentElement;
+    if (!node.textContent.trim() || !owner || owner.closest('svg, option, script, style')
+        || hidden(owner)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const rect of range.getClientRects()) {
+      if (rect.width > 1 && rect.height > 1) {
+        const name = JSON.stringify(node.textContent.trim().slice(0, 40));
+        drawn.push({element: owner, rect, name});
+      }
+    }
+  }
+  const controls = document.body.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, img, canvas, svg');
+  for (const control of controls) {
+    if ((control instanceof SVGElement && control.ownerSVGElement) || hidden(control)) continue;
+    const rect = control.getBoundingClientRect();
+    if (rect.width > 1 && rect.height > 1) {
+      drawn.push({element: control, rect, name: '<' + control.tagName.toLowerCase()
+        + (control.id ? '#' + control.id : '') + '>'});
+    }
+  }
+  const problems = [];
+  for (let i = 0; i < drawn.length; i++) {
+    for (let j = i + 1; j < drawn.length; j++) {
+      const a = drawn[i], b = drawn[j];
+      if (a.element.contains(b.element) || b.element.contains(a.element)) continue;
+      const width = Math.min(a.rect.right, b.rect.right) - Math.max(a.rect.left, b.rect.left);
+      const height = Math.min(a.rect.bottom, b.rect.bottom) - Math.max(a.rect.top, b.rect.top);
+      if (width > 1 && height > 1) {
+        const size = `${width.toFixed(1)} x ${height.toFixed(1)} px`;
+        problems.push(`${a.name} and ${b.name} overlap (${size})`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+
+def overlaps(page: Page) -> list[str]:
+    """Each pair of things drawn over each other (lines of text, controls, images) where neither
+    holds the other: what a mirrored or squeezed layout gets wrong."""
+    problems: list[str] = page.evaluate(_OVERLAPS)
+    return problems
 
 
 AXE = Axe()

@@ -53,9 +53,17 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from examples.inbox.forms import FormRefused, checked_form, csrf_token, field, same_origin
+from examples.inbox.i18n import N_, PageLanguage, install, page_language
 from examples.inbox.security_log import SecurityLogPages, security_log_path
 from examples.inbox.sign_ins import SignIns
-from examples.inbox.sites import SIGN_UP_SITE, SitePages, seed_sites, settings_path, team_path
+from examples.inbox.sites import (
+    ROLE_WORDS,
+    SIGN_UP_SITE,
+    SitePages,
+    seed_sites,
+    settings_path,
+    team_path,
+)
 from mfa_guard import (
     Clock,
     Denied,
@@ -125,24 +133,30 @@ RECOVERY_COST = ScryptCost()
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
+    """A visitor's conversation: their words as they wrote them (no msgids), and how long they
+    have waited, which the page words in its language."""
+
     visitor: str
     subject: str
     preview: str
-    waiting: str
+    waiting_minutes: int
 
 
 CONVERSATIONS = (
     Conversation(
-        "Maya Lindqvist", "Invoice for March", "Could you resend the invoice with our VAT…", "2 min"
+        "Maya Lindqvist", "Invoice for March", "Could you resend the invoice with our VAT…", 2
     ),
     Conversation(
-        "Tomás Ferreira", "Cannot reset my password", "The link in the e-mail has expired…", "9 min"
+        "Tomás Ferreira", "Cannot reset my password", "The link in the e-mail has expired…", 9
     ),
     Conversation(
-        "Aiko Tanaka", "Feature request: dark mode", "Our night shift would love a dark…", "1 h"
+        "Aiko Tanaka", "Feature request: dark mode", "Our night shift would love a dark…", 60
     ),
-    Conversation("Samuel Okoro", "Shipping to Lagos", "Do you deliver to Nigeria, and how…", "3 h"),
+    Conversation("Samuel Okoro", "Shipping to Lagos", "Do you deliver to Nigeria, and how…", 180),
 )
+# What the demo says when its data does not answer (the page's and the plain-text answer).
+UNAVAILABLE_HEADING = N_("Service unavailable")
+UNAVAILABLE = N_("The inbox cannot reach its data right now. Please try again soon.")
 
 
 def _hash_password(password: str, salt: bytes, cost: ScryptCost) -> bytes:
@@ -218,15 +232,6 @@ class SessionAuth(AuthenticationBackend):
         return AuthCredentials(["authenticated"]), SimpleUser(user)
 
 
-def auth_unavailable(conn: HTTPConnection, error: AuthenticationError) -> Response:
-    """The answer when the sign-ins cannot be read: 503, never the page unchecked."""
-    return PlainTextResponse(
-        "The inbox cannot reach its data right now. Please try again soon.",
-        status_code=503,
-        headers={"Retry-After": "5", "Cache-Control": "no-store"},
-    )
-
-
 def _secret_file(path: Path, make: Callable[[], str]) -> str:
     """The secret stored in ``path``, created (owner-only, mode 0600) on the first run.
 
@@ -255,19 +260,17 @@ def _field(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def sign_up_problem(email: str, password: str) -> str | None:
-    """Why the sign-up form's input is refused, or ``None``."""
+def sign_up_problem(email: str, password: str, lang: PageLanguage) -> str | None:
+    """Why the sign-up form's input is refused (in ``lang``), or ``None``."""
     if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL_LENGTH:
-        return "Enter an e-mail address such as name@example.com."
+        return lang.gettext("Enter an e-mail address such as name@example.com.")
     if not MIN_NEW_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        return (
-            f"Choose a password of {MIN_NEW_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters."
+        return lang.gettext(
+            "Choose a password of %(min)s to %(max)s characters.",
+            min=MIN_NEW_PASSWORD_LENGTH,
+            max=MAX_PASSWORD_LENGTH,
         )
     return None
-
-
-def _utc_text(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %Y, %H:%M UTC")
 
 
 def _iso_text(timestamp: float) -> str:
@@ -366,7 +369,7 @@ def create_app(
     sign_ins = SignIns(store.engine, clock=clock, lifetime=SESSION_MAX_AGE)
     accounts = Accounts(((email, DEMO_PASSWORD) for email in DEMO_ACCOUNTS), password_kdf)
     templates = Jinja2Templates(directory=TEMPLATES)
-    templates.env.filters["utc"] = _utc_text
+    install(templates.env)  # {% trans %}, _() and dates in the page's language
     templates.env.filters["iso"] = _iso_text
     templates.env.globals["security_log_path"] = security_log_path
     mfa_settings = f"{settings.mount_path}/settings"
@@ -376,6 +379,8 @@ def create_app(
     ) -> Response:
         user = request.user.display_name if request.user.is_authenticated else None
         full = {
+            # The language the kit's pages speak for this request (<html lang dir>, the texts).
+            "lang": page_language(guard, request),
             "issuer": settings.issuer,
             "user": user,
             "mfa_settings": mfa_settings,
@@ -392,8 +397,18 @@ def create_app(
         return response
 
     def error_page(request: Request, status_code: int, heading: str, message: str) -> Response:
-        context = {"heading": heading, "message": message}
+        """The error page; ``heading`` and ``message`` are msgids of the demo's."""
+        lang = page_language(guard, request)
+        context = {"heading": lang.gettext(heading), "message": lang.gettext(message)}
         return render(request, "error.html", context, status_code)
+
+    def auth_unavailable(conn: HTTPConnection, error: AuthenticationError) -> Response:
+        """The answer when the sign-ins cannot be read: 503, never the page unchecked."""
+        return PlainTextResponse(
+            page_language(guard, conn).gettext(UNAVAILABLE),
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
 
     async def home(request: Request) -> Response:
         target = INBOX_PATH if request.user.is_authenticated else LOGIN_PATH
@@ -405,7 +420,8 @@ def create_app(
 
     async def login(request: Request) -> Response:
         if not same_origin(request):
-            return PlainTextResponse("Cross-site sign-in refused.", status_code=403)
+            refused = page_language(guard, request).gettext("Cross-site sign-in refused.")
+            return PlainTextResponse(refused, status_code=403)
         form = await request.form(max_files=0, max_fields=8)
         email, password = _field(form, "email"), _field(form, "password")
         next_path = safe_next(_field(form, "next"), INBOX_PATH)
@@ -414,7 +430,7 @@ def create_app(
             context = {
                 "next": next_path,
                 "email": email[:MAX_EMAIL_LENGTH],
-                "error": "Wrong e-mail address or password.",
+                "error": page_language(guard, request).gettext("Wrong e-mail address or password."),
             }
             return render(request, "login.html", context, status_code=400)
         await sign_ins.start(request.session, user)  # a new sign-in starts a new session
@@ -429,10 +445,12 @@ def create_app(
         form = await checked_form(request)
         email = _normalise_email(field(form, "email"))
         password = field(form, "password")
-        problem = sign_up_problem(email, password)
+        lang = page_language(guard, request)
+        problem = sign_up_problem(email, password, lang)
         status_code = 400
         if problem is None and not await accounts.add(email, password):
-            problem, status_code = "That e-mail address already has an account: sign in.", 409
+            problem = lang.gettext("That e-mail address already has an account: sign in.")
+            status_code = 409
         if problem is not None:
             context = {"email": email[:MAX_EMAIL_LENGTH], "error": problem}
             return render(request, "signup.html", context, status_code=status_code)
@@ -455,7 +473,8 @@ def create_app(
 
     async def logout(request: Request) -> Response:
         if not same_origin(request):
-            return PlainTextResponse("Cross-site sign-out refused.", status_code=403)
+            refused = page_language(guard, request).gettext("Cross-site sign-out refused.")
+            return PlainTextResponse(refused, status_code=403)
         # Deleted on the server before the cookie is cleared: a copy of it is signed out too.
         # Remembered browsers and the user's other sign-ins stay.
         await sign_ins.end(request.session)
@@ -476,7 +495,7 @@ def create_app(
             "sites": [
                 {
                     "name": membership.site.name,
-                    "role": membership.role.value,
+                    "role": ROLE_WORDS[membership.role],
                     "enforced": membership.site.policy.enforce,
                     "team": team_path(membership.site.id),
                     "settings": settings_path(membership.site.id),
@@ -526,12 +545,7 @@ def create_app(
             exc.message,
             type(cause).__name__ if cause is not None else "no cause",
         )
-        response = error_page(
-            request,
-            503,
-            "Service unavailable",
-            "The inbox cannot reach its data right now. Please try again soon.",
-        )
+        response = error_page(request, 503, UNAVAILABLE_HEADING, UNAVAILABLE)
         response.headers["Retry-After"] = "5"
         return response
 

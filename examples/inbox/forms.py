@@ -1,5 +1,6 @@
 """The demo's own forms: each post must come from this site (``Origin``, ``Sec-Fetch-Site``) and
-carry the session's CSRF token, as the kit's pages do. Refusals are pages, never a 500."""
+carry the session's CSRF token, as the kit's pages do. Refusals are pages, never a 500, in the
+page's language (their heading and message are msgids of the demo's catalogue)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Any
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
+from examples.inbox.i18n import N_
+
 CSRF_SESSION_KEY = "inbox_csrf"
 MAX_FIELDS = 8
+REFUSED = N_("Request refused")
 
 
 class FormRefused(Exception):
-    """A post refused before anything happens: answered with the demo's error page."""
+    """A post refused before anything happens: answered with the demo's error page, which
+    translates ``heading`` and ``message`` (msgids)."""
 
     def __init__(self, status_code: int, heading: str, message: str) -> None:
         super().__init__(message)
@@ -55,11 +60,11 @@ def field(form: FormData, name: str) -> str:
 async def checked_form(request: Request) -> FormData:
     """The posted form, once it has passed the CSRF checks (the origin and the token)."""
     if not same_origin(request):
-        raise FormRefused(403, "Request refused", "Cross-site form posts are not allowed.")
+        raise FormRefused(403, REFUSED, N_("Cross-site form posts are not allowed."))
     try:
         form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     except Exception as exc:  # python-multipart raises several types on malformed bodies
-        raise FormRefused(400, "Request refused", "The form could not be read.") from exc
+        raise FormRefused(400, REFUSED, N_("The form could not be read.")) from exc
     expected = request.session.get(CSRF_SESSION_KEY)
     sent = field(form, "csrf_token")
     if not (
@@ -69,8 +74,10 @@ async def checked_form(request: Request) -> FormData:
     ):
         raise FormRefused(
             403,
-            "Request refused",
-            "This form has expired or did not come from this site. Go back, reload the page "
-            "and try again.",
+            REFUSED,
+            N_(
+                "This form has expired or did not come from this site. Go back, reload the "
+                "page and try again."
+            ),
         )
     return form

@@ -5,7 +5,8 @@ one group of kinds.
 
 Every rule is the kit's (``guard.site_service.events``, as ``GET api/sites/{site}/events``): the
 owner check (a non-member gets 404, an operator 403), which events are the site's, the cursor of
-"Older events". This page reads the query string and shows the result.
+"Older events". This page reads the query string and shows the result, in the language of the
+kit's pages for the same request (the labels below are msgids of the demo's catalogue).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from examples.inbox.sites import MAX_SITE_ID, Render, team_path
+from examples.inbox.i18n import N_, PageLanguage, page_language
+from examples.inbox.sites import MAX_SITE_ID, Render, denied_page, team_path
 from mfa_guard import Denied, EventKind, MFAGuard, Reason, SecurityLogEntry, client_ip
 
 # Events a page shows.
@@ -36,20 +38,20 @@ class KindChoice:
 
 
 KIND_CHOICES = (
-    KindChoice("", "Every event", None),
+    KindChoice("", N_("Every event"), None),
     KindChoice(
         "sign-ins",
-        "Sign-ins",
+        N_("Sign-ins"),
         frozenset({EventKind.VERIFIED, EventKind.DEVICE_RECOGNISED, EventKind.RECOVERY_CODE_USED}),
     ),
     KindChoice(
         "failures",
-        "Failed codes and lock-outs",
+        N_("Failed codes and lock-outs"),
         frozenset({EventKind.VERIFICATION_FAILED, EventKind.CODE_REUSED, EventKind.LOCKED_OUT}),
     ),
     KindChoice(
         "factors",
-        "Second factors added, removed or reset",
+        N_("Second factors added, removed or reset"),
         frozenset(
             {
                 EventKind.ENROLLED,
@@ -65,12 +67,12 @@ KIND_CHOICES = (
     ),
     KindChoice(
         "browsers",
-        "Remembered browsers",
+        N_("Remembered browsers"),
         frozenset({EventKind.DEVICE_TRUSTED, EventKind.DEVICE_REVOKED}),
     ),
     KindChoice(
         "site",
-        "The site's policy, members and refusals",
+        N_("The site's policy, members and refusals"),
         frozenset(
             {
                 EventKind.SITE_POLICY_CHANGED,
@@ -85,43 +87,43 @@ KIND_CHOICES = (
 
 # What each kind of event says, in the page's words.
 EVENT_WORDS = {
-    EventKind.ENROLMENT_STARTED: "Started setting up 2FA",
-    EventKind.ENROLLED: "Turned 2FA on",
-    EventKind.VERIFIED: "Signed in with 2FA",
-    EventKind.VERIFICATION_FAILED: "Wrong code or key",
-    EventKind.CODE_REUSED: "A used code was tried again",
-    EventKind.LOCKED_OUT: "Locked after too many wrong codes",
-    EventKind.RECOVERY_CODE_USED: "Used a recovery code",
-    EventKind.RECOVERY_CODES_REGENERATED: "Made new recovery codes",
-    EventKind.DISABLED: "Turned 2FA off",
-    EventKind.SMS_SENT: "A code was texted",
-    EventKind.SMS_LIMITED: "Texts held back (too many)",
-    EventKind.SMS_FAILED: "A text could not be sent",
-    EventKind.PHONE_VERIFIED: "Verified a mobile number",
-    EventKind.DISABLE_REFUSED: "Turning 2FA off was refused",
-    EventKind.ADMIN_RESET: "2FA reset",
-    EventKind.SESSIONS_REVOKED: "Signed out the other sessions",
-    EventKind.SITE_POLICY_CHANGED: "Changed the site's 2FA policy",
-    EventKind.SITE_ACCESS_DENIED: "Refused an owner's page",
-    EventKind.SITE_MEMBER_ADDED: "Added a member",
-    EventKind.SITE_MEMBER_REMOVED: "Removed a member",
-    EventKind.DEVICE_TRUSTED: "Remembered a browser",
-    EventKind.DEVICE_RECOGNISED: "Signed in by a remembered browser",
-    EventKind.DEVICE_REVOKED: "Forgot remembered browsers",
-    EventKind.AUTHENTICATOR_ADDED: "Added an authenticator",
-    EventKind.AUTHENTICATOR_RENAMED: "Renamed an authenticator",
-    EventKind.AUTHENTICATOR_REMOVED: "Removed an authenticator",
-    EventKind.CHALLENGED: "Asked for the second step",
-    EventKind.ENROLMENT_REQUIRED: "Sent to set up 2FA",
-    EventKind.FAILED_CLOSED: "Refused: the sign-in service was unreachable",
-    EventKind.MEMBER_RESET_REFUSED: "Refused a member's 2FA reset",
+    EventKind.ENROLMENT_STARTED: N_("Started setting up 2FA"),
+    EventKind.ENROLLED: N_("Turned 2FA on"),
+    EventKind.VERIFIED: N_("Signed in with 2FA"),
+    EventKind.VERIFICATION_FAILED: N_("Wrong code or key"),
+    EventKind.CODE_REUSED: N_("A used code was tried again"),
+    EventKind.LOCKED_OUT: N_("Locked after too many wrong codes"),
+    EventKind.RECOVERY_CODE_USED: N_("Used a recovery code"),
+    EventKind.RECOVERY_CODES_REGENERATED: N_("Made new recovery codes"),
+    EventKind.DISABLED: N_("Turned 2FA off"),
+    EventKind.SMS_SENT: N_("A code was texted"),
+    EventKind.SMS_LIMITED: N_("Texts held back (too many)"),
+    EventKind.SMS_FAILED: N_("A text could not be sent"),
+    EventKind.PHONE_VERIFIED: N_("Verified a mobile number"),
+    EventKind.DISABLE_REFUSED: N_("Turning 2FA off was refused"),
+    EventKind.ADMIN_RESET: N_("2FA reset"),
+    EventKind.SESSIONS_REVOKED: N_("Signed out the other sessions"),
+    EventKind.SITE_POLICY_CHANGED: N_("Changed the site's 2FA policy"),
+    EventKind.SITE_ACCESS_DENIED: N_("Refused an owner's page"),
+    EventKind.SITE_MEMBER_ADDED: N_("Added a member"),
+    EventKind.SITE_MEMBER_REMOVED: N_("Removed a member"),
+    EventKind.DEVICE_TRUSTED: N_("Remembered a browser"),
+    EventKind.DEVICE_RECOGNISED: N_("Signed in by a remembered browser"),
+    EventKind.DEVICE_REVOKED: N_("Forgot remembered browsers"),
+    EventKind.AUTHENTICATOR_ADDED: N_("Added an authenticator"),
+    EventKind.AUTHENTICATOR_RENAMED: N_("Renamed an authenticator"),
+    EventKind.AUTHENTICATOR_REMOVED: N_("Removed an authenticator"),
+    EventKind.CHALLENGED: N_("Asked for the second step"),
+    EventKind.ENROLMENT_REQUIRED: N_("Sent to set up 2FA"),
+    EventKind.FAILED_CLOSED: N_("Refused: the sign-in service was unreachable"),
+    EventKind.MEMBER_RESET_REFUSED: N_("Refused a member's 2FA reset"),
 }
 METHOD_WORDS = {
-    "totp": "app",
-    "recovery": "recovery code",
-    "sms": "text message",
-    "webauthn": "passkey",
-    "device": "remembered browser",
+    "totp": N_("app"),
+    "recovery": N_("recovery code"),
+    "sms": N_("text message"),
+    "webauthn": N_("passkey"),
+    "device": N_("remembered browser"),
 }
 # Events a page shows in red: someone may be trying codes.
 WARNINGS = frozenset(
@@ -150,15 +152,17 @@ class Row:
     warning: bool
 
     @classmethod
-    def of(cls, entry: SecurityLogEntry) -> Row:
+    def of(cls, entry: SecurityLogEntry, lang: PageLanguage) -> Row:
         event = entry.event
         method = event.method
+        words = EVENT_WORDS.get(event.kind)
+        method_words = None if method is None else METHOD_WORDS.get(method)
         return cls(
             kind=event.kind.value,
-            words=EVENT_WORDS.get(event.kind, event.kind.value),
+            words=event.kind.value if words is None else lang.gettext(words),
             who=event.user_id,
             at=event.at,
-            method=None if method is None else METHOD_WORDS.get(method, method),
+            method=method if method_words is None else lang.gettext(method_words),
             browser=entry.browser,
             ip=event.client_ip,
             detail=event.detail,
@@ -194,7 +198,7 @@ class SecurityLogPages:
         choice = next((c for c in KIND_CHOICES if c.value == show), None)
         cursor = request.query_params.get("cursor") or None
         if choice is None or len(cursor or "") > MAX_QUERY_VALUE:
-            return self._error(request, 400, "Choose from the list what to show.")
+            return self._error(request, 400, N_("Choose from the list what to show."))
         service = self.guard.site_service
         page = await service.events(
             user,
@@ -209,7 +213,10 @@ class SecurityLogPages:
                 return self._error(
                     request,
                     400,
-                    "That page of the log is not one it gave: start again from the newest events.",
+                    N_(
+                        "That page of the log is not one it gave: start again from the newest "
+                        "events."
+                    ),
                 )
             return self._denied_page(request, page)
         site = await service.sites.site(site_id)
@@ -221,7 +228,7 @@ class SecurityLogPages:
             older = f"{here}?{urlencode({'kind': choice.value, 'cursor': page.next_cursor})}"
         context = {
             "site": site,
-            "rows": [Row.of(entry) for entry in page.entries],
+            "rows": [Row.of(entry, page_language(self.guard, request)) for entry in page.entries],
             "choices": KIND_CHOICES,
             "show": choice.value,
             "older": older,
@@ -232,11 +239,10 @@ class SecurityLogPages:
         return self.render(request, "security_log.html", context, 200)
 
     def _error(self, request: Request, status_code: int, message: str) -> Response:
-        context = {"heading": "Security log", "message": message}
+        """The error page with ``message``, a msgid of the demo's."""
+        lang = page_language(self.guard, request)
+        context = {"heading": lang.gettext("Security log"), "message": lang.gettext(message)}
         return self.render(request, "error.html", context, status_code)
 
     def _denied_page(self, request: Request, denied: Denied) -> Response:
-        heading = "Not found" if denied.reason is Reason.SITE_NOT_FOUND else "Not allowed"
-        return self.render(
-            request, "error.html", {"heading": heading, "message": denied.message}, denied.status
-        )
+        return denied_page(self.guard, self.render, request, denied)

@@ -4,7 +4,9 @@ phone, with a page to confirm it) and the Inbox settings (force the operators to
 and choose the second factors they may use).
 
 Every rule is the kit's (``guard.site_service``): these pages only read the form and show the
-result, as the kit's JSON site API does.
+result, as the kit's JSON site API does. They speak the language of the kit's pages for the same
+request: their own words from the demo's catalogue (the labels below are msgids, marked ``N_``
+and translated where a page shows them), the kit's refusals in the kit's words.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from examples.inbox.forms import checked_form, field
+from examples.inbox.i18n import N_, PageLanguage, page_language
 from mfa_guard import Denied, MemberStatus, MembersWithoutMFA, MFAGuard, Reason, client_ip
 from mfa_guard.stores import MethodPolicy, Role, Site, SiteDirectory
 
@@ -61,19 +64,19 @@ class GraceChoice:
 # While the site enforces 2FA, the list starts with the policy as it is, chosen: saving the page
 # as shown changes nothing (the template writes its label, with the policy's date).
 KEEP = "keep"
-AT_ONCE = GraceChoice("now", None, "At once (every member has 2FA)")
+AT_ONCE = GraceChoice("now", None, N_("At once (every member has 2FA)"))
 AT_ONCE_ANYWAY = GraceChoice(
-    "0", 0, "At once, even for the members without 2FA: they must turn it on to continue"
+    "0", 0, N_("At once, even for the members without 2FA: they must turn it on to continue")
 )
 # The same choice, where every member has 2FA but some lack a passkey.
 AT_ONCE_WITHOUT_PASSKEYS = GraceChoice(
-    "0", 0, "At once, even for the members without a passkey: they must add one to continue"
+    "0", 0, N_("At once, even for the members without a passkey: they must add one to continue")
 )
 GRACE_CHOICES = (
     AT_ONCE,
     AT_ONCE_ANYWAY,
-    GraceChoice("24", 24, "In 24 hours"),
-    GraceChoice("168", 168, "In 7 days"),
+    GraceChoice("24", 24, N_("In 24 hours")),
+    GraceChoice("168", 168, N_("In 7 days")),
 )
 
 
@@ -86,14 +89,16 @@ class MethodsChoice:
 
 
 METHODS_CHOICES = (
-    MethodsChoice(MethodPolicy.ANY, "Any: an app, a passkey or security key, texted codes"),
-    MethodsChoice(MethodPolicy.NO_SMS, "No texted codes: an app, a passkey or security key"),
+    MethodsChoice(MethodPolicy.ANY, N_("Any: an app, a passkey or security key, texted codes")),
+    MethodsChoice(MethodPolicy.NO_SMS, N_("No texted codes: an app, a passkey or security key")),
     MethodsChoice(
-        MethodPolicy.PHISHING_RESISTANT, "Passkeys and security keys only (phishing-resistant)"
+        MethodPolicy.PHISHING_RESISTANT, N_("Passkeys and security keys only (phishing-resistant)")
     ),
 )
 # The kind of factor the Team page names next to a member's padlock (MemberStatus.method).
-FACTOR_WORDS = {"webauthn": "passkey", "totp": "app"}
+FACTOR_WORDS = {"webauthn": N_("passkey"), "totp": N_("app")}
+# A member's role, in the pages' words.
+ROLE_WORDS = {Role.OWNER: N_("owner"), Role.OPERATOR: N_("operator")}
 # The kit's refusals of a reset that a fresh confirmation of the owner's own factor lifts: the
 # page links to the challenge, which leads back to it.
 RESET_STEP_UP = (Reason.RECENT_MFA_FOR_RESET, Reason.STRONG_FACTOR_FOR_RESET)
@@ -171,6 +176,7 @@ class SitePages:
             "site": site,
             "members": members,
             "factor_words": FACTOR_WORDS,
+            "role_words": ROLE_WORDS,
             "settings_path": settings_path(site.id),
             "reset_paths": {
                 member.user_id: reset_path(site.id, member.user_id)
@@ -220,8 +226,8 @@ class SitePages:
         )
         if isinstance(result, Denied):
             return await self._reset_refused(request, site, member, result)
-        request.session[NOTICE_SESSION_KEY] = (
-            f"{member.user_id}'s two-factor authentication was reset."
+        request.session[NOTICE_SESSION_KEY] = page_language(self.guard, request).gettext(
+            "The two-factor authentication of %(member)s was reset.", member=member.user_id
         )
         return RedirectResponse(team_path(site.id), status_code=303)
 
@@ -232,18 +238,14 @@ class SitePages:
         a link to the challenge, which leads back here."""
         if denied.reason in NO_MEMBER:  # the member or the site went since it was read
             return self._denied_page(request, denied)
-        message, confirm = denied.message, None
+        lang = page_language(self.guard, request)
+        message, confirm = lang.refusal(denied, self.guard.clock()), None
         if denied.reason in RESET_STEP_UP:
             back = quote(reset_path(site.id, member.user_id), safe="/")
             confirm = f"{self.guard.settings.mount_path}/challenge?next={back}"
             if denied.reason is Reason.RECENT_MFA_FOR_RESET:
                 # The kit's message names its JSON API: the page says it in its own words.
-                recent = _duration(self.guard.settings.recent_mfa_seconds)
-                message = (
-                    "Confirm it is you again before resetting a member's two-factor "
-                    f"authentication: the reset needs a confirmation from the last {recent}, "
-                    "with your authenticator app, your passkey or a recovery code."
-                )
+                message = _recent_confirmation(self.guard.settings.recent_mfa_seconds, lang)
         response = await self._reset_page(
             request,
             site,
@@ -285,7 +287,8 @@ class SitePages:
             "required": enforcement.required,
             "deadline": enforcement.deadline,
             "now": self.guard.clock(),
-            "within": _within(recheck),
+            # How soon the reset reaches the member's open sessions, in minutes (0: at once).
+            "recheck_minutes": -(-recheck // 60),
             "team_path": team_path(site.id),
             "reset_path": reset_path(site.id, member.user_id),
         }
@@ -321,6 +324,7 @@ class SitePages:
             return self._denied_page(request, Denied(Reason.SITE_NOT_FOUND))
         enforce = field(form, "enforce") == "on"
         grace = field(form, "grace")
+        lang = page_language(self.guard, request)
         # Unchecked, the box turns enforcement off: the lists are then not read.
         methods = self._methods(field(form, "methods")) if enforce else MethodPolicy.ANY
         if methods is None:
@@ -328,7 +332,7 @@ class SitePages:
                 request,
                 user,
                 400,
-                "Choose from the list which second factors members may use.",
+                lang.gettext("Choose from the list which second factors members may use."),
                 enforce,
                 grace,
             )
@@ -341,10 +345,14 @@ class SitePages:
             site, _ = found
             if site.policy.enforce == enforce and site.policy.methods is methods:
                 request.session[NOTICE_SESSION_KEY] = (
-                    "Nothing changed: two-factor authentication stays enforced on this site."
+                    lang.gettext(
+                        "Nothing changed: two-factor authentication stays enforced on this site."
+                    )
                     if enforce
-                    else "Nothing changed: two-factor authentication is still not enforced on "
-                    "this site."
+                    else lang.gettext(
+                        "Nothing changed: two-factor authentication is still not enforced on "
+                        "this site."
+                    )
                 )
                 return RedirectResponse(settings_path(site.id), status_code=303)
             if enforce and grace == KEEP:
@@ -352,8 +360,10 @@ class SitePages:
                     request,
                     user,
                     400,
-                    "Choose from the list when the new second factors apply (Unchanged keeps "
-                    "the policy as it is).",
+                    lang.gettext(
+                        "Choose from the list when the new second factors apply (Unchanged "
+                        "keeps the policy as it is)."
+                    ),
                     enforce,
                     grace,
                     methods,
@@ -364,7 +374,7 @@ class SitePages:
                 request,
                 user,
                 400,
-                "Choose from the list when the policy starts.",
+                lang.gettext("Choose from the list when the policy starts."),
                 enforce,
                 grace,
                 methods,
@@ -390,16 +400,16 @@ class SitePages:
                 request,
                 user,
                 409,
-                _lacking_message(result),
+                _lacking_message(result, lang),
                 enforce,
                 grace,
                 methods,
                 lacking=result,
             )
         request.session[NOTICE_SESSION_KEY] = (
-            "Two-factor authentication is now enforced on this site."
+            lang.gettext("Two-factor authentication is now enforced on this site.")
             if result.policy.enforce
-            else "Two-factor authentication is no longer enforced on this site."
+            else lang.gettext("Two-factor authentication is no longer enforced on this site.")
         )
         return RedirectResponse(settings_path(result.id), status_code=303)
 
@@ -420,20 +430,32 @@ class SitePages:
             return RedirectResponse(challenge, status_code=303)
         # Methods that apply at once hold the owner's own session from that instant: it must
         # have been verified by one they accept. A way back to the challenge, with the reason.
+        lang = page_language(self.guard, request)
         confirm = {
-            Reason.PASSKEY_REQUIRED_FOR_POLICY: "Requiring passkeys at once holds your own "
-            "session too: confirm with your passkey or security key, then save again.",
-            Reason.STRONG_FACTOR_REQUIRED_FOR_POLICY: "Refusing texted codes at once holds your "
-            "own session too: confirm with your app, a recovery code or a passkey, then save "
-            "again.",
+            Reason.PASSKEY_REQUIRED_FOR_POLICY: N_(
+                "Requiring passkeys at once holds your own session too: confirm with your "
+                "passkey or security key, then save again."
+            ),
+            Reason.STRONG_FACTOR_REQUIRED_FOR_POLICY: N_(
+                "Refusing texted codes at once holds your own session too: confirm with your "
+                "app, a recovery code or a passkey, then save again."
+            ),
         }.get(denied.reason)
         if confirm is not None:
             return await self._refused(
-                request, user, denied.status, confirm, enforce, grace, methods, confirm=challenge
+                request,
+                user,
+                denied.status,
+                lang.gettext(confirm),
+                enforce,
+                grace,
+                methods,
+                confirm=challenge,
             )
         if denied.reason in (Reason.OWNER_MFA_REQUIRED, Reason.PASSKEYS_NOT_OFFERED):
+            message = lang.refusal(denied, self.guard.clock())
             return await self._refused(
-                request, user, denied.status, denied.message, enforce, grace, methods
+                request, user, denied.status, message, enforce, grace, methods
             )
         return self._denied_page(request, denied)
 
@@ -584,6 +606,7 @@ class SitePages:
             "methods_choices": self._methods_choices(),
             "methods": methods,
             "methods_labels": {choice.value: choice.label for choice in METHODS_CHOICES},
+            "role_words": ROLE_WORDS,
             "error": error,
             "without_passkey": without_passkey,
             "confirm": confirm,
@@ -595,41 +618,65 @@ class SitePages:
         return self.render(request, "site_settings.html", context, status_code)
 
     def _denied_page(self, request: Request, denied: Denied) -> Response:
-        heading = "Not found" if denied.status == 404 else "Not allowed"
-        return self.render(
-            request,
-            "error.html",
-            {"heading": heading, "message": denied.message},
-            denied.status,
-        )
+        return denied_page(self.guard, self.render, request, denied)
 
 
-def _within(seconds: int) -> str:
-    """How soon a change reaches a member's open sessions (``recheck_seconds``), in words."""
-    return "at once" if seconds == 0 else f"within {_duration(seconds)}"
+NOT_FOUND = N_("Not found")
+NOT_ALLOWED = N_("Not allowed")
 
 
-def _duration(seconds: int) -> str:
-    """``seconds`` in words, rounded up to whole minutes from one: "a minute", "5 minutes"."""
+def denied_page(guard: MFAGuard, render: Render, request: Request, denied: Denied) -> Response:
+    """The error page of a refusal of the kit's: its message in the kit's words, in the page's
+    language."""
+    lang = page_language(guard, request)
+    heading = NOT_FOUND if denied.status == 404 else NOT_ALLOWED
+    context = {"heading": lang.gettext(heading), "message": lang.refusal(denied, guard.clock())}
+    return render(request, "error.html", context, denied.status)
+
+
+def _recent_confirmation(seconds: int, lang: PageLanguage) -> str:
+    """Why a reset needs the owner to confirm again (``recent_mfa_seconds``), in whole minutes
+    from one, in seconds below."""
     if seconds < 60:
-        return f"{seconds} second{'' if seconds == 1 else 's'}"
-    minutes = -(-seconds // 60)
-    return "a minute" if minutes == 1 else f"{minutes} minutes"
+        return lang.ngettext(
+            "Confirm it is you again before resetting a member's two-factor authentication: "
+            "the reset needs a confirmation from the last second, with your authenticator app, "
+            "your passkey or a recovery code.",
+            "Confirm it is you again before resetting a member's two-factor authentication: "
+            "the reset needs a confirmation from the last %(count)s seconds, with your "
+            "authenticator app, your passkey or a recovery code.",
+            seconds,
+        )
+    return lang.ngettext(
+        "Confirm it is you again before resetting a member's two-factor authentication: the "
+        "reset needs a confirmation from the last minute, with your authenticator app, your "
+        "passkey or a recovery code.",
+        "Confirm it is you again before resetting a member's two-factor authentication: the "
+        "reset needs a confirmation from the last %(count)s minutes, with your authenticator "
+        "app, your passkey or a recovery code.",
+        -(-seconds // 60),
+    )
 
 
-def _lacking_message(refused: MembersWithoutMFA) -> str:
+def _lacking_message(refused: MembersWithoutMFA, lang: PageLanguage) -> str:
     """Why the kit refused the policy at once, in the page's words."""
     count = len(refused.members)
     if refused.reason is Reason.MEMBERS_WITHOUT_MFA:
-        return (
-            f"{count} member{'' if count == 1 else 's'} of this site "
-            f"{'has' if count == 1 else 'have'} not turned on two-factor authentication "
-            "yet: ask them to, give them time, or force it at once anyway."
+        return lang.ngettext(
+            "%(count)s member of this site has not turned on two-factor authentication yet: "
+            "ask them to, give them time, or force it at once anyway.",
+            "%(count)s members of this site have not turned on two-factor authentication yet: "
+            "ask them to, give them time, or force it at once anyway.",
+            count,
         )
     if refused.reason is Reason.MEMBERS_WITHOUT_ALLOWED_FACTOR:
-        return (
-            f"{count} member{'' if count == 1 else 's'} of this site "
-            f"{'has' if count == 1 else 'have'} no passkey or security key yet: ask them to "
-            "add one, give them time, or require it at once anyway."
+        return lang.ngettext(
+            "%(count)s member of this site has no passkey or security key yet: ask them to "
+            "add one, give them time, or require it at once anyway.",
+            "%(count)s members of this site have no passkey or security key yet: ask them to "
+            "add one, give them time, or require it at once anyway.",
+            count,
         )
-    return "Add a passkey or security key to your own account before requiring one at once."
+    return lang.gettext(
+        "Add a passkey or security key to your own account before requiring one at once."
+    )

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
@@ -43,6 +44,7 @@ from mfa_guard.stores.devices import DeviceStore
 from mfa_guard.stores.events import EventStore, StoringSink
 from mfa_guard.stores.memory import MemoryStore
 from mfa_guard.stores.sites import SiteDirectory
+from mfa_guard.web import i18n
 from mfa_guard.web.context import Kit
 from mfa_guard.web.i18n import LanguageGetter
 from mfa_guard.web.middleware import MFAGuardMiddleware
@@ -73,7 +75,8 @@ class MFAGuard:
     ``identity``, ``account_name`` and ``sms`` (the provider in use, if SMS is on); ``service``,
     the :class:`~mfa_guard.MFAService`, and :attr:`site_service`; :meth:`session_marker` and
     the enrolment notice for the app's templates (:meth:`enrolment_notice`,
-    :meth:`named_enrolment_notice`); :meth:`check` for a readiness probe. :meth:`aclose` goes in
+    :meth:`named_enrolment_notice`); :meth:`page_language` for the app's own pages to speak the
+    kit's pages' language; :meth:`check` for a readiness probe. :meth:`aclose` goes in
     the app's lifespan. The guard's
     other attributes are the kit's own wiring.
 
@@ -289,6 +292,13 @@ class MFAGuard:
         directory read, made only when a site's requirement is what the notice tells. If the
         directory cannot be reached the notice comes without names."""
         return await self.gate.named_enrolment_notice(scope)
+
+    def page_language(self, scope: Scope) -> str:
+        """The language the kit's pages speak for this request (``en``, ``fr``, ``pt_BR``, ...):
+        the app's choice for the user (``language``), else the best of the browser's
+        ``Accept-Language``, among ``settings.languages``. For the app's own pages, so that
+        they speak it too (:mod:`mfa_guard.i18n`)."""
+        return i18n.request_language(Request(scope), self.settings.languages, self.kit.language)
 
     def middleware(self) -> Middleware:
         """The middleware to list after the app's session and authentication middleware."""

@@ -148,7 +148,7 @@ async def test_public_pages(client: httpx.AsyncClient) -> None:
     assert (await client.get("/")).headers["location"] == "/login"
     login = await client.get("/login")
     assert login.status_code == 200
-    assert '<html lang="en">' in login.text
+    assert '<html lang="en" dir="ltr">' in login.text
     assert '<label for="email">' in login.text
     assert 'autocomplete="username"' in login.text
     health = await client.get("/health")

@@ -220,7 +220,7 @@ async def test_a_signed_out_visitor_is_sent_to_sign_in(demo: Demo) -> None:
         pytest.param(
             24,
             "Every browser signed in as them must set up two-factor authentication again from "
-            '<time datetime="2027-01-16T08:00:00Z">16 Jan 2027, 08:00 UTC</time> on; until then '
+            '<time datetime="2027-01-16T08:00:00Z">Jan 16, 2027, 08:00 UTC</time> on; until then '
             "they can go on without it.",
             id="grace-period",
         ),
@@ -273,7 +273,7 @@ async def test_the_owner_resets_the_agent_who_must_set_2fa_up_again(demo: Demo) 
         assert done.headers["location"] == TEAM
         assert not await agent_enrolled(demo)
         team = await owner.get(TEAM)
-        assert f"{AGENT}&#39;s two-factor authentication was reset." in team.text
+        assert f"The two-factor authentication of {AGENT} was reset." in team.text
         assert 'role="status" id="team-notice"' in team.text
         rows = member_rows(team.text)
         assert PADLOCK not in rows[AGENT]
@@ -378,7 +378,7 @@ async def test_a_member_reset_a_moment_ago_is_not_reset_again_yet(demo: Demo) ->
         "This member's two-factor authentication was reset a short while ago: it cannot be "
         "reset again yet."
     )
-    assert message.endswith("You can reset it again from 15 Jan 2027, 09:00 UTC.")
+    assert message.endswith("You can reset it again from Jan 15, 2027, 09:00 UTC.")
     assert BUTTON not in again.text
     assert await agent_enrolled(demo)
 

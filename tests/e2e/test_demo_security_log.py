@@ -116,17 +116,17 @@ async def test_the_owner_sees_the_wrong_code_and_the_sign_in_newest_first(demo: 
     assert rows(log)[:3] == [
         (
             "verified",
-            f"Signed in with 2FA {OWNER} 15 Jan 2027, 08:00 UTC · app · Chrome on Windows · "
+            f"Signed in with 2FA {OWNER} Jan 15, 2027, 08:00 UTC · app · Chrome on Windows · "
             "127.0.0.1",
         ),
         (
             "verification_failed",
-            f"Wrong code or key {OWNER} 15 Jan 2027, 08:00 UTC · app · Chrome on Windows · "
+            f"Wrong code or key {OWNER} Jan 15, 2027, 08:00 UTC · app · Chrome on Windows · "
             "127.0.0.1",
         ),
         (
             "enrolled",
-            f"Turned 2FA on {OWNER} 15 Jan 2027, 08:00 UTC · app · Chrome on Windows · 127.0.0.1",
+            f"Turned 2FA on {OWNER} Jan 15, 2027, 08:00 UTC · app · Chrome on Windows · 127.0.0.1",
         ),
     ]
     # A failure stands out.

@@ -304,7 +304,7 @@ async def test_the_settings_show_the_policy_in_force_and_save_it_unchanged(demo:
 
         page = await owner.get("/sites/acme/settings")
         assert 'id="enforce" name="enforce" value="on" checked' in page.text
-        assert selected_options(page.text) == ["Unchanged: since 15 Jan 2027, 08:00 UTC"]
+        assert selected_options(page.text) == ["Unchanged: since Jan 15, 2027, 08:00 UTC"]
         missing = page.text[page.text.index('<ul id="members-without-2fa"') :]
         assert AGENT in missing[: missing.index("</ul>")]
 
@@ -328,7 +328,7 @@ async def test_a_grace_period_is_shown_and_kept_when_saved_unchanged(demo: Demo)
         demo.clock.advance(3600)
 
         page = await owner.get("/sites/acme/settings")
-        assert selected_options(page.text) == ["Unchanged: from 16 Jan 2027, 08:00 UTC"]
+        assert selected_options(page.text) == ["Unchanged: from Jan 16, 2027, 08:00 UTC"]
         # "In 24 hours" is still offered, and would move the deadline: it is not chosen.
         assert '<option value="24">In 24 hours</option>' in page.text
         assert (await post_policy(owner, enforce=True, grace="keep")).status_code == 303
@@ -433,14 +433,14 @@ async def test_a_grace_period_lets_operators_in_until_it_ends(demo: Demo) -> Non
         page = text_of((await owner.get("/sites/acme/settings")).text)
         assert (
             "Members need two-factor authentication from "
-            '<time datetime="2027-01-16T08:00:00Z">16 Jan 2027, 08:00 UTC</time>'
+            '<time datetime="2027-01-16T08:00:00Z">Jan 16, 2027, 08:00 UTC</time>'
         ) in page
 
         await sign_in(agent, AGENT)
         inbox = await agent.get("/inbox")
         assert inbox.status_code == 200
         assert 'id="enrolment-notice"' in inbox.text
-        assert "16 Jan 2027, 08:00 UTC" in inbox.text
+        assert "Jan 16, 2027, 08:00 UTC" in inbox.text
         assert "two-factor authentication enforced" in inbox.text
 
         demo.clock.advance(24 * 3600 - 1)

@@ -49,7 +49,7 @@ async def test_the_demos_banner_names_the_site(demo: Demo) -> None:
         inbox = await agent.get("/inbox")
         assert inbox.status_code == 200
         assert banner(inbox) == (
-            "Acme requires two-factor authentication from 16 Jan 2027, 08:00 UTC. "
+            "Acme requires two-factor authentication from Jan 16, 2027, 08:00 UTC. "
             "Turn it on now to keep your access."
         )
         demo.clock.advance(24 * 3600)
@@ -70,7 +70,7 @@ async def test_the_demo_requires_2fa_of_everyone_when_the_environment_says_so(
         inbox = await solo.get("/inbox")
         assert banner(inbox) == (
             "Two-factor authentication is required for every account from "
-            "16 Jan 2027, 08:00 UTC. Turn it on now to keep your access."
+            "Jan 16, 2027, 08:00 UTC. Turn it on now to keep your access."
         )
         running.clock.advance(86400)
         assert (await solo.get("/inbox")).headers["location"] == "/mfa/enrol?next=/inbox"

@@ -196,7 +196,7 @@ def test_the_owner_resets_the_2fa_of_the_agent_who_lost_the_phone(
     # Back on the Team page: the notice, and no padlock next to the agent.
     expect(owner).to_have_url(f"{served_demo}/sites/acme/team")
     notice = owner.get_by_role("status")
-    expect(notice).to_have_text(f"{AGENT}'s two-factor authentication was reset.")
+    expect(notice).to_have_text(f"The two-factor authentication of {AGENT} was reset.")
     expect(row(owner, AGENT)).to_contain_text("no 2FA yet")
     expect(row(owner, AGENT).get_by_role("img", name=PADLOCK)).to_have_count(0)
     expect(owner.get_by_role("link", name="Reset 2FA")).to_have_count(0)

@@ -166,8 +166,10 @@ async def test_a_french_browser_is_told_in_french() -> None:
     async with ga.client(headers={"accept-language": "fr"}) as client:
         await sign_in(client, ANYONE)
         page = await client.get("/mfa/settings")
-        assert banner(page).startswith(
-            "L\u2019authentification à deux facteurs est exigée de chaque compte à partir du"
+        # The date as French writes it, as the settings page's own dates are.
+        assert banner(page) == (
+            "L\u2019authentification à deux facteurs est exigée de chaque compte à partir du "
+            "16 janv. 2027, 08:00 UTC. Activez-la dès maintenant pour conserver votre accès."
         )
 
 

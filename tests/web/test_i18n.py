@@ -8,11 +8,15 @@ import re
 import httpx
 import pytest
 from babel.messages.catalog import Catalog
-from babel.messages.pofile import read_po
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Scope
 
 from mfa_guard.core import sms_wording
 from mfa_guard.web import i18n
 from tests.apps import GuardedApp, build_app, enrol, sign_in
+from tests.catalogues import SHIPPED, read_catalogue, untranslated, wrong_placeholders
 
 FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9"}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -81,17 +85,41 @@ async def test_the_languages_setting_restricts_the_choice() -> None:
     assert "Turn on two-factor authentication" in page.text
 
 
-SHIPPED = ["ar", "de", "es", "fr", "it", "ja", "nl", "pl", "pt_BR", "zh_CN"]
-PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|%[sd]")
+def saved_language(scope: Scope) -> str | None:
+    """The app's choice for the user, as an app keeps it in its profile: here in the session."""
+    language = scope["session"].get("language")
+    return language if isinstance(language, str) else None
+
+
+async def test_the_apps_choice_for_the_user_wins_over_the_browser() -> None:
+    ga = build_app(language=saved_language, languages=["en", "fr"])
+
+    async def own_page(request: Request) -> Response:
+        return PlainTextResponse(ga.guard.page_language(request.scope))
+
+    async def choose(request: Request) -> Response:
+        request.session["language"] = request.query_params["language"]
+        return PlainTextResponse("saved")
+
+    ga.app.router.routes[:0] = [Route("/own", own_page), Route("/choose", choose)]
+    async with ga.client() as client:
+        await sign_in(client)
+        english_browser = {"Accept-Language": "en-GB,en;q=0.9"}
+        assert (await client.get("/own", headers=FRENCH)).text == "fr"
+        assert (await client.get("/own", headers=english_browser)).text == "en"
+        await client.get("/choose", params={"language": "fr-FR"})
+        page = await client.get("/mfa/settings", headers=english_browser)
+        assert '<html lang="fr" dir="ltr">' in page.text
+        # The app's own page speaks what the kit's page speaks, for the same request.
+        assert (await client.get("/own", headers=english_browser)).text == "fr"
+        # A choice the languages setting leaves out: the browser decides.
+        await client.get("/choose", params={"language": "de"})
+        assert (await client.get("/own", headers=FRENCH)).text == "fr"
+        assert (await client.get("/own", headers=english_browser)).text == "en"
 
 
 def catalog_of(language: str) -> Catalog:
-    with (i18n.LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as file:
-        return read_po(file, locale=language)
-
-
-def placeholders(text: str) -> set[str]:
-    return {match.group(0) for match in PLACEHOLDER.finditer(text)}
+    return read_catalogue(i18n.LOCALE_DIR / language / "LC_MESSAGES" / "messages.po", language)
 
 
 def test_the_kit_ships_its_languages() -> None:
@@ -101,43 +129,14 @@ def test_the_kit_ships_its_languages() -> None:
 @pytest.mark.parametrize("language", SHIPPED)
 def test_every_message_has_a_translation(language: str) -> None:
     expected = {message.id for message in i18n.extract() if message.id}
-    catalog = catalog_of(language)
-    untranslated = []
-    for msgid in expected:
-        message = catalog.get(msgid)
-        string = None if message is None else message.string
-        strings = [string] if isinstance(string, str) else list(string or [""])
-        plural_forms_missing = not isinstance(string, str) and len(strings) != catalog.num_plurals
-        if message is None or message.fuzzy or not all(strings) or plural_forms_missing:
-            untranslated.append(msgid)
-    assert not untranslated, f"run `make messages` and translate into {language}:\n" + "\n".join(
-        str(msgid) for msgid in untranslated
-    )
+    missing = untranslated(catalog_of(language), expected)
+    assert not missing, f"run `make messages` and translate into {language}:\n" + "\n".join(missing)
 
 
 @pytest.mark.parametrize("language", SHIPPED)
 def test_a_translation_keeps_the_placeholders_of_its_message(language: str) -> None:
-    """``%(count)s`` in the English is ``%(count)s`` in the translation, no more and no less:
-    a plural's forms each use only the message's, and its last (the general) form all of them
-    (a language may say "one" for the count in its singular form, as English does not)."""
-    catalog = catalog_of(language)
-    wrong = []
-    for message in catalog:
-        if not message.id or not message.string:
-            continue
-        if isinstance(message.id, str):
-            if placeholders(str(message.string)) != placeholders(message.id):
-                wrong.append(message.id)
-            continue
-        allowed = placeholders(message.id[0]) | placeholders(message.id[1])
-        forms = list(message.string)
-        if any(not placeholders(form) <= allowed for form in forms) or placeholders(
-            forms[-1]
-        ) != placeholders(message.id[1]):
-            wrong.append(message.id[0])
+    wrong = wrong_placeholders(catalog_of(language))
     assert not wrong, f"{language}: placeholders differ from the English in:\n" + "\n".join(wrong)
-    # Babel's own checks (python-format) agree.
-    assert [error for _message, errors in catalog.check() for error in errors] == []
 
 
 @pytest.mark.parametrize("language", SHIPPED)

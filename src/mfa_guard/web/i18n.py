@@ -20,12 +20,15 @@ import contextlib
 import functools
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import jinja2
-from babel.core import Locale, negotiate_locale
+from babel.core import Locale, UnknownLocaleError, negotiate_locale
+from babel.dates import format_skeleton
+from babel.lists import format_list
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.support import NullTranslations, Translations
@@ -110,9 +113,38 @@ def direction(language: str) -> str:
 
 @functools.cache
 def translations(language: str) -> NullTranslations:
+    """The kit's catalogue in ``language`` (English: none, the msgids are English): what
+    translates the kit's own messages, such as a refusal's (``denied.text(translations(lang))``)."""
     if language == DEFAULT_LANGUAGE:
         return NullTranslations()
     return Translations.load(str(LOCALE_DIR), [language], DOMAIN)
+
+
+def _locale(language: str) -> Locale:
+    try:
+        return Locale.parse(language)
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse(DEFAULT_LANGUAGE)
+
+
+def human_date(moment: datetime | float, language: str, *, with_time: bool = False) -> str:
+    """A date (or a timestamp) as ``language`` writes it ("Mar 5, 2025", "5 mars 2025");
+    ``with_time`` adds the time of day, in UTC ("Mar 5, 2025, 14:07 UTC"): the dates of the
+    kit's pages."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    locale = _locale(language)
+    day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
+    if not with_time:
+        return day
+    time_of_day = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
+    return f"{locale.datetime_formats['medium'].format(time_of_day, day)} UTC"
+
+
+def human_list(names: Sequence[str], language: str) -> str:
+    """Names as one phrase of ``language`` ("Acme and Globex", "Acme et Globex",
+    "Acme、Globex")."""
+    return format_list(list(names), locale=_locale(language))
 
 
 @jinja2.pass_context
@@ -163,20 +195,25 @@ def _refusal_rows() -> Iterator[tuple[str, str | tuple[str, str]]]:
         yield reason.name, row.message if row.plural is None else (row.message, row.plural)
 
 
-def extract() -> Catalog:
+def extract(
+    mapping: Path = ROOT / "babel.cfg",
+    sources: Path = ROOT / "src" / "mfa_guard",
+    domain: str = DOMAIN,
+) -> Catalog:
     """Every msgid, as ``pybabel extract -F babel.cfg -k N_`` finds them (the templates'
     ``{% trans %}``, the pages' ``N_()``, the SMS wording, the refusals): for the tests, which
-    hold each catalogue to it."""
+    hold each catalogue to it. ``mapping`` and ``sources``: another map over other sources
+    (the demo's, examples/inbox/babel.cfg over examples/inbox)."""
     from babel.messages import frontend
     from babel.messages.extract import DEFAULT_KEYWORDS
 
     parse = getattr(frontend, "parse_mapping_cfg", None) or frontend.parse_mapping
-    with (ROOT / "babel.cfg").open(encoding="utf-8") as file:
+    with mapping.open(encoding="utf-8") as file:
         method_map, options_map = parse(file)
-    catalog = Catalog(project="mfa_guard", domain=DOMAIN)
+    catalog = Catalog(project="mfa_guard", domain=domain)
     keywords = {**DEFAULT_KEYWORDS, "N_": None}
     for filename, lineno, message, _comments, context in extract_from_dir(
-        str(ROOT / "src" / "mfa_guard"), method_map, options_map, keywords=keywords
+        str(sources), method_map, options_map, keywords=keywords
     ):
         catalog.add(message, locations=[(filename, lineno)], context=context)
     return catalog

@@ -9,15 +9,12 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_skeleton
-from babel.lists import format_list
 from babel.support import NullTranslations
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -36,7 +33,7 @@ from mfa_guard.sms import SMSError
 from mfa_guard.web import i18n
 from mfa_guard.web.flows import Flows
 from mfa_guard.web.http import report_failure, same_origin
-from mfa_guard.web.i18n import N_
+from mfa_guard.web.i18n import N_, human_date, human_list
 from mfa_guard.web.pages.assets import asset_urls
 from mfa_guard.web.pages.policy import (
     PasskeyRequirement,
@@ -80,31 +77,13 @@ def csrf_token(session: Any) -> str:
     return token
 
 
-def _locale(language: str) -> Locale:
-    try:
-        return Locale.parse(language)
-    except (ValueError, UnknownLocaleError):
-        return Locale.parse(i18n.DEFAULT_LANGUAGE)
-
-
-def human_date(moment: datetime, language: str, *, with_time: bool = False) -> str:
-    """A date as the page's language writes it ("5 Mar 2025", "5 mars 2025"); ``with_time``
-    adds the time of day, in UTC ("5 Mar 2025, 14:07 UTC")."""
-    locale = _locale(language)
-    day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
-    if not with_time:
-        return day
-    time_of_day = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
-    return f"{locale.datetime_formats['medium'].format(time_of_day, day)} UTC"
-
-
 @jinja2.pass_context
-def _date_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+def _date_filter(context: jinja2.runtime.Context, moment: datetime | float) -> str:
     return human_date(moment, context["lang"])
 
 
 @jinja2.pass_context
-def _date_time_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
+def _date_time_filter(context: jinja2.runtime.Context, moment: datetime | float) -> str:
     return human_date(moment, context["lang"], with_time=True)
 
 
@@ -112,7 +91,7 @@ def _date_time_filter(context: jinja2.runtime.Context, moment: datetime) -> str:
 def _names_filter(context: jinja2.runtime.Context, names: Sequence[str]) -> str:
     """Names as one phrase of the page's language ("Acme and Globex", "Acme et Globex",
     "Acme、Globex")."""
-    return format_list(list(names), locale=_locale(context["lang"]))
+    return human_list(names, context["lang"])
 
 
 @jinja2.pass_context
