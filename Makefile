@@ -107,14 +107,16 @@ bench: $(STAMP)
 # banner; passkeys-settings and passkeys-challenge at both widths; reset-team, reset-confirm and
 # reset-done: a member's 2FA reset from the Team page, at 1280 and 375 px;
 # settings-activity-desktop and -phone: the recent activity on the settings page;
-# security-log-desktop and -phone: the demo's security log).
+# security-log-desktop and -phone: the demo's security log; rtl-enrol, rtl-settings, rtl-team and
+# rtl-challenge: the pages in Arabic, right to left, at 390 and 1280 px).
 screenshots: $(STAMP)
 	MFA_GUARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_browser_story.py \
 		tests/e2e/test_reset_browser.py \
 		tests/e2e/test_everyone_demo.py::test_the_app_wide_banner_in_chromium \
 		tests/e2e/test_passkeys_browser.py::test_a_passkey_and_a_security_key_added_used_and_removed \
 		tests/e2e/test_activity_browser.py \
-		tests/e2e/test_demo_security_log.py::test_the_security_log_in_chromium_at_a_desktops_and_a_phones_width
+		tests/e2e/test_demo_security_log.py::test_the_security_log_in_chromium_at_a_desktops_and_a_phones_width \
+		tests/e2e/test_rtl_browser.py::test_the_pages_right_to_left
 
 # The sdist and the wheel (pure Python, built from the sdist) in dist/, checked by twine (the
 # metadata PyPI would show). The tools get a venv of their own: twine's packaging and the redis

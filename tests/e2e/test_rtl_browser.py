@@ -48,7 +48,7 @@ TOTP_PERIOD = 30
 def _demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The demo reads MFA_GUARD_* from the environment; these tests use its own defaults.
     for name in os.environ:
-        if name.upper().startswith("MFA_GUARD_"):
+        if name.upper().startswith("MFA_GUARD_") and name != "MFA_GUARD_SCREENSHOTS":
             monkeypatch.delenv(name)
 
 
