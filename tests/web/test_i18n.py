@@ -233,3 +233,37 @@ def test_two_sentences_are_joined_as_the_language_writes_them(
     first: str, second: str, text: str
 ) -> None:
     assert sms_wording.sentences(first, second) == text
+
+
+async def test_names_and_numbers_are_isolated_in_a_right_to_left_sentence() -> None:
+    ga = build_app(issuer="Acme Inbox")
+    async with ga.client() as client:
+        await sign_in(client)
+        await enrol(ga, client)
+        await client.post("/logout")
+        await sign_in(client)
+        arabic = await client.get("/mfa/challenge", headers={"Accept-Language": "ar"})
+        french = await client.get("/mfa/challenge", headers=FRENCH)
+    assert "<bdi>Acme Inbox</bdi>" in arabic.text
+    assert "<bdi>" not in french.text
+    assert "Acme Inbox." in french.text
+
+
+async def test_site_names_are_isolated_one_by_one_and_escaped_in_arabic() -> None:
+    from mfa_guard.stores.sites import MemorySiteDirectory, Role, SitePolicy
+
+    directory = MemorySiteDirectory()
+    for site, name in (("acme", "Acme <Inc>"), ("beta", "Beta")):
+        await directory.save_site(site, name)
+        await directory.add_member(site, "solo@example.test", Role.OPERATOR)
+    ga = build_app(sites=directory)
+    later = ga.clock() + 86400
+    for site in ("acme", "beta"):
+        policy = SitePolicy(enforce=True, grace_deadline=later, changed_by="o", changed_at=0.0)
+        assert await directory.set_policy(site, policy)
+    async with ga.client() as client:
+        await sign_in(client)
+        await client.get("/mfa/settings", headers={"Accept-Language": "ar"})
+        page = await client.get("/mfa/settings", headers={"Accept-Language": "ar"})
+    assert "<bdi>Acme &lt;Inc&gt;</bdi>" in page.text
+    assert "<bdi>Beta</bdi>" in page.text

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import jinja2
 from babel.support import NullTranslations
+from markupsafe import Markup, escape
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -88,10 +89,27 @@ def _date_time_filter(context: jinja2.runtime.Context, moment: datetime | float)
 
 
 @jinja2.pass_context
-def _names_filter(context: jinja2.runtime.Context, names: Sequence[str]) -> str:
+def _isolated_filter(context: jinja2.runtime.Context, value: object) -> object:
+    """On a right-to-left page, ``value`` (a name, an address, a phone number: left to right,
+    from outside the catalogue) isolated in ``<bdi>``, so that the sentence around it keeps its
+    order ("لـ Acme Inbox." not "Inbox. Acme"); on any other page, ``value`` as it is."""
+    if context.get("dir") != "rtl":
+        return value
+    return Markup("<bdi>%s</bdi>") % value
+
+
+@jinja2.pass_context
+def _names_filter(context: jinja2.runtime.Context, names: Sequence[str]) -> object:
     """Names as one phrase of the page's language ("Acme and Globex", "Acme et Globex",
-    "Acme、Globex")."""
-    return human_list(names, context["lang"])
+    "Acme、Globex"), each isolated on a right-to-left page."""
+    if context.get("dir") != "rtl":
+        return human_list(names, context["lang"])
+    # The phrase is made of stand-ins, escaped, then each stand-in becomes its isolated name.
+    stand_ins = [f"\x00{index}\x00" for index in range(len(names))]
+    phrase = escape(human_list(stand_ins, context["lang"]))
+    for stand_in, name in zip(stand_ins, names, strict=True):
+        phrase = phrase.replace(stand_in, Markup("<bdi>%s</bdi>") % name)
+    return phrase
 
 
 @jinja2.pass_context
@@ -126,6 +144,7 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
     env.filters["human_date_time"] = _date_time_filter
     env.filters["iso"] = _iso_filter
     env.filters["names"] = _names_filter
+    env.filters["isolated"] = _isolated_filter
     env.filters["factor_name"] = _factor_name
     return Jinja2Templates(env=env)
 
