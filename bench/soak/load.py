@@ -22,6 +22,7 @@ kind expects (:data:`EXPECTED`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -141,7 +142,12 @@ class Reply:
 
 
 class Interrupted(Exception):
-    """A flow met an answer it cannot go on from (a fault): the user takes stock and goes on."""
+    """A flow met an answer it cannot go on from (a fault): the user takes stock and goes on,
+    after the ``Retry-After`` of a 503 (a client that honours it)."""
+
+    def __init__(self, retry_after: float = 0.0) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -281,11 +287,15 @@ class VirtualUser:
     async def run_until_stopped(self) -> None:
         try:
             while not self.run.stop.is_set():
+                pause = self.rng.uniform(*self.run.pace.think)
                 try:
                     await self.step()
-                except Interrupted:
+                except Interrupted as stopped:
                     self.verified_by = None  # take stock from the next sign-in on
-                await asyncio.sleep(self.rng.uniform(*self.run.pace.think))
+                    pause = max(pause, stopped.retry_after)
+                # Cut short when the run ends.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.run.stop.wait(), pause)
         finally:
             await self.client.aclose()
 
@@ -325,8 +335,13 @@ class VirtualUser:
         if self.owner or number % 2 == 0:
             account.phone = f"+3361{self.index:02d}{number:05d}"
         self.run.accounts.append(account)
+        # The users' first accounts are spread over the interval, so that new accounts keep
+        # coming one by one rather than all at once.
+        first = self.account is None
         self.account = account
-        self.account_since = now
+        self.account_since = now - (
+            self.rng.uniform(0, self.run.pace.account_every) if first else 0
+        )
         self.verified_by = None
         self.client.cookies.clear()
         return account
@@ -344,7 +359,7 @@ class VirtualUser:
             await self.device_sign_in(account)
         elif choice < 0.72 and self.may_burst(account):
             await self.burst(account)
-        elif choice < 0.85 and self.way_in(account, time.time()) is not None:
+        elif choice < 0.77 and self.way_in(account, time.time()) is not None:
             await self.sign_in(account)
         else:
             await self.expect(await self.call("browse", "GET", "/api/data"))
@@ -364,7 +379,10 @@ class VirtualUser:
 
     async def enrol(self, account: Account) -> None:
         """Sets up and confirms an authenticator app; after an answer that never came, asks
-        the kit whether the confirmation landed."""
+        the kit whether the confirmation landed. Not before a step is free: a confirmation
+        whose answer was lost may have used the last one."""
+        if not account.enrolment_unknown and account.fresh_step(time.time()) is None:
+            return
         await self.signed_in(account)
         if account.enrolment_unknown:
             status = await self.expect(await self.call("status", "GET", "/mfa/api/status"))
@@ -403,10 +421,10 @@ class VirtualUser:
             return "app"
         pick = self.rng.random()
         texts = account.phone_verified and now - account.last_text > TEXT_COOLDOWN
-        if pick < 0.5 and texts and account.code_budget.allows(now):
+        if pick < 0.4 and texts and account.code_budget.allows(now):
             return "text"
         codes = account.codes_known and bool(account.codes)
-        if pick < 0.6 and codes and account.recovery_budget.allows(now):
+        if pick < 0.5 and codes and account.recovery_budget.allows(now):
             return "recovery"
         return None
 
@@ -627,7 +645,7 @@ class VirtualUser:
         """Goes on only with the answer all is well; ``refusals``: an expected refusal too."""
         if reply.outcome is Outcome.OK or (refusals and reply.outcome is Outcome.REFUSED):
             return reply
-        raise Interrupted
+        raise Interrupted((reply.retry_after or 0.0) if reply.status == 503 else 0.0)
 
     # -- the wire --------------------------------------------------------------------------
 

@@ -60,7 +60,6 @@ KINDS = (
     "recovery",
     "sms_verify",
     "phone_verify",
-    "new_codes",
     "policy",
 )
 
