@@ -113,7 +113,6 @@ class TCPProxy:
         self.target = (host, port)
         self.port = 0
         self.latency = 0.0
-        self.connections = 0
         self._cut = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -153,7 +152,6 @@ class TCPProxy:
             if self._cut:  # cut while this connection was being made
                 return
             self._writers |= pair
-            self.connections += 1
             await asyncio.gather(self._pipe(client_in, server), self._pipe(server_in, client))
         except OSError:
             pass
