@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest pytest-lowest docs settings-doc messages clean bench screenshots dist
+.PHONY: install demo test lint typecheck pytest pytest-lowest docs settings-doc messages clean bench soak screenshots dist
 
 # pip 25.1 is the first to install PEP 735 dependency groups (--group).
 $(VENV)/.created:
@@ -101,6 +101,15 @@ test: lint typecheck docs pytest pytest-lowest
 # The benchmarks of docs/performance.md against their budgets; not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The soak (docs/deployment.md, "The soak"): two uvicorn workers on PostgreSQL (127.0.0.1:5432,
+# through a proxy, in a database of its own) and a redis-server of its own, under load for
+# SOAK_SECONDS while Redis is restarted, PostgreSQL connections are cut, a worker is SIGKILLed and
+# a slow store is simulated; prints the report and exits 1 if an invariant failed. Not part of
+# `make test`, which runs a minute of it (tests/e2e/test_soak.py).
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 # The browser story, saving its screenshots into docs/images/ (enrol, enrol-optional and challenge
 # at 1280 px and, as *-phone.png, 390 px; team.png, devices.png; enrol-everyone.png: the app-wide

@@ -126,7 +126,7 @@ class MFAGuard:
         else:
             raise ConfigurationError("MFAGuard needs MFA_GUARD_ENCRYPTION_KEYS outside debug mode")
         _check_shared_state(settings, store)
-        storage = storage_from_uri(settings.storage_uri)
+        storage = storage_from_uri(settings.storage_uri, timeout=settings.storage_timeout)
         # Recovery codes have a budget of their own (docs/security.md), in the same storage.
         self.limiter, recovery_limiter = failure_limiters(storage, settings.rate_limits)
         self.sms: SMSProvider | None = None

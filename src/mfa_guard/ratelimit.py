@@ -24,7 +24,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
-from mfa_guard.settings import RateLimitSettings
+from mfa_guard.settings import STORAGE_TIMEOUT, RateLimitSettings
 
 _NAMESPACE = "mfa_guard"
 # One limit of a budget, as ``limits``' moving window takes it: (key, amount, seconds).
@@ -165,18 +165,26 @@ _REDIS_STORAGES: dict[str, type[_AllOrNoneRedis]] = {
 }
 
 
-def storage_from_uri(uri: str) -> Storage:
+def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
     """An async ``limits`` storage from ``memory://``, ``redis://`` … (``async+`` implied).
 
     Redis goes through redis-py (``limits``' ``implementation="redispy"``): less CPU per call
-    than coredis, and scripts of the kit's own (see :class:`_AllOrNoneRedis`)."""
+    than coredis, and scripts of the kit's own (see :class:`_AllOrNoneRedis`). ``timeout``
+    bounds connecting to Redis and waiting for each answer, in seconds, so that a Redis that
+    stops answering fails requests closed instead of holding them (redis-py waits for ever by
+    default); ``socket_timeout`` and ``socket_connect_timeout`` in the URI win."""
     full = uri if uri.startswith("async+") else f"async+{uri}"
     if full == "async+memory://":
         return _MemoryStorage(full, wrap_exceptions=True)
     scheme = urlsplit(full).scheme
     options: dict[str, Any] = {}
     if scheme.startswith("async+redis"):
-        options = {"implementation": "redispy", "retry": _redis_retry()}
+        options = {
+            "implementation": "redispy",
+            "retry": _redis_retry(),
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
     try:
         own = _REDIS_STORAGES.get(scheme)
         if own is not None:
@@ -194,11 +202,13 @@ def _redis_retry() -> Any:
     """One immediate retry on a broken connection: after a Redis restart the pooled connections
     are dead, and the first command should reconnect rather than fail the request. A Redis that
     is really down fails the retry too, and the request fails closed (redis-py's own default,
-    ten retries backing off up to a second each, would hold it for seconds)."""
+    ten retries backing off up to a second each, would hold it for seconds). A command that
+    timed out is not run again: a Redis that does not answer would be waited for twice."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    return Retry(NoBackoff(), retries=1)
+    return Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 
 
 class FailureLimiter:

@@ -33,6 +33,8 @@ from mfa_guard.core.redirects import safe_next
 # NIST SP 800-63B 5.2.2: at most 100 consecutive failed attempts on one account.
 DAY = 24 * 3600
 MAX_CONSECUTIVE_FAILURES = 100
+# Seconds to wait for Redis to connect and to answer each command (``storage_timeout``).
+STORAGE_TIMEOUT = 5.0
 
 
 # A CSP host-source of frame-ancestors: an http(s) origin, optionally a wildcard subdomain or port.
@@ -844,6 +846,15 @@ class MFAGuardSettings(BaseSettings):
             "soon as several processes serve the app."
         ),
     )
+    storage_timeout: float = Field(
+        default=STORAGE_TIMEOUT,
+        gt=0,
+        description=(
+            "Seconds to wait for Redis, to connect and for each command's answer, before "
+            "answering 503 (not retried); `socket_timeout` or `socket_connect_timeout` in "
+            "`storage_uri` win."
+        ),
+    )
     database_url: str = Field(
         default="sqlite+aiosqlite:///mfa_guard.db",
         description=(
@@ -882,6 +893,23 @@ class MFAGuardSettings(BaseSettings):
         description=(
             "Seconds to wait for a free connection before answering 503 (PostgreSQL, through "
             "`SQLStore.from_settings`)."
+        ),
+    )
+    database_connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds to wait for a new connection to answer before answering 503 (PostgreSQL, "
+            "through `SQLStore.from_settings`)."
+        ),
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a statement waits for the server's answer before its connection is closed "
+            "and the request answered 503, so that a database that stops answering cannot hold "
+            "requests (PostgreSQL, through `SQLStore.from_settings`; not retried)."
         ),
     )
     workers: int = Field(

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Executable, Table, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.engine import CursorResult, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -78,6 +78,7 @@ class Database:
             engine = create_async_engine(url, **_engine_options(url, engine_options))
             if engine.dialect.driver == "asyncpg":
                 event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+                event.listen(engine.sync_engine, "handle_error", _drop_timed_out)
             self.owns_engine = True
         else:
             raise ConfigurationError(f"{owner} needs a database URL or an engine.")
@@ -212,8 +213,14 @@ class Database:
                     # Cancelled mid-statement, the connection's state is unknown: drop it too.
                     if _connection_lost(exc) or not isinstance(exc, Exception):
                         error = exc if isinstance(exc, Exception) else None
+                        timed_out = isinstance(exc, TimeoutError)
+                        if timed_out:
+                            # No answer within the statement timeout: close the socket now (a
+                            # polite goodbye would wait for the silent server too), and run the
+                            # statement no second time, which would wait as long again.
+                            _terminate(raw.driver_connection)
                         await greenlet_spawn(raw.invalidate, error)
-                        if attempt + 1 < attempts and error is not None:
+                        if attempt + 1 < attempts and error is not None and not timed_out:
                             continue
                     else:
                         await greenlet_spawn(raw.close)
@@ -345,6 +352,24 @@ def _refuse_closed(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: An
     driver = record.driver_connection
     if driver is not None and driver.is_closed():
         raise sa_exc.DisconnectionError("the pooled connection was closed by the server")
+
+
+def _drop_timed_out(context: ExceptionContext) -> None:
+    """An engine ``handle_error`` hook: a statement the server did not answer within the
+    statement timeout (asyncpg's ``command_timeout``) leaves its connection mid-statement. It is
+    dropped, its socket closed at once (a rollback or a polite goodbye would wait for the silent
+    server too), rather than handed back to the pool."""
+    if not isinstance(context.original_exception, TimeoutError) or context.connection is None:
+        return
+    with contextlib.suppress(Exception):  # a connection already invalidated has no driver
+        _terminate(context.connection.connection.driver_connection)
+    context.is_disconnect = True
+
+
+def _terminate(driver: Any) -> None:
+    """Closes an asyncpg connection's socket at once, with no goodbye to the server."""
+    if driver is not None:
+        driver.terminate()
 
 
 class _NoValuesLogged(logging.Filter):

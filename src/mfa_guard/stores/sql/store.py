@@ -98,15 +98,23 @@ class SQLStore(SQLAdapter):
 
     @classmethod
     def from_settings(cls, settings: MFAGuardSettings, **engine_options: Any) -> SQLStore:
-        """A store on ``settings.database_url`` with the pool settings (PostgreSQL) and
-        ``database_auto_migrate``."""
+        """A store on ``settings.database_url`` with ``database_auto_migrate``, and the pool
+        settings and the connect and statement timeouts (PostgreSQL); the caller's options win."""
         options: dict[str, Any] = {"auto_migrate": settings.database_auto_migrate}
-        if make_url(settings.database_url).get_backend_name() == "postgresql":
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "postgresql":
             options |= {
                 "pool_size": settings.database_pool_size,
                 "max_overflow": settings.database_max_overflow,
                 "pool_timeout": settings.database_pool_timeout,
             }
+            if url.get_driver_name() == "asyncpg":
+                timeouts = {
+                    "timeout": settings.database_connect_timeout,
+                    "command_timeout": settings.database_statement_timeout,
+                }
+                given = engine_options.get("connect_args", {})
+                engine_options = {**engine_options, "connect_args": {**timeouts, **given}}
         return cls(settings.database_url, **{**options, **engine_options})
 
     async def get(self, user_id: str) -> Enrolment | None:

@@ -1,0 +1,376 @@
+"""What the soak runs its app on, each with the handle a fault needs: a ``redis-server`` of its own
+(restarted empty), a PostgreSQL database of its own reached through a TCP proxy (its connections
+cut, or slowed), and the worker processes (SIGKILLed, started again), whose memory is read from
+``/proc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.apps import BenchError
+from bench.backends import POSTGRES_URL
+from bench.over_http import free_port
+from mfa_guard.stores import Role
+from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+POLL = 0.05
+SITE = "soak"
+OWNER = "owner@soak.test"
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A ``redis-server`` on a free port, without persistence: it restarts empty, as a Redis
+    whose failure counts are lost."""
+
+    def __init__(self, folder: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise BenchError("redis-server is not installed (apt-get install redis-server)")
+        self.executable = executable
+        self.port = free_port()
+        self.log = folder / "redis.log"
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        with self.log.open("ab") as output:
+            self._process = await asyncio.create_subprocess_exec(
+                self.executable,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not await self._answers():
+            if self._process.returncode is not None or time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not start; see {self.log}")
+            await asyncio.sleep(POLL)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def _answers(self) -> bool:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.port), 1
+            )
+        except OSError:  # refused, or TimeoutError
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            return await asyncio.wait_for(reader.readline(), 1) == b"+PONG\r\n"
+        except OSError:
+            return False
+        finally:
+            writer.transport.abort()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+class TCPProxy:
+    """Forwards a free local port to PostgreSQL. ``cut()`` closes every forwarded connection and
+    each new one as soon as it is accepted, until ``restore()``; ``latency`` (seconds) delays
+    every chunk passed on, either way: a slow network or a slow server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.latency = 0.0
+        self._cut = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        self._cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self._cut = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=STOP_TIMEOUT)
+        if self._server is not None:
+            await asyncio.wait_for(self._server.wait_closed(), STOP_TIMEOUT)
+
+    async def _forward(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        pair = {client}
+        try:
+            if self._cut:
+                return
+            server_in, server = await asyncio.open_connection(*self.target)
+            pair.add(server)
+            if self._cut:  # cut while this connection was being made
+                return
+            self._writers |= pair
+            await asyncio.gather(self._pipe(client_in, server), self._pipe(server_in, client))
+        except OSError:
+            pass
+        finally:
+            for writer in pair:
+                writer.transport.abort()
+            self._writers -= pair
+            self._handlers.discard(task)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                writer.write(data)
+                await writer.drain()
+        except OSError:  # the other end, or cut(), reset the connection
+            pass
+        finally:
+            writer.transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """A PostgreSQL database of the soak's own: its URL straight to the server (for setting up
+    and for the checks at the end) and through the proxy (for the workers)."""
+
+    direct: URL
+    proxied: URL
+
+    def url(self, proxied: bool) -> str:
+        return (self.proxied if proxied else self.direct).render_as_string(hide_password=False)
+
+
+async def _autocommit(url: str, statement: str) -> None:
+    # CREATE and DROP DATABASE cannot run inside a transaction.
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 5})
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def database(proxy: TCPProxy) -> AsyncIterator[Database]:
+    """A new database with the kit's tables and the site every account joins (its owner
+    seeded); dropped on the way out, whatever the soak left in it."""
+    server = make_url(POSTGRES_URL)
+    name = f"mfa_guard_soak_{uuid.uuid4().hex[:12]}"
+    try:
+        await _autocommit(POSTGRES_URL, f"CREATE DATABASE {name}")
+    except (OSError, sa_exc.DBAPIError) as exc:
+        where = server.render_as_string(hide_password=True)
+        raise BenchError(f"PostgreSQL at {where} is unreachable: {exc}") from exc
+    direct = server.set(database=name)
+    try:
+        store = SQLStore(direct.render_as_string(hide_password=False))
+        try:
+            await store.create_all()
+            sites = SQLSiteDirectory.sharing(store)
+            await sites.save_site(SITE, "Soak")
+            await sites.add_member(SITE, OWNER, Role.OWNER)
+        finally:
+            await store.close()
+        yield Database(direct, direct.set(host="127.0.0.1", port=proxy.port))
+    finally:
+        await _autocommit(POSTGRES_URL, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+# -- the workers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One uvicorn process of the app on its own port. ``generation`` counts its starts."""
+
+    index: int
+    port: int
+    log: Path
+    process: asyncio.subprocess.Process | None = None
+    generation: int = 0
+    up: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def rss(self) -> int | None:
+        """Resident memory in bytes, or ``None`` if the process is not running."""
+        pid = self.pid
+        if pid is None or not self.up:
+            return None
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
+
+
+@dataclass
+class Workers:
+    """The app's worker processes, sharing one environment (keys, secret, backends)."""
+
+    env: dict[str, str]
+    folder: Path
+    all: list[Worker] = field(default_factory=list)
+
+    async def start_all(self, count: int) -> None:
+        self.all = [
+            Worker(index, free_port(), self.folder / f"worker-{index}.log")
+            for index in range(count)
+        ]
+        await asyncio.gather(*(self.start(worker) for worker in self.all))
+
+    async def start(self, worker: Worker) -> None:
+        with worker.log.open("ab") as output:
+            worker.process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bench.soak.worker", str(worker.port)),
+                cwd=ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        worker.generation += 1
+        await self._wait_healthy(worker)
+        worker.up = True
+
+    async def kill(self, worker: Worker) -> None:
+        """SIGKILL: no shutdown, requests in flight are lost with their connections."""
+        worker.up = False
+        process = worker.process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+
+    async def stop_all(self) -> None:
+        for worker in self.all:
+            worker.up = False
+            process = worker.process
+            if process is None or process.returncode is not None:
+                continue
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+
+    def live(self) -> list[Worker]:
+        return [worker for worker in self.all if worker.up]
+
+    async def _wait_healthy(self, worker: Worker) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                assert worker.process is not None
+                if worker.process.returncode is not None:
+                    raise BenchError(f"worker {worker.index} exited; see {worker.log}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{worker.url}/health")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise BenchError(f"worker {worker.index} did not start; see {worker.log}")
+                await asyncio.sleep(POLL)
+
+
+def worker_env(
+    *,
+    database_url: str,
+    redis_url: str,
+    texts: Path,
+    workers: int,
+    timeouts: float,
+) -> dict[str, str]:
+    """The environment every worker shares: the settings of a deployment on several workers,
+    limits on texts loose enough for one IP sending for everyone, short timeouts."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("MFA_GUARD_", "SOAK_")) and name != "WEB_CONCURRENCY"
+    }
+    seconds = str(timeouts)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "SOAK_SESSION_SECRET": uuid.uuid4().hex,
+            "SOAK_TEXTS": str(texts),
+            "SOAK_SITE": SITE,
+            "MFA_GUARD_ISSUER": "Soak",
+            "MFA_GUARD_ENCRYPTION_KEYS": Fernet.generate_key().decode("ascii"),
+            "MFA_GUARD_DATABASE_URL": database_url,
+            "MFA_GUARD_STORAGE_URI": redis_url,
+            "MFA_GUARD_REQUIRE_SHARED_STATE": "true",
+            "MFA_GUARD_WORKERS": str(workers),
+            # Sessions re-check the store often: the store is on every user's path.
+            "MFA_GUARD_RECHECK_SECONDS": "5",
+            "MFA_GUARD_DATABASE_STATEMENT_TIMEOUT": seconds,
+            "MFA_GUARD_DATABASE_CONNECT_TIMEOUT": seconds,
+            "MFA_GUARD_DATABASE_POOL_TIMEOUT": seconds,
+            "MFA_GUARD_STORAGE_TIMEOUT": seconds,
+            "MFA_GUARD_SMS__ENABLED": "true",
+            "MFA_GUARD_SMS__ALLOWED_REGIONS": "FR",
+            "MFA_GUARD_SMS__PER_USER": "1000/day",
+            "MFA_GUARD_SMS__PER_NUMBER": "100/10 minutes",
+            "MFA_GUARD_SMS__PER_NUMBER_DAILY": "1000/day",
+            "MFA_GUARD_SMS__PER_IP": "100000/hour",
+            "MFA_GUARD_SMS__RESEND_COOLDOWN": "1/5 seconds",
+            "MFA_GUARD_SMS__GLOBAL_HOURLY": "100000/hour",
+            "MFA_GUARD_SMS__GLOBAL_DAILY": "1000000/day",
+            "MFA_GUARD_TRUSTED_DEVICES__ENABLED": "true",
+            "MFA_GUARD_TRUSTED_DEVICES__COOKIE_SECURE": "false",
+        }
+    )
+    return env
