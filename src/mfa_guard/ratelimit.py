@@ -242,7 +242,13 @@ class _ClusterScript:
     not have it, ``EVAL`` there, which runs it and keeps it for the next ``EVALSHA``. redis-py
     loads a missing script on the masters it knows; after a failover, redis-py 7.2 to 7.4 (fixed
     in 8.0.1) do not know the promoted replica as one, and the script would never reach it: every
-    call to its slots would fail."""
+    call to its slots would fail.
+
+    The client reads the cluster's layout first, if it has to. redis-py 7.2 to 7.4 route a
+    command sent before that (at start-up, or after a failover made it drop the layout) to a
+    node of their choice, whatever its keys: a burst of them meets MOVED errors, after five of
+    which the client closes every connection, under the commands still in flight (a quarter of
+    bursts of 360 attempts on a new client lost some of them, each a 503)."""
 
     def __init__(self, client: Any, script: Any) -> None:
         self._client = client
@@ -251,6 +257,7 @@ class _ClusterScript:
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         from redis.exceptions import NoScriptError
 
+        await self._client.initialize()
         try:
             return await self._client.evalsha(self._script.sha, len(keys), *keys, *args)
         except NoScriptError:
