@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -144,6 +145,22 @@ class Server:
         finally:
             await client.aclose()
 
+    async def replica_read(self, key: str) -> Any:
+        """``GET key`` on a cluster replica, which redirects reads unless asked first."""
+        client = Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            decode_responses=True,
+            single_connection_client=True,
+        )
+        try:
+            await client.execute_command("READONLY")  # type: ignore[no-untyped-call]
+            return await client.execute_command("GET", key)  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+
     async def info(self, section: str) -> dict[str, Any]:
         answer: dict[str, Any] = await self.command("INFO", section)
         return answer
@@ -169,6 +186,37 @@ async def _in_sync(server: Server, replicas: int) -> bool:
         for n in range(int(replication["connected_slaves"]))
     ]
     return len(streaming) == replicas and all(streaming)
+
+
+async def _streaming(
+    master: Server, replicas: list[Server], probe: str, *, cluster: bool = False
+) -> bool:
+    """Whether a write on ``master`` reaches every replica (within a second and a half). A
+    replica that has just loaded its copy is reported ``online`` before its master streams to
+    it: that starts on the replica's next acknowledgement, up to a second later, and what the
+    master takes until then is lost if it dies meanwhile."""
+    written = await _answers(master, "INCR", probe)
+    if not isinstance(written, int):
+        return False
+
+    async def received() -> bool:
+        for replica in replicas:
+            try:
+                seen = await (
+                    replica.replica_read(probe) if cluster else replica.command("GET", probe)
+                )
+            except Exception:  # down, starting, refusing: no answer
+                return False
+            if seen is None or int(seen) < written:
+                return False
+        return True
+
+    started = time.monotonic()
+    while not await received():
+        if time.monotonic() - started > 1.5:
+            return False
+        await asyncio.sleep(POLL_INTERVAL)
+    return True
 
 
 async def _answers(server: Server, *args: Any) -> Any:
@@ -306,7 +354,25 @@ class Cluster(Topology):
         for node in self.nodes:
             if not await _in_sync(node, self.replicas):
                 return False
+        for address, view in views.items():
+            if "master" in view["flags"]:
+                master = self._node(int(address.rsplit(":", 1)[1]))
+                replicas = await self.replicas_of(master)
+                probe = self._probe(view["slots"])
+                if not await _streaming(master, replicas, probe, cluster=True):
+                    return False
         return True
+
+    @staticmethod
+    def _probe(slots: list[list[str]]) -> str:
+        """A key of one of ``slots`` (ranges, as CLUSTER NODES gives them)."""
+        first = int(slots[0][0])
+        last = int(slots[0][-1])
+        return next(
+            key
+            for n in itertools.count()
+            if first <= key_slot((key := f"mfa-guard-test-probe-{n}").encode()) <= last
+        )
 
     async def master_of(self, slot: int) -> Server:
         """The node that serves ``slot`` now, as a live node sees the cluster."""
@@ -484,7 +550,8 @@ class Sentinels(Topology):
                 return False
             if not await _in_sync(server, len(self.data) - 1):
                 return False
-        return True
+        replicas = [server for server in self.data if server is not master]
+        return await _streaming(master, replicas, "mfa-guard-test-probe")
 
     async def master_for(self, key: str) -> Server:
         return await self.master()
