@@ -231,7 +231,7 @@ class _RedisClusterStorage(_AllOrNoneRedis, RedisClusterStorage):
             )
         }
         await client.aclose()
-        # A node that died with its connections open has nothing left to close.
+        # Closing a dead node's connections may fail: nothing is left open there.
         await asyncio.gather(
             *(node.disconnect() for node in nodes.values()), return_exceptions=True
         )
