@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -104,6 +103,9 @@ class _MemoryStorage(MemoryStorage):
         for key in keys:
             await self.clear(key)
 
+    async def aclose(self) -> None:
+        """Nothing to close: the counts live in this process."""
+
 
 class _AllOrNoneRedis(RedisStorage):
     """``limits``' Redis storages on redis-py, taking every window of a budget in one script
@@ -111,13 +113,19 @@ class _AllOrNoneRedis(RedisStorage):
 
     _all_or_none: Any = None
 
+    @property
+    def _client(self) -> Any:
+        """redis-py's client (the master's, through Sentinel), which ``limits``' bridge holds."""
+        return self.bridge.get_connection()  # type: ignore[attr-defined]
+
+    def _script(self, text: str) -> Any:
+        # redis-py's script: EVALSHA, loading the script again if Redis lost it.
+        return self._client.register_script(text)
+
     async def acquire_all(self, windows: Sequence[Window], now: float) -> Refusal | None:
         bridge = self.bridge
         if self._all_or_none is None:
-            # redis-py's script: EVALSHA, loading the script again if Redis lost it.
-            self._all_or_none = bridge.get_connection().register_script(  # type: ignore[attr-defined]
-                _ACQUIRE_ALL_OR_NONE
-            )
+            self._all_or_none = self._script(_ACQUIRE_ALL_OR_NONE)
         keys = [bridge.prefixed_key(key) for key, _, _ in windows]
         args: list[float | int] = [now]
         for _, limit, expiry in windows:
@@ -141,18 +149,119 @@ class _AllOrNoneRedis(RedisStorage):
         except self.base_exceptions as exc:
             raise StorageError(exc) from exc
 
+    async def aclose(self) -> None:
+        """Closes the client's connections (``limits`` has no close of its own)."""
+        await self._client.aclose()
+
 
 class _RedisStorage(_AllOrNoneRedis):
     pass
 
 
 class _RedisSentinelStorage(_AllOrNoneRedis, RedisSentinelStorage):
-    pass
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri, **options)
+        sentinel: Any = self.bridge.sentinel  # type: ignore[attr-defined]
+        self._sentinels = list(sentinel.sentinels)
+        # redis-py moves the sentinel that answered to the head of its list, across an await:
+        # lookups of the master made at once (every connection opened after a failover makes
+        # one) overwrite each other's moves, and sentinels drop out of the list for good (two
+        # of three left after one failover under load, in tests/stores/test_redis_ha.py). One
+        # lookup at a time keeps them all.
+        discover, lock = sentinel.discover_master, asyncio.Lock()
+
+        async def discover_master(service_name: str) -> Any:
+            async with lock:
+                return await discover(service_name)
+
+        sentinel.discover_master = discover_master
+
+    async def aclose(self) -> None:
+        """The master's client, and also the replica's and the sentinels' (asked where the
+        master is), which ``limits`` opens beside it."""
+        bridge: Any = self.bridge
+        for client in (bridge.storage, bridge.storage_replica, *self._sentinels):
+            await client.aclose()
 
 
 class _RedisClusterStorage(_AllOrNoneRedis, RedisClusterStorage):
     """One script runs on one node: a user's windows share a hash slot (the ``{…}`` of
     :func:`_key`)."""
+
+    @property
+    def base_exceptions(self) -> tuple[type[Exception], ...]:
+        # A cluster none of whose nodes answers (or whose slots are not all served) is a
+        # RedisClusterException, which is not a RedisError: unavailable all the same.
+        from redis.exceptions import RedisClusterException, RedisError
+
+        return (RedisError, RedisClusterException)
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri, **options)
+        # ``limits``' own scripts (the text budget's counters) too.
+        bridge = self.bridge
+        for name in [name for name in vars(bridge) if name.startswith("lua_")]:
+            setattr(bridge, name, _ClusterScript(self._client, getattr(bridge, name)))
+
+    def _script(self, text: str) -> Any:
+        return _ClusterScript(self._client, super()._script(text))
+
+    async def check(self) -> bool:
+        """Whether every master answers ``PING`` (``limits`` pings one node, which answers while
+        another master is down and its slots refuse every command)."""
+        from redis.asyncio.cluster import RedisCluster
+
+        try:
+            return bool(await self._client.ping(target_nodes=RedisCluster.PRIMARIES))
+        except self.base_exceptions:
+            return False
+
+    async def aclose(self) -> None:
+        """Every node's connections, whatever the client's state: ``RedisCluster.aclose`` does
+        nothing after a connection error until a command has found the cluster again, and
+        redis-py 7.2 to 7.4 route by slot through node objects of their own (fixed in 8.0.1)."""
+        client = self._client
+        manager = client.nodes_manager
+        nodes = {
+            id(node): node
+            for node in (
+                *manager.startup_nodes.values(),
+                *manager.nodes_cache.values(),
+                *(node for owners in manager.slots_cache.values() for node in owners),
+            )
+        }
+        await client.aclose()
+        # Closing a dead node's connections may fail: nothing is left open there.
+        await asyncio.gather(
+            *(node.disconnect() for node in nodes.values()), return_exceptions=True
+        )
+
+
+class _ClusterScript:
+    """A script on a Redis Cluster: ``EVALSHA`` on the node of its keys, or, when that node does
+    not have it, ``EVAL`` there, which runs it and keeps it for the next ``EVALSHA``. redis-py
+    loads a missing script on the masters it knows; after a failover, redis-py 7.2 to 7.4 (fixed
+    in 8.0.1) do not know the promoted replica as one, and the script would never reach it: every
+    call to its slots would fail.
+
+    The client reads the cluster's layout first, if it has to. redis-py 7.2 to 7.4 route a
+    command sent before that (at start-up, or after a failover made it drop the layout) to a
+    node of their choice, whatever its keys: a burst of them meets MOVED errors, after five of
+    which the client closes every connection, under the commands still in flight (a quarter of
+    bursts of 360 attempts on a new client lost some of them, each a 503)."""
+
+    def __init__(self, client: Any, script: Any) -> None:
+        self._client = client
+        self._script = script
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        from redis.exceptions import NoScriptError
+
+        await self._client.initialize()
+        try:
+            return await self._client.evalsha(self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._client.eval(self._script.script, len(keys), *keys, *args)
 
 
 _BATCHED = (_MemoryStorage, _AllOrNoneRedis)
@@ -181,6 +290,15 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
     if scheme.startswith("async+redis"):
         options = {
             "implementation": "redispy",
+            "retry": _redis_retry(),
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+    if scheme == "async+redis+sentinel":
+        # The sentinels' clients (asked where the master is) too: on redis-py's own retries,
+        # a sentinel that is down holds every lookup for seconds before the next one is asked;
+        # one that stops answering, for ever without a timeout.
+        options["sentinel_kwargs"] = {
             "retry": _redis_retry(),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -247,14 +365,7 @@ class FailureLimiter:
 
     async def aclose(self) -> None:
         """Closes the storage's connections (``limits`` has no close of its own)."""
-        client = getattr(getattr(self._storage, "bridge", None), "storage", None)
-        close = getattr(client, "aclose", None)
-        if close is None:
-            close = getattr(getattr(client, "connection_pool", None), "disconnect", None)
-        if callable(close):
-            result = close()
-            if inspect.isawaitable(result):
-                await result
+        await self._storage.aclose()
 
     async def acquire(self, user_id: str, now: float) -> Wait | None:
         """``None`` if the attempt may go ahead (it then counts as a failure until a success

@@ -7,6 +7,7 @@ does not spend the user's budget.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
@@ -94,6 +95,11 @@ class SendLimiter:
                     # identifiers[1] is the limit's name ("cooldown", "user", "number", ...).
                     return SendRefused(retry_at(reset, now), identifiers[1])
         except (StorageError, OSError) as exc:
+            # Part of the storage failed (on a Redis Cluster the limits' keys live on several
+            # masters, one of which may be down): the slots taken before the failure are given
+            # back where they can be, so that an outage does not spend the user's texts.
+            with contextlib.suppress(StoreUnavailable):
+                await reservation.release()
             raise StoreUnavailable() from exc
         return reservation
 

@@ -18,7 +18,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
 from mfa_guard.ratelimit import FailureLimiter, _key, failure_limiters, storage_from_uri
-from mfa_guard.settings import DAY, RateLimitSettings
+from mfa_guard.send_limits import SendLimiter
+from mfa_guard.settings import DAY, RateLimitSettings, SMSSettings
 from tests.databases import redis_or_skip
 
 
@@ -54,11 +55,29 @@ async def test_two_guards_sharing_redis_hold_one_limit_in_total() -> None:
     await second.aclose()
 
 
-async def test_an_unreachable_redis_fails_closed() -> None:
-    limiter = FailureLimiter(storage_from_uri("redis://127.0.0.1:1/0"), "3/minute")
-    with pytest.raises(StoreUnavailable):
-        await limiter.acquire("alice", 0.0)
-    await limiter.aclose()
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://127.0.0.1:1/0",
+        "redis+sentinel://127.0.0.1:1/mymaster",
+        # None of its nodes answering is a RedisClusterException, not a RedisError.
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+    ],
+)
+async def test_an_unreachable_redis_fails_closed(uri: str) -> None:
+    storage = storage_from_uri(uri)
+    limiter = FailureLimiter(storage, "3/minute")
+    texts = SendLimiter(storage, SMSSettings())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await limiter.acquire("alice", 0.0)
+        with pytest.raises(StoreUnavailable):
+            await limiter.reset("alice")
+        with pytest.raises(StoreUnavailable):
+            await texts.reserve("alice", "+33612345678", "203.0.113.7", 0.0)
+        assert await limiter.ping() is False
+    finally:
+        await limiter.aclose()
 
 
 def test_an_unknown_storage_scheme_is_a_configuration_error() -> None:
