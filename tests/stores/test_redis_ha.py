@@ -39,7 +39,7 @@ from mfa_guard.ratelimit import (
     reset_all,
     storage_from_uri,
 )
-from mfa_guard.send_limits import Reservation, SendLimiter
+from mfa_guard.send_limits import Reservation, SendLimiter, SendRefused
 from mfa_guard.settings import RateLimitSettings, SMSSettings
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
@@ -210,13 +210,13 @@ async def test_the_text_budget_holds_as_on_one_redis(topology: Topology) -> None
             assert len(holders) > 1, "the budget's keys are on several masters"
         taken = [await texts.reserve(user, phone, PEER, NOW) for _ in range(5)]
         assert all(isinstance(reservation, Reservation) for reservation in taken)
-        assert isinstance(await texts.reserve(user, phone, PEER, NOW), float)
+        assert isinstance(await texts.reserve(user, phone, PEER, NOW), SendRefused)
         # A send that did not happen gives its slots back: one more, and no more.
         released = taken[0]
         assert isinstance(released, Reservation)
         await released.release()
         assert isinstance(await texts.reserve(user, phone, PEER, NOW), Reservation)
-        assert isinstance(await texts.reserve(user, phone, PEER, NOW), float)
+        assert isinstance(await texts.reserve(user, phone, PEER, NOW), SendRefused)
 
         # Forty sends at once for another user: five get through, and the count says five.
         other = "texts-parallel@example.test"
@@ -623,12 +623,12 @@ async def test_a_master_killed_mid_traffic_answers_503_until_a_replica_takes_ove
             # the user half-way sends their last two, and no more.
             sent = sum(isinstance(outcome, Reservation) for outcome in traffic.of("text"))
             assert 3 + sent <= 5
-            assert isinstance(await texts.reserve(texted, phone, PEER, NOW), float)
+            assert isinstance(await texts.reserve(texted, phone, PEER, NOW), SendRefused)
             for _ in range(2):
                 assert isinstance(
                     await texts.reserve(texted_halfway, other_phone, PEER, NOW), Reservation
                 )
-            assert isinstance(await texts.reserve(texted_halfway, other_phone, PEER, NOW), float)
+            assert isinstance(await texts.reserve(texted_halfway, other_phone, PEER, NOW), SendRefused)
 
             readiness = await ga.guard.check()
             assert readiness.ready, readiness.as_json()
