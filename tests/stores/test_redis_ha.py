@@ -628,7 +628,9 @@ async def test_a_master_killed_mid_traffic_answers_503_until_a_replica_takes_ove
                 assert isinstance(
                     await texts.reserve(texted_halfway, other_phone, PEER, NOW), Reservation
                 )
-            assert isinstance(await texts.reserve(texted_halfway, other_phone, PEER, NOW), SendRefused)
+            assert isinstance(
+                await texts.reserve(texted_halfway, other_phone, PEER, NOW), SendRefused
+            )
 
             readiness = await ga.guard.check()
             assert readiness.ready, readiness.as_json()
