@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mfa_guard.clock import Clock
+from mfa_guard.core.ids import MAX_USER_ID, valid_id
 from mfa_guard.core.marker import STRONG_METHODS, Marker
 from mfa_guard.core.policy import is_recent
 from mfa_guard.errors import ConfigurationError, Denied, Reason
@@ -495,7 +496,7 @@ class SiteService:
         self, actor: str, site_id: str, member: str, marker: Marker
     ) -> Denied | None:
         """Why the owner ``actor`` may not reset ``member`` of ``site_id``, if they may not."""
-        if not 0 < len(member) <= 255 or not member.isprintable():
+        if not valid_id(member, MAX_USER_ID):
             # No store holds such an id (PostgreSQL refuses a NUL): no member, without a lookup.
             return Denied(Reason.MEMBER_NOT_FOUND)
         if member == actor:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mfa_guard.core.ids import valid_id
 from mfa_guard.core.sms import mask_phone
 from mfa_guard.enforcement import MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import ConfigurationError, Denied, MFAGuardError, Reason, Refused
@@ -33,7 +34,6 @@ from mfa_guard.web.flows import (
     MAX_SITE_ID,
     Flows,
     SignedIn,
-    valid_id,
 )
 from mfa_guard.web.http import (
     NAVIGATION_METHODS,

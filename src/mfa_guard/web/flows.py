@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from mfa_guard.core.ids import MAX_USER_ID, valid_id
 from mfa_guard.devices import Remembered, token_hash
 from mfa_guard.enforcement import Enforcement, MemberStatus, MembersWithoutMFA
 from mfa_guard.errors import Denied, Reason
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
 
 # Longer site ids are no site of any directory: refused before a lookup.
 MAX_SITE_ID = 255
-# User ids are the app's; the SQL stores hold up to 255 characters.
-MAX_MEMBER_ID = 255
+MAX_MEMBER_ID = MAX_USER_ID
 # Device ids are 16 characters; anything much longer is no device.
 MAX_DEVICE_ID = 64
 # Authenticator ids are 16 characters (32 for an app moved from an older release's table,
@@ -58,13 +58,6 @@ class SignedIn:
 
     verified: Verified
     remembered: Remembered | None
-
-
-def valid_id(value: str, longest: int) -> bool:
-    """Whether ``value`` can be an id at all: one no store can hold (too long, a control
-    character such as NUL, which PostgreSQL refuses) is no site or device, answered without
-    a lookup."""
-    return 0 < len(value) <= longest and value.isprintable()
 
 
 class Flows:
@@ -521,11 +514,9 @@ class Flows:
     async def reset_member(self, caller: Caller, site_id: str, member: str) -> ResetDone | Denied:
         """A member's second factor reset by an owner of the site, decided on the owner's own
         state read now (the step-up), not on a stale marker."""
+        # The session re-checked now (verified() reads the stores), the step-up decided on it.
         if (refused := await self.verified(caller)) is not None:
             return refused
-        if not valid_id(member, MAX_MEMBER_ID):
-            return Denied(Reason.MEMBER_NOT_FOUND)
-        await caller.recheck()
         return await self.kit.site_service.reset_member(
             caller.user_id, site_id, member, marker=caller.marker, ip=caller.ip
         )
