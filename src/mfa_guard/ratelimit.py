@@ -23,6 +23,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.redis_clients import closed_connections_raise_connection_error, connection_retry
 from mfa_guard.settings import STORAGE_TIMEOUT, RateLimitSettings
 
 _NAMESPACE = "mfa_guard"
@@ -112,6 +113,17 @@ class _AllOrNoneRedis(RedisStorage):
     (:data:`_ACQUIRE_ALL_OR_NONE`), one round trip."""
 
     _all_or_none: Any = None
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri, **options)
+        bridge: Any = self.bridge
+        clients = [bridge.storage, getattr(bridge, "storage_replica", None)]
+        sentinel = getattr(bridge, "sentinel", None)
+        if sentinel is not None:
+            clients += sentinel.sentinels
+        for client in clients:
+            if client is not None:
+                closed_connections_raise_connection_error(client)
 
     @property
     def _client(self) -> Any:
@@ -290,7 +302,7 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
     if scheme.startswith("async+redis"):
         options = {
             "implementation": "redispy",
-            "retry": _redis_retry(),
+            "retry": connection_retry(),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }
@@ -299,7 +311,7 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
         # a sentinel that is down holds every lookup for seconds before the next one is asked;
         # one that stops answering, for ever without a timeout.
         options["sentinel_kwargs"] = {
-            "retry": _redis_retry(),
+            "retry": connection_retry(),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }
@@ -314,19 +326,6 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
     if not isinstance(storage, Storage):
         raise ConfigurationError(f"MFA_GUARD_STORAGE_URI {uri!r} is not an async storage")
     return storage
-
-
-def _redis_retry() -> Any:
-    """One immediate retry on a broken connection: after a Redis restart the pooled connections
-    are dead, and the first command should reconnect rather than fail the request. A Redis that
-    is really down fails the retry too, and the request fails closed (redis-py's own default,
-    ten retries backing off up to a second each, would hold it for seconds). A command that
-    timed out is not run again: a Redis that does not answer would be waited for twice."""
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    return Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 
 
 class FailureLimiter:

@@ -38,6 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfa_guard.clock import Clock, system_clock
 from mfa_guard.errors import ConfigurationError, StoreUnavailable
+from mfa_guard.redis_clients import closed_connections_raise_connection_error, connection_retry
+from mfa_guard.settings import STORAGE_TIMEOUT
 from mfa_guard.web.http import report_failure, unavailable_json
 
 if TYPE_CHECKING:
@@ -169,14 +171,32 @@ class RedisTokenSessionStore:
         self._prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "mfa_guard:token_session:") -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "mfa_guard:token_session:",
+        timeout: float = STORAGE_TIMEOUT,
+    ) -> Self:
+        """A store on a client of its own: ``timeout`` bounds connecting and each answer, in
+        seconds (a Redis that stops answering fails requests closed, 503, instead of holding
+        them; ``socket_timeout`` and ``socket_connect_timeout`` in the URL win), a broken
+        connection is retried once at once, and a connection closed under a command is
+        redis-py's ``ConnectionError`` (see :mod:`mfa_guard.redis_clients`)."""
         try:
             from redis.asyncio import Redis
         except ImportError as exc:  # pragma: no cover - the redis extra is missing
             raise ConfigurationError(
                 "RedisTokenSessionStore needs redis-py: pip install 'mfa-guard[redis]'"
             ) from exc
-        client: Redis = Redis.from_url(url, decode_responses=True)
+        client: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=connection_retry(),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        closed_connections_raise_connection_error(client)
         return cls(client, prefix=prefix)
 
     async def get(self, key: str) -> str | None:

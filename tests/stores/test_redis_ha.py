@@ -43,6 +43,7 @@ from mfa_guard.send_limits import Reservation, SendLimiter, SendRefused
 from mfa_guard.settings import RateLimitSettings, SMSSettings
 from mfa_guard.stores.sql import SQLStore
 from tests.apps import GuardedApp, build_app, enrol, sign_in
+from tests.databases import redis_or_skip
 from tests.redis_topologies import Cluster, Sentinels, Server, Topology, running, until
 from tests.scenarios import wrong_code
 
@@ -379,6 +380,74 @@ async def test_a_master_short_of_replicas_refuses_attempts_and_texts(topology: T
         await limiter.reset(user)
         await limiter.aclose()
         await closed(text_storage)
+
+
+# -- a connection closed under a command ----------------------------------------------------
+
+
+@pytest.fixture(params=["redis", "cluster", "sentinel"])
+def any_redis(request: pytest.FixtureRequest) -> str:
+    """The URI of one Redis, of the cluster or of the Sentinel set-up."""
+    if request.param == "redis":
+        return redis_or_skip()
+    started: Topology = request.getfixturevalue(
+        "cluster" if request.param == "cluster" else "sentinels"
+    )
+    return started.uri
+
+
+def command_connection_classes(storage: Storage) -> set[type[Any]]:
+    """The classes of the connections the storage sends its commands on: the pool's (one Redis,
+    the Sentinel master's) or every cluster node's, the ones learnt since start-up included."""
+    client: Any = storage.bridge.get_connection()  # type: ignore[attr-defined]
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return {client.connection_pool.connection_class}
+    return {node.connection_class for node in manager.nodes_cache.values()}
+
+
+async def test_a_connection_closed_under_a_command_is_retried_not_a_crash(
+    any_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py closes connections that other tasks are using (a cluster client closes every
+    connection of its nodes on CLUSTERDOWN or repeated MOVED). The command caught between its
+    connection check and its write met ``AttributeError: 'NoneType' object has no attribute
+    'writelines'``, which no ``except`` of redis-py, ``limits`` or the kit took for a lost
+    connection: it went past them all (the failover test below failed so in CI, a 500 in
+    production). Now it is redis-py's ``ConnectionError``: the command is sent again on a new
+    connection, and the attempt counts once."""
+    storage = storage_from_uri(any_redis)
+    limiter = FailureLimiter(storage, "3/minute")
+    user = f"closed-under-{hashlib.sha256(any_redis.encode()).hexdigest()[:8]}@example.test"
+    try:
+        await limiter.reset(user)  # connected, and the cluster's layout learnt
+        classes = command_connection_classes(storage)
+        closed_under: list[object] = []
+
+        for connection_class in classes:
+            # redis-py writes in a task of its own (under the socket timeout): another task's
+            # close of the connection may run first.
+            write = connection_class._send_packed_command
+
+            async def closed_by_another_task(
+                connection: Any, command: Any, write: Any = write
+            ) -> None:
+                if not closed_under:
+                    closed_under.append(connection)
+                    await connection.disconnect(nowait=True)
+                await write(connection, command)
+
+            monkeypatch.setattr(connection_class, "_send_packed_command", closed_by_another_task)
+        assert await limiter.acquire(user, NOW) is None
+        assert closed_under, "no command went through the closed connection"
+        monkeypatch.undo()
+        # The attempt counted once: two more, then the minute's limit.
+        assert [await limiter.acquire(user, NOW) for _ in range(2)] == [None, None]
+        assert await limiter.acquire(user, NOW) == Wait(NOW + 60)
+    finally:
+        monkeypatch.undo()
+        await limiter.reset(user)
+        await limiter.aclose()
 
 
 # -- a master crashes mid-traffic -------------------------------------------------------------

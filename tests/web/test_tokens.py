@@ -48,6 +48,8 @@ from tests.scenarios import open_websocket
 
 REDIS_URL = os.environ.get("MFA_GUARD_TEST_REDIS_URL_TOKENS", "redis://127.0.0.1:6379/13")
 LIFETIME = 3600
+# Beyond this, a request is hung (a client without a timeout waits for ever).
+HANG = 30.0
 
 
 def redis_or_skip() -> str:
@@ -577,6 +579,65 @@ async def test_a_redis_that_does_not_answer_fails_closed_with_503() -> None:
         closed = await open_websocket(ta.app, {"Authorization": "Bearer abc"})
     await ta.sessions.aclose()
     assert closed == [{"type": "websocket.close", "code": 1013, "reason": ""}]
+
+
+@pytest.mark.redis
+async def test_a_redis_that_stops_answering_fails_closed_within_the_timeout() -> None:
+    """A Redis that takes the connection and never says a word (hung, or behind a frozen
+    proxy): the request answers 503 once ``timeout`` has run out, where a client without one
+    waited for ever."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ta = token_app(RedisTokenSessionStore.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.5))
+    try:
+        async with ta.client() as client:
+            answer = await asyncio.wait_for(
+                client.get("/protected", headers={"Authorization": "Bearer abc"}), HANG
+            )
+        assert error_code(answer) == (503, "service_unavailable")
+        assert held, "the request never reached the silent Redis"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await ta.sessions.aclose()
+
+
+@pytest.mark.redis
+async def test_a_connection_closed_under_a_command_is_retried_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py writes a command in a task of its own (under the socket timeout), and another
+    task may close the connection first: the write met ``AttributeError`` ('NoneType' object
+    has no attribute 'writelines'), a 500. The store's client makes it redis-py's
+    ``ConnectionError``, which its retry sends again on a new connection."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = RedisTokenSessionStore.from_url(redis_or_skip(), prefix=prefix)
+    sessions = TokenSessions(store, lifetime=LIFETIME)
+    connection_class: Any = store._client.connection_pool.connection_class
+    write = connection_class._send_packed_command
+    closed_under: list[object] = []
+
+    async def closed_by_another_task(connection: Any, command: Any) -> None:
+        if not closed_under:
+            closed_under.append(connection)
+            await connection.disconnect(nowait=True)
+        await write(connection, command)
+
+    try:
+        await sessions.start("tok", {"user": "a"})
+        monkeypatch.setattr(connection_class, "_send_packed_command", closed_by_another_task)
+        assert await store.get(token_key("tok")) is not None
+        assert closed_under
+    finally:
+        monkeypatch.undo()
+        await store.delete(token_key("tok"))
+        await store.aclose()
 
 
 class FlakyStore(MemoryTokenSessionStore):
