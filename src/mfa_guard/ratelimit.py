@@ -302,7 +302,7 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
     if scheme.startswith("async+redis"):
         options = {
             "implementation": "redispy",
-            "retry": connection_retry(),
+            **connection_retry(),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }
@@ -311,7 +311,7 @@ def storage_from_uri(uri: str, *, timeout: float = STORAGE_TIMEOUT) -> Storage:
         # a sentinel that is down holds every lookup for seconds before the next one is asked;
         # one that stops answering, for ever without a timeout.
         options["sentinel_kwargs"] = {
-            "retry": connection_retry(),
+            **connection_retry(),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }

@@ -7,17 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 
-def connection_retry() -> Any:
-    """One immediate retry on a broken connection: after a Redis restart the pooled connections
-    are dead, and the first command should reconnect rather than fail the request. A Redis that
-    is really down fails the retry too, and the request fails closed (redis-py's own default,
-    ten retries backing off up to a second each, would hold it for seconds). A command that
-    timed out is not run again: a Redis that does not answer would be waited for twice."""
+def connection_retry() -> dict[str, Any]:
+    """A redis-py client's keywords for one immediate retry on a broken connection: after a
+    Redis restart the pooled connections are dead, and the first command should reconnect
+    rather than fail the request. A Redis that is really down fails the retry too, and the
+    request fails closed (redis-py's own default, ten retries backing off up to a second each,
+    would hold it for seconds). A command that timed out is not run again: a Redis that does not
+    answer would be waited for twice.
+
+    Both keywords: redis-py 5 retries only the errors of ``retry_on_error`` (whatever the
+    ``Retry`` says), and its cluster client adds ``TimeoutError`` to an empty list."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    return Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
+    return {
+        "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
 
 
 def closed_connections_raise_connection_error(client: Any) -> None:

@@ -192,7 +192,7 @@ class RedisTokenSessionStore:
         client: Redis = Redis.from_url(
             url,
             decode_responses=True,
-            retry=connection_retry(),
+            **connection_retry(),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
