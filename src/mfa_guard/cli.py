@@ -8,9 +8,9 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mfa_guard.stores.sql import SQLStore
     from mfa_guard.stores.sql.migrations import Outcome, SchemaState
 
+T = TypeVar("T")
+
 DEFAULT_DATABASE_URL: str = MFAGuardSettings.model_fields["database_url"].default
 
 # The modules each extra brings (pyproject.toml's optional dependencies) that the commands use.
@@ -34,6 +36,24 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "twilio": ("httpx",),
 }
+
+
+def _run(
+    command: str, work: Coroutine[Any, Any, T], *, where: str = "", hint: str = ""
+) -> T | None:
+    """Runs a command's ``work``. ``None`` when the kit refused it or a store did not answer:
+    a line on stderr says which (``where``: the database, without its password), after which
+    the command exits ``UNAVAILABLE``."""
+    from mfa_guard.errors import MFAGuardError, StoreUnavailable
+
+    try:
+        return asyncio.run(work)
+    except StoreUnavailable as exc:
+        said = f"the database is unavailable: {where}" if where else exc.message
+        print(f"mfa-guard {command}: {said}{hint}", file=sys.stderr)
+    except MFAGuardError as exc:
+        print(f"mfa-guard {command}: {exc.message}{hint}", file=sys.stderr)
+    return None
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -47,7 +67,6 @@ def _migrate(args: argparse.Namespace) -> int:
     # The SQL extra is needed here only, not for the other commands.
     from sqlalchemy.engine import make_url
 
-    from mfa_guard.errors import MFAGuardError, StoreUnavailable
     from mfa_guard.stores.sql import SQLStore
 
     url = _database_url(args)
@@ -68,13 +87,8 @@ def _migrate(args: argparse.Namespace) -> int:
             await store.close()
 
     where = make_url(url).render_as_string(hide_password=True)
-    try:
-        outcome = asyncio.run(migrate())
-    except StoreUnavailable:
-        print(f"mfa-guard {args.command}: the database is unavailable: {where}", file=sys.stderr)
-        return UNAVAILABLE
-    except MFAGuardError as exc:
-        print(f"mfa-guard {args.command}: {exc.message}", file=sys.stderr)
+    outcome = _run(args.command, migrate(), where=where)
+    if outcome is None:
         return UNAVAILABLE
     done = {
         "none": f"at revision {outcome.after}, this release's: nothing to do",
@@ -91,15 +105,12 @@ def _migrate(args: argparse.Namespace) -> int:
 def _migration_sql(args: argparse.Namespace, url: str) -> int:
     """``--sql``: the upgrade's SQL on stdout, for a DBA to run, from ``--from`` (``base``: an
     empty database) or else the revision read from the database (read only)."""
-    from mfa_guard.errors import MFAGuardError, StoreUnavailable
     from mfa_guard.stores.sql import migrations
 
     start: str | None = args.start
     if start is None:
-        try:
-            state = asyncio.run(_schema_state(url))
-        except (StoreUnavailable, MFAGuardError) as exc:
-            print(f"mfa-guard {args.command}: {exc.message} (or give --from)", file=sys.stderr)
+        state = _run(args.command, _schema_state(url), hint=" (or give --from)")
+        if state is None:
             return UNAVAILABLE
         if state.version is None and not state.empty:
             print(
@@ -201,7 +212,6 @@ def _status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from mfa_guard.enforcement import MemberStatus, iso, member_statuses
-    from mfa_guard.errors import MFAGuardError
     from mfa_guard.stores.sites import Site
     from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore, sites
 
@@ -252,11 +262,10 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    try:
-        found, users = asyncio.run(report())
-    except MFAGuardError as exc:
-        print(f"mfa-guard status: {exc.message}", file=sys.stderr)
+    reported = _run("status", report())
+    if reported is None:
         return UNAVAILABLE
+    found, users = reported
     if args.site and not found:
         print(f"mfa-guard status: there is no site {args.site!r}", file=sys.stderr)
         return NOTHING_TO_DO
@@ -413,7 +422,6 @@ def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSetti
 def _reset_user(args: argparse.Namespace) -> int:
     if args.guard:
         return _reset_with_guard(args)
-    from mfa_guard.errors import MFAGuardError
     from mfa_guard.events import LoggingEventSink
     from mfa_guard.ratelimit import failure_limiters, storage_from_uri
     from mfa_guard.resets import Resets
@@ -447,10 +455,8 @@ def _reset_user(args: argparse.Namespace) -> int:
             await codes.aclose()  # the storage's connections, shared by both
             await store.close()
 
-    try:
-        done = asyncio.run(reset())
-    except MFAGuardError as exc:
-        print(f"mfa-guard reset-user: {exc.message}", file=sys.stderr)
+    done = _run("reset-user", reset())
+    if done is None:
         return UNAVAILABLE
     if not done:
         print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
@@ -478,7 +484,6 @@ def _say_reset(user: str) -> None:
 def _reset_with_guard(args: argparse.Namespace) -> int:
     """``reset-user --guard module:attribute``: through the app's own guard, its stores and
     its event sink (the user is notified as the app notifies them)."""
-    from mfa_guard.errors import MFAGuardError
 
     guard = _load_guard(args.guard)
     if isinstance(guard, str):
@@ -494,10 +499,8 @@ def _reset_with_guard(args: argparse.Namespace) -> int:
             if close is not None:
                 await close()
 
-    try:
-        done = asyncio.run(reset())
-    except MFAGuardError as exc:
-        print(f"mfa-guard reset-user: {exc.message}", file=sys.stderr)
+    done = _run("reset-user", reset())
+    if done is None:
         return UNAVAILABLE
     if not done:
         print(f"mfa-guard reset-user: {args.user} has no two-factor authentication to reset")
@@ -562,7 +565,6 @@ def _purge_events(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from sqlalchemy.engine import make_url
 
-    from mfa_guard.errors import MFAGuardError, StoreUnavailable
     from mfa_guard.stores.sql import SQLEventStore
 
     try:
@@ -589,13 +591,8 @@ def _purge_events(args: argparse.Namespace) -> int:
             await log.close()
 
     where = make_url(url).render_as_string(hide_password=True)
-    try:
-        removed = asyncio.run(purge())
-    except StoreUnavailable:
-        print(f"mfa-guard purge-events: the database is unavailable: {where}", file=sys.stderr)
-        return UNAVAILABLE
-    except MFAGuardError as exc:
-        print(f"mfa-guard purge-events: {exc.message}", file=sys.stderr)
+    removed = _run("purge-events", purge(), where=where)
+    if removed is None:
         return UNAVAILABLE
     print(
         f"removed {removed:,} event{'' if removed == 1 else 's'} older than {days} "
@@ -607,7 +604,6 @@ def _purge_events(args: argparse.Namespace) -> int:
 def _rotate_keys(args: argparse.Namespace) -> int:
 
     from mfa_guard.crypto import SecretBox
-    from mfa_guard.errors import MFAGuardError
     from mfa_guard.rotation import RotationReport, rotate_keys
     from mfa_guard.stores.sql import SQLStore
 
@@ -637,10 +633,8 @@ def _rotate_keys(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    try:
-        report = asyncio.run(run())
-    except MFAGuardError as exc:
-        print(f"mfa-guard rotate-keys: {exc.message} (rerun to go on)", file=sys.stderr)
+    report = _run("rotate-keys", run(), hint=" (rerun to go on)")
+    if report is None:
         return UNAVAILABLE
     if not report.done:
         print(
