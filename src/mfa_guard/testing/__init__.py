@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Sequence
+
+# The contract suites are pytest classes whose asserts live here, not in the app's test module:
+# rewritten as a test module's are, they say what differed when one fails, and they still run
+# under ``python -O`` (which strips plain asserts: a broken store would pass every contract).
+# Registered before any of them is imported (this package's __init__ runs first).
+if "pytest" in sys.modules:
+    import pytest
+
+    pytest.register_assert_rewrite(
+        "mfa_guard.testing.contract",
+        "mfa_guard.testing.devices_contract",
+        "mfa_guard.testing.events_contract",
+        "mfa_guard.testing.sites_contract",
+    )
 
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
