@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench.apps import FROZEN_NOW, Variant, expect, sign_session
+from bench.faults_net import free_port
 from bench.report import Line, Ratio, Report, Verdict, at_least
 from mfa_guard.testing import current_code
 
@@ -53,13 +53,6 @@ class Throughput:
     per_second: float
     errors: int
     server_cpu: float
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

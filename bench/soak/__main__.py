@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from bench.__main__ import machine
 from bench.apps import BenchError
 from bench.backends import POSTGRES_URL
+from bench.faults_net import FaultProxy, RedisServer, RedisServerError
 from bench.soak.checks import (
     Check,
     Rss,
@@ -31,7 +32,7 @@ from bench.soak.checks import (
     memory_growth,
     record_checks,
 )
-from bench.soak.cluster import RedisServer, TCPProxy, Workers, database, worker_env
+from bench.soak.cluster import Workers, database, worker_env
 from bench.soak.faults import Window, inject, schedule_for
 from bench.soak.load import Balancer, Pace, Run, VirtualUser
 from bench.soak.summary import Soak, as_json, render
@@ -91,7 +92,7 @@ def read_logs(folder: Path) -> dict[str, Counter[str]]:
 async def soak(options: argparse.Namespace, folder: Path) -> Soak:
     seconds: float = options.seconds
     server = make_url(POSTGRES_URL)
-    proxy = TCPProxy(server.host or "127.0.0.1", server.port or 5432)
+    proxy = FaultProxy((server.host or "127.0.0.1", server.port or 5432))
     redis = RedisServer(folder)
     texts = folder / "texts"
     texts.mkdir()
@@ -170,7 +171,7 @@ def main(argv: list[str]) -> int:
     folder = Path(tempfile.mkdtemp(prefix="mfa-guard-soak-"))
     try:
         result = asyncio.run(soak(options, folder))
-    except BenchError as exc:
+    except (BenchError, RedisServerError) as exc:
         print(f"the soak could not be set up: {exc} (logs in {folder})", file=sys.stderr)
         return 2
     if not options.keep:

@@ -1,7 +1,7 @@
-"""What the soak runs its app on, each with the handle a fault needs: a ``redis-server`` of its own
-(restarted empty), a PostgreSQL database of its own reached through a TCP proxy (its connections
-cut, or slowed), and the worker processes (SIGKILLed, started again), whose memory is read from
-``/proc``.
+"""What the soak runs its app on, each with the handle a fault needs: a PostgreSQL database of its
+own reached through a TCP proxy (its connections cut, or slowed) and the worker processes
+(SIGKILLed, started again), whose memory is read from ``/proc``. The ``redis-server`` of its own
+(restarted empty) and the proxy are :mod:`bench.faults_net`'s.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import time
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.apps import BenchError
 from bench.backends import POSTGRES_URL
-from bench.over_http import free_port
+from bench.faults_net import FaultProxy, free_port, stop_process
 from mfa_guard.stores import Role
 from mfa_guard.stores.sql import SQLSiteDirectory, SQLStore
 
@@ -39,139 +38,7 @@ SITE = "soak"
 OWNER = "owner@soak.test"
 
 
-# -- Redis -----------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A ``redis-server`` on a free port, without persistence: it restarts empty, as a Redis
-    whose failure counts are lost."""
-
-    def __init__(self, folder: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise BenchError("redis-server is not installed (apt-get install redis-server)")
-        self.executable = executable
-        self.port = free_port()
-        self.log = folder / "redis.log"
-        self._process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as output:
-            self._process = await asyncio.create_subprocess_exec(
-                self.executable,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await self._answers():
-            if self._process.returncode is not None or time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not start; see {self.log}")
-            await asyncio.sleep(POLL)
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-    async def _answers(self) -> bool:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.port), 1
-            )
-        except OSError:  # refused, or TimeoutError
-            return False
-        try:
-            writer.write(b"PING\r\n")
-            return await asyncio.wait_for(reader.readline(), 1) == b"+PONG\r\n"
-        except OSError:
-            return False
-        finally:
-            writer.transport.abort()
-
-
 # -- PostgreSQL --------------------------------------------------------------------------------
-
-
-class TCPProxy:
-    """Forwards a free local port to PostgreSQL. ``cut()`` closes every forwarded connection and
-    each new one as soon as it is accepted, until ``restore()``; ``latency`` (seconds) delays
-    every chunk passed on, either way: a slow network or a slow server."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self.latency = 0.0
-        self._cut = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def cut(self) -> None:
-        self._cut = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    def restore(self) -> None:
-        self._cut = False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=STOP_TIMEOUT)
-        if self._server is not None:
-            await asyncio.wait_for(self._server.wait_closed(), STOP_TIMEOUT)
-
-    async def _forward(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        pair = {client}
-        try:
-            if self._cut:
-                return
-            server_in, server = await asyncio.open_connection(*self.target)
-            pair.add(server)
-            if self._cut:  # cut while this connection was being made
-                return
-            self._writers |= pair
-            await asyncio.gather(self._pipe(client_in, server), self._pipe(server_in, client))
-        except OSError:
-            pass
-        finally:
-            for writer in pair:
-                writer.transport.abort()
-            self._writers -= pair
-            self._handlers.discard(task)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                writer.write(data)
-                await writer.drain()
-        except OSError:  # the other end, or cut(), reset the connection
-            pass
-        finally:
-            writer.transport.abort()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +64,7 @@ async def _autocommit(url: str, statement: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def database(proxy: TCPProxy) -> AsyncIterator[Database]:
+async def database(proxy: FaultProxy) -> AsyncIterator[Database]:
     """A new database with the kit's tables and the site every account joins (its owner
     seeded); dropped on the way out, whatever the soak left in it."""
     server = make_url(POSTGRES_URL)
@@ -298,15 +165,7 @@ class Workers:
     async def stop_all(self) -> None:
         for worker in self.all:
             worker.up = False
-            process = worker.process
-            if process is None or process.returncode is not None:
-                continue
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            await stop_process(worker.process)
 
     def live(self) -> list[Worker]:
         return [worker for worker in self.all if worker.up]

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bench.soak.cluster import RedisServer, TCPProxy, Workers
+from bench.faults_net import FaultProxy, RedisServer
+from bench.soak.cluster import Workers
 
 
 class Fault(StrEnum):
@@ -99,7 +100,7 @@ async def inject(
     started: float,
     *,
     redis: RedisServer,
-    proxy: TCPProxy,
+    proxy: FaultProxy,
     workers: Workers,
     windows: list[Window],
 ) -> None:

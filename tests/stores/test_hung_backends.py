@@ -4,20 +4,19 @@ settings give (``database_statement_timeout``, ``database_connect_timeout``,
 ``database_pool_timeout``, ``storage_timeout``), a burst of them does not pile up behind one
 another, and the same app serves again once the backend answers.
 
-The silence is a proxy of the test's own: ``freeze()`` stops passing bytes either way on every
-connection, and holds new ones without forwarding them, until ``thaw()``; or a server that
-accepts connections and never says a word. The timeouts are a second or less, and the waits on
-them are real: a socket timeout cannot be moved by the app's clock (which the tests still move to
-make a session's store re-check due).
+The silence is a proxy (``bench.faults_net.FaultProxy``): ``freeze()`` stops passing bytes
+either way on every connection, and holds new ones without forwarding them, until ``thaw()``; or
+a server that accepts connections and never says a word. The timeouts are a second or less, and
+the waits on them are real: a socket timeout cannot be moved by the app's clock (which the tests
+still move to make a session's store re-check due).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.faults_net import running_proxy
 from mfa_guard.core.totp import new_secret
 from mfa_guard.crypto import SecretBox
 from mfa_guard.errors import StoreUnavailable
@@ -53,92 +53,6 @@ RECHECK_SECONDS = 60
 CLOSE_TIMEOUT = 10.0
 # Beyond this, a request is hung.
 HANG = 30.0
-
-
-class SilentProxy:
-    """Forwards a free local port to a server, until ``freeze()``: then no byte passes either
-    way on any connection, and new connections are accepted but not forwarded, until
-    ``thaw()``. With no target, every connection is silent for good (a server that accepts and
-    never answers)."""
-
-    def __init__(self, target: tuple[str, int] | None) -> None:
-        self.target = target
-        self.port = 0
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._closing = False
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    async def close(self) -> None:
-        """Closes every connection; each handler then ends by itself (one cancelled would be
-        logged by asyncio's server as an error)."""
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
-        self._flowing.set()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=CLOSE_TIMEOUT)
-        assert not self._handlers, "a connection of the proxy did not close"
-        if self._server is not None:
-            await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-
-    async def _serve(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        writers = {client}
-        self._writers |= writers
-        try:
-            if self.target is None:
-                await client_in.read()  # reads until the client gives up, answers nothing
-                return
-            await self._flowing.wait()
-            if self._closing:
-                return
-            server_in, server = await asyncio.open_connection(*self.target)
-            writers.add(server)
-            self._writers.add(server)
-            await asyncio.gather(self._pipe(client_in, server), self._pipe(server_in, client))
-        except OSError:
-            pass
-        finally:
-            for writer in writers:
-                writer.transport.abort()
-            self._writers -= writers
-            self._handlers.discard(task)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()  # one side closed: so does the other, as on a network
-
-
-@contextlib.asynccontextmanager
-async def silent_proxy(target: tuple[str, int] | None) -> AsyncIterator[SilentProxy]:
-    proxy = SilentProxy(target)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
 
 
 @pytest.fixture
@@ -210,7 +124,7 @@ async def enrolled_sessions(
 
 @pytest.mark.postgres
 async def test_a_database_that_stops_answering_gets_503s_in_bounded_time(schema: str) -> None:
-    async with silent_proxy(("127.0.0.1", make_url(POSTGRES_URL).port or 5432)) as proxy:
+    async with running_proxy(("127.0.0.1", make_url(POSTGRES_URL).port or 5432)) as proxy:
         settings = postgres_settings(proxy.port)
         store = postgres_store(settings, schema)
         ga = build_app(store, **settings)
@@ -253,7 +167,7 @@ async def test_a_database_that_stops_answering_gets_503s_in_bounded_time(schema:
 async def test_a_database_that_never_answers_is_unavailable_within_the_connect_timeout(
     schema: str,
 ) -> None:
-    async with silent_proxy(None) as silent:
+    async with running_proxy(None) as silent:
         store = postgres_store(postgres_settings(silent.port), schema)
         try:
             for _ in range(2):
@@ -269,7 +183,7 @@ async def test_a_database_that_never_answers_is_unavailable_within_the_connect_t
 @pytest.mark.redis
 async def test_a_redis_that_stops_answering_gets_503s_within_one_timeout() -> None:
     redis = urlsplit(redis_or_skip())
-    async with silent_proxy((redis.hostname or "127.0.0.1", redis.port or 6379)) as proxy:
+    async with running_proxy((redis.hostname or "127.0.0.1", redis.port or 6379)) as proxy:
         ga = build_app(
             storage_uri=f"redis://127.0.0.1:{proxy.port}{redis.path}",
             storage_timeout=TIMEOUT,
@@ -307,7 +221,7 @@ async def test_a_redis_that_stops_answering_gets_503s_within_one_timeout() -> No
 
 @pytest.mark.redis
 async def test_a_redis_that_never_answers_gets_503s_within_one_timeout() -> None:
-    async with silent_proxy(None) as silent:
+    async with running_proxy(None) as silent:
         ga = build_app(storage_uri=f"redis://127.0.0.1:{silent.port}/0", storage_timeout=TIMEOUT)
         try:
             name = user()

@@ -9,7 +9,6 @@ an in-process TCP proxy whose ``cut()`` is the network failing and ``restore()``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import inspect
 import os
@@ -29,6 +28,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.faults_net import (
+    FaultProxy,
+    RedisServer,
+    RedisServerMissing,
+    free_port,
+    running_proxy,
+)
 from mfa_guard.core import totp
 from mfa_guard.core.marker import EnrolmentSummary
 from mfa_guard.core.recovery import SCRYPT_PARAMS, RecoveryCodeSet
@@ -94,13 +100,6 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def deadline_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_TIMEOUT
     while not condition():
@@ -112,167 +111,12 @@ async def deadline_for(condition: Callable[[], bool], what: str) -> None:
 # -- the servers ---------------------------------------------------------------------------
 
 
-class RedisServer:
-    """A ``redis-server`` of the test's own, without persistence: it restarts empty."""
-
-    def __init__(self, executable: str, port: int, log: Path) -> None:
-        self.executable = executable
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.log = log
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as output:
-            process = await asyncio.create_subprocess_exec(
-                self.executable,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        self._process = process
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await self._answers():
-            if process.returncode is not None:
-                pytest.fail(f"redis-server exited with {process.returncode}:\n{self._log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not answer within {START_TIMEOUT} s")
-            await asyncio.sleep(POLL_INTERVAL)
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-
-    async def _answers(self) -> bool:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.port), 1
-            )
-        except OSError:  # refused, or TimeoutError
-            return False
-        try:
-            writer.write(b"PING\r\n")
-            return await asyncio.wait_for(reader.readline(), 1) == b"+PONG\r\n"
-        except OSError:
-            return False
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    def _log_tail(self) -> str:
-        return self.log.read_text("utf-8", "replace")[-2000:]
-
-
-class TCPProxy:
-    """Forwards a free local port to a server. ``cut()`` closes every forwarded connection and
-    closes new ones as soon as they are accepted; ``restore()`` forwards again.
-    ``lose_next_reply()``: the server's next answer is not passed on and every connection is
-    closed, as when the network fails after the server did the work."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._cut = False
-        self._lose_reply = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[object]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def cut(self) -> None:
-        self._cut = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    def restore(self) -> None:
-        self._cut = False
-
-    def lose_next_reply(self) -> None:
-        self._lose_reply = True
-
-    def _passes(self, reply: bytes) -> bool:
-        if not self._lose_reply:
-            return True
-        self._lose_reply = False
-        for writer in list(self._writers):
-            writer.transport.abort()
-        return False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        if self._handlers:
-            _, pending = await asyncio.wait(self._handlers, timeout=STOP_TIMEOUT)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _forward(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            if self._cut:
-                client.transport.abort()
-                return
-            try:
-                server_in, server = await asyncio.open_connection(*self.target)
-            except OSError:
-                client.transport.abort()
-                return
-            pair = {client, server}
-            if self._cut:  # cut while this connection was being made
-                for writer in pair:
-                    writer.transport.abort()
-                return
-            self._writers |= pair
-            try:
-                await asyncio.gather(
-                    _pipe(client_in, server), _pipe(server_in, client, self._passes)
-                )
-            finally:
-                self._writers -= pair
-        finally:
-            self._handlers.discard(task)
-
-
-async def _pipe(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    passes: Callable[[bytes], bool] = lambda data: True,
-) -> None:
-    try:
-        while data := await reader.read(65536):
-            if not passes(data):
-                return
-            writer.write(data)
-            await writer.drain()
-    except OSError:  # the other end, or cut(), reset the connection
-        pass
-    finally:
-        writer.close()
-
-
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        unavailable("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(executable, free_port(), tmp_path / "redis.log")
+    try:
+        server = RedisServer(tmp_path)
+    except RedisServerMissing as exc:
+        unavailable(str(exc))
     try:
         await server.start()
         yield server
@@ -306,18 +150,16 @@ async def postgres_schema() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def postgres_proxy() -> AsyncIterator[TCPProxy]:
+async def postgres_proxy() -> AsyncIterator[FaultProxy]:
     url = make_url(POSTGRES_URL)
-    proxy = TCPProxy(url.host or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    try:
+    async with running_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
         yield proxy
-    finally:
-        await proxy.close()
 
 
 @pytest.fixture
-async def proxied_store(postgres_proxy: TCPProxy, postgres_schema: str) -> AsyncIterator[SQLStore]:
+async def proxied_store(
+    postgres_proxy: FaultProxy, postgres_schema: str
+) -> AsyncIterator[SQLStore]:
     """A store on PostgreSQL through the proxy, its tables created while the network is up."""
     url = make_url(POSTGRES_URL).set(host="127.0.0.1", port=postgres_proxy.port)
     store = SQLStore(
@@ -735,7 +577,7 @@ async def test_a_redis_outage_refuses_every_text_with_503_and_sends_none(
 
 @pytest.mark.postgres
 async def test_a_postgres_outage_fails_closed_and_the_same_app_recovers(
-    proxied_store: SQLStore, postgres_proxy: TCPProxy
+    proxied_store: SQLStore, postgres_proxy: FaultProxy
 ) -> None:
     store = proxied_store
     ga = build_app(store=store, recheck_seconds=RECHECK_SECONDS)
@@ -883,7 +725,7 @@ def test_the_outage_check_covers_every_store_method() -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("method", list(STORE_CALLS))
 async def test_a_database_behind_a_cut_network_is_unavailable_to_every_store_method(
-    proxied_store: SQLStore, postgres_proxy: TCPProxy, method: str
+    proxied_store: SQLStore, postgres_proxy: FaultProxy, method: str
 ) -> None:
     await proxied_store.summary(USER)  # a pooled connection is open
     postgres_proxy.cut()
@@ -894,7 +736,7 @@ async def test_a_database_behind_a_cut_network_is_unavailable_to_every_store_met
 
 @pytest.mark.postgres
 async def test_dead_pooled_connections_cost_no_failed_call(
-    proxied_store: SQLStore, postgres_proxy: TCPProxy
+    proxied_store: SQLStore, postgres_proxy: FaultProxy
 ) -> None:
     """A blip (or a server restart) between requests kills the pooled connections. The next
     calls work, with no ping before each: a connection asyncpg has seen close is replaced as
@@ -922,7 +764,7 @@ async def test_dead_pooled_connections_cost_no_failed_call(
 
 @pytest.mark.postgres
 async def test_a_step_whose_answer_is_lost_is_still_accepted_at_most_once(
-    postgres_proxy: TCPProxy, postgres_schema: str
+    postgres_proxy: FaultProxy, postgres_schema: str
 ) -> None:
     """The network fails after the server accepted a step, before its answer comes back. The
     store runs the compare-and-set again on a new connection, which finds the step taken: the
