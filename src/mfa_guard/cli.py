@@ -20,9 +20,10 @@ from mfa_guard.settings import MFAGuardSettings, SecurityLogSettings
 from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
+    from mfa_guard.events import AuditEvent
     from mfa_guard.guard import MFAGuard
     from mfa_guard.settings import EveryoneSettings
-    from mfa_guard.stores.sql import SQLStore
+    from mfa_guard.stores.sql import SQLEventStore, SQLStore
     from mfa_guard.stores.sql.migrations import Outcome, SchemaState
 
 T = TypeVar("T")
@@ -422,10 +423,11 @@ def _app_settings(command: str, args: argparse.Namespace) -> tuple[MFAGuardSetti
 def _reset_user(args: argparse.Namespace) -> int:
     if args.guard:
         return _reset_with_guard(args)
-    from mfa_guard.events import LoggingEventSink
+    from sqlalchemy.engine import make_url
+
     from mfa_guard.ratelimit import failure_limiters, storage_from_uri
     from mfa_guard.resets import Resets
-    from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
+    from mfa_guard.stores.sql import SQLDeviceStore, SQLEventStore, SQLStore
 
     # The app's own settings: where its failure counts live, and under which limits.
     loaded = _app_settings("reset-user", args)
@@ -433,17 +435,19 @@ def _reset_user(args: argparse.Namespace) -> int:
         return loaded
     settings, url = loaded
     shared = not settings.storage_uri.startswith(("memory://", "async+memory"))
+    sink = _LoggedAndKept()
 
     async def reset() -> bool:
         store = SQLStore(url)
         codes, recovery = failure_limiters(
             storage_from_uri(settings.storage_uri), settings.rate_limits
         )
+        sink.log = SQLEventStore.sharing(store)
         resets = Resets(
             store=store,
             devices=SQLDeviceStore.sharing(store),
             limiters=(codes, recovery) if shared else (),
-            events=LoggingEventSink(),
+            events=sink,
             clock=time.time,
         )
         try:
@@ -466,11 +470,36 @@ def _reset_user(args: argparse.Namespace) -> int:
         print("Their failed-attempt count is cleared.")
     else:
         print("Failure counts live in each app process (memory://): they expire with their window.")
+    where = make_url(url).render_as_string(hide_password=True)
+    kept = (
+        f"the audit log and the security log in {where} (the table mfa_guard_events)"
+        if sink.kept
+        else "the audit log only: the security log could not be written (see the error above)"
+    )
     print(
-        "The admin_reset event went to the audit log only: pass --guard module:attribute (the "
-        "app's MFAGuard) for the app's own event sink (its notifications) to hear of it."
+        f"The admin_reset event went to {kept}. Pass --guard module:attribute (the app's "
+        "MFAGuard) for the app's own event sink (its notifications) to hear of it."
     )
     return OK
+
+
+class _LoggedAndKept:
+    """``reset-user``'s event sink without the app's guard: the audit log line, then the security
+    log kept in the kit's database (``SQLEventStore``, as an app that keeps its log with its
+    enrolments reads it); ``kept`` says whether the event reached the latter."""
+
+    def __init__(self) -> None:
+        from mfa_guard.events import LoggingEventSink
+
+        self.inner = LoggingEventSink()
+        self.log: SQLEventStore | None = None
+        self.kept = False
+
+    async def emit(self, event: AuditEvent) -> None:
+        await self.inner.emit(event)
+        if self.log is not None:
+            await self.log.append(event)
+            self.kept = True
 
 
 def _say_reset(user: str) -> None:

@@ -16,7 +16,10 @@ from cryptography.fernet import Fernet
 import mfa_guard
 from mfa_guard import MFAGuardSettings
 from mfa_guard.cli import main
+from mfa_guard.events import EventKind
 from mfa_guard.ratelimit import FailureLimiter, Wait, storage_from_uri
+from mfa_guard.stores.events import EventQuery
+from mfa_guard.stores.sql import SQLEventStore
 from tests.databases import redis_or_skip, seeded
 
 
@@ -107,13 +110,45 @@ def test_reset_user_turns_2fa_off_and_writes_an_audit_event(
     assert (
         main(["reset-user", "owner@acme.test", "--by", "support", "--database-url", database]) == 0
     )
-    assert "two-factor authentication is off" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "two-factor authentication is off" in out
     assert [r.getMessage() for r in caplog.records if r.name == "mfa_guard.audit"] == [
         "mfa_guard event=admin_reset user=owner@acme.test method=- by=support ip=-"
+    ]
+    # In the security log the kit's tables hold, where a site's owner reads it.
+    assert "the security log in sqlite+aiosqlite:///" in out
+    assert asyncio.run(logged(database, "owner@acme.test")) == [
+        (EventKind.ADMIN_RESET, "owner@acme.test", "by=support")
     ]
     assert main(["reset-user", "owner@acme.test", "--database-url", database]) == 3
     assert main(["status", "--site", "acme", "--without-2fa", "--database-url", database]) == 0
     assert "owner@acme.test" in capsys.readouterr().out
+
+
+async def logged(database: str, user: str) -> list[tuple[EventKind, str, str | None]]:
+    """The user's events in the security log of ``database``, newest first."""
+    log = SQLEventStore(database)
+    try:
+        stored = await log.events(EventQuery(users=(user,)))
+    finally:
+        await log.close()
+    return [(item.event.kind, item.event.user_id, item.event.detail) for item in stored]
+
+
+@pytest.mark.usefixtures("app_environment")
+def test_reset_user_stands_when_the_security_log_cannot_be_written(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(database.split("///", 1)[1]) as connection:
+        connection.execute(
+            "CREATE TRIGGER no_log BEFORE INSERT ON mfa_guard_events "
+            "BEGIN SELECT RAISE(ABORT, 'the log is read only'); END"
+        )
+    assert main(["reset-user", "owner@acme.test", "--database-url", database]) == 0
+    out = capsys.readouterr().out
+    assert "two-factor authentication is off" in out
+    assert "the audit log only: the security log could not be written" in out
+    assert main(["reset-user", "owner@acme.test", "--database-url", database]) == 3
 
 
 @pytest.mark.redis
