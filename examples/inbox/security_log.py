@@ -21,6 +21,7 @@ from starlette.routing import Route
 from examples.inbox.i18n import N_, PageLanguage, page_language
 from examples.inbox.sites import MAX_SITE_ID, Render, denied_page, team_path
 from mfa_guard import Denied, EventKind, MFAGuard, Reason, SecurityLogEntry, client_ip
+from mfa_guard.i18n import browser_name
 
 # Events a page shows.
 PAGE_SIZE = 25
@@ -163,7 +164,7 @@ class Row:
             who=event.user_id,
             at=event.at,
             method=method if method_words is None else lang.gettext(method_words),
-            browser=entry.browser,
+            browser=None if entry.browser is None else browser_name(entry.browser, lang.tag),
             ip=event.client_ip,
             detail=event.detail,
             warning=event.kind in WARNINGS,

@@ -15,6 +15,7 @@ from mfa_guard.clock import Clock, system_clock
 from mfa_guard.core.marker import Marker
 from mfa_guard.core.recovery import ScryptCost
 from mfa_guard.core.redirects import safe_next
+from mfa_guard.devices import Browser
 from mfa_guard.enforcement import (
     Enforcement,
     EnrolmentNotice,
@@ -44,6 +45,7 @@ from mfa_guard.web.middleware import MFAGuardMiddleware
 
 __all__ = [
     "AuditEvent",
+    "Browser",
     "Clock",
     "ConfigurationError",
     "Denied",

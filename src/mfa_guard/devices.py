@@ -63,31 +63,63 @@ def is_token(value: str) -> bool:
     return _TOKEN.fullmatch(value) is not None
 
 
+# What ua-parser says when it cannot tell: no name to show.
+_UNTOLD = {"Other", "Generic Smartphone", "Spider"}
+
+
+@dataclass(frozen=True, slots=True)
+class Browser:
+    """A browser as its User-Agent names it, through ua-parser: its ``family`` ("Firefox",
+    "Mobile Safari"), its ``system`` ("Ubuntu", "iOS") and its ``hardware`` ("iPhone"), each
+    ``None`` when the User-Agent does not tell. :attr:`name` is its English name; the kit's pages
+    show it in their language (``mfa_guard.i18n.browser_name``)."""
+
+    family: str | None
+    system: str | None = None
+    hardware: str | None = None
+
+    @property
+    def name(self) -> str:
+        """ "Firefox on Ubuntu", "Mobile Safari on iOS (iPhone)", "Unknown browser"."""
+        name = self.family or "Unknown browser"
+        if self.system:
+            name = f"{name} on {self.system}"
+        if self.hardware:
+            name = f"{name} ({self.hardware})"
+        return name
+
+
 @functools.lru_cache(maxsize=256)
-def device_name(user_agent: str) -> str:
-    """What the settings page calls a browser: "Firefox on Ubuntu", "Mobile Safari on iOS
-    (iPhone)", from its User-Agent through ua-parser; "Unknown browser" when it says nothing."""
+def browser_of(user_agent: str) -> Browser:
+    """The browser a User-Agent names (ua-parser: slow, hence the cache and
+    :func:`browsers`)."""
     import ua_parser
 
     parsed = ua_parser.parse(user_agent[:1024])
-    browser = parsed.user_agent.family if parsed.user_agent else None
-    system = parsed.os.family if parsed.os else None
-    hardware = parsed.device.family if parsed.device else None
-    name = browser if browser and browser != "Other" else "Unknown browser"
-    if system and system != "Other":
-        name = f"{name} on {system}"
-    if hardware and hardware not in {"Other", "Generic Smartphone", "Spider"}:
-        name = f"{name} ({hardware})"
-    return name[:_NAME_LENGTH]
+
+    def told(family: str | None) -> str | None:
+        return None if family is None or family in _UNTOLD else family
+
+    return Browser(
+        family=told(parsed.user_agent.family if parsed.user_agent else None),
+        system=told(parsed.os.family if parsed.os else None),
+        hardware=told(parsed.device.family if parsed.device else None),
+    )
 
 
-async def browser_names(user_agents: Iterable[str | None]) -> dict[str, str]:
-    """The name of each User-Agent given (:func:`device_name`, cached), worked out in one
+def device_name(user_agent: str) -> str:
+    """What a remembered browser is called: its browser's English name (:attr:`Browser.name`),
+    at most as long as a device store keeps."""
+    return browser_of(user_agent).name[:_NAME_LENGTH]
+
+
+async def browsers(user_agents: Iterable[str | None]) -> dict[str, Browser]:
+    """The browser of each User-Agent given (:func:`browser_of`, cached), worked out in one
     thread for them all: ua-parser's regular expressions are too slow for the event loop."""
     agents = {agent for agent in user_agents if agent is not None}
     if not agents:
         return {}
-    return await anyio.to_thread.run_sync(lambda: {agent: device_name(agent) for agent in agents})
+    return await anyio.to_thread.run_sync(lambda: {agent: browser_of(agent) for agent in agents})
 
 
 class TrustedDevices:

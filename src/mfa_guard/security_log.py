@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mfa_guard.devices import browser_names
+from mfa_guard.devices import Browser, browsers
 from mfa_guard.events import AuditEvent
 from mfa_guard.stores.events import MAX_EVENTS_PER_PAGE, EventQuery, EventStore, StoredEvent
 
@@ -42,12 +42,13 @@ _CURSOR = re.compile(CURSOR_PATTERN)
 
 @dataclass(frozen=True, slots=True)
 class SecurityLogEntry:
-    """One event of the log, with its id and the browser it came from, named from its
-    User-Agent ("Firefox on Ubuntu"; ``None`` when the event has none: a command, a script)."""
+    """One event of the log, with its id and the browser it came from, read from its
+    User-Agent (``browser.name``: "Firefox on Ubuntu"; ``None`` when the event has none: a
+    command, a script)."""
 
     id: int
     event: AuditEvent
-    browser: str | None
+    browser: Browser | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +113,13 @@ async def read_page(
 
 
 async def entries(stored: Sequence[StoredEvent]) -> tuple[SecurityLogEntry, ...]:
-    """The events with their browsers named (off the event loop: :func:`browser_names`)."""
-    names = await browser_names(item.event.user_agent for item in stored)
+    """The events with their browsers (read off the event loop: :func:`browsers`)."""
+    found = await browsers(item.event.user_agent for item in stored)
     return tuple(
         SecurityLogEntry(
             id=item.id,
             event=item.event,
-            browser=None if item.event.user_agent is None else names[item.event.user_agent],
+            browser=None if item.event.user_agent is None else found[item.event.user_agent],
         )
         for item in stored
     )

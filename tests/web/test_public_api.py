@@ -22,6 +22,7 @@ PAGE = DOCS / "public-api.md"
 PUBLIC: dict[str, list[str]] = {
     "mfa_guard": [
         "AuditEvent",
+        "Browser",
         "Clock",
         "ConfigurationError",
         "Denied",
@@ -117,7 +118,7 @@ PUBLIC: dict[str, list[str]] = {
         "NotifyingSink",
     ],
     "mfa_guard.stepup": ["recent_mfa_refusal", "require_recent_mfa"],
-    "mfa_guard.i18n": ["direction", "human_date", "translations"],
+    "mfa_guard.i18n": ["browser_name", "direction", "human_date", "translations"],
     "mfa_guard.fastapi": [
         "MFARefusal",
         "MFASession",

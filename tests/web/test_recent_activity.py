@@ -218,9 +218,42 @@ async def test_the_activity_in_french(ga: GuardedApp, log: CountingLog) -> None:
         (
             "verification_failed",
             "Tentative de connexion échouée 15 janv. 2027, 09:01 UTC · "
-            "Application d’authentification · Firefox on Ubuntu",  # noqa: RUF001
+            "Application d’authentification · Firefox sous Ubuntu",  # noqa: RUF001
         ),
     ]
+
+
+async def test_the_activity_in_japanese_and_arabic_names_the_browser_in_their_words(
+    ga: GuardedApp, log: CountingLog
+) -> None:
+    async with ga.client() as client:
+        await arrive(ga, client, State.VERIFIED)
+        await add(log, EventKind.VERIFICATION_FAILED, 1, method="totp", user_agent=IPHONE)
+        japanese = await client.get("/mfa/settings", headers={"accept-language": "ja"})
+        arabic = await client.get("/mfa/settings", headers={"accept-language": "ar"})
+    assert rows(japanese)[0][1].endswith("iOS の Mobile Safari（iPhone）")  # noqa: RUF001
+    # Right to left, each name from the User-Agent isolated: "Mobile Safari على iOS" keeps its
+    # order whatever the names' direction.
+    assert (
+        '<span class="browser"><bdi>Mobile Safari</bdi> على <bdi>iOS</bdi> '
+        "(<bdi>iPhone</bdi>)</span>"
+    ) in section(arabic)
+
+
+@pytest.mark.parametrize(("lang", "dir"), [("en", "ltr"), ("fr", "ltr"), ("ar", "rtl")])
+def test_a_browser_name_from_the_user_agent_is_escaped_in_every_direction(
+    lang: str, dir: str
+) -> None:
+    """ua-parser's names come out of the User-Agent, which the client writes."""
+    from mfa_guard.devices import Browser
+    from mfa_guard.web.pages.base import _templates
+
+    env = _templates(None).env
+    hostile = Browser(family="<script>x</script>", system="Ubuntu", hardware="<b>")
+    rendered = env.from_string("{{ b | browser }}").render(b=hostile, lang=lang, dir=dir)
+    assert "<script>" not in rendered
+    assert "<b>" not in rendered
+    assert "&lt;script&gt;x&lt;/script&gt;" in rendered
 
 
 async def test_a_real_sign_in_shows_up_with_its_browser(ga: GuardedApp, log: CountingLog) -> None:

@@ -135,7 +135,7 @@ def logged_event_model(entry: SecurityLogEntry) -> schemas.LoggedEvent:
         site=event.site,
         detail=event.detail,
         ip=event.client_ip,
-        browser=entry.browser,
+        browser=None if entry.browser is None else entry.browser.name,
     )
 
 

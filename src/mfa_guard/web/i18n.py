@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import jinja2
 from babel.core import Locale, UnknownLocaleError, negotiate_locale
@@ -34,6 +34,9 @@ from babel.messages.extract import extract_from_dir
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from mfa_guard.devices import Browser
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
@@ -139,6 +142,28 @@ def human_date(moment: datetime | float, language: str, *, with_time: bool = Fal
         return day
     time_of_day = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
     return f"{locale.datetime_formats['medium'].format(time_of_day, day)} UTC"
+
+
+# A browser's name, its parts being ua-parser's names (not translated): "Firefox on Ubuntu",
+# "Mobile Safari on iOS (iPhone)".
+_UNKNOWN_BROWSER = N_("Unknown browser")
+_BROWSER_ON_SYSTEM = N_("%(browser)s on %(system)s")
+_WITH_HARDWARE = N_("%(name)s (%(hardware)s)")
+
+
+def browser_name(
+    browser: Browser, language: str, *, part: Callable[[str], str] = lambda name: name
+) -> str:
+    """A browser (a security log entry's ``browser``) as ``language`` names it: "Firefox sous
+    Ubuntu", "Chrome unter Windows", "Unknown browser" in English. ``part`` wraps each name
+    taken from the User-Agent (the kit's right-to-left pages isolate them in ``<bdi>``)."""
+    gettext = translations(language).gettext
+    name = part(browser.family) if browser.family else gettext(_UNKNOWN_BROWSER)
+    if browser.system:
+        name = gettext(_BROWSER_ON_SYSTEM) % {"browser": name, "system": part(browser.system)}
+    if browser.hardware:
+        name = gettext(_WITH_HARDWARE) % {"name": name, "hardware": part(browser.hardware)}
+    return name
 
 
 def human_list(names: Sequence[str], language: str) -> str:

@@ -34,7 +34,7 @@ from mfa_guard.sms import SMSError
 from mfa_guard.web import i18n
 from mfa_guard.web.flows import Flows
 from mfa_guard.web.http import report_failure, same_origin
-from mfa_guard.web.i18n import N_, human_date, human_list
+from mfa_guard.web.i18n import N_, browser_name, human_date, human_list
 from mfa_guard.web.pages.assets import asset_urls
 from mfa_guard.web.pages.policy import (
     PasskeyRequirement,
@@ -46,6 +46,7 @@ from mfa_guard.web.requests import MAX_BODY_BYTES, Caller, caller_of, declared_t
 from mfa_guard.web.wiring import misconfigured_response, report_miswiring
 
 if TYPE_CHECKING:
+    from mfa_guard.devices import Browser
     from mfa_guard.web.context import Kit
 
 CSRF_SESSION_KEY = "mfa_guard_csrf"
@@ -123,6 +124,27 @@ def _factor_name(context: jinja2.runtime.Context, name: str, english: str, kind:
     return f"{kind} {number}" if number != name and number.isdigit() else name
 
 
+@jinja2.pass_context
+def _browser_filter(context: jinja2.runtime.Context, browser: Browser) -> str:
+    """A browser in the page's language ("Firefox sous Ubuntu"); on a right-to-left page each
+    name from the User-Agent isolated (``<bdi>``), so that "Chrome على Windows" keeps its
+    order."""
+    if context.get("dir") != "rtl":
+        return browser_name(browser, context["lang"])
+    # As for lists of names: the phrase made of stand-ins, escaped, then each stand-in becomes
+    # its name, escaped and isolated.
+    names: list[str] = []
+
+    def stand_in(name: str) -> str:
+        names.append(name)
+        return f"\x00{len(names) - 1}\x00"
+
+    phrase = escape(browser_name(browser, context["lang"], part=stand_in))
+    for index, name in enumerate(names):
+        phrase = phrase.replace(f"\x00{index}\x00", Markup("<bdi>%s</bdi>") % name)
+    return phrase
+
+
 def _iso_filter(moment: datetime) -> str | None:
     """An instant as the JSON API writes it (``2026-11-27T20:45:00Z``)."""
     return iso(moment.timestamp())
@@ -146,6 +168,7 @@ def _templates(directory: str | Path | None) -> Jinja2Templates:
     env.filters["names"] = _names_filter
     env.filters["isolated"] = _isolated_filter
     env.filters["factor_name"] = _factor_name
+    env.filters["browser"] = _browser_filter
     return Jinja2Templates(env=env)
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from mfa_guard.core import sms as sms_codes
 from mfa_guard.core.marker import WEBAUTHN_METHOD
+from mfa_guard.devices import Browser
 from mfa_guard.errors import Denied, Reason
 from mfa_guard.events import EventKind
 from mfa_guard.security_log import SecurityLogEntry, entries
@@ -87,7 +88,7 @@ class ActivityRow:
     what: str
     at: datetime
     method: str | None
-    browser: str | None
+    browser: Browser | None
     site: str | None = None
 
     @classmethod
