@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import APIRequestContext, Browser, BrowserContext, ViewportSize, expect
+from playwright.sync_api import (
+    APIRequestContext,
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+)
 
 from mfa_guard.stores.events import MemoryEventStore
 from mfa_guard.testing import current_code
@@ -57,9 +65,12 @@ def site() -> Iterator[Site]:
         yield Site(url, ga)
 
 
-def device(browser: Browser, site: Site, user_agent: str) -> BrowserContext:
-    """A device of Solo's, signed in with the password (the app's first factor)."""
-    context = browser.new_context(base_url=site.url, viewport=DESKTOP, user_agent=user_agent)
+def device(browser: Browser, site: Site, user_agent: str, locale: str = "en-US") -> BrowserContext:
+    """A device of Solo's, signed in with the password (the app's first factor); ``locale`` is
+    the browser's language (its ``Accept-Language``)."""
+    context = browser.new_context(
+        base_url=site.url, viewport=DESKTOP, user_agent=user_agent, locale=locale
+    )
     context.set_default_timeout(TIMEOUT_MS)
     assert context.request.post("/login", form={"user": SOLO}, max_redirects=0).status == 303
     return context
@@ -69,11 +80,22 @@ def posted(request: APIRequestContext, path: str, body: object) -> int:
     return request.post(path, data=body, headers={"content-type": "application/json"}).status
 
 
+# What each row ends with, the browser named in the page's language: Arabic's are checked part
+# by part (each name isolated in <bdi>, the sentence around them in Arabic).
+BROWSERS = {
+    "en-US": ["Mobile Safari on iOS (iPhone)"] * 3 + ["Chrome on Windows"],
+    "fr-FR": ["Mobile Safari sous iOS (iPhone)"] * 3 + ["Chrome sous Windows"],
+}
+ARABIC_PARTS = [["Mobile Safari", "iOS", "iPhone"]] * 3 + [["Chrome", "Windows"]]
+SUFFIX = {"en-US": "", "fr-FR": "-fr", "ar": "-ar"}
+
+
+@pytest.mark.parametrize("locale", ["en-US", "fr-FR", "ar"])
 def test_the_recent_activity_is_whole_on_a_desktop_and_a_phone(
-    browser: Browser, site: Site, tmp_path: Path
+    browser: Browser, site: Site, tmp_path: Path, locale: str
 ) -> None:
     ga = site.ga
-    laptop = device(browser, site, LAPTOP_AGENT)
+    laptop = device(browser, site, LAPTOP_AGENT, locale)
     setup = laptop.request.post("/mfa/api/totp/setup", data={})
     assert setup.ok, setup.text()
     secret = setup.json()["secret"]
@@ -90,20 +112,38 @@ def test_the_recent_activity_is_whole_on_a_desktop_and_a_phone(
     page = laptop.new_page()
     page.goto("/mfa/settings")
     activity = page.locator("#recent-activity")
-    expect(activity.get_by_role("heading", name="Recent activity")).to_be_visible()
     rows = activity.locator("li")
     expect(rows).to_have_count(4)
-    assert [" ".join(text.split()) for text in rows.all_inner_texts()] == [
-        "Browser remembered Jan 15, 2027, 08:02 UTC · Mobile Safari on iOS (iPhone)",
-        "Signed in Jan 15, 2027, 08:02 UTC · Authenticator app · Mobile Safari on iOS (iPhone)",
-        "Failed sign-in attempt Jan 15, 2027, 08:01 UTC · Authenticator app · "
-        "Mobile Safari on iOS (iPhone)",
-        "Two-factor authentication turned on Jan 15, 2027, 08:00 UTC · Authenticator app · "
-        "Chrome on Windows",
-    ]
-    expect(rows.first.locator("time")).to_have_attribute("datetime", "2027-01-15T08:02:30Z")
+    texts = [" ".join(text.split()) for text in rows.all_inner_texts()]
+    if locale == "en-US":
+        expect(activity.get_by_role("heading", name="Recent activity")).to_be_visible()
+        assert texts == [
+            "Browser remembered Jan 15, 2027, 08:02 UTC · Mobile Safari on iOS (iPhone)",
+            "Signed in Jan 15, 2027, 08:02 UTC · Authenticator app · Mobile Safari on iOS (iPhone)",
+            "Failed sign-in attempt Jan 15, 2027, 08:01 UTC · Authenticator app · "
+            "Mobile Safari on iOS (iPhone)",
+            "Two-factor authentication turned on Jan 15, 2027, 08:00 UTC · Authenticator app · "
+            "Chrome on Windows",
+        ]
+        expect(rows.first.locator("time")).to_have_attribute("datetime", "2027-01-15T08:02:30Z")
+    elif locale == "ar":
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        parts = [row.locator(".browser bdi").all_inner_texts() for row in rows.all()]
+        assert parts == ARABIC_PARTS
+        assert all(" على " in text for text in texts), texts
+    else:
+        assert all(
+            text.endswith(name) for text, name in zip(texts, BROWSERS[locale], strict=True)
+        ), texts
     assert not violations(page), "axe-core finds nothing on the settings page"
+    check_layout(page, activity, rows, tmp_path, SUFFIX[locale])
+    laptop.close()
+    phone.close()
 
+
+def check_layout(page: Page, activity: Locator, rows: Locator, tmp_path: Path, suffix: str) -> None:
+    """Every row whole on screen at a desktop's and a phone's width; screenshots of the
+    section (``settings-activity{suffix}-desktop.png`` …)."""
     for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
         page.set_viewport_size(viewport)
         state = f"the recent activity at {viewport['width']} px"
@@ -118,6 +158,4 @@ def test_the_recent_activity_is_whole_on_a_desktop_and_a_phone(
             assert box["x"] >= 0, state
             assert box["x"] + box["width"] <= viewport["width"], state
             assert row.evaluate("e => e.scrollWidth <= e.clientWidth"), state
-        screenshot(page, tmp_path, f"settings-activity-{name}.png", part=activity)
-    laptop.close()
-    phone.close()
+        screenshot(page, tmp_path, f"settings-activity{suffix}-{name}.png", part=activity)
