@@ -133,6 +133,18 @@ async def test_the_owner_sees_the_wrong_code_and_the_sign_in_newest_first(demo: 
     assert '<li data-kind="verification_failed" class="warning">' in log.text
 
 
+async def test_the_log_names_the_browsers_in_the_pages_language(demo: Demo) -> None:
+    async with demo.browser() as owner:
+        owner.headers["user-agent"] = LAPTOP_AGENT
+        secret = await owner_with_2fa(demo, owner)
+        await challenged_twice(demo, owner, secret)
+        french = await owner.get(LOG, headers={"accept-language": "fr"})
+        japanese = await owner.get(LOG, headers={"accept-language": "ja"})
+    assert '<html lang="fr"' in french.text
+    assert all(row.endswith("Chrome sous Windows · 127.0.0.1") for _, row in rows(french)[:3])
+    assert all(row.endswith("Windows の Chrome · 127.0.0.1") for _, row in rows(japanese)[:3])
+
+
 async def test_the_owner_narrows_the_log_to_the_failures(demo: Demo) -> None:
     async with demo.browser() as owner:
         secret = await owner_with_2fa(demo, owner)
