@@ -80,7 +80,8 @@ class Browser:
 
     @property
     def name(self) -> str:
-        """ "Firefox on Ubuntu", "Mobile Safari on iOS (iPhone)", "Unknown browser"."""
+        """The English name: "Firefox on Ubuntu", "Mobile Safari on iOS (iPhone)", "Unknown
+        browser"."""
         name = self.family or "Unknown browser"
         if self.system:
             name = f"{name} on {self.system}"
