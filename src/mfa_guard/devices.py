@@ -2,12 +2,13 @@
 
 After a second factor the user may ask the kit to remember the browser. The browser then holds a
 random token (256 bits) in its own ``HttpOnly`` cookie; the server keeps the token's SHA-256 with
-a name, when it was remembered and last used, when it expires and the user's epoch. A session of
-that user in that browser which would be sent to the challenge is verified by the device instead
-(one store round trip, only then: never on the hot path), and a session verified that way checks
-its device again at every re-check, so forgetting a device ends its sessions within
-``recheck_seconds``. Any factor change, admin reset or "sign out my other sessions" bumps the epoch,
-which forgets every device at once. A device never counts as a *recent* second factor: step-up
+a name, the User-Agent (the pages name the browser from it in the reader's language), when it
+was remembered and last used, when it expires and the user's epoch. A session of that user in
+that browser which would be sent to the challenge is verified by the device instead (one store
+round trip, only then: never on the hot path), and a session verified that way checks its device
+again at every re-check, so forgetting a device ends its sessions within ``recheck_seconds``.
+Any factor change, admin reset or "sign out my other sessions" bumps the epoch, which forgets
+every device at once. A device never counts as a *recent* second factor: step-up
 (new recovery codes, a new phone, a site policy change, ``require_recent_mfa``) still asks for a
 code.
 """
@@ -30,7 +31,7 @@ from mfa_guard.events import AuditEvent, EventKind, EventSink
 from mfa_guard.services import concurrently, publish
 from mfa_guard.settings import TrustedDeviceSettings
 from mfa_guard.stores.base import MFAStore
-from mfa_guard.stores.devices import DeviceStore, TrustedDevice
+from mfa_guard.stores.devices import MAX_DEVICE_USER_AGENT, DeviceStore, TrustedDevice
 
 DAY = 86_400
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
@@ -96,7 +97,7 @@ def browser_of(user_agent: str) -> Browser:
     :func:`browsers`)."""
     import ua_parser
 
-    parsed = ua_parser.parse(user_agent[:1024])
+    parsed = ua_parser.parse(user_agent[:MAX_DEVICE_USER_AGENT])
 
     def told(family: str | None) -> str | None:
         return None if family is None or family in _UNTOLD else family
@@ -163,6 +164,8 @@ class TrustedDevices:
             last_seen_at=now,
             expires_at=now + self.max_age,
             epoch=epoch,
+            # The pages name the browser from it in the reader's language; ``name`` is English.
+            user_agent=user_agent[:MAX_DEVICE_USER_AGENT],
         )
         await self.devices.add(device, keep=self.settings.max_per_user)
         await self._emit(EventKind.DEVICE_TRUSTED, user_id, ip, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import re
 import sqlite3
 import sys
@@ -48,6 +49,9 @@ from tests.previous_release import (
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = migrations.head()
+# The remembered browsers' table as every revision before mfa_guard_0006 has it.
+PREVIOUS_DEVICES = PREVIOUS.tables["mfa_guard_trusted_devices"]
+FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 # Worker processes starting at the same moment, each with an engine of its own.
 WORKERS = 4
 
@@ -232,6 +236,8 @@ async def every_row_is_found(store: SQLStore) -> None:
         ]
     devices = SQLDeviceStore.sharing(store)
     for device in DEVICES:
+        # Remembered before the kit kept the User-Agent: none (its English name is shown).
+        assert device.user_agent is None
         assert await devices.devices(device.user_id) == [device]
 
 
@@ -368,6 +374,64 @@ async def test_a_database_behind_at_a_revision_is_migrated_from_it(database: Dat
     try:
         assert await store.migrate() == migrations.Outcome("upgraded", "mfa_guard_0003", HEAD)
         assert await store.migrate() == migrations.Outcome("none", HEAD, HEAD)
+    finally:
+        await store.close()
+    assert await on(database, differences, metadata) == []
+
+
+async def test_the_browsers_remembered_before_0006_stay_without_a_user_agent(
+    database: Database,
+) -> None:
+    """A database at mfa_guard_0005 with remembered browsers: upgraded, each is kept as it was,
+    its ``user_agent`` NULL (its English name is shown); one remembered after keeps its
+    User-Agent. Downgraded to 0005, every browser stays remembered, the column gone."""
+
+    def remember_before(conn: Connection) -> None:
+        rows = [
+            {column.name: getattr(device, column.name) for column in PREVIOUS_DEVICES.columns}
+            for device in DEVICES
+        ]
+        conn.execute(PREVIOUS_DEVICES.insert(), rows)
+
+    await on(database, migrations.run_command, "upgrade", "mfa_guard_0005")
+    await on(database, remember_before)
+    store = database.store()
+    try:
+        assert await store.migrate() == migrations.Outcome("upgraded", "mfa_guard_0005", HEAD)
+        devices = SQLDeviceStore.sharing(store)
+        for device in DEVICES:
+            [kept] = await devices.devices(device.user_id)
+            assert kept == device
+            assert kept.user_agent is None
+        firefox = dataclasses.replace(
+            DEVICES[0], id="a" * 32, token_hash="a" * 64, last_seen_at=NOW, user_agent=FIREFOX
+        )
+        await devices.add(firefox, keep=10)
+        assert (await devices.devices(firefox.user_id))[0] == firefox
+    finally:
+        await store.close()
+    assert await on(database, differences, metadata) == []
+
+    await on(database, migrations.run_command, "downgrade", "mfa_guard_0005")
+    assert "user_agent" not in await on(database, columns_of, "mfa_guard_trusted_devices")
+
+    def remembered(conn: Connection) -> list[str]:
+        return list(conn.execute(select(PREVIOUS_DEVICES.c.id)).scalars())
+
+    assert sorted(await on(database, remembered)) == sorted([firefox.id, *(d.id for d in DEVICES)])
+
+
+async def test_tables_of_this_release_but_one_without_a_version_are_completed(
+    database: Database,
+) -> None:
+    """Made from the models by another tool, the security log left out: completed as a
+    database made before migrations is, and upgraded to the head; the devices table has its
+    ``user_agent`` already, which mfa_guard_0006 keeps rather than add twice."""
+    tables = [t for t in metadata.sorted_tables if t.name != "mfa_guard_events"]
+    await on(database, lambda conn: metadata.create_all(conn, tables=tables))
+    store = database.store()
+    try:
+        assert await store.migrate() == migrations.Outcome("upgraded", None, HEAD)
     finally:
         await store.close()
     assert await on(database, differences, metadata) == []
@@ -523,6 +587,7 @@ def test_migrate_sql_prints_the_upgrade_for_a_dba(
     assert main(["migrate", "--sql", "--database-url", url]) == 0
     sql = capsys.readouterr().out
     assert "INSERT INTO mfa_guard_authenticators" in sql
+    assert "ALTER TABLE mfa_guard_trusted_devices ADD COLUMN user_agent VARCHAR(1024)" in sql
     assert "CREATE TABLE mfa_guard_events" not in sql
     assert asyncio.run(version(Database(url, {}))) == "mfa_guard_0004"
 

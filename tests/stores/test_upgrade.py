@@ -20,12 +20,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mfa_guard.core.recovery import hash_code, normalise
 from mfa_guard.stores.base import Authenticator, FactorKind
-from mfa_guard.stores.sql import SQLStore
+from mfa_guard.stores.sql import SQLDeviceStore, SQLStore
 from mfa_guard.stores.sql.migrations import legacy
 from mfa_guard.stores.sql.schema import authenticators, webauthn_challenges
 from tests.databases import POSTGRES_URL, fresh_schema, sqlite_url
 from tests.previous_release import (
     BOX,
+    DEVICES,
     ENROLLED,
     LEGACY_APP_NAME,
     NOW,
@@ -141,6 +142,12 @@ async def test_everything_else_stays_as_it_was(upgraded: SQLStore) -> None:
             digest = hash_code(canonical, enrolment.recovery.salt, enrolment.recovery.params)
             assert await store.use_recovery_code(user.user_id, digest)
             assert not await store.use_recovery_code(user.user_id, digest)
+    # The remembered browsers too, without the User-Agent the previous release did not keep.
+    devices = SQLDeviceStore.sharing(store)
+    for device in DEVICES:
+        [kept] = await devices.devices(device.user_id)
+        assert kept == device
+        assert kept.user_agent is None
     # Bob's set-up in flight completes as a second app, beside the moved one.
     bob = await store.get("bob@acme.test")
     assert bob is not None

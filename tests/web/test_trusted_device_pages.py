@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mfa_guard.devices import DAY
+from mfa_guard.devices import DAY, token_hash
 from mfa_guard.events import EventKind
 from mfa_guard.sms import OutboxSMS
+from mfa_guard.stores.devices import TrustedDevice
 from tests.apps import GuardedApp, build_app, enrol, sign_in
 
 USER = "solo@example.test"
@@ -299,6 +300,123 @@ async def test_the_list_in_french(ga: GuardedApp, browser: httpx.AsyncClient) ->
         "Mémoriser ce navigateur pendant 30 jours"
         in (await browser.get("/mfa/challenge", headers=FRENCH)).text
     )
+
+
+def item_of(page: httpx.Response, device_id: str) -> str:
+    """The settings page's item of one remembered browser."""
+    [item] = [i for i in page.text.split("<li data-device=")[1:] if i.startswith(f'"{device_id}"')]
+    return item.split("</li>")[0]
+
+
+def heading_of(item: str) -> str:
+    match = re.search(r"<h3>(.*?)</h3>", item, re.S)
+    assert match, "each remembered browser has a heading"
+    return match.group(1)
+
+
+def hidden_name_of(item: str) -> str:
+    """What the Forget button says of the browser to screen readers."""
+    match = re.search(r'<span class="visually-hidden">(.*?)</span></button>', item, re.S)
+    assert match, "each Forget button names its browser"
+    return match.group(1)
+
+
+async def older_device(ga: GuardedApp, name: str) -> TrustedDevice:
+    """A browser remembered before the kit kept the User-Agent (a name, no User-Agent), of the
+    user's current epoch, in the store beside the others."""
+    devices = ga.guard.trusted_devices
+    assert devices is not None
+    [current, *_] = await devices.devices.devices(USER)
+    older = TrustedDevice(
+        id="o" * 16,
+        user_id=USER,
+        token_hash=token_hash("o" * 43),
+        name=name,
+        created_at=ga.clock() - DAY,
+        last_seen_at=ga.clock() - DAY,
+        expires_at=ga.clock() + 10 * DAY,
+        epoch=current.epoch,
+    )
+    await devices.devices.add(older, keep=10)
+    return older
+
+
+async def test_each_browser_is_named_in_the_pages_language(
+    ga: GuardedApp, browser: httpx.AsyncClient
+) -> None:
+    """Named from the User-Agent it was remembered with, as the page speaks: in French,
+    "Firefox sous Ubuntu", in the heading and in its Forget button; the stored name stays the
+    English one (the JSON API's)."""
+    await remembered(ga, browser)
+    [stored] = await ga.guard.trusted_devices.devices.devices(USER)  # type: ignore[union-attr]
+    assert (stored.name, stored.user_agent) == ("Firefox on Ubuntu", FIREFOX)
+
+    english = item_of(await browser.get("/mfa/settings"), stored.id)
+    assert heading_of(english) == 'Firefox on Ubuntu <span class="tag">This browser</span>'
+    assert hidden_name_of(english) == "Firefox on Ubuntu"
+
+    page = await browser.get("/mfa/settings", headers=FRENCH)
+    french = item_of(page, stored.id)
+    assert heading_of(french) == 'Firefox sous Ubuntu <span class="tag">Ce navigateur</span>'
+    assert 'Oublier <span class="visually-hidden">Firefox sous Ubuntu</span>' in french
+    assert "Firefox on Ubuntu" not in page.text
+    api = await browser.get("/mfa/api/devices", headers=FRENCH)
+    assert [d["name"] for d in api.json()["devices"]] == ["Firefox on Ubuntu"]
+
+
+async def test_right_to_left_each_name_from_the_user_agent_is_isolated(
+    ga: GuardedApp, browser: httpx.AsyncClient
+) -> None:
+    """In Arabic, "Firefox على Ubuntu" with each name in <bdi>, as Recent activity shows it,
+    the same in the Forget button, escaped once; a browser remembered before keeps its stored
+    name, isolated as a whole in the button."""
+    await remembered(ga, browser)
+    [stored] = await ga.guard.trusted_devices.devices.devices(USER)  # type: ignore[union-attr]
+    older = await older_device(ga, "Chrome on Windows")
+
+    page = await browser.get("/mfa/settings", headers={"Accept-Language": "ar"})
+    assert 'dir="rtl"' in page.text
+    firefox = item_of(page, stored.id)
+    assert heading_of(firefox).startswith("<bdi>Firefox</bdi> على <bdi>Ubuntu</bdi> <span")
+    assert hidden_name_of(firefox) == "<bdi>Firefox</bdi> على <bdi>Ubuntu</bdi>"
+    chrome = item_of(page, older.id)
+    assert heading_of(chrome) == "Chrome on Windows"
+    assert hidden_name_of(chrome) == "<bdi>Chrome on Windows</bdi>"
+    assert "&lt;bdi" not in page.text
+
+
+async def test_a_browser_remembered_before_keeps_its_stored_name(
+    ga: GuardedApp, browser: httpx.AsyncClient
+) -> None:
+    """No User-Agent to name it from: its English name, in every language."""
+    await remembered(ga, browser)
+    older = await older_device(ga, "Chrome on Windows")
+
+    for headers, firefox in [({}, "Firefox on Ubuntu"), (FRENCH, "Firefox sous Ubuntu")]:
+        page = await browser.get("/mfa/settings", headers=headers)
+        assert len(devices_on(page)) == 2
+        chrome = item_of(page, older.id)
+        assert heading_of(chrome) == "Chrome on Windows"
+        assert hidden_name_of(chrome) == "Chrome on Windows"
+        assert firefox in page.text
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "ar"])
+async def test_a_name_from_the_user_agent_is_escaped_once(ga: GuardedApp, language: str) -> None:
+    """ua-parser's names come out of the User-Agent, which the client writes."""
+    hostile = (
+        "Mozilla/5.0 (Linux; Android 10; <i>Pwn</i> Build/QP1A) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+    )
+    async with ga.client(base_url=BASE_URL, headers={"User-Agent": hostile}) as client:
+        await remembered(ga, client)
+        page = await client.get("/mfa/settings", headers={"Accept-Language": language})
+    [device_id] = devices_on(page)
+    item = item_of(page, device_id)
+    for shown in (heading_of(item), hidden_name_of(item)):
+        assert "&lt;i&gt;Pwn&lt;/i&gt;" in shown
+        assert "<i>" not in shown
+        assert "&amp;" not in shown
 
 
 async def test_an_enrolled_user_without_remembered_browsers_is_told_how(

@@ -111,7 +111,23 @@ async def test_the_device_cookie_is_httponly_secure_lax_and_lasts_the_configured
     assert device.token_hash == hashlib.sha256(cookie.value.encode()).hexdigest()
     assert cookie.value not in repr(device)
     assert device.name == "Firefox on Ubuntu"
+    # And the User-Agent, which the settings page names the browser from in its language.
+    assert device.user_agent == FIREFOX
     assert device.expires_at == ga.clock() + 7 * DAY
+
+
+async def test_a_long_user_agent_is_kept_cut_to_1024_characters() -> None:
+    ga = devices_app()
+    long_agent = FIREFOX + " " + "x" * 2000
+    async with browser(ga, long_agent) as client:
+        await enrolled_and_remembered(ga, client)
+        listed = (await client.get("/mfa/api/devices")).json()["devices"]
+    (device,) = await ga.guard.trusted_devices.devices.devices(USER)  # type: ignore[union-attr]
+    assert device.user_agent == long_agent[:1024]
+    assert device.name == "Firefox on Ubuntu"
+    # The JSON API gives the English name, never the User-Agent.
+    assert [d["name"] for d in listed] == ["Firefox on Ubuntu"]
+    assert "user_agent" not in listed[0]
 
 
 async def test_a_remembered_browser_skips_the_challenge_at_its_next_sign_in() -> None:

@@ -2,10 +2,12 @@
 
 A remembered browser holds a random token in its own cookie; the store keeps only the token's
 SHA-256 (the token is 256 random bits: no salt or KDF needed to resist guessing), with a public
-id the user revokes it by, a name (browser and system), when it was remembered and last used,
-when it stops being trusted, and the user's epoch at that moment. A device remembered under an
-older epoch is not trusted any more: any factor change, admin reset or "sign out my other
-sessions" bumps the epoch and so revokes every device at once, with no write here.
+id the user revokes it by, a name (browser and system, in English), the User-Agent it was
+remembered with (so that the kit's pages name the browser in the reader's language), when it
+was remembered and last used, when it stops being trusted, and the user's epoch at that
+moment. A device remembered under an older epoch is not trusted any more: any factor change,
+admin reset or "sign out my other sessions" bumps the epoch and so revokes every device at
+once, with no write here.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
+# The longest User-Agent kept with a device, as much as ua-parser reads (``browser_of``):
+# longer ones are cut.
+MAX_DEVICE_USER_AGENT = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class TrustedDevice:
     """A remembered browser of a user: its public ``id`` (what the user forgets it by), the
-    SHA-256 of the token its cookie holds, its ``name`` (browser and system), when it was
-    remembered, last used and stops being trusted, and the user's epoch when it was remembered."""
+    SHA-256 of the token its cookie holds, its ``name`` (browser and system, in English: the
+    JSON API's), when it was remembered, last used and stops being trusted, the user's epoch
+    when it was remembered, and the ``user_agent`` it was remembered with (its first 1024
+    characters), from which the kit's pages name the browser in the reader's language;
+    ``None`` for a device remembered before the kit kept it, whose ``name`` is shown."""
 
     id: str
     user_id: str
@@ -29,6 +38,8 @@ class TrustedDevice:
     last_seen_at: float
     expires_at: float
     epoch: int
+    # Last, with a default: an adapter written before it still builds a device.
+    user_agent: str | None = None
 
     def is_trusted(self, epoch: int, now: float) -> bool:
         """Still trusted for a user now at ``epoch``: not expired, not from an older epoch."""
@@ -40,7 +51,8 @@ class DeviceStore(Protocol):
 
     Implementations raise :class:`mfa_guard.errors.StoreUnavailable` when the backend cannot be
     reached. ``mfa_guard.testing.devices_contract.DeviceStoreContract`` is the suite an
-    implementation must pass.
+    implementation must pass. A store keeps every field of a :class:`TrustedDevice` as given,
+    ``user_agent`` included (up to 1024 characters, or ``None``), and gives them back.
     """
 
     async def add(self, device: TrustedDevice, *, keep: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from mfa_guard.stores.devices import DeviceStore, TrustedDevice
+from mfa_guard.stores.devices import MAX_DEVICE_USER_AGENT, DeviceStore, TrustedDevice
 
 __all__ = ["DeviceStoreContract"]
 
@@ -35,6 +35,7 @@ def device(
     days: float = 30,
     epoch: int = 1,
     name: str = "Firefox on Linux",
+    user_agent: str | None = None,
 ) -> TrustedDevice:
     """The ``number``-th browser of ``user_id``, remembered at ``at`` for ``days``."""
     return TrustedDevice(
@@ -46,6 +47,7 @@ def device(
         last_seen_at=at,
         expires_at=at + days * DAY,
         epoch=epoch,
+        user_agent=user_agent,
     )
 
 
@@ -177,6 +179,28 @@ class DeviceStoreContract:
         (kept,) = await devices.devices("zoë")
         assert kept.name == "Safari on iOS (iPhone) — ünïcode"
         assert kept.user_id == "zoë"
+
+    async def test_a_user_agent_is_kept_as_given_and_none_stays_none(
+        self, devices: DeviceStore
+    ) -> None:
+        """The User-Agent a browser was remembered with (up to 1024 characters) comes back
+        from every read; a device without one (remembered before the kit kept it) has none."""
+        agent = ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Firefox/128.0 ü " * 20)[
+            :MAX_DEVICE_USER_AGENT
+        ]
+        assert len(agent) == MAX_DEVICE_USER_AGENT
+        await devices.add(device("alice", 1, user_agent=agent), keep=10)
+        await devices.add(device("alice", 2, at=NOW + 1), keep=10)
+
+        newest, oldest = await devices.devices("alice")
+        assert (newest.id, newest.user_agent) == ("alice-2", None)
+        assert (oldest.id, oldest.user_agent) == ("alice-1", agent)
+        seen = await devices.recognise("alice", token_hash("alice", 1), NOW + 10)
+        assert seen is not None
+        assert seen.user_agent == agent
+        unknown = await devices.recognise("alice", token_hash("alice", 2), NOW + 10)
+        assert unknown is not None
+        assert unknown.user_agent is None
 
     def test_trust_needs_the_current_epoch_and_an_unexpired_device(self) -> None:
         laptop = device("alice", 1, epoch=3, days=1)

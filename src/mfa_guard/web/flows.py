@@ -405,9 +405,10 @@ class Flows:
     async def device_rows(self, caller: Caller) -> list[schemas.Device]:
         devices = self.kit.trusted_devices
         listed = [] if devices is None else await devices.trusted(caller.user_id)
-        return [self._row(caller, device) for device in listed]
+        return [self.device_row(caller, device) for device in listed]
 
-    def _row(self, caller: Caller, device: TrustedDevice) -> schemas.Device:
+    def device_row(self, caller: Caller, device: TrustedDevice) -> schemas.Device:
+        """A remembered browser as the JSON API lists it (``name`` in English)."""
         return schemas.Device(
             id=device.id,
             name=device.name,

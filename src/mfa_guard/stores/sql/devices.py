@@ -25,6 +25,7 @@ _COLUMNS = (
     trusted_devices.c.last_seen_at,
     trusted_devices.c.expires_at,
     trusted_devices.c.epoch,
+    trusted_devices.c.user_agent,
 )
 _NEWEST_FIRST = (
     trusted_devices.c.last_seen_at.desc(),
@@ -64,6 +65,7 @@ class SQLDeviceStore(SQLAdapter):
                     last_seen_at=device.last_seen_at,
                     expires_at=device.expires_at,
                     epoch=device.epoch,
+                    user_agent=device.user_agent,
                 )
             )
 
@@ -116,4 +118,5 @@ def _device(row: Any) -> TrustedDevice:
         last_seen_at=float(row.last_seen_at),
         expires_at=float(row.expires_at),
         epoch=int(row.epoch),
+        user_agent=row.user_agent,
     )

@@ -188,6 +188,10 @@ trusted_devices = Table(
     Column("last_seen_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("epoch", Integer, nullable=False),
+    # The User-Agent the browser was remembered with (its first 1024 characters), which the
+    # pages name it from in the reader's language; NULL for one remembered before
+    # mfa_guard_0006, whose English ``name`` is shown.
+    Column("user_agent", String(1024), nullable=True),
     Index("ix_mfa_guard_trusted_devices_user_id", "user_id"),
 )
 
