@@ -136,20 +136,32 @@ def test_the_recent_activity_is_whole_on_a_desktop_and_a_phone(
             text.endswith(name) for text, name in zip(texts, BROWSERS[locale], strict=True)
         ), texts
     assert not violations(page), "axe-core finds nothing on the settings page"
-    check_layout(page, activity, rows, tmp_path, SUFFIX[locale])
+    check_layout(page, activity, rows, tmp_path, f"settings-activity{SUFFIX[locale]}")
+
+    # The phone, remembered: named in the page's words too, from the User-Agent it was
+    # remembered with.
+    remembered = page.locator("#remembered-browsers")
+    devices = remembered.locator("li")
+    expect(devices).to_have_count(1)
+    heading = devices.first.locator("h3")
+    if locale == "ar":
+        assert heading.locator("bdi").all_inner_texts() == ARABIC_PARTS[0]
+    else:
+        expect(heading).to_have_text(BROWSERS[locale][0])
+    check_layout(page, remembered, devices, tmp_path, f"settings-devices{SUFFIX[locale]}")
     laptop.close()
     phone.close()
 
 
-def check_layout(page: Page, activity: Locator, rows: Locator, tmp_path: Path, suffix: str) -> None:
-    """Every row whole on screen at a desktop's and a phone's width; screenshots of the
-    section (``settings-activity{suffix}-desktop.png`` …)."""
-    for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+def check_layout(page: Page, section: Locator, rows: Locator, tmp_path: Path, name: str) -> None:
+    """Every row of ``section`` whole on screen at a desktop's and a phone's width;
+    screenshots of the section (``{name}-desktop.png``, ``{name}-phone.png``)."""
+    for viewport, size in ((DESKTOP, "desktop"), (PHONE, "phone")):
         page.set_viewport_size(viewport)
-        state = f"the recent activity at {viewport['width']} px"
+        state = f"{name} at {viewport['width']} px"
         assert horizontal_overflow(page) == 0, state
-        activity.scroll_into_view_if_needed()
-        expect(activity).to_be_visible()
+        section.scroll_into_view_if_needed()
+        expect(section).to_be_visible()
         for row in rows.all():
             expect(row).to_be_visible()
             box = row.bounding_box()
@@ -158,4 +170,4 @@ def check_layout(page: Page, activity: Locator, rows: Locator, tmp_path: Path, s
             assert box["x"] >= 0, state
             assert box["x"] + box["width"] <= viewport["width"], state
             assert row.evaluate("e => e.scrollWidth <= e.clientWidth"), state
-        screenshot(page, tmp_path, f"settings-activity{suffix}-{name}.png", part=activity)
+        screenshot(page, tmp_path, f"{name}-{size}.png", part=section)
