@@ -99,18 +99,29 @@ def _isolated_filter(context: jinja2.runtime.Context, value: object) -> object:
     return Markup("<bdi>%s</bdi>") % value
 
 
+def _isolating(phrase_of: Callable[[Callable[[str], str]], str]) -> Markup:
+    """A phrase of names for a right-to-left page: ``phrase_of`` makes it with a stand-in for
+    each name (the function it is given), the phrase is escaped, then each stand-in becomes its
+    name, escaped and isolated in ``<bdi>``."""
+    names: list[str] = []
+
+    def stand_in(name: str) -> str:
+        names.append(name)
+        return f"\x00{len(names) - 1}\x00"
+
+    phrase = escape(phrase_of(stand_in))
+    for index, name in enumerate(names):
+        phrase = phrase.replace(f"\x00{index}\x00", Markup("<bdi>%s</bdi>") % name)
+    return phrase
+
+
 @jinja2.pass_context
 def _names_filter(context: jinja2.runtime.Context, names: Sequence[str]) -> object:
     """Names as one phrase of the page's language ("Acme and Globex", "Acme et Globex",
     "Acme、Globex"), each isolated on a right-to-left page."""
     if context.get("dir") != "rtl":
         return human_list(names, context["lang"])
-    # The phrase is made of stand-ins, escaped, then each stand-in becomes its isolated name.
-    stand_ins = [f"\x00{index}\x00" for index in range(len(names))]
-    phrase = escape(human_list(stand_ins, context["lang"]))
-    for stand_in, name in zip(stand_ins, names, strict=True):
-        phrase = phrase.replace(stand_in, Markup("<bdi>%s</bdi>") % name)
-    return phrase
+    return _isolating(lambda part: human_list([part(name) for name in names], context["lang"]))
 
 
 @jinja2.pass_context
@@ -131,18 +142,7 @@ def _browser_filter(context: jinja2.runtime.Context, browser: Browser) -> str:
     order."""
     if context.get("dir") != "rtl":
         return browser_name(browser, context["lang"])
-    # As for lists of names: the phrase made of stand-ins, escaped, then each stand-in becomes
-    # its name, escaped and isolated.
-    names: list[str] = []
-
-    def stand_in(name: str) -> str:
-        names.append(name)
-        return f"\x00{len(names) - 1}\x00"
-
-    phrase = escape(browser_name(browser, context["lang"], part=stand_in))
-    for index, name in enumerate(names):
-        phrase = phrase.replace(f"\x00{index}\x00", Markup("<bdi>%s</bdi>") % name)
-    return phrase
+    return _isolating(lambda part: browser_name(browser, context["lang"], part=part))
 
 
 def _iso_filter(moment: datetime) -> str | None:
