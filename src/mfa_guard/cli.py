@@ -17,13 +17,14 @@ from pydantic_settings import BaseSettings
 
 from mfa_guard.crypto import generate_key
 from mfa_guard.settings import MFAGuardSettings, SecurityLogSettings
+from mfa_guard.stores.events import StoringSink
 from mfa_guard.version import __version__
 
 if TYPE_CHECKING:
     from mfa_guard.events import AuditEvent
     from mfa_guard.guard import MFAGuard
     from mfa_guard.settings import EveryoneSettings
-    from mfa_guard.stores.sql import SQLEventStore, SQLStore
+    from mfa_guard.stores.sql import SQLStore
     from mfa_guard.stores.sql.migrations import Outcome, SchemaState
 
 T = TypeVar("T")
@@ -425,6 +426,7 @@ def _reset_user(args: argparse.Namespace) -> int:
         return _reset_with_guard(args)
     from sqlalchemy.engine import make_url
 
+    from mfa_guard.events import LoggingEventSink
     from mfa_guard.ratelimit import failure_limiters, storage_from_uri
     from mfa_guard.resets import Resets
     from mfa_guard.stores.sql import SQLDeviceStore, SQLEventStore, SQLStore
@@ -435,14 +437,16 @@ def _reset_user(args: argparse.Namespace) -> int:
         return loaded
     settings, url = loaded
     shared = not settings.storage_uri.startswith(("memory://", "async+memory"))
-    sink = _LoggedAndKept()
+    kept: list[_Kept] = []
 
     async def reset() -> bool:
         store = SQLStore(url)
         codes, recovery = failure_limiters(
             storage_from_uri(settings.storage_uri), settings.rate_limits
         )
-        sink.log = SQLEventStore.sharing(store)
+        # The audit log line, then the security log the kit's tables hold.
+        sink = _Kept(LoggingEventSink(), SQLEventStore.sharing(store))
+        kept.append(sink)
         resets = Resets(
             store=store,
             devices=SQLDeviceStore.sharing(store),
@@ -471,35 +475,28 @@ def _reset_user(args: argparse.Namespace) -> int:
     else:
         print("Failure counts live in each app process (memory://): they expire with their window.")
     where = make_url(url).render_as_string(hide_password=True)
-    kept = (
+    went = (
         f"the audit log and the security log in {where} (the table mfa_guard_events)"
-        if sink.kept
+        if kept and kept[0].kept
         else "the audit log only: the security log could not be written (see the error above)"
     )
     print(
-        f"The admin_reset event went to {kept}. Pass --guard module:attribute (the app's "
+        f"The admin_reset event went to {went}. Pass --guard module:attribute (the app's "
         "MFAGuard) for the app's own event sink (its notifications) to hear of it."
     )
     return OK
 
 
-class _LoggedAndKept:
-    """``reset-user``'s event sink without the app's guard: the audit log line, then the security
-    log kept in the kit's database (``SQLEventStore``, as an app that keeps its log with its
-    enrolments reads it); ``kept`` says whether the event reached the latter."""
+class _Kept(StoringSink):
+    """``reset-user``'s event sink without the app's guard (a :class:`StoringSink`), saying
+    whether the event reached the security log (an append that failed is logged by the
+    publisher, and the reset stands)."""
 
-    def __init__(self) -> None:
-        from mfa_guard.events import LoggingEventSink
-
-        self.inner = LoggingEventSink()
-        self.log: SQLEventStore | None = None
-        self.kept = False
+    kept = False
 
     async def emit(self, event: AuditEvent) -> None:
-        await self.inner.emit(event)
-        if self.log is not None:
-            await self.log.append(event)
-            self.kept = True
+        await super().emit(event)
+        self.kept = True
 
 
 def _say_reset(user: str) -> None:
